@@ -1,0 +1,32 @@
+# flexo: the README's two commands live here. Each creates .venv on first use (idempotent) and needs only python3.
+PY      ?= python3
+VENV    := .venv
+STAMP   := $(VENV)/.installed
+BIN     := $(VENV)/bin
+PROFILE ?= demo
+
+.PHONY: run test test-all install ui clean-runs
+
+run: $(STAMP)  ## the main job: the whole pipeline on the embedded defaults
+	$(BIN)/flexo run --profile $(PROFILE)
+
+test: $(STAMP)  ## the default test suite (fails on no tests: pytest exit code 5 is non-zero)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+install: $(STAMP)
+
+# torch first, from the local CPU wheel: a bare `torch` requirement would pull gigabytes of CUDA packages.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements.lock -e .
+	touch $(STAMP)
+
+ui: $(STAMP)
+	$(BIN)/flexo ui
+
+clean-runs:
+	rm -rf runs .prefect

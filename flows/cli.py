@@ -1,0 +1,45 @@
+"""Entry point of the `flexo` command line: imports every command module and maps errors to exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import flows  # noqa: F401  (offline environment first)
+import flows.commands as commands
+from flows.commands import app, console
+from tasks.errors import FlexoError
+
+
+def _register_commands() -> None:
+    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{module.name}")
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Run the CLI; a FlexoError becomes a one-screen message and its exit code, not a traceback."""
+    try:
+        app(standalone_mode=False)
+    except FlexoError as err:
+        console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # usage errors come through here in non-standalone mode (typer vendors click)
+        if hasattr(err, "show") and hasattr(err, "exit_code"):
+            err.show()
+            sys.exit(err.exit_code)
+        if type(err).__name__ == "Abort":
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

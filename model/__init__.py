@@ -1,0 +1,1 @@
+"""FlexOlmo's science in pure torch + transformers: no prefect, mlflow, dvc or great_expectations here."""

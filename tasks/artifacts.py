@@ -1,0 +1,73 @@
+"""Where each stage writes, for one profile. The single source of truth for run paths.
+
+Why: a task never reaches into another task's files by guessing names; it asks `RunPaths`. Everything here is under
+`paths.runs_dir` (git- and DVC-ignored scratch); what must be kept is registered in MLflow or tracked by DVC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.config import Profile
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    profile: Profile
+
+    @property
+    def root(self) -> Path:
+        return self.profile.path("runs_dir") / self.profile.name
+
+    # data plane (DVC-tracked, under data/)
+    def domain_dir(self, domain: str) -> Path:
+        return self.profile.path("data_dir") / domain
+
+    def split(self, domain: str, split: str) -> Path:
+        """data/<domain>/<split>.parquet, split in train|val|test."""
+        return self.domain_dir(domain) / f"{split}.parquet"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """A transformers tokenizer trained on the public train split only."""
+        return self.profile.path("data_dir") / "tokenizer"
+
+    # models
+    @property
+    def public_dir(self) -> Path:
+        """Checkpoints under ckpt/, the final M_pub as a save_pretrained directory under model/."""
+        return self.root / "public"
+
+    @property
+    def public_model_dir(self) -> Path:
+        return self.public_dir / "model"
+
+    def router_embedding(self, domain: str) -> Path:
+        """safetensors with `raw` (d_e,) and `projected` (d,) domain embeddings."""
+        return self.root / "router" / f"{domain}.safetensors"
+
+    def expert_dir(self, domain: str) -> Path:
+        """Checkpoints under ckpt/, the trained expert as expert.safetensors + expert_card.json."""
+        return self.root / "experts" / domain
+
+    def dense_dir(self, domain: str) -> Path:
+        """The dense domain model (all parameters continued on D_i): checkpoints and model/."""
+        return self.root / "dense" / domain
+
+    @property
+    def moe_dir(self) -> Path:
+        """The assembled FlexOlmoForCausalLM (+ tokenizer), loadable by plain transformers."""
+        return self.root / "moe"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def attack_dir(self) -> Path:
+        return self.root / "attack"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.profile.path("reports_dir")
