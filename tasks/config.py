@@ -133,7 +133,7 @@ class TrainExpertConfig(_Strict):
     optim: OptimConfig
     lm_z_loss: float = 1e-5
     router_z_loss: float = 1e-3
-    bias_init: float = -1.0  # initial effective bias b_i (<= 0), see model/ for the parametrisation
+    bias_init: float | None = -0.5  # initial effective bias b_i < 0 (b_i = -softplus(theta)); null = no bias (ablation)
     eval_every: int = Field(gt=0)
     checkpoint_every: int = Field(gt=0)
     eval_batches: int = Field(4, gt=0)

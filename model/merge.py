@@ -1,0 +1,86 @@
+"""Merge independently trained experts into one `FlexOlmoForCausalLM`, with no joint training.
+
+Expert 0 is M_pub's FFN with router row r_pub; expert j (1..n) is owner j's FFN_j with its per-layer row r_j. Shared weights
+(embeddings, attention, norms, LM head) are M_pub's. Each expert file also carries the r_pub it was trained against; the merge
+refuses an expert whose r_pub differs (it was coordinated with a different public model or router). b_j is dropped (see
+`model.coordinated`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
+
+from model.config import flexolmo_config, ids_of, sizes_of
+from model.coordinated import EXPERT_FFN_KEYS
+
+
+class MergeError(ValueError):
+    """An expert does not fit the public model it is merged with."""
+
+
+def _check_expert(index: int, expert: dict[str, torch.Tensor], public: Olmo2ForCausalLM, r_pub: torch.Tensor) -> None:
+    for layer_index, layer in enumerate(public.model.layers):
+        for key in EXPERT_FFN_KEYS:
+            name = f"layers.{layer_index}.{key}.weight"
+            if name not in expert:
+                raise MergeError(f"expert {index}: missing tensor {name}")
+            expected = getattr(layer.mlp, key).weight.shape
+            if expert[name].shape != expected:
+                raise MergeError(f"expert {index}: {name} has shape {tuple(expert[name].shape)}, expected {tuple(expected)}")
+        row = expert.get(f"layers.{layer_index}.router_public")
+        if row is None or not torch.equal(row.float(), r_pub.float()):
+            raise MergeError(
+                f"expert {index}: its public router row in layer {layer_index} differs from r_pub; it was trained against a "
+                "different public model or router embedding and cannot be merged"
+            )
+
+
+def merge_experts(
+    public_model: Olmo2ForCausalLM,
+    r_pub: torch.Tensor,
+    experts: Sequence[dict[str, torch.Tensor]],
+    top_k: int | None = None,
+) -> FlexOlmoForCausalLM:
+    """An (n+1)-expert FlexOlmo: rows [r_pub, r_1..r_n] and FFNs [FFN_pub, FFN_1..FFN_n] stacked in every layer."""
+    for index, expert in enumerate(experts, start=1):
+        _check_expert(index, expert, public_model, r_pub)
+    num_experts = len(experts) + 1
+    config = flexolmo_config(sizes_of(public_model.config), ids_of(public_model.config), num_experts, top_k)
+    moe = FlexOlmoForCausalLM(config).float()
+    public_state = public_model.state_dict()
+    with torch.no_grad():
+        shared = {k: v for k, v in public_state.items() if ".mlp." not in k}
+        missing, _ = moe.load_state_dict(shared, strict=False)
+        for layer_index, (moe_layer, public_layer) in enumerate(zip(moe.model.layers, public_model.model.layers)):
+            ffns = [{key: getattr(public_layer.mlp, key).weight for key in EXPERT_FFN_KEYS}]
+            ffns += [{key: e[f"layers.{layer_index}.{key}.weight"] for key in EXPERT_FFN_KEYS} for e in experts]
+            rows = [r_pub] + [e[f"layers.{layer_index}.router"] for e in experts]
+            set_layer_experts(moe_layer.mlp, rows, ffns)
+    unexpected_gaps = [k for k in missing if ".mlp." not in k]
+    if unexpected_gaps:
+        raise MergeError(f"shared tensors not filled from M_pub: {unexpected_gaps[:5]}")
+    return moe.eval()
+
+
+def set_layer_experts(block: torch.nn.Module, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Write router rows and expert FFNs into one `FlexOlmoSparseMoeBlock` (transformers 5.x fused layout:
+    `gate_up_proj[e] = [gate_proj; up_proj]`, `down_proj[e]`)."""
+    block.gate.weight.copy_(torch.stack([row.float() for row in rows]))
+    block.experts.gate_up_proj.copy_(torch.stack([torch.cat([f["gate_proj"], f["up_proj"]], dim=0) for f in ffns]))
+    block.experts.down_proj.copy_(torch.stack([f["down_proj"] for f in ffns]))
+
+
+def layer_experts(block: torch.nn.Module) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """The inverse of `set_layer_experts`: (router rows (E, d), per-expert gate/up/down weights)."""
+    intermediate = block.experts.down_proj.shape[-1]
+    ffns = []
+    for e in range(block.experts.down_proj.shape[0]):
+        gate_up = block.experts.gate_up_proj[e]
+        ffns.append(
+            {"gate_proj": gate_up[:intermediate], "up_proj": gate_up[intermediate:], "down_proj": block.experts.down_proj[e]}
+        )
+    return block.gate.weight, ffns
+
