@@ -180,6 +180,12 @@ class RegistryConfig(_Strict):
     public_model: str = "flexo-public"
     expert_model_prefix: str = "flexo-expert-"
     moe_model: str = "flexo-moe"
+    system_metrics: bool = True  # CPU/memory (and GPU) metrics on every pipeline run
+    system_metrics_interval_s: float = Field(10.0, gt=0)  # MLflow's sampling interval
+    generate_max_new_tokens: int = Field(32, gt=0)  # `flexo generate` / served answers, greedy decoding
+    serve_port: int = Field(5001, gt=0, lt=65536)  # `flexo serve` on 127.0.0.1
+    ui_port: int = Field(5000, gt=0, lt=65536)  # `flexo ui`: the MLflow UI on 127.0.0.1
+    prefect_ui_port: int = Field(4200, gt=0, lt=65536)  # `flexo ui`: the Prefect UI on 127.0.0.1
 
 
 class OrchestrationConfig(_Strict):
