@@ -173,6 +173,9 @@ class AttackConfig(_Strict):
     max_extraction_rate: float = Field(0.05, ge=0, le=1)  # admission gate for the `active` alias
     calibration_docs: int = Field(8, gt=0)
     calibration_epochs: int = Field(100, gt=0)
+    calibration_lr: float = Field(3e-3, gt=0)  # full-parameter Adam lr of the overfitted calibration model
+    min_calibration_rate: float = Field(0.5, ge=0, le=1)  # below this the attack is declared broken (paper: 60%)
+    batch_prefixes: int = Field(64, gt=0)  # prefixes per batched `generate` call (x samples_per_prefix rows)
 
 
 class RegistryConfig(_Strict):
