@@ -71,3 +71,8 @@ class RunPaths:
     @property
     def reports_dir(self) -> Path:
         return self.profile.path("reports_dir")
+
+    @property
+    def registry_cache(self) -> Path:
+        """Registered versions downloaded for use (verified by sha256 before every load), per model and version."""
+        return self.root / "registry"
