@@ -26,9 +26,14 @@ TAG_DOMAIN = "domain"
 DVC_SOURCE_TYPE = "dvc"
 
 
+_SET_BY_US: set[str] = set()  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; only the user's value wins
+
+
 def tracking_uri(profile: Profile) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else the profile's store; a relative SQLite path is made absolute (repo root)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or profile.paths.mlflow_tracking_uri
+    """`MLFLOW_TRACKING_URI` if the user set it, else the profile's store; a relative SQLite path is anchored at the
+    repository root."""
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = user_uri if user_uri and user_uri not in _SET_BY_US else profile.paths.mlflow_tracking_uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str(REPO_ROOT / uri[len(prefix):])
@@ -47,6 +52,8 @@ def setup(profile: Profile, experiment: str | None = None) -> str:
     uri = tracking_uri(profile)
     if is_local_store(uri):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("MLFLOW_TRACKING_URI") != uri:
+        _SET_BY_US.add(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = experiment or profile.registry.experiment
