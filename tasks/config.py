@@ -152,12 +152,28 @@ class RouterConfig(_Strict):
 
 
 class EvalConfig(_Strict):
+    """FLEXMIX-small: task sizes, text cuts, baseline budgets (see README `## Evaluation (FLEXMIX-small)`)."""
+
     bpb_docs: int = Field(gt=0)
     task_items: int = Field(gt=0)
     choices: int = Field(4, ge=2)
     batch_size: int = Field(gt=0)
     bootstrap: int = Field(1000, gt=0)
     btm_temperature: float = Field(1.0, gt=0)
+    btm_top_k: int = Field(2, ge=1)  # paper Table 2: BTM top-2
+    bpb_prefix_chars: int = Field(200, gt=0)  # conditioning prefix of a bpb document (routing baselines see only it)
+    mc_context_chars: int = Field(300, gt=0)  # multiple-choice continuation: context length (cut at whitespace)
+    mc_continuation_chars: int = Field(120, gt=0)  # ... and the length of the true/distractor continuations
+    code_context_chars: int = Field(600, gt=0)  # code next-line: preceding code shown
+    code_min_line_chars: int = Field(8, gt=0)  # code next-line: target lines shorter than this (stripped) are not asked
+    soup_weight_decimals: int = Field(2, ge=0)  # per-example weighted soup: weights rounded for soup caching
+    btx_router_steps: int = Field(30, ge=0)  # BTX: router steps on public data (0 = BTX not run)
+    rt_steps: int = Field(30, ge=0)  # FlexOlmo router tuning on public data (0 = not run)
+    router_train_lr: float = Field(2e-3, gt=0)  # paper RT lr
+    router_train_weight_decay: float = Field(0.1, ge=0)
+    unrestricted_steps: int = Field(0, ge=0)  # unrestricted MoE upper bound: steps on all data (0 = not run)
+    unrestricted_lr: float = Field(9e-4, gt=0)
+    sweep_docs: int = Field(16, gt=0)  # bpb docs per domain for the k-sweep and opt-out curves
 
 
 class AttackConfig(_Strict):
