@@ -211,6 +211,8 @@ class OrchestrationConfig(_Strict):
     max_parallel_experts: int = Field(1, ge=1)
     retries: int = Field(2, ge=0)
     retry_delay_seconds: list[float] = Field(default_factory=lambda: [2.0, 8.0])
+    gpu_slots: int = Field(1, ge=1)  # tag-based concurrency limit `gpu`: trainings one Prefect server runs at once
+    work_pool_prefix: str = "flexo-"  # an owner's process work pool is <prefix><owner>; the shared one <prefix>shared
 
 
 class RuntimeConfig(_Strict):

@@ -1,0 +1,359 @@
+"""Prefect `@task` wrappers around the areas' plain step functions, and the record of what each stage did.
+
+Why: the flows in `flows/` must stay thin wiring, and the areas' functions must stay plain (testable without Prefect).
+This module is the seam: each wrapper resolves its area's function by name (`tasks.train:train_expert`), calls it, and
+returns a small JSON-able dict of paths, sha256s and metrics (never tensors). Caching keys on the inputs (the profile,
+content hashes of the data and upstream weights) plus a fingerprint of the code that computes the step, so an
+unchanged rerun is a cache hit and a changed data set, weight file or source file is not. A step whose area function
+has not been written is *skipped* with that reason, never faked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.config import REPO_ROOT, Profile
+
+GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU trainings at once
+
+# Each step: the area function it runs ("module:function"), the code its result depends on, and how Prefect runs it.
+STEPS: dict[str, dict[str, Any]] = {
+    "build_domain": {"target": "tasks.data_pipeline:build_domain", "code": ["tasks/data_pipeline.py", "tasks/sources", "tasks/datasets.py"]},
+    "check_disjoint": {"target": "tasks.data_pipeline:check_disjoint", "code": ["tasks/data_pipeline.py"]},
+    "train_tokenizer": {"target": "tasks.data_pipeline:train_tokenizer", "code": ["tasks/data_pipeline.py"]},
+    "version_domain": {"target": "tasks.data_pipeline:version_domain", "code": ["tasks/data_pipeline.py"], "retry": True},
+    "dataset_hash": {"target": "tasks.datasets:dataset_hash", "code": [], "cache": False},
+    "train_public": {"target": "tasks.train:train_public", "code": ["tasks/train.py", "model"], "gpu": True},
+    "register_public": {"target": "tasks.registry:register_public", "code": ["tasks/registry.py"], "retry": True},
+    "embed_domain": {"target": "tasks.route:embed_domain", "code": ["tasks/route.py", "model/router.py"]},
+    "train_expert": {"target": "tasks.train:train_expert", "code": ["tasks/train.py", "model"], "gpu": True},
+    "register_expert": {"target": "tasks.registry:register_expert", "code": ["tasks/registry.py"], "retry": True},
+    "assemble": {"target": "tasks.governance:assemble_and_register", "code": ["tasks/governance.py", "tasks/assemble.py", "tasks/registry.py", "model"], "retry": True},
+    "evaluate": {"target": "tasks.evaluate:evaluate", "code": ["tasks/evaluate.py", "model"], "gpu": True},
+    "attack": {"target": "tasks.attack:attack_and_record", "code": ["tasks/attack.py", "model"], "gpu": True},
+    "revoke": {"target": "tasks.governance:revoke", "code": [], "cache": False, "retry": True},
+}
+
+
+class StepMissing(Exception):
+    """The area function a step runs does not exist (yet): the stage is skipped, and the summary says so."""
+
+
+def resolve(step: str) -> Callable[..., Any]:
+    """The area's plain function for `step`; StepMissing naming it when its module or function is not there."""
+    module_name, func_name = STEPS[step]["target"].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:  # the area's module exists but imports something missing: a real failure
+            raise
+        raise StepMissing(f"{module_name}.{func_name} does not exist yet (module {module_name} not found)") from exc
+    func = getattr(module, func_name, None)
+    if func is None:
+        raise StepMissing(f"{module_name}.{func_name} does not exist yet")
+    return func
+
+
+def available(step: str) -> bool:
+    try:
+        resolve(step)
+    except StepMissing:
+        return False
+    return True
+
+
+def code_fingerprint(step: str) -> str:
+    """sha256 over the source files a step's result depends on (part of its cache key: edit the code, miss the cache)."""
+    digest = hashlib.sha256()
+    for rel in STEPS[step]["code"]:
+        path = REPO_ROOT / rel
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            if file.exists():
+                digest.update(str(file.relative_to(REPO_ROOT)).encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a file, or of every file under a directory (names + bytes), for cache keys and lineage."""
+    digest = hashlib.sha256()
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    for file in files:
+        digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-able copy of a step's result (dataclasses, pydantic models, paths); tensors are refused, not pickled."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if hasattr(value, "model_dump"):
+        return jsonable(value.model_dump(mode="json"))
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if type(value).__module__.startswith(("torch", "numpy")) and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if type(value).__module__.startswith("torch"):
+        raise TypeError(f"a step returned a {type(value).__name__}; steps return paths and hashes, never tensors")
+    return str(value)
+
+
+def _call(step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    result = resolve(step)(*args, **kwargs)
+    out = jsonable(result)
+    return out if isinstance(out, dict) else {"value": out}
+
+
+# ---- the plain bodies of the Prefect tasks (the extra hash arguments are cache-key inputs only) -------------------
+
+def build_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
+    """Ingest, validate (GX), split, dedup and decontaminate one domain."""
+    return _call("build_domain", profile, domain)
+
+
+def check_disjoint(profile: Profile, data_hashes: Mapping[str, str], code: str) -> dict[str, Any]:
+    return _call("check_disjoint", profile)
+
+
+def train_tokenizer(profile: Profile, public_hash: str, code: str) -> dict[str, Any]:
+    return _call("train_tokenizer", profile)
+
+
+def version_domain(profile: Profile, domain: str, data_hash: str, code: str) -> dict[str, Any]:
+    """`dvc add` + push to the owner's remote (retried with backoff: the remote can be briefly unreachable)."""
+    return _call("version_domain", profile, domain)
+
+
+def dataset_hash(profile: Profile, domain: str) -> str:
+    return str(resolve("dataset_hash")(profile, domain))
+
+
+def train_public(profile: Profile, public_hash: str, tokenizer_hash: str, code: str) -> dict[str, Any]:
+    return _call("train_public", profile)
+
+
+def register_public(profile: Profile, model_dir: str, weights_sha: str, data_md5: str, metrics: Mapping[str, float]) -> dict[str, Any]:
+    return _call("register_public", profile, Path(model_dir), data_md5, dict(metrics))
+
+
+def embed_domain(profile: Profile, domain: str, data_hash: str, code: str) -> dict[str, Any]:
+    path = resolve("embed_domain")(profile, domain)
+    return {"path": str(path), "sha256": file_sha256(path)}
+
+
+def train_expert(profile: Profile, domain: str, data_hash: str, public_sha: str, router_sha: str, code: str) -> dict[str, Any]:
+    return _call("train_expert", profile, domain)
+
+
+def register_expert(profile: Profile, domain: str, expert_file: str, expert_sha: str, data_md5: str,
+                    metrics: Mapping[str, float], router_file: str | None) -> dict[str, Any]:
+    return _call("register_expert", profile, domain, Path(expert_file), data_md5, metrics=dict(metrics),
+                 router_file=Path(router_file) if router_file else None)
+
+
+def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dict[str, Any]:
+    """Assemble every active expert (sha256-verified from the registry) and register `flexo-moe` as `serving`."""
+    return _call("assemble", profile)
+
+
+def evaluate(profile: Profile, moe_sha: str, code: str) -> dict[str, Any]:
+    return _call("evaluate", profile)
+
+
+def attack(profile: Profile, domain: str, expert_sha: str, code: str) -> dict[str, Any]:
+    return _call("attack", profile, domain)
+
+
+def revoke(profile: Profile, domain: str, version: str, reason: str, by: str | None = None) -> dict[str, Any]:
+    return _call("revoke", profile, domain, version, reason, by=by)
+
+
+def prefect_task(name: str, profile: Profile) -> Any:
+    """The Prefect task for step `name`: cached on inputs + source, retried with backoff where the step can fail
+    transiently, tagged `gpu` where it trains or runs a model."""
+    from prefect import task
+    from prefect.cache_policies import INPUTS, NONE, TASK_SOURCE
+
+    spec = STEPS.get(name, {})
+    fn = globals()[name]
+    orch = profile.orchestration
+    return task(
+        fn,
+        name=name,
+        cache_policy=(INPUTS + TASK_SOURCE) if spec.get("cache", True) else NONE,
+        persist_result=spec.get("cache", True),
+        result_serializer="json",
+        retries=orch.retries if spec.get("retry") else 0,
+        retry_delay_seconds=list(orch.retry_delay_seconds) if spec.get("retry") else 0,
+        tags=[GPU_TAG] if spec.get("gpu") else [],
+    )
+
+
+# ---- what each stage did ------------------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """One step of one run: completed, cached (reused), skipped (not written yet / upstream missing) or failed."""
+
+    stage: str
+    step: str
+    domain: str | None
+    status: str
+    seconds: float
+    detail: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("completed", "cached")
+
+
+Listener = Callable[[str, str, str | None, str], None]  # (stage, step, domain, status)
+_listeners: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Register a progress callback (the CLI's display); returns its remover. In-process only, by design."""
+    _listeners.append(listener)
+    return lambda: _listeners.remove(listener) if listener in _listeners else None
+
+
+def notify(stage: str, step: str, domain: str | None, status: str) -> None:
+    for listener in list(_listeners):
+        listener(stage, step, domain, status)
+
+
+def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | None = None, **kwargs: Any) -> Outcome:
+    """Run one step as a Prefect task and record what happened; a failure is recorded, not raised (a failed domain
+    must not stop the others)."""
+    started = time.perf_counter()
+    if not available(step):
+        try:
+            resolve(step)
+        except StepMissing as missing:
+            reason = str(missing)
+        except Exception as exc:  # the area's module itself is broken: that is a failure, not a skip
+            outcome = Outcome(stage, step, domain, "failed", 0.0, f"{type(exc).__name__}: {exc}")
+            notify(stage, step, domain, outcome.status)
+            return outcome
+        outcome = Outcome(stage, step, domain, "skipped", 0.0, reason)
+        notify(stage, step, domain, outcome.status)
+        return outcome
+    notify(stage, step, domain, "running")
+    task = prefect_task(step, profile)
+    state = task(profile, *args, return_state=True, **kwargs)
+    seconds = time.perf_counter() - started
+    if state.is_completed():
+        value = state.result()
+        result = value if isinstance(value, dict) else {"value": value}
+        outcome = Outcome(stage, step, domain, "cached" if state.name == "Cached" else "completed", seconds, "", result)
+    else:
+        error = state.result(raise_on_failure=False)
+        detail = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(state.message)
+        outcome = Outcome(stage, step, domain, "failed", seconds, detail)
+    notify(stage, step, domain, outcome.status)
+    return outcome
+
+
+def upstream_missing(stage: str, step: str, domain: str | None, needs: Iterable[Outcome]) -> Outcome | None:
+    """A 'skipped' outcome when a step's inputs were not produced (an upstream step failed or was skipped)."""
+    bad = [o for o in needs if not o.ok]
+    if not bad:
+        return None
+    why = "; ".join(f"{o.step}{'/' + o.domain if o.domain else ''} {o.status}" for o in bad)
+    outcome = Outcome(stage, step, domain, "skipped", 0.0, f"upstream not available: {why}")
+    notify(stage, step, domain, outcome.status)
+    return outcome
+
+
+def metrics_of(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric final metrics of a training result (its `metrics` mapping), for registration tags."""
+    metrics = result.get("metrics") or {}
+    return {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def first_path(result: Mapping[str, Any], keys: Sequence[str], default: Path) -> Path:
+    """The first of `keys` the result names (areas name their output paths differently), else `default`."""
+    for key in keys:
+        if result.get(key):
+            return Path(result[key])
+    return default
+
+
+def summary_table(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    return [
+        {"stage": o.stage, "step": o.step, "domain": o.domain or "", "status": o.status,
+         "seconds": round(o.seconds, 2), "detail": o.detail[:300]}
+        for o in outcomes
+    ]
+
+
+def summary_markdown(title: str, outcomes: Sequence[Outcome], links: Mapping[str, str] | None = None) -> str:
+    """The run's markdown summary: counts, every step, and which failed and why."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    lines = [f"# {title}", "", ", ".join(f"**{n}** {s}" for s, n in sorted(counts.items())) or "nothing ran", ""]
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        lines += ["## Failed", ""] + [f"- `{o.step}` {o.domain or ''}: {o.detail}" for o in failed] + [""]
+    lines += ["## Steps", "", "| stage | step | domain | status | seconds | detail |", "|---|---|---|---|---:|---|"]
+    for row in summary_table(outcomes):
+        detail = str(row["detail"]).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {row['stage']} | {row['step']} | {row['domain']} | {row['status']} | {row['seconds']} | {detail} |")
+    if links:
+        lines += ["", "## Where to look", ""] + [f"- {k}: `{v}`" for k, v in links.items()]
+    return "\n".join(lines) + "\n"
+
+
+def publish(key: str, title: str, outcomes: Sequence[Outcome], links: Mapping[str, str] | None = None) -> str:
+    """Markdown + table artifacts in the Prefect UI for one run (key: lowercase letters, digits, dashes)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    markdown = summary_markdown(title, outcomes, links)
+    create_markdown_artifact(markdown=markdown, key=key, description=title)
+    if outcomes:
+        create_table_artifact(table=summary_table(outcomes), key=f"{key}-steps", description=f"{title}: every step")
+    return markdown
+
+
+def publish_table(key: str, rows: Sequence[Mapping[str, Any]], description: str) -> None:
+    from prefect.artifacts import create_table_artifact
+
+    if rows:
+        create_table_artifact(table=[dict(r) for r in rows], key=key, description=description)
+
+
+def write_summary(path: Path, outcomes: Sequence[Outcome], extra: Mapping[str, Any] | None = None) -> Path:
+    """The run summary as JSON (for scripts and the benchmark)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"steps": [dataclasses.asdict(o) for o in outcomes], **dict(extra or {})}
+    path.write_text(json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def ensure_gpu_limit(slots: int) -> None:
+    """Create (or update) the tag-based concurrency limit `gpu` on the Prefect server in use."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
