@@ -1,0 +1,129 @@
+"""Each baseline on tiny real models: the identities that pin them down, and that training changes only what it should."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from model.baselines import (
+    EnsembleScorer,
+    btx_merge,
+    dense_as_expert,
+    nearest_centroid,
+    routing_weights,
+    set_top_k,
+    train_moe,
+    uniform_soup,
+    upcycle,
+    weighted_soup,
+)
+from model.merge import merge_experts
+from model.optout import keep_experts
+from model.scoring import Request, model_scorer, score_requests
+
+from tests.model.conftest import IDS, SIZES, random_row
+
+
+def _perturbed(model, seed: int, scale: float = 0.05):
+    other = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return other.eval()
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch).logits
+
+
+def test_soup_of_identical_models_is_the_model(public_model, batch):
+    soup = uniform_soup([public_model, copy.deepcopy(public_model), copy.deepcopy(public_model)])
+    torch.testing.assert_close(_logits(soup, batch), _logits(public_model, batch), rtol=0, atol=1e-5)
+
+
+def test_soup_averages_parameters(public_model):
+    other = _perturbed(public_model, 5)
+    soup = uniform_soup([public_model, other])
+    weighted = weighted_soup([public_model, other], [0.25, 0.75])
+    name = "model.layers.0.mlp.up_proj.weight"
+    a, b = public_model.state_dict()[name], other.state_dict()[name]
+    torch.testing.assert_close(soup.state_dict()[name], (a + b) / 2)
+    torch.testing.assert_close(weighted.state_dict()[name], 0.25 * a + 0.75 * b)
+    with pytest.raises(ValueError):
+        weighted_soup([public_model, other], [0.5, 0.6])
+
+
+def _requests():
+    gen = torch.Generator().manual_seed(4)
+    ids = torch.randint(2, SIZES.vocab_size, (4, 12), generator=gen).tolist()
+    return [Request(tuple(row[:5]), tuple(row[5:])) for row in ids]
+
+
+def test_btm_with_one_model_is_that_model(public_model):
+    requests = _requests()
+    ensemble = EnsembleScorer([("pub", public_model)], temperature=1.0, top_k=2)
+    scores = score_requests(requests, ensemble, batch_size=3, pad_id=IDS.pad_token_id)
+    alone = score_requests(requests, model_scorer(public_model, "pub"), batch_size=3, pad_id=IDS.pad_token_id)["pub"]
+    assert scores["btm"].loglik == pytest.approx(alone.loglik, abs=1e-6)
+    assert scores["pub"].loglik == pytest.approx(alone.loglik, abs=1e-9)
+
+
+def test_btm_follows_the_better_model(public_model):
+    """With a sharp temperature BTM puts all weight on the model with the lower context NLL."""
+    other = _perturbed(public_model, 6, scale=0.5)
+    requests = _requests()
+    scores = score_requests(requests, EnsembleScorer([("a", public_model), ("b", other)], 1e-6, None), 4, 0)
+    better = scores["a"].context_nll < scores["b"].context_nll
+    expected = [scores["a" if flag else "b"].loglik[i] for i, flag in enumerate(better)]
+    assert scores["btm"].loglik == pytest.approx(expected, abs=1e-4)
+
+
+def test_routing_weights_top_k():
+    nll = torch.tensor([[1.0, 5.0], [2.0, 1.0], [3.0, 0.5]])
+    w = routing_weights(nll, temperature=1.0, top_k=2)
+    assert torch.allclose(w.sum(dim=0), torch.ones(2, dtype=torch.float64))
+    assert w[2, 0] == 0 and w[0, 1] == 0
+    full = torch.softmax(-nll[:2, 0].double(), dim=0)
+    assert torch.allclose(w[:2, 0], full)
+
+
+def test_flexolmo_with_only_public_is_public(public_model, batch):
+    r_pub = random_row(7)
+    alone = merge_experts(public_model, r_pub, [], top_k=1)
+    torch.testing.assert_close(_logits(alone, batch), _logits(public_model, batch), rtol=0, atol=1e-5)
+    expert = dense_as_expert(_perturbed(public_model, 8), r_pub, random_row(9))
+    moe = merge_experts(public_model, r_pub, [expert, expert], top_k=2)
+    torch.testing.assert_close(_logits(keep_experts(moe, [0]), batch), _logits(public_model, batch), rtol=0, atol=1e-5)
+
+
+def test_btx_and_upcycle_of_identical_models_are_the_model(public_model, batch):
+    rows = torch.stack([random_row(s) for s in (1, 2, 3)])
+    btx = btx_merge(public_model, [copy.deepcopy(public_model), copy.deepcopy(public_model)], rows, top_k=3)
+    torch.testing.assert_close(_logits(btx, batch), _logits(public_model, batch), rtol=0, atol=1e-5)
+    up = upcycle(public_model, 3, rows, top_k=3)
+    torch.testing.assert_close(_logits(up, batch), _logits(public_model, batch), rtol=0, atol=1e-5)
+
+
+def test_train_router_changes_only_router(public_model, batch):
+    rows = torch.stack([random_row(s) for s in (1, 2)])
+    moe = btx_merge(public_model, [_perturbed(public_model, 10)], rows, top_k=1)
+    before = {k: v.clone() for k, v in moe.state_dict().items()}
+    losses = train_moe(moe, [batch] * 6, lr=5e-2, weight_decay=0.0, grad_clip=1.0, train_experts=False)
+    assert losses[-1] < losses[0]
+    changed = {k for k, v in moe.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.endswith("mlp.gate.weight") for k in changed)
+
+
+def test_nearest_centroid_and_set_top_k(public_model):
+    centroids = torch.eye(3)
+    inputs = torch.tensor([[0.1, 0.9, 0.0], [2.0, 0.0, 0.1], [0.0, 0.2, -0.1]])
+    assert nearest_centroid(inputs, centroids).tolist() == [1, 0, 1]
+    moe = upcycle(public_model, 3, torch.stack([random_row(s) for s in (1, 2, 3)]), top_k=1)
+    set_top_k(moe, 3)
+    assert all(layer.mlp.gate.top_k == 3 for layer in moe.model.layers)
+    with pytest.raises(ValueError):
+        set_top_k(moe, 4)
