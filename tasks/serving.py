@@ -108,3 +108,36 @@ class FlexoMoEPyfunc(mlflow.pyfunc.PythonModel):
         max_new = int(params.get("max_new_tokens") or self.default_max_new_tokens)
         experts, exclude = _as_list(params.get("experts")), _as_list(params.get("exclude"))
         return [self.moe.generate(p, max_new, experts or None, exclude or None) for p in prompts]
+
+
+def check_requested(profile: Any, names: Sequence[str]) -> None:
+    """Every named expert must be a configured domain with an active, non-revoked version (RevokedError names the
+    revocation), so asking for a revoked expert is a clear refusal rather than a silent omission."""
+    from tasks.registry import ACTIVE_ALIAS, by_alias, expert_model_name, resolve_active_experts
+
+    for name in names:
+        if name == PUBLIC:
+            continue
+        if name not in profile.closed_domains:
+            raise ConfigError(f"'{name}' is not a configured domain; choose from {profile.closed_domains}")
+        if by_alias(profile, expert_model_name(profile, name), ACTIVE_ALIAS) is None:
+            resolve_active_experts(profile, [name])  # raises RevokedError or ConfigError naming why
+
+
+def generate_from_registry(
+    profile: Any,
+    prompt: str,
+    experts: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    max_new_tokens: int | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """`flexo generate`: the `serving` (or given) flexo-moe version, refused if revoked, sha256-verified, then one answer
+    with per-request opt-in/opt-out and attribution; the answer names the MoE version it came from."""
+    from tasks.registry import moe_dir, resolve_serving_moe
+
+    check_requested(profile, [*(experts or []), *(exclude or [])])
+    ref, pyfunc_dir = resolve_serving_moe(profile, version)
+    moe = FlexoMoE(moe_dir(pyfunc_dir))
+    answer = moe.generate(prompt, max_new_tokens or profile.registry.generate_max_new_tokens, experts, exclude)
+    return {**answer, "model": f"{ref.name}:{ref.version}", "expert_versions": ref.tags.get("experts", "")}

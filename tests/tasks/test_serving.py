@@ -122,3 +122,16 @@ def test_served_endpoint_opt_out_is_exact(served) -> None:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_generate_refuses_a_revoked_expert_by_name(served) -> None:
+    from tasks.serving import generate_from_registry
+
+    world, _, _ = served
+    answer = generate_from_registry(world.profile, "Stocks fell", exclude=["news"])
+    assert answer["model"] == "flexo-moe:1" and answer["expert_versions"] == "news:1,math:1"
+    revoke(world.profile, "news", 1, reason="consent withdrawn", by="steward-news")
+    with pytest.raises(RevokedError, match="flexo-expert-news version 1 was revoked by steward-news"):
+        generate_from_registry(world.profile, "Stocks fell", experts=["news"])
+    after = generate_from_registry(world.profile, "Stocks fell")
+    assert after["model"] == "flexo-moe:2" and after["experts"] == ["public", "math"]
