@@ -56,6 +56,11 @@ class DomainConfig(_Strict):
     source: SourceConfig
     remote: str | None = None  # DVC remote URL; None = <dvc_remotes_dir>/<owner>
     language: str = "en"
+    redact_pii: bool = True  # replace emails/phones/card numbers by placeholders at ingest (counted in the card)
+    min_chars: int | None = Field(None, ge=1)  # overrides data.min_chars (e.g. short math items)
+    max_chars: int | None = Field(None, gt=0)  # overrides data.max_chars
+    min_letter_ratio: float | None = Field(None, ge=0, le=1)  # overrides data.min_letter_ratio (code, math)
+    target_bytes: int | None = Field(None, gt=0)  # overrides data.target_bytes_per_domain (public: the largest)
 
 
 class ModelConfig(_Strict):
@@ -92,6 +97,16 @@ class DataConfig(_Strict):
     max_duplicate_rate: float = Field(0.05, ge=0, le=1)
     max_pii_rate: float = Field(0.05, ge=0, le=1)
     min_rows: int = Field(1, ge=1)
+    source_cache_dir: str = "~/.cache/flexo/sources"  # pip/apt downloads and unpacked packages (never committed)
+    max_doc_bytes: int = Field(1_000_000, gt=0)  # a document (or line) larger than this is quarantined, not loaded
+    on_bad_input: Literal["quarantine", "error"] = "quarantine"  # error: the first bad document raises DataError
+    max_quarantine_rate: float = Field(0.5, ge=0, le=1)  # a domain quarantining more than this fails its suite
+    min_letter_ratio: float = Field(0.5, ge=0, le=1)  # letters+spaces / chars: language sanity for prose
+    min_printable_ratio: float = Field(0.99, ge=0, le=1)  # printable chars / chars: no binary or control junk
+    shingle_words: int = Field(5, ge=1)  # word n-grams for near-duplicate MinHash
+    minhash_perms: int = Field(64, ge=8)
+    minhash_bands: int = Field(16, ge=1)  # LSH bands (minhash_perms must divide into them)
+    max_eval_fraction: float = Field(0.1, gt=0, lt=0.5)  # val and test each take at most this share of a small domain
 
 
 class TokenizerConfig(_Strict):
@@ -138,6 +153,7 @@ class TrainExpertConfig(_Strict):
     checkpoint_every: int = Field(gt=0)
     eval_batches: int = Field(4, gt=0)
     dp: DPConfig = DPConfig()
+    dense_weight_decay: float = Field(0.1, ge=0)  # dense domain models continue all parameters: M_pub's decay, not the expert's 0
 
 
 class RouterConfig(_Strict):
