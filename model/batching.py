@@ -34,7 +34,7 @@ class PackedDataset:
 
     tokens: np.ndarray
     seq_len: int
-    _order_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _order_cache: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.seq_len <= 0:
@@ -57,11 +57,12 @@ class PackedDataset:
 
     def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
         """The permutation of sequence indices used in `epoch` (cached: the current and the next are all a run needs)."""
-        if epoch not in self._order_cache:
+        key = (seed, epoch)
+        if key not in self._order_cache:
             if len(self._order_cache) > 2:
                 self._order_cache.clear()
-            self._order_cache[epoch] = np.random.default_rng([seed, epoch]).permutation(self.num_sequences)
-        return self._order_cache[epoch]
+            self._order_cache[key] = np.random.default_rng([seed, epoch]).permutation(self.num_sequences)
+        return self._order_cache[key]
 
     def batch_indices(self, step: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
         """Sequence indices of this rank's share of the global batch of `step` (global batch = `batch_size` rows)."""
