@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.export import WEIGHTS_FILE
 from model.hashing import sha256_file
 from tasks import audit
 from tasks.artifacts import RunPaths
@@ -27,6 +26,7 @@ from tasks.config import REPO_ROOT, Profile
 from tasks.errors import ConfigError, IntegrityError, RevokedError
 from tasks.tracking import TAG_GIT_COMMIT, lineage_tags, setup, tracking_uri
 
+WEIGHTS_FILE = "model.safetensors"  # = model.export.WEIGHTS_FILE; not imported, since that pulls in transformers
 ACTIVE_ALIAS = "active"
 SERVING_ALIAS = "serving"
 STATUS_ACTIVE = "active"
@@ -63,13 +63,20 @@ class VersionRef:
         return f"{self.name} version {self.version}"
 
 
+_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
 def client(profile: Profile):
-    """An MlflowClient on the profile's (or $MLFLOW_TRACKING_URI's) store, with the experiment created."""
+    """An MlflowClient on the profile's (or $MLFLOW_TRACKING_URI's) store, with the experiment created (one per store
+    and experiment per process: opening a store checks its schema, which is slow)."""
     from mlflow import MlflowClient
 
-    setup(profile)
     uri = tracking_uri(profile)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    key = (uri, profile.registry.experiment)
+    if key not in _CLIENTS:
+        setup(profile)
+        _CLIENTS[key] = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return _CLIENTS[key]
 
 
 def expert_model_name(profile: Profile, domain: str) -> str:
@@ -115,6 +122,7 @@ class _RegistrationRun:
         active = mlflow.active_run()
         if active is not None:
             return active.info.run_id
+        setup(self.profile)
         run = mlflow.start_run(run_name=self.name, tags={**lineage_tags(self.profile), "stage": "register"})
         self.own = True
         return run.info.run_id
@@ -419,7 +427,7 @@ def resolve_active_experts(profile: Profile, domains: Sequence[str] | None = Non
         if ref is None:
             if domains is None:
                 continue
-            revoked = [v for v in _safe_versions(profile, name) if v.status == STATUS_REVOKED]
+            revoked = [v for v in versions_if_any(profile, name) if v.status == STATUS_REVOKED]
             if revoked:
                 check_usable(revoked[0])
             raise ConfigError(f"{name} has no `{ACTIVE_ALIAS}` version; register (and pass the checks of) a version first")
@@ -428,7 +436,7 @@ def resolve_active_experts(profile: Profile, domains: Sequence[str] | None = Non
     return refs
 
 
-def _safe_versions(profile: Profile, name: str) -> list[VersionRef]:
+def versions_if_any(profile: Profile, name: str) -> list[VersionRef]:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -453,4 +461,4 @@ def resolve_serving_moe(profile: Profile, version: str | None = None) -> tuple[V
 
 def moe_versions_containing(profile: Profile, domain: str, version: str) -> list[VersionRef]:
     """Every `flexo-moe` version whose tags say it holds `domain` at `version`."""
-    return [ref for ref in _safe_versions(profile, profile.registry.moe_model) if ref.tags.get(f"{EXPERT_TAG_PREFIX}{domain}") == str(version)]
+    return [ref for ref in versions_if_any(profile, profile.registry.moe_model) if ref.tags.get(f"{EXPERT_TAG_PREFIX}{domain}") == str(version)]

@@ -1,0 +1,178 @@
+"""Registry, governance and serving commands: `flexo experts`, `revoke`, `audit`, `ui`, `generate`, `serve`.
+
+Thin: each command calls `tasks.registry` / `tasks.governance` / `tasks.serving` and prints. MLflow, torch and Prefect
+are imported inside the commands so `flexo --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.commands import ProfileOption, app, console, load
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command("experts")
+def experts_command(profile: ProfileOption = None, as_json: JsonOption = False) -> None:
+    """Every expert's versions with status, owner, aliases, sha256, data hash and metrics; then the MoE versions."""
+    from rich.table import Table
+
+    from tasks import registry
+
+    resolved = load(profile)
+    names = [registry.expert_model_name(resolved, d) for d in resolved.closed_domains]
+    names += [resolved.registry.public_model, resolved.registry.moe_model]
+    rows = [ref for name in names for ref in registry.versions_if_any(resolved, name)]
+    if as_json:
+        typer.echo(json.dumps([{**ref.__dict__, "aliases": list(ref.aliases)} for ref in rows], indent=2, default=str))
+        return
+    table = Table(title=f"registered models ({registry.tracking_uri(resolved)})")
+    for column in ("model", "version", "status", "owner", "aliases", "sha256", "data_md5", "metrics / experts"):
+        table.add_column(column)
+    for ref in rows:
+        metrics = ", ".join(f"{k[len('metric.'):]}={v}" for k, v in sorted(ref.tags.items()) if k.startswith("metric."))
+        detail = ref.tags.get("experts", metrics) if ref.name == resolved.registry.moe_model else metrics
+        if ref.status.startswith("revoked"):
+            detail = f"{ref.tags.get('revoked_reason') or ref.tags.get('revoked_dependency', '')} {detail}".strip()
+        style = "red" if ref.status.startswith("revoked") else None
+        table.add_row(ref.name, ref.version, ref.status, ref.owner, ",".join(ref.aliases), ref.sha256[:12],
+                      ref.tags.get("data_md5", "")[:12], detail, style=style)
+    console.print(table if rows else "no registered versions yet: run the pipeline (`flexo run`) first")
+
+
+@app.command("revoke")
+def revoke_command(
+    domain: Annotated[str, typer.Argument(help="The expert's domain, e.g. news.")],
+    version: Annotated[str, typer.Argument(help="The version to revoke (see `flexo experts`).")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in the version tags and the audit trail).")],
+    by: Annotated[str | None, typer.Option("--by", help="Who revokes (default: $MLFLOW_TRACKING_USERNAME, else the OS user).")] = None,
+    reassemble: Annotated[bool, typer.Option("--reassemble/--no-reassemble", help="Re-assemble flexo-moe without it and move `serving`.")] = True,
+    profile: ProfileOption = None,
+) -> None:
+    """Revoke an expert version: status=revoked with who/when/why, aliases removed, audit record, MoE versions holding it
+    marked revoked_dependency, flexo-moe re-assembled without it. Afterwards nothing loads it (exit 6 on any attempt)."""
+    from tasks.governance import assemble_and_register, revoke
+
+    resolved = load(profile)
+    result = revoke(resolved, domain, version, reason, by=by, reassemble=assemble_and_register if reassemble else None)
+    console.print(f"[bold]{result.expert.label}[/] revoked by {result.expert.tags['revoked_by']} at "
+                  f"{result.expert.tags['revoked_at']}; aliases removed: {result.removed_aliases or 'none'}")
+    if result.revoked_dependencies:
+        console.print(f"marked revoked_dependency: {', '.join(result.revoked_dependencies)}")
+    if result.new_moe is not None:
+        console.print(f"serving now: {result.new_moe.label} with experts [{result.new_moe.tags.get('experts', '')}]")
+
+
+@app.command("audit")
+def audit_command(profile: ProfileOption = None, as_json: JsonOption = False) -> None:
+    """The append-only audit trail of the registry (registrations, alias moves, revocations), oldest first."""
+    from rich.table import Table
+
+    from tasks.governance import audit_trail
+
+    records = audit_trail(load(profile))
+    if as_json:
+        typer.echo(json.dumps([r.__dict__ for r in records], indent=2))
+        return
+    table = Table(title="flexo audit trail")
+    for column in ("at (UTC)", "event", "model", "version", "actor", "detail"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(r.at, r.event, r.model, r.version, r.actor, json.dumps(r.detail, sort_keys=True))
+    console.print(table if records else "the audit trail is empty")
+
+
+@app.command("generate")
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="The prompt to continue.")],
+    experts: Annotated[str | None, typer.Option("--experts", help="Opt in: only these experts (comma-separated) + public.")] = None,
+    exclude: Annotated[str | None, typer.Option("--exclude", help="Opt out: drop these experts (comma-separated).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Default: registry.generate_max_new_tokens.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="A flexo-moe version (default: the `serving` alias).")] = None,
+    profile: ProfileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Greedy generation with the serving MoE; per-request opt-in/opt-out (no reload) and attribution per expert."""
+    from tasks.serving import generate_from_registry
+
+    answer = generate_from_registry(load(profile), prompt, _split(experts), _split(exclude), max_new_tokens, version)
+    if as_json:
+        typer.echo(json.dumps(answer, indent=2))
+        return
+    typer.echo(answer["text"])
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in answer["attribution"].items())
+    console.print(f"[dim]{answer['model']} ({answer['expert_versions']}); attribution: {shares}[/]")
+
+
+def _venv_env() -> dict[str, str]:
+    """This interpreter's bin/ first on PATH (mlflow's scoring server runs `uvicorn` from there)."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[int | None, typer.Option("--port", help="Default: registry.serve_port.")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="A flexo-moe version (default: the `serving` alias).")] = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Serve the MoE (MLflow pyfunc) on 127.0.0.1: POST /invocations with {"dataframe_records": [{"prompt": ...}],
+    "params": {"exclude": ["news"]}}. Refuses a revoked version; checks sha256 before serving."""
+    from tasks.registry import resolve_serving_moe
+
+    resolved = load(profile)
+    ref, pyfunc_dir = resolve_serving_moe(resolved, version)
+    chosen = port or resolved.registry.serve_port
+    console.print(f"serving {ref.label} (experts {ref.tags.get('experts', '')}) on http://127.0.0.1:{chosen}/invocations")
+    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
+    raise typer.Exit(subprocess.call(
+        [mlflow_cli, "models", "serve", "-m", str(pyfunc_dir), "-h", "127.0.0.1", "-p", str(chosen), "--env-manager", "local"],
+        env=_venv_env(),
+    ))
+
+
+@app.command("ui")
+def ui_command(
+    profile: ProfileOption = None,
+    prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="Also start the Prefect UI.")] = True,
+) -> None:
+    """Start the MLflow UI (and the Prefect UI) on 127.0.0.1 over the configured stores; Ctrl-C stops both."""
+    from tasks.tracking import is_local_store, tracking_uri
+
+    resolved = load(profile)
+    uri = tracking_uri(resolved)
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+               "--port", str(resolved.registry.ui_port)]
+    if is_local_store(uri):
+        command += ["--default-artifact-root", resolved.path("mlflow_artifacts_dir").as_uri()]
+    processes = [subprocess.Popen(command, env=_venv_env())]
+    console.print(f"MLflow UI:  http://127.0.0.1:{resolved.registry.ui_port}  ({uri})")
+    if prefect:
+        processes.append(subprocess.Popen(
+            [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(resolved.registry.prefect_ui_port)],
+            env=_venv_env(),
+        ))
+        console.print(f"Prefect UI: http://127.0.0.1:{resolved.registry.prefect_ui_port}")
+    try:
+        codes = [process.wait() for process in processes]
+    except KeyboardInterrupt:
+        codes = [0]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+    raise typer.Exit(max(codes))

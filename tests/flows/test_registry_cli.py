@@ -1,0 +1,39 @@
+"""`flexo experts / revoke / audit / generate` through the real CLI on a real SQLite MLflow store in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
+from registry_world import build_world, make_expert, md5_of  # noqa: E402
+
+from tasks import registry  # noqa: E402
+from tasks.tracking import tracking_uri  # noqa: E402
+
+
+def _flexo(profile, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(profile), "FLEXO_PROFILE": "tiny",
+           "MLFLOW_TRACKING_USERNAME": "steward-news"}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_steward_commands(tmp_profile) -> None:
+    world = build_world(tmp_profile)
+    registry.register_expert(tmp_profile, "news", make_expert(world, "news", 1), md5_of("news"), metrics={"val_loss": 2.5})
+    listed = _flexo(tmp_profile, "experts", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (news,) = json.loads(listed.stdout)
+    assert (news["name"], news["version"], news["status"], news["aliases"]) == ("flexo-expert-news", "1", "active", ["active"])
+    revoked = _flexo(tmp_profile, "revoke", "news", "1", "--reason", "owner withdrew consent")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked by steward-news" in revoked.stderr
+    again = _flexo(tmp_profile, "revoke", "news", "1", "--reason", "twice")
+    assert again.returncode == 3 and "already revoked" in again.stderr
+    trail = json.loads(_flexo(tmp_profile, "audit", "--json").stdout)
+    assert [(r["event"], r["actor"]) for r in trail][-1] == ("revoked", "steward-news")
+    refused = _flexo(tmp_profile, "generate", "hello", "--experts", "news")
+    assert refused.returncode == 6 and "flexo-expert-news version 1 was revoked by steward-news" in refused.stderr
