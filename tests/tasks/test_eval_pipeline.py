@@ -1,0 +1,74 @@
+"""`evaluate` end to end on a tiny world: every model is scored, the report and figures exist, and the numbers obey the
+identities they must (routing shares sum to k, opt-out of an expert changes its domain, BTX/soups are real models)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.artifacts import RunPaths
+from tasks.errors import DataError
+from tasks.evaluate import BTX, FLEX, FLEX_RT, NO_COORD, PROMPT, PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, UNRESTRICTED, evaluate
+
+from tests.tasks.eval_world import build_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_profile):
+    root = tmp_path_factory.mktemp("evalworld")
+    paths = tiny_profile.paths.model_copy(update={
+        "data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
+        "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "mlflow_artifacts_dir": str(root / "mlart"),
+    })
+    profile = tiny_profile.model_copy(update={"paths": paths})
+    build_world(profile)
+    return profile, evaluate(profile, progress=False)
+
+
+def test_report_has_every_model_and_figure(world):
+    profile, result = world
+    assert result.report == RunPaths(profile).reports_dir / "flexmix-tiny.md"
+    text = result.report.read_text()
+    data = json.loads(result.results_json.read_text())
+    expected = [PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, "BTM (top-2)", PROMPT, BTX, FLEX, FLEX_RT, UNRESTRICTED, NO_COORD]
+    expected += [f"dense {d}" for d in profile.closed_domains]
+    assert sorted(data["per_task"]) == sorted(expected)
+    assert result.skipped == {}
+    for name in expected:
+        assert f"| {name} |" in text
+    for figure in ("routing", "k_sweep", "opt_out"):
+        assert result.figures[figure].exists() and result.figures[figure].stat().st_size > 1000
+    assert all(p.exists() for p in result.tables.values())
+    assert (RunPaths(profile).eval_dir / "tasks" / "math_em.yaml").exists()
+
+
+def test_scores_are_in_range_with_errors(world):
+    _, result = world
+    data = json.loads(result.results_json.read_text())
+    for model, row in data["per_task"].items():
+        for task, score in row.items():
+            if task.endswith("_bpb"):
+                assert 0 < score["value"] < 20, (model, task)
+            else:
+                assert 0 <= score["value"] <= 1, (model, task)
+            assert score["se"] >= 0
+    # an untrained tiny model is near chance on 4-way multiple choice, not at 0 or 1 everywhere
+    mc = [s["value"] for t, s in data["per_task"][PUBLIC].items() if t.endswith("_mc")]
+    assert 0.05 < sum(mc) / len(mc) < 0.6
+
+
+def test_routing_and_k_sweep(world):
+    profile, result = world
+    data = json.loads(result.results_json.read_text())
+    k = data["top_k"]
+    for layer in data["routing_by_domain"]:
+        for per_domain in layer:
+            assert sum(per_domain) == pytest.approx(k, abs=1e-6)  # each token selects exactly k experts
+    assert sorted(int(x) for x in data["k_sweep"]) == list(range(1, len(data["experts"]) + 1))
+    assert sorted(data["opt_out"]) == sorted(data["experts"][1:])
+
+
+def test_missing_inputs_are_named(tmp_profile):
+    with pytest.raises(DataError, match="tokenizer"):
+        evaluate(tmp_profile, progress=False)
