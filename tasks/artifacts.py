@@ -28,6 +28,15 @@ class RunPaths:
         """data/<domain>/<split>.parquet, split in train|val|test."""
         return self.domain_dir(domain) / f"{split}.parquet"
 
+    def data_staging(self, domain: str) -> Path:
+        """runs/data/<domain>/: ingested/accepted parquet and train fingerprints (intermediate, not DVC-versioned)."""
+        return self.profile.path("runs_dir") / "data" / domain
+
+    @property
+    def data_reports_dir(self) -> Path:
+        """reports/data/: validation reports, data cards, bytes-per-token and disjointness results."""
+        return self.profile.path("reports_dir") / "data"
+
     @property
     def tokenizer_dir(self) -> Path:
         """A transformers tokenizer trained on the public train split only."""

@@ -60,7 +60,7 @@ class DomainConfig(_Strict):
     min_chars: int | None = Field(None, ge=1)  # overrides data.min_chars (e.g. short math items)
     max_chars: int | None = Field(None, gt=0)  # overrides data.max_chars
     min_letter_ratio: float | None = Field(None, ge=0, le=1)  # overrides data.min_letter_ratio (code, math)
-    target_bytes: int | None = Field(None, gt=0)  # overrides data.target_bytes_per_domain (public: the largest)
+    target_bytes: int | None = Field(None, gt=0)  # overrides data.target_bytes_per_domain / public_target_bytes
 
 
 class ModelConfig(_Strict):
@@ -107,6 +107,8 @@ class DataConfig(_Strict):
     minhash_perms: int = Field(64, ge=8)
     minhash_bands: int = Field(16, ge=1)  # LSH bands (minhash_perms must divide into them)
     max_eval_fraction: float = Field(0.1, gt=0, lt=0.5)  # val and test each take at most this share of a small domain
+    public_target_bytes: int = Field(4_000_000, gt=0)  # the public mix is the largest domain
+    chunk_chars: int = Field(4000, gt=0)  # long texts (articles, papers, doc pages) are cut at paragraphs into ~this
 
 
 class TokenizerConfig(_Strict):
@@ -229,6 +231,7 @@ class OrchestrationConfig(_Strict):
     retry_delay_seconds: list[float] = Field(default_factory=lambda: [2.0, 8.0])
     gpu_slots: int = Field(1, ge=1)  # tag-based concurrency limit `gpu`: trainings one Prefect server runs at once
     work_pool_prefix: str = "flexo-"  # an owner's process work pool is <prefix><owner>; the shared one <prefix>shared
+    dense_models: bool = True  # the expert flow also trains the dense domain model (evaluation baselines, attack)
 
 
 class RuntimeConfig(_Strict):

@@ -55,6 +55,7 @@ class SourceContext:
     max_docs: int
     max_doc_bytes: int
     seed: int
+    chunk_chars: int = 4000  # data.chunk_chars
 
 
 _REGISTRY: dict[str, Callable[..., Source]] = {}
@@ -90,10 +91,11 @@ def get_source(profile: Any, domain: str) -> Source:
     data = profile.data
     context = SourceContext(
         cache_dir=data.source_cache_dir,
-        target_bytes=data.target_bytes_per_domain,
+        target_bytes=cfg.target_bytes or (data.public_target_bytes if domain == "public" else data.target_bytes_per_domain),
         max_docs=data.max_docs_per_domain,
         max_doc_bytes=data.max_doc_bytes,
         seed=profile.seed,
+        chunk_chars=data.chunk_chars,
     )
     return factory(domain, cfg.owner, cfg.source.options, context)
 

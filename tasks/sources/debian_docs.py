@@ -20,7 +20,6 @@ from tasks.sources.fetch import debian_package, debian_version
 from tasks.sources.gensim_corpora import chunk_paragraphs
 from tasks.sources.textio import budget_reached, decode_document
 
-CHUNK_CHARS = 4000  # default longest piece a long text is cut into (paragraph boundaries); options.chunk_chars overrides
 
 
 class _DebianSource(Source):
@@ -35,7 +34,7 @@ class _DebianSource(Source):
                 "license_files": [f"usr/share/doc/{p}/copyright" for p in self.package_list()]}
 
     def chunks(self, text: str) -> list[str]:
-        return chunk_paragraphs(text, int(self.options.get("chunk_chars", CHUNK_CHARS)))
+        return chunk_paragraphs(text, int(self.options.get("chunk_chars", self.context.chunk_chars)))
 
 
 @register("python_docs")

@@ -12,7 +12,7 @@ from itertools import islice
 from typing import Iterator
 
 from tasks.sources import Document, Source, register
-from tasks.sources.debian_docs import CHUNK_CHARS, gcide_entries
+from tasks.sources.debian_docs import gcide_entries
 from tasks.sources.fetch import debian_version
 from tasks.sources.gensim_corpora import GENSIM, chunk_paragraphs, wikipedia_articles
 from tasks.sources.textio import budget_reached
@@ -27,7 +27,7 @@ class PublicMixSource(Source):
 
     def documents(self) -> Iterator[Document]:
         wiki_every = int(self.options.get("wiki_per_dict", 3))  # wiki documents per dictionary document
-        chunk = int(self.options.get("chunk_chars", CHUNK_CHARS))
+        chunk = int(self.options.get("chunk_chars", self.context.chunk_chars))
         wiki, dictionary = self._wiki(chunk), self._dictionary()
         total = count = 0
         while True:

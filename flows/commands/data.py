@@ -1,0 +1,105 @@
+"""`flexo data`: build the domains (ingest -> GX validate -> split/decontaminate), check they are disjoint, train the
+tokenizer on public train, write data cards, and optionally version each domain to its owner's DVC remote.
+
+`--stage` runs one step for one domain (what dvc.yaml's stages call), so `dvc repro` and `flexo data` share code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flows.commands import ProfileOption, app, console, load
+
+STAGES = ("ingest", "validate", "split", "disjoint", "tokenizer", "cards")
+
+
+@app.command("data")
+def data_command(
+    profile: ProfileOption = None,
+    domain: Annotated[list[str] | None, typer.Option("--domain", "-d", help="Domain(s) to build (default: all).")] = None,
+    stage: Annotated[str | None, typer.Option(help=f"Run one step only: {', '.join(STAGES)} (dvc.yaml uses this).")] = None,
+    version: Annotated[bool, typer.Option("--version/--no-version", help="dvc commit/add + push each domain.")] = False,
+) -> None:
+    """Build FLEXMIX-small domains; a domain failing its suite is reported (with its report path) and the rest go on."""
+    from tasks import data_pipeline as dp
+    from tasks.errors import DataError
+
+    p = load(profile)
+    chosen = list(domain or p.domains)
+    unknown = [d for d in chosen if d not in p.domains]
+    if unknown:
+        from tasks.errors import ConfigError
+
+        raise ConfigError(f"--domain: unknown domain(s) {unknown}; configured: {list(p.domains)}")
+    if stage:
+        _one_stage(p, stage, chosen)
+        return
+    from rich.progress import Progress
+
+    failed: dict[str, str] = {}
+    prepared = {}
+    with Progress(console=console, transient=True) as bar:
+        for d in chosen:
+            task = bar.add_task(f"ingest+validate {d}", total=None)
+            try:
+                prepared[d] = dp.prepare_domain(p, d, progress=lambda n, t=task: bar.update(t, completed=n))
+            except DataError as err:
+                failed[d] = str(err)
+                console.print(f"[bold red]{d}: FAILED[/] {err}", highlight=False)
+            bar.remove_task(task)
+    rows = []
+    for d in chosen:
+        if d in prepared:
+            built = dp.finish_domain(p, d, prepared[d]["validation"])
+            rows.append(built)
+            console.print(f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
+                          f"quarantined; train/val/test {built.splits}; report {built.report}", highlight=False)
+    if len(prepared) > 1 or set(prepared) != set(chosen) or len(chosen) == len(p.domains):
+        res = dp.check_disjoint(p)
+        console.print(f"disjointness: {res.exact_pairs} exact + {res.near_pairs} near cross-domain duplicates "
+                      f"(quarantined {res.quarantined}); {res.contaminated_eval} eval docs moved to train", highlight=False)
+    if "public" in prepared:
+        tok = dp.train_tokenizer(p)
+        console.print(f"tokenizer: {tok.path} (vocab {tok.vocab_size}); bytes/token {tok.bytes_per_token}", highlight=False)
+    from tasks.data_cards import write_card
+
+    for d in prepared:
+        console.print(f"card: {write_card(p, d)}", highlight=False)
+        if version:
+            v = dp.version_domain(p, d)
+            console.print(f"dvc: {d} -> remote '{v.remote}' ({v.remote_url}) md5 {v.md5}", highlight=False)
+    if failed:
+        raise DataError(f"{len(failed)} domain(s) failed: " + " || ".join(f"{d}: {m}" for d, m in failed.items()))
+
+
+def _one_stage(p, stage: str, chosen: list[str]) -> None:
+    from tasks import data_pipeline as dp
+    from tasks.errors import ConfigError
+
+    if stage not in STAGES:
+        raise ConfigError(f"--stage: '{stage}' is not one of {STAGES}")
+    for d in chosen:
+        if stage == "ingest":
+            from tasks.ingest import ingest
+
+            console.print(str(ingest(p, d)), highlight=False)
+        elif stage == "validate":
+            from tasks.split import fingerprint
+            from tasks.validate import validate
+
+            console.print(str(validate(p, d)), highlight=False)
+            fingerprint(p, d)
+        elif stage == "split":
+            from tasks.split import split_domain
+
+            console.print(str(split_domain(p, d)), highlight=False)
+        elif stage == "cards":
+            from tasks.data_cards import write_card
+
+            console.print(str(write_card(p, d)), highlight=False)
+    if stage == "disjoint":
+        console.print(str(dp.check_disjoint(p, repair=False)), highlight=False)
+    elif stage == "tokenizer":
+        console.print(str(dp.train_tokenizer(p)), highlight=False)

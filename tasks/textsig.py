@@ -1,0 +1,85 @@
+"""Text signatures shared by dedup, near-duplicate detection and decontamination: word n-gram hashes and MinHash/LSH.
+
+Why: exact-duplicate, near-duplicate (across and within domains) and 13-gram decontamination all need the same cheap,
+deterministic fingerprints; numpy keeps them fast enough for the `demo` budget on two cores.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+import xxhash
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_PRIME = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for the rolling n-gram hash
+
+
+def normalise(text: str) -> str:
+    """Lower-cased words joined by single spaces: the form every signature is computed on."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def exact_key(text: str) -> str:
+    """Key for exact duplicates: identical after whitespace/case/punctuation normalisation."""
+    return xxhash.xxh3_128_hexdigest(normalise(text).encode("utf-8"))
+
+
+def ngram_hashes(text: str, n: int) -> np.ndarray:
+    """uint64 hashes of every word n-gram of `text` (unique, sorted); a text shorter than n gives its one short gram."""
+    words = _WORD.findall(text.lower())
+    if not words:
+        return np.zeros(0, dtype=np.uint64)
+    h = np.fromiter((xxhash.xxh3_64_intdigest(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
+    if len(h) < n:
+        n = len(h)
+    with np.errstate(over="ignore"):
+        acc = np.zeros(len(h) - n + 1, dtype=np.uint64)
+        for k in range(n):  # polynomial rolling hash over the window, wrapping in uint64
+            acc = acc * _PRIME + h[k : len(h) - n + 1 + k]
+    return np.unique(acc)
+
+
+class MinHasher:
+    """MinHash signatures of word-shingle sets, and an LSH index that finds near-duplicate candidates."""
+
+    def __init__(self, perms: int, bands: int, shingle_words: int, seed: int) -> None:
+        if perms % bands:
+            raise ValueError(f"data.minhash_perms ({perms}) must be a multiple of data.minhash_bands ({bands})")
+        rng = np.random.default_rng(seed)
+        self.a = rng.integers(1, 2**63, size=perms, dtype=np.uint64) | np.uint64(1)
+        self.b = rng.integers(0, 2**63, size=perms, dtype=np.uint64)
+        self.bands, self.rows, self.shingle = bands, perms // bands, shingle_words
+        self.buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+        self.signatures: list[np.ndarray] = []
+
+    def signature(self, text: str) -> np.ndarray:
+        grams = ngram_hashes(text, self.shingle)
+        if grams.size == 0:
+            return np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            return (grams[:, None] * self.a[None, :] + self.b[None, :]).min(axis=0)
+
+    @staticmethod
+    def similarity(s1: np.ndarray, s2: np.ndarray) -> float:
+        """Estimated Jaccard similarity of the two shingle sets."""
+        return float(np.mean(s1 == s2))
+
+    def query_add(self, text: str, threshold: float) -> int | None:
+        """Index of an earlier added text with estimated Jaccard >= threshold, else None; the text is added either way."""
+        sig = self.signature(text)
+        found = None
+        keys = [(band, sig[band * self.rows : (band + 1) * self.rows].tobytes()) for band in range(self.bands)]
+        for key in keys:
+            for other in self.buckets.get(key, ()):
+                if self.similarity(sig, self.signatures[other]) >= threshold:
+                    found = other
+                    break
+            if found is not None:
+                break
+        index = len(self.signatures)
+        self.signatures.append(sig)
+        for key in keys:
+            self.buckets[key].append(index)
+        return found
