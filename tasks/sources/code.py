@@ -16,7 +16,8 @@ from typing import Iterator
 from tasks.sources import Document, Source, register
 from tasks.sources.textio import budget_reached, decode_document
 
-DEFAULT_EXCLUDE = ["test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__", "turtledemo"]
+DEFAULT_EXCLUDE = ["test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__", "turtledemo",
+                   "encodings", "pydoc_data"]  # the last two are generated tables, not code written by people
 
 
 @register("stdlib_code")
