@@ -325,13 +325,21 @@ def _bpb_row(tasks, layout, scores, resamples, domains) -> dict[str, TaskScore]:
 
 def evaluate(profile: Profile, progress: bool = True) -> EvalResult:
     """Run FLEXMIX-small and write `reports/flexmix-<profile>.md` with its figures; returns paths, metrics and timings."""
+    threads = torch.get_num_threads()
+    if profile.runtime.num_threads:
+        torch.set_num_threads(profile.runtime.num_threads)
+    try:
+        return _evaluate(profile, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(profile: Profile, progress: bool) -> EvalResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tasks.eval_report import write_report
 
     started = time.perf_counter()
-    if profile.runtime.num_threads:
-        torch.set_num_threads(profile.runtime.num_threads)
     cfg = profile.eval
     paths = RunPaths(profile)
     device = _device(profile)

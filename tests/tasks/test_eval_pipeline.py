@@ -21,7 +21,8 @@ def world(tmp_path_factory, tiny_profile):
         "data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "mlflow_artifacts_dir": str(root / "mlart"),
     })
-    profile = tiny_profile.model_copy(update={"paths": paths})
+    runtime = tiny_profile.runtime.model_copy(update={"num_threads": 1})  # tiny matrices: 1 thread avoids sync overhead
+    profile = tiny_profile.model_copy(update={"paths": paths, "runtime": runtime})
     build_world(profile)
     return profile, evaluate(profile, progress=False)
 
