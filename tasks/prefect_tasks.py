@@ -35,11 +35,13 @@ STEPS: dict[str, dict[str, Any]] = {
     "register_public": {"target": "tasks.registry:register_public", "code": ["tasks/registry.py"], "retry": True},
     "embed_domain": {"target": "tasks.route:embed_domain", "code": ["tasks/route.py", "model/router.py"]},
     "train_expert": {"target": "tasks.train:train_expert", "code": ["tasks/train.py", "model"], "gpu": True},
+    "train_dense": {"target": "tasks.train:train_dense", "code": ["tasks/train.py", "model"], "gpu": True},
     "register_expert": {"target": "tasks.registry:register_expert", "code": ["tasks/registry.py"], "retry": True},
     "assemble": {"target": "tasks.governance:assemble_and_register", "code": ["tasks/governance.py", "tasks/assemble.py", "tasks/registry.py", "model"], "retry": True},
     "evaluate": {"target": "tasks.evaluate:evaluate", "code": ["tasks/evaluate.py", "model"], "gpu": True},
     "attack": {"target": "tasks.attack:attack_and_record", "code": ["tasks/attack.py", "model"], "gpu": True},
     "revoke": {"target": "tasks.governance:revoke", "code": [], "cache": False, "retry": True},
+    "active_experts": {"target": "tasks.registry:resolve_active_experts", "code": [], "cache": False, "retry": True},
 }
 
 
@@ -63,9 +65,10 @@ def resolve(step: str) -> Callable[..., Any]:
 
 
 def available(step: str) -> bool:
+    """Whether the step's area function exists and imports."""
     try:
         resolve(step)
-    except StepMissing:
+    except Exception:
         return False
     return True
 
@@ -123,6 +126,56 @@ def _call(step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return out if isinstance(out, dict) else {"value": out}
 
 
+class MlflowTrainLogger:
+    """`tasks.train_logging.TrainLogger` onto the active MLflow run (flattened params, metrics per step)."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        from tasks.tracking import flatten
+
+        mlflow.log_params(flatten(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def _tracked(step: str, profile: Profile, domain: str | None, **kwargs: Any) -> dict[str, Any]:
+    """Run a model step inside an MLflow stage run (lineage tags, params, metrics); the result links to the run."""
+    import mlflow
+
+    from tasks import tracking
+    from tasks.train_logging import ConsoleLogger, FanOutLogger
+
+    args = (profile,) if domain is None else (profile, domain)
+    with tracking.stage_run(profile, step, domain) as run:
+        if step.startswith("train_"):
+            kwargs["logger"] = FanOutLogger([ConsoleLogger(prefix=f"{step} {domain or ''}".strip()), MlflowTrainLogger()])
+        try:
+            out = _call(step, *args, **kwargs)
+        except Exception as exc:
+            if not (step.startswith("train_") and type(exc.__cause__).__name__ == "CheckpointError"):
+                raise
+            # The cache missed because an input changed, so the old checkpoint belongs to another run: start fresh.
+            mlflow.set_tag("resumed", f"no: {exc}")
+            out = _call(step, *args, **{**kwargs, "resume": False})
+        metrics = {k: float(v) for k, v in (out.get("metrics") or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if metrics and not step.startswith("train_"):
+            mlflow.log_metrics({k.replace("/", ".").replace(" ", "_"): v for k, v in metrics.items()})
+        if domain and data_hash_available():
+            mlflow.set_tag("data_md5", data_hash(profile, domain))
+    out["mlflow_run_id"] = run.info.run_id
+    out["mlflow_run"] = f"{tracking.tracking_uri(profile)} experiment={profile.registry.experiment} run={run.info.run_id}"
+    return out
+
+
+def data_hash_available() -> bool:
+    return available("dataset_hash")
+
+
 # ---- the plain bodies of the Prefect tasks (the extra hash arguments are cache-key inputs only) -------------------
 
 def build_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
@@ -148,7 +201,7 @@ def dataset_hash(profile: Profile, domain: str) -> str:
 
 
 def train_public(profile: Profile, public_hash: str, tokenizer_hash: str, code: str) -> dict[str, Any]:
-    return _call("train_public", profile)
+    return _tracked("train_public", profile, None)
 
 
 def register_public(profile: Profile, model_dir: str, weights_sha: str, data_md5: str, metrics: Mapping[str, float]) -> dict[str, Any]:
@@ -161,13 +214,19 @@ def embed_domain(profile: Profile, domain: str, data_hash: str, code: str) -> di
 
 
 def train_expert(profile: Profile, domain: str, data_hash: str, public_sha: str, router_sha: str, code: str) -> dict[str, Any]:
-    return _call("train_expert", profile, domain)
+    """Coordinated training of one expert against the frozen M_pub (MLflow stage run `train_expert/<domain>`)."""
+    return _tracked("train_expert", profile, domain)
+
+
+def train_dense(profile: Profile, domain: str, data_hash: str, public_sha: str, code: str) -> dict[str, Any]:
+    """The dense domain model (baselines and the extraction study)."""
+    return _tracked("train_dense", profile, domain)
 
 
 def register_expert(profile: Profile, domain: str, expert_file: str, expert_sha: str, data_md5: str,
-                    metrics: Mapping[str, float], router_file: str | None) -> dict[str, Any]:
+                    metrics: Mapping[str, float], router_file: str | None, dp_epsilon: float | None = None) -> dict[str, Any]:
     return _call("register_expert", profile, domain, Path(expert_file), data_md5, metrics=dict(metrics),
-                 router_file=Path(router_file) if router_file else None)
+                 router_file=Path(router_file) if router_file else None, dp_epsilon=dp_epsilon)
 
 
 def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dict[str, Any]:
@@ -176,7 +235,7 @@ def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dic
 
 
 def evaluate(profile: Profile, moe_sha: str, code: str) -> dict[str, Any]:
-    return _call("evaluate", profile)
+    return _tracked("evaluate", profile, None)
 
 
 def attack(profile: Profile, domain: str, expert_sha: str, code: str) -> dict[str, Any]:
@@ -185,6 +244,33 @@ def attack(profile: Profile, domain: str, expert_sha: str, code: str) -> dict[st
 
 def revoke(profile: Profile, domain: str, version: str, reason: str, by: str | None = None) -> dict[str, Any]:
     return _call("revoke", profile, domain, version, reason, by=by)
+
+
+def active_experts(profile: Profile) -> dict[str, Any]:
+    """The registry's active, non-revoked expert versions: {domain: {version, sha256}} (a registry read: retried)."""
+    refs = resolve("active_experts")(profile)
+    return {ref.domain: {"version": str(ref.version), "sha256": ref.sha256} for ref in refs}
+
+
+def as_profile(profile: "str | Profile | None") -> Profile:
+    """A flow parameter (a profile name, or a resolved Profile from a test or a caller) as a validated Profile."""
+    from tasks.config import load_profile
+
+    return profile if isinstance(profile, Profile) else load_profile(profile)
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what can succeed on a second try: a flexo error (bad config, bad data, integrity, revoked, gate)
+    is permanent and fails at once; anything else (a locked database, an unreachable remote) is retried."""
+    from tasks.errors import FlexoError
+
+    try:
+        state.result()
+    except FlexoError:
+        return False
+    except Exception:
+        return True
+    return True
 
 
 def prefect_task(name: str, profile: Profile) -> Any:
@@ -204,6 +290,7 @@ def prefect_task(name: str, profile: Profile) -> Any:
         result_serializer="json",
         retries=orch.retries if spec.get("retry") else 0,
         retry_delay_seconds=list(orch.retry_delay_seconds) if spec.get("retry") else 0,
+        retry_condition_fn=_transient,
         tags=[GPU_TAG] if spec.get("gpu") else [],
     )
 
@@ -242,24 +329,27 @@ def notify(stage: str, step: str, domain: str | None, status: str) -> None:
         listener(stage, step, domain, status)
 
 
-def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | None = None, **kwargs: Any) -> Outcome:
+def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | None = None,
+             expect: Path | None = None, **kwargs: Any) -> Outcome:
     """Run one step as a Prefect task and record what happened; a failure is recorded, not raised (a failed domain
-    must not stop the others)."""
+    must not stop the others). `expect`: the file the step writes; if it is gone, the cache is refreshed instead of
+    trusting a cached result that points at nothing."""
     started = time.perf_counter()
-    if not available(step):
-        try:
-            resolve(step)
-        except StepMissing as missing:
-            reason = str(missing)
-        except Exception as exc:  # the area's module itself is broken: that is a failure, not a skip
-            outcome = Outcome(stage, step, domain, "failed", 0.0, f"{type(exc).__name__}: {exc}")
-            notify(stage, step, domain, outcome.status)
-            return outcome
-        outcome = Outcome(stage, step, domain, "skipped", 0.0, reason)
+    try:
+        resolve(step)
+    except StepMissing as missing:
+        outcome = Outcome(stage, step, domain, "skipped", 0.0, str(missing))
+        notify(stage, step, domain, outcome.status)
+        return outcome
+    except Exception as exc:  # the area's module exists but does not import: a failure, not a skip
+        outcome = Outcome(stage, step, domain, "failed", 0.0, f"{type(exc).__name__} importing the step: {exc}")
         notify(stage, step, domain, outcome.status)
         return outcome
     notify(stage, step, domain, "running")
-    task = prefect_task(step, profile)
+    task = prefect_task(step, profile).with_options(
+        task_run_name=f"{step}-{domain}" if domain else step,
+        refresh_cache=True if expect is not None and not Path(expect).exists() else None,
+    )
     state = task(profile, *args, return_state=True, **kwargs)
     seconds = time.perf_counter() - started
     if state.is_completed():
@@ -357,3 +447,46 @@ def ensure_gpu_limit(slots: int) -> None:
 
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+
+
+def data_hash(profile: Profile, domain: str) -> str:
+    """The content hash of data/<domain> for cache keys and lineage: the DVC md5 from `tasks.datasets.dataset_hash`
+    when the data area provides it, else `sha256:<hex>` over the domain's files ("" when there is no data yet)."""
+    from tasks.artifacts import RunPaths
+
+    if available("dataset_hash"):
+        try:
+            return dataset_hash(profile, domain)
+        except Exception:  # not versioned yet: fall back to the content itself
+            pass
+    directory = RunPaths(profile).domain_dir(domain)
+    return f"sha256:{file_sha256(directory)}" if directory.exists() else ""
+
+
+def weights_sha(model_dir: Path) -> str:
+    """sha256 of a save_pretrained directory's `model.safetensors` ("" when absent)."""
+    weights = Path(model_dir) / "model.safetensors"
+    return file_sha256(weights) if weights.exists() else ""
+
+
+def outcomes_from(rows: Iterable[Mapping[str, Any]]) -> list[Outcome]:
+    """Outcomes back from a subflow's JSON result."""
+    return [Outcome(**dict(row)) for row in rows]
+
+
+def as_rows(outcomes: Iterable[Outcome]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(o) for o in outcomes]
+
+
+OWNER_ENV = "FLEXO_OWNER_DOMAIN"  # set by `flexo worker --owner`: that worker runs only its own domain's flows
+
+
+def check_owner(domain: str | None) -> None:
+    """On an owner's worker, refuse a flow for any other domain (an owner's machine reads only its own data)."""
+    import os
+
+    from tasks.errors import ConfigError
+
+    mine = os.environ.get(OWNER_ENV)
+    if mine and domain != mine:
+        raise ConfigError(f"this worker belongs to the owner of '{mine}' ({OWNER_ENV}); it refuses to run domain '{domain}'")

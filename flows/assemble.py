@@ -1,0 +1,25 @@
+"""Flow `assemble`: the MoE from every active, non-revoked expert (sha256-verified), registered as `flexo-moe@serving`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks import prefect_tasks as pt
+from tasks.config import Profile
+
+
+@flow(name="assemble", result_serializer="json", log_prints=True)
+def assemble(profile: str | Profile | None = None) -> list[dict[str, Any]]:
+    """Resolve the active experts in the registry, assemble and register (cached on the exact expert sha256s)."""
+    p = pt.as_profile(profile)
+    active = pt.run_step("assemble", "active_experts", p)
+    out = [active]
+    shas = {d: v["sha256"] for d, v in active.result.items()} if active.ok else {}
+    out.append(pt.upstream_missing("assemble", "assemble", None, [active]) or pt.run_step(
+        "assemble", "assemble", p, shas, pt.code_fingerprint("assemble")))
+    rows = [{"domain": d, "version": v["version"], "sha256": v["sha256"][:16]} for d, v in active.result.items()] if active.ok else []
+    pt.publish_table("flexo-registry-state", rows, "active expert versions inside the assembled MoE")
+    pt.publish("flexo-assemble", f"assemble ({p.name})", out)
+    return pt.as_rows(out)

@@ -1,0 +1,45 @@
+"""Flow `data`: ingest, validate, split and version every domain, then the disjointness check and the tokenizer.
+
+Thin wiring over `tasks.data_pipeline` (via `tasks.prefect_tasks`): a failed domain does not stop the others.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks import prefect_tasks as pt
+from tasks.artifacts import RunPaths
+from tasks.config import Profile
+
+
+@flow(name="data", result_serializer="json", log_prints=True)
+def data(profile: str | Profile | None = None, domains: list[str] | None = None) -> list[dict[str, Any]]:
+    """Build (ingest → GX validate → split/dedup/decontaminate) and DVC-version each domain; train the tokenizer."""
+    p = pt.as_profile(profile)
+    paths = RunPaths(p)
+    chosen = domains or list(p.domains)
+    for d in chosen:
+        pt.check_owner(d)
+    out: list[pt.Outcome] = []
+    built = {}
+    for d in chosen:
+        built[d] = pt.run_step("data", "build_domain", p, d, pt.code_fingerprint("build_domain"), domain=d,
+                               expect=paths.split(d, "train"))
+        out.append(built[d])
+    hashes = {d: pt.data_hash(p, d) for d in chosen if built[d].ok}
+    if len(chosen) > 1:  # the cross-domain check (splits disjoint, test sets decontaminated) needs several domains
+        out.append(pt.run_step("data", "check_disjoint", p, hashes, pt.code_fingerprint("check_disjoint")))
+    if "public" in chosen:
+        out.append(pt.upstream_missing("data", "train_tokenizer", None, [built["public"]]) or pt.run_step(
+            "data", "train_tokenizer", p, hashes.get("public", ""), pt.code_fingerprint("train_tokenizer"),
+            expect=paths.tokenizer_dir))
+    for d in chosen:
+        out.append(pt.upstream_missing("data", "version_domain", d, [built[d]]) or pt.run_step(
+            "data", "version_domain", p, d, hashes.get(d, ""), pt.code_fingerprint("version_domain"), domain=d))
+    pt.publish("flexo-data", f"data ({p.name})", out)
+    validation = [o.result.get("validation") for o in out if o.step == "build_domain" and o.ok and o.result.get("validation")]
+    pt.publish_table("flexo-data-validation", [v if isinstance(v, dict) else {"result": str(v)} for v in validation],
+                     "Great Expectations validation per domain")
+    return pt.as_rows(out)

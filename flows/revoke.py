@@ -1,0 +1,22 @@
+"""Flow `revoke` (on demand): a steward revokes one expert version; the MoE is re-assembled without it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks import prefect_tasks as pt
+from tasks.config import Profile
+
+
+@flow(name="revoke", flow_run_name="revoke-{domain}-v{version}", result_serializer="json", log_prints=True)
+def revoke(domain: str, version: str, reason: str, by: str | None = None,
+           profile: str | Profile | None = None) -> list[dict[str, Any]]:
+    """Revoke `flexo-expert-<domain>` version `version` (never cached; retried on transient registry errors)."""
+    p = pt.as_profile(profile)
+    out = [pt.run_step("revoke", "revoke", p, domain, str(version), reason, by, domain=domain)]
+    pt.publish("flexo-revoke", f"revoke {domain} v{version}", out)
+    if out[0].status == "failed":
+        raise RuntimeError(f"revoke {domain} v{version} failed: {out[0].detail}")
+    return pt.as_rows(out)
