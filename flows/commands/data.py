@@ -56,7 +56,7 @@ def data_command(
             rows.append(built)
             console.print(f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
                           f"quarantined; train/val/test {built.splits}; report {built.report}", highlight=False)
-    if len(prepared) > 1 or set(prepared) != set(chosen) or len(chosen) == len(p.domains):
+    if prepared:  # against every built domain, not only the ones built now
         res = dp.check_disjoint(p)
         console.print(f"disjointness: {res.exact_pairs} exact + {res.near_pairs} near cross-domain duplicates "
                       f"(quarantined {res.quarantined}); {res.contaminated_eval} eval docs moved to train", highlight=False)
