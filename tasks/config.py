@@ -232,6 +232,7 @@ class OrchestrationConfig(_Strict):
     gpu_slots: int = Field(1, ge=1)  # tag-based concurrency limit `gpu`: trainings one Prefect server runs at once
     work_pool_prefix: str = "flexo-"  # an owner's process work pool is <prefix><owner>; the shared one <prefix>shared
     dense_models: bool = True  # the expert flow also trains the dense domain model (evaluation baselines, attack)
+    server_startup_timeout_s: int = Field(180, gt=0)  # ephemeral Prefect server start on a busy 2-core machine
 
 
 class RuntimeConfig(_Strict):

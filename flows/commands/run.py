@@ -1,0 +1,169 @@
+"""`flexo run` (the main job), `flexo deploy` (deployments, work pools, the `gpu` limit), `flexo worker --owner`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from flows.commands import ProfileOption, app, console, load
+from tasks.errors import ConfigError, FlexoError
+
+STATUS_STYLE = {"completed": "green", "cached": "cyan", "skipped": "yellow", "failed": "bold red", "running": "dim"}
+
+
+class StageDisplay:
+    """Progress per stage on the console: a rule when a stage starts, one line per step as it ends."""
+
+    def __init__(self) -> None:
+        self.started: dict[tuple, float] = {}
+
+    def __call__(self, stage: str, step: str, domain: str | None, status: str) -> None:
+        key = (stage, step, domain)
+        if status == "stage-start":
+            console.rule(f"[bold]{stage}")
+            self.started[key] = time.perf_counter()
+        elif status == "stage-end":
+            console.print(f"[dim]{stage} done in {time.perf_counter() - self.started.get(key, time.perf_counter()):.1f}s[/]")
+        elif status == "running":
+            self.started[key] = time.perf_counter()
+            console.print(f"  [dim]… {step} {domain or ''}[/]", highlight=False)
+        else:
+            seconds = time.perf_counter() - self.started.pop(key, time.perf_counter())
+            style = STATUS_STYLE.get(status, "")
+            console.print(f"  [{style}]{status:9}[/] {step} {domain or ''} [dim]{seconds:.1f}s[/]", highlight=False)
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"pipeline ({summary['profile']}): {summary['seconds']:.0f}s", show_lines=False)
+    for column in ("stage", "step", "domain", "status", "seconds", "detail"):
+        table.add_column(column, overflow="fold")
+    for row in summary["steps"]:
+        style = STATUS_STYLE.get(row["status"], "")
+        table.add_row(row["stage"], row["step"], row["domain"] or "", f"[{style}]{row['status']}[/]",
+                      f"{row['seconds']:.1f}", row["detail"][:160])
+    console.print(table)
+    if summary["reused"]:
+        console.print(f"[cyan]reused (cache hits):[/] {', '.join(summary['reused'])}", highlight=False)
+    for item in summary["failed"]:
+        console.print(f"[bold red]failed:[/] {item['step']} {item['domain'] or ''}: {item['why']}", highlight=False)
+    console.rule("[bold]where to look")
+    for name, where in summary["links"].items():
+        console.print(f"  {name}: {where}", highlight=False)
+
+
+@app.command("run")
+def run_command(
+    profile: ProfileOption = None,
+    domains: Annotated[list[str] | None, typer.Option("--domain", "-d", help="Only these owners' domains (repeatable).")] = None,
+    stages: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only these stages (repeatable): data, public, expert, assemble, evaluate, attack.")] = None,
+) -> None:
+    """The main job: the whole pipeline (data → public → experts → assemble → evaluate → attack) as Prefect flows.
+
+    Runs on an ephemeral local Prefect server unless PREFECT_API_URL is set; an unchanged rerun reuses cached steps.
+    Exit 1 when any step failed (the summary says which and why).
+    """
+    p = load(profile)
+    from flows.pipeline import STAGES
+
+    bad = sorted(set(stages or []) - set(STAGES)) + sorted(set(domains or []) - set(p.closed_domains))
+    if bad:
+        raise ConfigError(f"unknown stage(s)/domain(s) {bad}; stages: {list(STAGES)}; domains: {p.closed_domains}")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(p.orchestration.server_startup_timeout_s))
+    from flows.pipeline import pipeline
+    from tasks import prefect_tasks as pt
+
+    console.print(f"[bold]flexo run[/] profile [bold]{p.name}[/]: Prefect API "
+                  f"{os.environ.get('PREFECT_API_URL') or 'ephemeral (PREFECT_HOME=' + os.environ['PREFECT_HOME'] + ')'}")
+    remove = pt.add_listener(StageDisplay())
+    try:
+        summary = pipeline(profile=p, domains=domains or None, stages=stages or None)
+    finally:
+        remove()
+    _print_summary(summary)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+def _api_url(p, api_url: str | None) -> str:
+    url = api_url or os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{p.registry.prefect_ui_port}/api"
+    import httpx
+
+    try:
+        httpx.get(f"{url}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(
+            f"no Prefect server answers at {url} ({exc}); start one (`prefect server start`, or `flexo ui`) "
+            "or pass --api-url / set PREFECT_API_URL"
+        ) from exc
+    return url
+
+
+@app.command("deploy")
+def deploy_command(
+    profile: ProfileOption = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL, else the local server on registry.prefect_ui_port).")] = None,
+    gpu_pools: Annotated[bool, typer.Option("--gpu-pools", help="Also create the Docker and Kubernetes GPU work pools.")] = False,
+    names: Annotated[list[str] | None, typer.Option("--name", "-n", help="Only these deployments (flow/name, e.g. expert/weekly-math); default all.")] = None,
+) -> None:
+    """Register prefect.yaml's deployments (nightly validation, weekly retraining per owner, on-demand assemble/revoke):
+    checks the GPU job templates with Prefect's validation, creates the work pools and the `gpu` concurrency limit."""
+    from tasks import prefect_tasks as pt
+    from tasks import work_pools
+    from tasks.config import REPO_ROOT
+
+    p = load(profile)
+    url = _api_url(p, api_url)
+    os.environ["PREFECT_API_URL"] = url
+    checked = work_pools.check_gpu_templates()
+    console.print(f"GPU job templates valid: {', '.join(f'{k} requests {n} GPU' for k, n in checked.items())}")
+    created = work_pools.create_pools(work_pools.pools(p, gpu=gpu_pools))
+    console.print(f"work pools: {', '.join(created)}")
+    pt.ensure_gpu_limit(p.orchestration.gpu_slots)
+    console.print(f"concurrency limit: tag `{pt.GPU_TAG}` = {p.orchestration.gpu_slots}")
+    selection = [arg for n in names for arg in ("--name", n)] if names else ["--all"]
+    env = {**os.environ, "FLEXO_REPO": str(REPO_ROOT), "PREFECT_API_URL": url}
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *selection, "--prefect-file", str(REPO_ROOT / "prefect.yaml")]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise FlexoError(f"`prefect deploy` failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
+    console.print(f"deployments registered on {url}; start workers with `flexo worker --owner <domain>` "
+                  "and `flexo worker --owner shared`")
+
+
+@app.command("worker")
+def worker_command(
+    owner: Annotated[str, typer.Option("--owner", "-o", help="A data owner's domain (or owner name), or `shared`.")],
+    profile: ProfileOption = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL, else the local server).")] = None,
+    run_once: Annotated[bool, typer.Option("--run-once", help="Run the scheduled flow runs due now, then exit.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Most flow runs at once on this worker.")] = None,
+) -> None:
+    """Start a process worker on one owner's own work pool: it runs only that owner's flows (and refuses others)."""
+    from tasks import prefect_tasks as pt
+    from tasks import work_pools
+    from tasks.config import REPO_ROOT
+
+    p = load(profile)
+    url = _api_url(p, api_url)
+    env = {**os.environ, "FLEXO_REPO": str(REPO_ROOT), "PREFECT_API_URL": url}
+    if owner == work_pools.SHARED:
+        pool = work_pools.pool_name(p, work_pools.SHARED)
+        env.pop(pt.OWNER_ENV, None)
+    else:
+        domain, who = work_pools.owner_of(p, owner)
+        pool = work_pools.pool_name(p, who)
+        env[pt.OWNER_ENV] = domain
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-{os.uname().nodename}"]
+    if run_once:
+        cmd.append("--run-once")
+    if limit:
+        cmd += ["--limit", str(limit)]
+    console.print(f"worker on pool [bold]{pool}[/] ({url}); Ctrl-C stops it", highlight=False)
+    raise typer.Exit(subprocess.call(cmd, cwd=REPO_ROOT, env=env))
