@@ -64,13 +64,14 @@ def ensure_dvc(repo: Path) -> None:
 
 
 def remote_url(profile: Profile, domain: str, repo: Path) -> str:
-    """The owner's remote: `domains.<d>.remote` if set, else `<dvc_remotes_dir>/<owner>` (relative to .dvc/)."""
+    """The owner's remote: `domains.<d>.remote` if set, else `<dvc_remotes_dir>/<owner>` (relative to the repository;
+    `dvc remote add` rewrites it relative to .dvc/config)."""
     cfg = profile.domains[domain]
     if cfg.remote:
         return cfg.remote
     local = profile.path("dvc_remotes_dir") / cfg.owner
     local.mkdir(parents=True, exist_ok=True)
-    return os.path.relpath(local, repo / ".dvc")
+    return os.path.relpath(local, repo)
 
 
 def ensure_remote(profile: Profile, domain: str, repo: Path) -> tuple[str, str]:
