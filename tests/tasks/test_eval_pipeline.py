@@ -73,3 +73,25 @@ def test_routing_and_k_sweep(world):
 def test_missing_inputs_are_named(tmp_profile):
     with pytest.raises(DataError, match="tokenizer"):
         evaluate(tmp_profile, progress=False)
+
+
+def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
+    """`flexo eval` on the same world: the report is rewritten and metrics + figures land in a real SQLite MLflow store."""
+    import mlflow
+    from typer.testing import CliRunner
+
+    import flows.commands.eval as eval_command
+    from flows.commands import app
+    from tasks.tracking import TAG_STAGE, setup
+
+    profile, _ = world
+    monkeypatch.setattr(eval_command, "load", lambda name: profile)
+    outcome = CliRunner().invoke(app, ["eval", "--profile", "tiny"])
+    assert outcome.exit_code == 0, outcome.output
+    setup(profile)
+    runs = mlflow.search_runs(filter_string=f"tags.{TAG_STAGE} = 'evaluate'", output_format="list")
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert "bpb/FlexOlmo_no_RT/average" in metrics and "acc/M_pub/average" in metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "plots")}
+    assert {"plots/routing.png", "plots/k_sweep.png", "plots/opt_out.png"} <= artifacts
