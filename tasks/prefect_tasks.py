@@ -121,9 +121,13 @@ def jsonable(value: Any) -> Any:
 
 
 def _call(step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Call the area function; record its own wall time (`compute_seconds`: the work, without orchestration)."""
+    started = time.perf_counter()
     result = resolve(step)(*args, **kwargs)
     out = jsonable(result)
-    return out if isinstance(out, dict) else {"value": out}
+    out = out if isinstance(out, dict) else {"value": out}
+    out["compute_seconds"] = round(time.perf_counter() - started, 3)
+    return out
 
 
 class MlflowTrainLogger:
@@ -209,8 +213,8 @@ def register_public(profile: Profile, model_dir: str, weights_sha: str, data_md5
 
 
 def embed_domain(profile: Profile, domain: str, data_hash: str, code: str) -> dict[str, Any]:
-    path = resolve("embed_domain")(profile, domain)
-    return {"path": str(path), "sha256": file_sha256(path)}
+    out = _call("embed_domain", profile, domain)
+    return {**out, "path": out["value"], "sha256": file_sha256(out["value"])}
 
 
 def train_expert(profile: Profile, domain: str, data_hash: str, public_sha: str, router_sha: str, code: str) -> dict[str, Any]:

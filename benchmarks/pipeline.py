@@ -1,0 +1,126 @@
+"""Benchmark of the main job: wall time per stage, orchestration overhead, cached rerun time, peak memory.
+
+Runs the `pipeline` flow twice on one profile (default `demo`) in this process, on the ephemeral Prefect server:
+the first run does the work (or reuses what an earlier run left in the cache: `--fresh` clears runs/<profile> and
+the Prefect cache first), the second must be all cache hits. Overhead = wall time outside the areas' own functions
+(`compute_seconds` of every step that ran) as a share of the run. Prints JSON and a table; `--record` appends a
+section to benchmarks/RESULTS.md.
+
+    .venv/bin/python benchmarks/pipeline.py --profile demo --fresh --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tasks  # noqa: E402,F401  (offline environment)
+from tasks.artifacts import RunPaths  # noqa: E402
+from tasks.config import REPO_ROOT, load_profile  # noqa: E402
+
+TARGETS = {"end_to_end_s": 20 * 60, "overhead_share": 0.10, "cached_rerun_s": 60}
+RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process and of waited-for children (Linux reports KiB)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def one_run(profile_name: str) -> dict:
+    from flows.pipeline import pipeline
+
+    started = time.perf_counter()
+    summary = pipeline(profile=profile_name)
+    wall = time.perf_counter() - started
+    ran = [s for s in summary["steps"] if s["status"] == "completed"]
+    compute = sum(float(s["result"].get("compute_seconds", 0.0)) for s in ran)
+    return {
+        "wall_s": round(wall, 2),
+        "stage_s": summary["stage_seconds"],
+        "compute_s": round(compute, 2),
+        "overhead_s": round(wall - compute, 2),
+        "overhead_share": round((wall - compute) / wall, 4) if wall else 0.0,
+        "status_counts": {k: sum(1 for s in summary["steps"] if s["status"] == k) for k in ("completed", "cached", "skipped", "failed")},
+        "failed": summary["failed"],
+        "skipped": summary["skipped"],
+    }
+
+
+def table(result: dict) -> str:
+    first, second = result["first_run"], result["cached_rerun"]
+    rows = [("stage", "first run (s)", "cached rerun (s)")]
+    for stage in first["stage_s"]:
+        rows.append((stage, f"{first['stage_s'][stage]:.1f}", f"{second['stage_s'].get(stage, 0):.1f}"))
+    rows += [
+        ("**end to end**", f"{first['wall_s']:.1f}", f"{second['wall_s']:.1f}"),
+        ("model compute", f"{first['compute_s']:.1f}", f"{second['compute_s']:.1f}"),
+        ("orchestration overhead", f"{first['overhead_s']:.1f} ({first['overhead_share']:.1%})",
+         f"{second['overhead_s']:.1f} ({second['overhead_share']:.1%})"),
+        ("steps completed/cached/skipped/failed", "/".join(str(v) for v in first["status_counts"].values()),
+         "/".join(str(v) for v in second["status_counts"].values())),
+    ]
+    lines = [f"| {' | '.join(rows[0])} |", "|---|---:|---:|"] + [f"| {' | '.join(r)} |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--fresh", action="store_true", help="delete runs/<profile> and the Prefect result cache first")
+    parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    profile = load_profile(args.profile)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(profile.orchestration.server_startup_timeout_s))
+    if args.fresh:
+        shutil.rmtree(RunPaths(profile).root, ignore_errors=True)
+        shutil.rmtree(Path(os.environ["PREFECT_HOME"]) / "storage", ignore_errors=True)
+    first = one_run(args.profile)
+    second = one_run(args.profile)
+    result = {
+        "profile": args.profile,
+        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip(),
+        "fresh": args.fresh,
+        "first_run": first,
+        "cached_rerun": second,
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "targets": TARGETS,
+        "meets": {
+            "end_to_end": first["wall_s"] <= TARGETS["end_to_end_s"],
+            "overhead": first["overhead_share"] <= TARGETS["overhead_share"],
+            "cached_rerun": second["wall_s"] <= TARGETS["cached_rerun_s"],
+        },
+    }
+    print(json.dumps(result, indent=2))
+    print(table(result))
+    if args.record:
+        with RESULTS.open("a") as handle:
+            handle.write(f"\n## pipeline, profile `{args.profile}` ({result['when']}, commit {result['git_commit']}, "
+                         f"{'fresh' if args.fresh else 'warm cache'})\n\n{result['machine']}; peak RSS {result['peak_rss_mib']} MiB.\n"
+                         f"Targets: end to end <= {TARGETS['end_to_end_s'] // 60} min, overhead <= {TARGETS['overhead_share']:.0%}, "
+                         f"cached rerun <= {TARGETS['cached_rerun_s']} s; met: {result['meets']}.\n\n{table(result)}\n\n"
+                         f"Command: `.venv/bin/python benchmarks/pipeline.py --profile {args.profile}"
+                         f"{' --fresh' if args.fresh else ''} --record`\n")
+        if first["failed"] or first["skipped"]:
+            with RESULTS.open("a") as handle:
+                handle.write("\nNot completed in the first run:\n" + "".join(
+                    f"- {i['step']} {i['domain'] or ''}: {str(i['why'])[:200]}\n" for i in first["failed"] + first["skipped"]))
+
+
+if __name__ == "__main__":
+    main()
