@@ -462,3 +462,34 @@ def resolve_serving_moe(profile: Profile, version: str | None = None) -> tuple[V
 def moe_versions_containing(profile: Profile, domain: str, version: str) -> list[VersionRef]:
     """Every `flexo-moe` version whose tags say it holds `domain` at `version`."""
     return [ref for ref in versions_if_any(profile, profile.registry.moe_model) if ref.tags.get(f"{EXPERT_TAG_PREFIX}{domain}") == str(version)]
+
+
+def record_check(profile: Profile, domain: str, version: str | int, check: str, passed: bool, detail: str = "") -> VersionRef:
+    """Record a gate's verdict on an expert version registered before the gate ran (e.g. the extraction attack).
+
+    Tags `check.<check>` passed|failed. A failed check takes `active` away from this version and gives it back to the
+    newest earlier version that is active and failed no check (or to none), so only checked experts are assembled.
+    """
+    mlclient = client(profile)
+    name = expert_model_name(profile, domain)
+    ref = get_version(profile, name, version)
+    mlclient.set_model_version_tag(name, ref.version, f"check.{check}", "passed" if passed else "failed")
+    audit.record(mlclient, name, ref.version, "check", check=check, passed=passed, detail=detail)
+    if passed or ACTIVE_ALIAS not in ref.aliases:
+        return get_version(profile, name, ref.version)
+    mlclient.delete_registered_model_alias(name, ACTIVE_ALIAS)
+    audit.record(mlclient, name, ref.version, "alias_removed", alias=ACTIVE_ALIAS, failed_check=check)
+    fallback = next(
+        (
+            earlier
+            for earlier in versions(profile, name)
+            if int(earlier.version) < int(ref.version)
+            and earlier.status == STATUS_ACTIVE
+            and not any(k.startswith("check.") and v == "failed" for k, v in earlier.tags.items())
+        ),
+        None,
+    )
+    if fallback is not None:
+        mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, fallback.version)
+        audit.record(mlclient, name, fallback.version, "alias_set", alias=ACTIVE_ALIAS, replaces=ref.version)
+    return get_version(profile, name, ref.version)

@@ -70,3 +70,16 @@ def test_moe_version_records_exact_experts_and_model_card(world) -> None:
     card = (registry.moe_dir(pyfunc_dir) / "model_card.md").read_text()
     assert "| news | flexo-expert-news | 2 | news-owner |" in card and "| math | flexo-expert-math | 1 | math-owner |" in card
     assert not list(pyfunc_dir.rglob("*.pkl")) and not list(pyfunc_dir.rglob("*.bin"))
+
+
+def test_a_gate_failing_after_registration_moves_active_back(world) -> None:
+    profile = world.profile
+    registry.register_expert(profile, "news", make_expert(world, "news", 1), md5_of("n1"))
+    registry.register_expert(profile, "news", make_expert(world, "news", 2), md5_of("n2"))
+    assert registry.by_alias(profile, "flexo-expert-news", "active").version == "2"
+    checked = registry.record_check(profile, "news", 2, "extraction", passed=False, detail="rate 0.4 > 0.05")
+    assert checked.tags["check.extraction"] == "failed" and checked.aliases == ()
+    assert registry.by_alias(profile, "flexo-expert-news", "active").version == "1"
+    assert [r.domain + ":" + r.version for r in registry.resolve_active_experts(profile)] == ["news:1"]
+    # a passing check leaves the alias where it is
+    assert registry.record_check(profile, "news", 1, "extraction", passed=True).aliases == ("active",)
