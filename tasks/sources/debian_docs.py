@@ -106,15 +106,16 @@ class RVignettesSource(_DebianSource):
                    "vignettes, LaTeX sources with R code chunks and markup removed")
     packages = ("r-cran-sandwich", "r-cran-zoo", "r-cran-strucchange", "r-cran-lme4", "r-cran-vcd", "r-cran-aer",
                 "r-cran-pscl", "r-cran-partykit", "r-cran-coin", "r-cran-mvtnorm", "r-cran-lmtest", "r-cran-car",
-                "r-cran-plm", "r-cran-quantreg")
+                "r-cran-plm", "r-cran-quantreg", "r-cran-survival", "r-cran-flexmix", "r-cran-multcomp",
+                "r-cran-robustbase", "r-cran-vegan", "r-cran-ape")
 
     def documents(self) -> Iterator[Document]:
         total = count = 0
         for package in self.package_list():
             root = debian_package(self.context.cache_dir, package)
             for path in sorted(root.rglob("*.Rnw")) + sorted(root.rglob("*.Rmd")):
-                if "/doc/" not in path.as_posix():
-                    continue  # slides and course material are not papers
+                if path.parent.name != "doc" or "/lib/R/" not in path.as_posix():
+                    continue  # the installed vignettes only: not slides, course material or example copies
                 rel = f"{package}/{path.name}"
                 whole = decode_document(path.read_bytes(), f"{self.domain}/{rel}", str(path), 0, self.context.max_doc_bytes)
                 if whole.problem:
