@@ -11,7 +11,7 @@ from tasks.config import Profile
 
 
 @flow(name="assemble", result_serializer="json", log_prints=True)
-def assemble(profile: str | Profile | None = None) -> list[dict[str, Any]]:
+def assemble(profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Resolve the active experts in the registry, assemble and register (cached on the exact expert sha256s)."""
     p = pt.as_profile(profile)
     active = pt.run_step("assemble", "active_experts", p)
@@ -22,4 +22,4 @@ def assemble(profile: str | Profile | None = None) -> list[dict[str, Any]]:
     rows = [{"domain": d, "version": v["version"], "sha256": v["sha256"][:16]} for d, v in active.result.items()] if active.ok else []
     pt.publish_table("flexo-registry-state", rows, "active expert versions inside the assembled MoE")
     pt.publish("flexo-assemble", f"assemble ({p.name})", out)
-    return pt.as_rows(out)
+    return pt.finish(out, fail_on_error)

@@ -12,7 +12,7 @@ from tasks.config import Profile
 
 
 @flow(name="attack", result_serializer="json", log_prints=True)
-def attack(profile: str | Profile | None = None, domain: str | None = None) -> list[dict[str, Any]]:
+def attack(profile: str | Profile | None = None, domain: str | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Attack M_pub, the dense model and FlexOlmo with/without the expert (cached on the expert's sha256 and the code)."""
     p = pt.as_profile(profile)
     d = domain or p.attack.domain
@@ -22,4 +22,4 @@ def attack(profile: str | Profile | None = None, domain: str | None = None) -> l
     rates = out[0].result.get("rates") or {}
     pt.publish_table("flexo-attack", [{"model": k, "extraction_rate": v} for k, v in rates.items()], f"extraction rates ({d})")
     pt.publish("flexo-attack-summary", f"attack {d} ({p.name})", out, {"report": str(out[0].result.get("report", ""))})
-    return pt.as_rows(out)
+    return pt.finish(out, fail_on_error)

@@ -15,7 +15,7 @@ from tasks.config import Profile
 
 
 @flow(name="data", result_serializer="json", log_prints=True)
-def data(profile: str | Profile | None = None, domains: list[str] | None = None) -> list[dict[str, Any]]:
+def data(profile: str | Profile | None = None, domains: list[str] | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Build (ingest → GX validate → split/dedup/decontaminate) and DVC-version each domain; train the tokenizer."""
     p = pt.as_profile(profile)
     paths = RunPaths(p)
@@ -42,4 +42,4 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None)
     validation = [o.result.get("validation") for o in out if o.step == "build_domain" and o.ok and o.result.get("validation")]
     pt.publish_table("flexo-data-validation", [v if isinstance(v, dict) else {"result": str(v)} for v in validation],
                      "Great Expectations validation per domain")
-    return pt.as_rows(out)
+    return pt.finish(out, fail_on_error)

@@ -15,7 +15,7 @@ from tasks.config import Profile
 
 
 @flow(name="expert", flow_run_name="expert-{domain}", result_serializer="json", log_prints=True)
-def expert(domain: str, profile: str | Profile | None = None) -> list[dict[str, Any]]:
+def expert(domain: str, profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Train and register the expert of `domain` (cached on its data hash, M_pub's sha256, its router row and code)."""
     pt.check_owner(domain)
     p = pt.as_profile(profile)
@@ -42,4 +42,4 @@ def expert(domain: str, profile: str | Profile | None = None) -> list[dict[str, 
                                pt.metrics_of(trained.result), embedded.result.get("path"), trained.result.get("dp_epsilon"),
                                domain=domain))
     pt.publish(f"flexo-expert-{domain}", f"expert {domain} ({p.name})", out)
-    return pt.as_rows(out)
+    return pt.finish(out, fail_on_error)

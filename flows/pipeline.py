@@ -29,7 +29,7 @@ STAGES = ("data", "public", "expert", "assemble", "evaluate", "attack")
 
 def _experts(p: Profile, domains: list[str]) -> list[pt.Outcome]:
     def one(domain: str) -> list[pt.Outcome]:
-        return pt.outcomes_from(expert(domain=domain, profile=p))
+        return pt.outcomes_from(expert(domain=domain, profile=p, fail_on_error=False))
 
     if p.orchestration.max_parallel_experts <= 1 or len(domains) <= 1:
         return [o for d in domains for o in one(d)]
@@ -47,7 +47,7 @@ def _gate(stage: str, needs: list[pt.Outcome]) -> list[pt.Outcome] | None:
 
 @flow(name="pipeline", result_serializer="json", log_prints=True)
 def pipeline(profile: str | Profile | None = None, domains: list[str] | None = None,
-             stages: list[str] | None = None) -> dict[str, Any]:
+             stages: list[str] | None = None, fail_on_error: bool = False) -> dict[str, Any]:
     """The whole FlexOlmo pipeline for one profile; returns the summary (steps, failures, reused, where to look)."""
     p = pt.as_profile(profile)
     owners = domains or p.closed_domains
@@ -66,16 +66,16 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
         stage_seconds[name] = round(time.perf_counter() - t0, 3)
         pt.notify(name, name, None, "stage-end")
 
-    stage("data", lambda: pt.outcomes_from(data(profile=p, domains=["public", *owners])))
-    stage("public", lambda: pt.outcomes_from(public(profile=p)))
+    stage("data", lambda: pt.outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))
+    stage("public", lambda: pt.outcomes_from(public(profile=p, fail_on_error=False)))
     public_model = [o for o in out if o.step == "train_public"]
     stage("expert", lambda: _gate("expert", public_model) or _experts(p, owners))
-    stage("assemble", lambda: pt.outcomes_from(assemble(profile=p)))
+    stage("assemble", lambda: pt.outcomes_from(assemble(profile=p, fail_on_error=False)))
     moe = [o for o in out if o.step == "assemble"]
     stage("evaluate", lambda: _gate("evaluate", moe) or pt.outcomes_from(
-        evaluate(profile=p, moe_sha=moe[0].result.get("sha256", "") if moe else "")))
+        evaluate(profile=p, moe_sha=moe[0].result.get("sha256", "") if moe else "", fail_on_error=False)))
     attacked = [o for o in out if o.step == "train_expert" and o.domain == p.attack.domain]
-    stage("attack", lambda: _gate("attack", attacked) or pt.outcomes_from(attack(profile=p)))
+    stage("attack", lambda: _gate("attack", attacked) or pt.outcomes_from(attack(profile=p, fail_on_error=False)))
 
     paths = RunPaths(p)
     links = {
@@ -96,4 +96,5 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
     }
     pt.publish("flexo-pipeline", f"pipeline ({p.name})", out, links)
     pt.write_summary(paths.reports_dir / "pipeline_summary.json", out, summary)
+    pt.finish(out, fail_on_error)
     return {**summary, "steps": pt.as_rows(out)}

@@ -12,7 +12,7 @@ from tasks.config import Profile
 
 
 @flow(name="public", result_serializer="json", log_prints=True)
-def public(profile: str | Profile | None = None) -> list[dict[str, Any]]:
+def public(profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Pretrain the public model (cached on the public data hash, the tokenizer and the code); register it."""
     p = pt.as_profile(profile)
     paths = RunPaths(p)
@@ -29,4 +29,4 @@ def public(profile: str | Profile | None = None) -> list[dict[str, Any]]:
         out.append(pt.run_step("public", "register_public", p, str(model_dir), pt.weights_sha(model_dir), public_hash,
                                pt.metrics_of(trained.result)))
     pt.publish("flexo-public", f"public model ({p.name})", out)
-    return pt.as_rows(out)
+    return pt.finish(out, fail_on_error)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import REPO_ROOT, Profile
+from tasks.errors import FlexoError
 
 GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU trainings at once
 
@@ -494,3 +495,15 @@ def check_owner(domain: str | None) -> None:
     mine = os.environ.get(OWNER_ENV)
     if mine and domain != mine:
         raise ConfigError(f"this worker belongs to the owner of '{mine}' ({OWNER_ENV}); it refuses to run domain '{domain}'")
+
+
+class StepsFailed(FlexoError):
+    """Raised at the end of a flow (after its summary is published) when any of its steps failed."""
+
+
+def finish(outcomes: Sequence[Outcome], fail_on_error: bool) -> list[dict[str, Any]]:
+    """A flow's return value; with `fail_on_error` the flow run ends Failed, naming each failed step and why."""
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed and fail_on_error:
+        raise StepsFailed("; ".join(f"{o.step}{'/' + o.domain if o.domain else ''}: {o.detail[:300]}" for o in failed))
+    return as_rows(outcomes)

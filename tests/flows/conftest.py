@@ -1,0 +1,38 @@
+"""Prefect's test harness (a temporary SQLite-backed server) once per session, and a tiny world in tmp_path."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.config import Profile
+
+HARNESS_STARTUP_S = 180  # the shared 2-core build machine can take long to start the server
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=HARNESS_STARTUP_S):
+        yield
+
+
+@pytest.fixture
+def world(tmp_profile: Profile, tmp_path: Path) -> Profile:
+    """The tiny profile in a fresh git repository under tmp_path (DVC metadata is versioned by git)."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    return tmp_profile
+
+
+def write_split(profile: Profile, domain: str, texts: list[str], split: str = "train") -> Path:
+    """A real parquet split (columns id, text) as the data stage writes it."""
+    from tasks.artifacts import RunPaths
+
+    path = RunPaths(profile).split(domain, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"id": [f"{domain}-{i}" for i in range(len(texts))], "text": texts}).to_parquet(path)
+    return path

@@ -1,0 +1,80 @@
+"""Flows under Prefect's test harness on the tiny profile: caching, failure isolation, skips, owner isolation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.expert import expert
+from flows.pipeline import pipeline
+from tasks import prefect_tasks as pt
+from tasks.artifacts import RunPaths
+from tasks.errors import ConfigError
+from tests.flows.conftest import write_split
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+TEXTS = [f"def function_{i}(x):\n    return x * {i} + {i % 7}  # line {i}" for i in range(40)]
+
+
+def _by(summary: dict, step: str, domain: str | None = None) -> dict:
+    rows = [r for r in summary["steps"] if r["step"] == step and r["domain"] == domain]
+    assert len(rows) == 1, (step, domain, summary["steps"])
+    return rows[0]
+
+
+def test_failed_domain_does_not_stop_others_and_rerun_is_cached(world) -> None:
+    write_split(world, "code", TEXTS)  # math has no data: its steps must fail, code's must go on
+    first = pipeline(profile=world, domains=["math", "code"], stages=["expert"])
+    assert _by(first, "embed_domain", "code")["status"] == "completed"
+    math = _by(first, "embed_domain", "math")
+    assert math["status"] == "failed" and "math" in math["detail"]
+    assert _by(first, "train_expert", "math")["status"] == "skipped"
+    assert {"step": "embed_domain", "domain": "math", "why": math["detail"]} in first["failed"]
+    on_disk = json.loads((RunPaths(world).reports_dir / "pipeline_summary.json").read_text())
+    assert any(s["step"] == "embed_domain" and s["domain"] == "math" and s["status"] == "failed" for s in on_disk["steps"])
+
+    second = pipeline(profile=world, domains=["math", "code"], stages=["expert"])
+    assert _by(second, "embed_domain", "code")["status"] == "cached"
+    assert "embed_domain/code" in second["reused"]
+    assert _by(second, "embed_domain", "math")["status"] == "failed"  # failures are never cached
+
+
+def test_changed_data_or_deleted_output_misses_the_cache(world) -> None:
+    write_split(world, "code", TEXTS)
+    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "completed"
+    RunPaths(world).router_embedding("code").unlink()
+    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "completed"
+    assert RunPaths(world).router_embedding("code").exists()
+    write_split(world, "code", TEXTS[:30])  # new content: a new data hash
+    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "completed"
+    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "cached"
+
+
+def test_missing_area_function_is_skipped_not_faked(world, monkeypatch) -> None:
+    monkeypatch.setitem(pt.STEPS, "embed_domain", {**pt.STEPS["embed_domain"], "target": "tasks.not_written_yet:embed"})
+    summary = pipeline(profile=world, domains=["code"], stages=["expert"])
+    embed = _by(summary, "embed_domain", "code")
+    assert embed["status"] == "skipped" and "tasks.not_written_yet.embed does not exist yet" in embed["detail"]
+    assert _by(summary, "train_expert", "code")["status"] == "skipped"
+    assert not summary["failed"]
+
+
+def test_standalone_flow_fails_naming_the_step(world) -> None:
+    with pytest.raises(pt.StepsFailed, match="embed_domain/math"):
+        expert(domain="math", profile=world)
+
+
+def test_owner_worker_refuses_another_domain(world, monkeypatch) -> None:
+    monkeypatch.setenv(pt.OWNER_ENV, "code")
+    with pytest.raises(ConfigError, match="refuses to run domain 'math'"):
+        expert(domain="math", profile=world)
+
+
+def test_results_are_json_and_never_tensors() -> None:
+    import torch
+
+    assert pt.jsonable({"p": RunPaths.__name__, "x": torch.tensor(1.5)}) == {"p": "RunPaths", "x": 1.5}
+    with pytest.raises(TypeError, match="never tensors"):
+        pt.jsonable({"w": torch.ones(3)})
