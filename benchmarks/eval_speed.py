@@ -1,0 +1,89 @@
+"""Evaluation speed: the FlexOlmo MoE scored on every FLEXMIX-small task of a profile (target: <= 3 minutes for `demo` on
+2 CPU cores), through the same batched harness `flexo eval` uses.
+
+The tasks are built from the real test splits under data/ (the data stage must have run). The MoE is the assembled one
+when it exists (registry `serving` or runs/<profile>/moe), else a MoE of the profile's exact sizes and expert count with
+random weights: scoring time does not depend on the weight values. `--sample N` scores every (len/N)-th request of the
+length-sorted list and extrapolates by token count (reported as such).
+
+Usage:  .venv/bin/python benchmarks/eval_speed.py [--profile demo] [--threads 2] [--sample 0]
+Prints one JSON object and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=0, help="score only this many requests and extrapolate (0 = all)")
+    args = parser.parse_args()
+
+    import torch
+
+    import tasks  # noqa: F401  (offline)
+    from model.baselines import random_router_rows, upcycle
+    from model.config import ModelSizes, TokenizerIds, default_top_k
+    from model.public import build_public_model
+    from model.scoring import model_scorer, score_requests
+    from tasks.config import load_profile
+    from tasks.errors import DataError
+    from tasks.eval_tasks import build_tasks
+    from tasks.evaluate import load_test_frames, load_tokenizer, locate_moe, tokenize_tasks
+
+    torch.set_num_threads(args.threads)
+    profile = load_profile(args.profile)
+    tokenizer = load_tokenizer(profile)
+    task_list = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
+    requests, _ = tokenize_tasks(task_list, tokenizer, profile.model.max_seq_len)
+    try:
+        from transformers import FlexOlmoForCausalLM
+
+        moe = FlexOlmoForCausalLM.from_pretrained(str(locate_moe(profile)), local_files_only=True).float().eval()
+        source = "assembled"
+    except DataError:
+        sizes = ModelSizes.from_mapping(profile.model)
+        experts = len(profile.domains)
+        public = build_public_model(sizes, TokenizerIds(tokenizer.pad_token_id, tokenizer.eos_token_id), seed=0)
+        rows = random_router_rows(experts, sizes.hidden_size, sizes.init_std, seed=1)
+        moe = upcycle(public, experts, rows, profile.router.top_k or default_top_k(experts)).eval()
+        source = "random weights, profile sizes"
+    total_tokens = sum(len(r.context) + len(r.target) for r in requests)
+    chosen = requests
+    if args.sample and args.sample < len(requests):
+        ordered = sorted(requests, key=lambda r: len(r.context) + len(r.target))
+        step = len(ordered) / args.sample
+        chosen = [ordered[int(i * step)] for i in range(args.sample)]
+    chosen_tokens = sum(len(r.context) + len(r.target) for r in chosen)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)
+    seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # CPU time we actually got (the machine may be shared)
+    estimate = seconds * total_tokens / chosen_tokens
+    result = {
+        "profile": args.profile, "threads": args.threads, "load_average_1m": os.getloadavg()[0], "moe": source,
+        "experts": moe.config.num_experts, "top_k": moe.config.num_experts_per_tok, "tasks": len(task_list),
+        "requests": len(requests), "tokens": total_tokens, "scored_requests": len(chosen), "scored_tokens": chosen_tokens,
+        "seconds_scored": seconds, "seconds_all_tasks": estimate, "extrapolated": len(chosen) < len(requests),
+        "tokens_per_s": chosen_tokens / seconds,
+        "cpu_seconds_scored": cpu_seconds, "cpu_share": cpu_seconds / seconds / args.threads, "target_s": 180, "meets_target": estimate <= 180,
+    }
+    print(json.dumps(result))
+    print(f"\n{len(task_list)} tasks, {len(requests)} requests, {total_tokens} tokens; MoE ({source}) "
+          f"{result['tokens_per_s']:.0f} tokens/s -> {estimate:.0f} s for all tasks"
+          f"{' (extrapolated)' if result['extrapolated'] else ''}; target <= 180 s: {'PASS' if result['meets_target'] else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()
