@@ -7,6 +7,7 @@ Each resumes from its last checkpoint by default (a killed run continues where i
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from typing import Annotated
 
@@ -18,6 +19,8 @@ FreshOption = Annotated[bool, typer.Option("--fresh", help="Ignore existing chec
 
 
 def _report(outcome) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports (and wrote the files)
     console.print(f"[bold green]done[/] {outcome.kind} {outcome.domain}: sha256 {outcome.sha256[:16]}…  "
                   f"val_loss {outcome.metrics.get('val_loss', float('nan')):.4f}")
     typer.echo(json.dumps(asdict(outcome), default=str, sort_keys=True))
