@@ -194,3 +194,28 @@ def test_missing_inputs_are_named(profile) -> None:
     (paths.dense_dir("math") / "model" / "model.safetensors").unlink()
     with pytest.raises(DataError, match="dense domain model is missing"):
         attack(profile, "math", progress=False)
+
+
+def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path) -> None:
+    """`flexo attack math` on a real params file whose paths point into tmp_path: table printed, gate exit code 7."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tasks.config import DEFAULT_PARAMS
+
+    _workspace(profile, expert_steps=EXPERT_STEPS)
+    raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
+    raw["defaults"]["paths"].update(profile.paths.model_dump())
+    raw["profiles"]["tiny"].setdefault("router", {})["top_k"] = 2
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "attack", "math", "--profile", "tiny", "--no-mlflow"],
+        capture_output=True, text=True, env={**os.environ, "FLEXO_PARAMS": str(params), "OMP_NUM_THREADS": "1", "COLUMNS": "160"},
+    )
+    assert done.returncode == 7, done.stderr
+    assert "flexolmo_without" in done.stderr and "calibration" in done.stderr
+    assert "exceeds attack.max_extraction_rate" in done.stderr
