@@ -2,9 +2,11 @@
 
 Why: a data owner publishing an expert needs evidence of what it leaks. We run the paper's attack (`model.extraction`) on
 the domain's TRAIN split against M_pub (never saw the domain), the dense domain model, FlexOlmo with the expert, FlexOlmo
-with it removed (exact opt-out: should fall back to M_pub's rate) and, when DP is configured, FlexOlmo with the DP-trained
-expert. A calibration model (M_pub overfitted on a few windows) must be extracted at a high rate, or the attack itself is
-broken and the stage says so instead of reporting reassuring zeros.
+with it removed (exact opt-out: should fall back to M_pub's rate) and a DP-trained expert: an extra file at
+RunPaths.expert_dir(d)/dp/expert.safetensors is attacked as its own row; when `train_expert.dp.enabled` made the main expert
+DP-trained, the FlexOlmo row says so (epsilon from the file's metadata). A calibration model (M_pub overfitted on a few
+windows) must be extracted at a high rate, or the attack itself is broken and the stage says so instead of reporting
+reassuring zeros.
 
 The gate: an expert whose rate inside FlexOlmo (the paper's metric, prefix counted) exceeds `attack.max_extraction_rate` is
 refused the `active` alias. The registry calls `admission_decision`; the rate travels as the version tag `extraction_rate`.
@@ -41,7 +43,7 @@ TAG_ADMISSION = "extraction_admission"  # "admitted" | "refused"
 TAG_ADMISSION_REASON = "extraction_reason"
 
 EXPERT_FILE = "expert.safetensors"
-DP_SUBDIR = "dp"  # the DP-trained expert: RunPaths.expert_dir(d)/dp/expert.safetensors (attacked when DP is configured)
+DP_SUBDIR = "dp"  # an extra DP-trained expert to compare: RunPaths.expert_dir(d)/dp/expert.safetensors (attacked if present)
 REPORT_FILE = "report.json"
 
 # Model keys in the result, in report order.
@@ -227,6 +229,19 @@ def _load_expert_state(path: Path, public_sha: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _dp_label(path: Path) -> str:
+    """What the expert file says about its training: DP with the accountant's epsilon, or no DP."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return "missing"
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+    if meta.get("dp", "").lower() == "true":
+        return f"DP-SGD, epsilon {meta.get('dp_epsilon', '?')}, delta {meta.get('dp_delta', '?')}"
+    return "no DP"
+
+
 def build_flexolmo(profile: Profile, public: Olmo2ForCausalLM, public_sha: str, domain: str, expert_path: Path
                    ) -> tuple[FlexOlmoForCausalLM, int, str]:
     """FlexOlmo holding the expert under attack: (model, the expert's index, what it is made of).
@@ -322,11 +337,12 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
         return keep_experts(moe, [i for i in range(moe.config.num_experts) if i != index])
 
     plan.append((FLEXOLMO_WITHOUT, "FlexOlmo with the expert removed (exact opt-out)", without))
-    if profile.train_expert.dp.enabled:
-        dp_path = paths.expert_dir(domain) / DP_SUBDIR / EXPERT_FILE
-        plan.append((FLEXOLMO_DP, f"FlexOlmo with the DP-trained expert (target epsilon "
-                     f"{profile.train_expert.dp.target_epsilon})",
+    dp_path = paths.expert_dir(domain) / DP_SUBDIR / EXPERT_FILE
+    if dp_path.exists():  # a DP-trained expert beside the plain one: attack both
+        plan.append((FLEXOLMO_DP, f"FlexOlmo with the DP-trained expert ({_dp_label(dp_path)})",
                      lambda: build_flexolmo(profile, public, public_sha, domain, dp_path)[0]))
+    elif profile.train_expert.dp.enabled and not expert_path.exists():
+        raise DataError(f"{expert_path}: the (DP-trained) expert is missing; train it first (`flexo train-expert {domain}`)")
 
     from rich.progress import Progress
 
@@ -354,7 +370,7 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
             t0 = time.perf_counter()
             model = build().to(device).eval()
             if name == FLEXOLMO:
-                description = f"{description}: {flexolmo()[2]}"
+                description = f"{description} ({_dp_label(expert_path)}): {flexolmo()[2]}"
             result = extraction_attack(model, probes, decode, settings, a.similarity_threshold, profile.seed,
                                        on_batch=lambda n, t=task: bar.advance(t, n))
             rates[name] = ModelRate.of(name, description, result, time.perf_counter() - t0, doc_ids)

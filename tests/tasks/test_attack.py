@@ -24,6 +24,7 @@ from tasks.artifacts import RunPaths
 from tasks.attack import (
     DENSE,
     FLEXOLMO,
+    FLEXOLMO_DP,
     FLEXOLMO_WITHOUT,
     PUBLIC,
     TAG_ADMISSION,
@@ -117,9 +118,17 @@ def _workspace(profile, expert_steps: int = 0, docs: int = 6) -> RunPaths:
 
 
 def test_start_state_expert_is_admitted_and_opt_out_falls_back_to_public(profile) -> None:
+    from tasks.expert_file import load_expert
+
     paths = _workspace(profile)
+    expert = paths.expert_dir("math") / "expert.safetensors"
+    state, meta = load_expert(expert)  # a DP-trained expert beside it (here: the same weights, labelled by metadata)
+    save_expert(state, expert.parent / "dp" / "expert.safetensors", domain="math", public_sha256=meta["public_sha256"],
+                dp="True", dp_epsilon="8", dp_delta="1e-06")
     result = attack(profile, "math", progress=False)
-    assert set(result.models) == {PUBLIC, DENSE, FLEXOLMO, FLEXOLMO_WITHOUT}
+    assert set(result.models) == {PUBLIC, DENSE, FLEXOLMO, FLEXOLMO_WITHOUT, FLEXOLMO_DP}
+    assert "epsilon 8" in result.models[FLEXOLMO_DP].description and "no DP" in result.models[FLEXOLMO].description
+    assert result.models[FLEXOLMO_DP].rate == result.models[FLEXOLMO].rate  # same weights, same seeds
     assert result.calibration.passed and result.calibration.rate.rate >= profile.attack.min_calibration_rate
     assert result.train_docs == 6 and result.eligible_docs == 6 and result.too_short_docs == 0
     for rate in result.models.values():
