@@ -41,6 +41,7 @@ TAG_EXTRACTION_RATE = "extraction_rate"
 TAG_EXTRACTION_RATE_NO_PREFIX = "extraction_rate_no_prefix"
 TAG_ADMISSION = "extraction_admission"  # "admitted" | "refused"
 TAG_ADMISSION_REASON = "extraction_reason"
+GATE_CHECK = "extraction"  # the registry's check name: version tag `check.extraction` = passed | failed
 
 EXPERT_FILE = "expert.safetensors"
 DP_SUBDIR = "dp"  # an extra DP-trained expert to compare: RunPaths.expert_dir(d)/dp/expert.safetensors (attacked if present)
@@ -416,11 +417,11 @@ def summary_rows(result: AttackResult) -> list[tuple[str, str, str, str, str]]:
 
 
 def record_attack(profile: Profile, result: AttackResult) -> str | None:
-    """Log the rates to an MLflow run and tag the registered expert version whose sha256 matches; returns its version."""
+    """Log the rates to an MLflow run; tag the registered expert version(s) whose sha256 matches and pass the gate's
+    verdict to the registry (`record_check`: a refusal takes the `active` alias away). Returns the newest such version."""
     import mlflow
-    from mlflow import MlflowClient
 
-    from tasks import tracking
+    from tasks import registry, tracking
 
     with tracking.stage_run(profile, "attack", result.domain, params={"attack": result.settings}):
         metrics = {f"extraction_rate.{n}": m.rate for n, m in result.models.items()}
@@ -430,23 +431,22 @@ def record_attack(profile: Profile, result: AttackResult) -> str | None:
         tracking.log_metrics(metrics)
         mlflow.set_tags({TAG_ADMISSION: "admitted" if result.admitted else "refused", "expert_sha256": result.expert_sha256})
         mlflow.log_artifact(str(result.report_path), artifact_path="attack")
-    name = f"{profile.registry.expert_model_prefix}{result.domain}"
-    client = MlflowClient()
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except mlflow.exceptions.MlflowException:
+    name = registry.expert_model_name(profile, result.domain)
+    matching = [v for v in registry.versions_if_any(profile, name) if v.sha256 == result.expert_sha256]
+    if not matching:
         return None
-    matching = [v for v in versions if v.tags.get("sha256") == result.expert_sha256]
+    tags = {
+        TAG_EXTRACTION_RATE: f"{result.extraction_rate:.6f}",
+        TAG_EXTRACTION_RATE_NO_PREFIX: f"{result.models[FLEXOLMO].rate_no_prefix:.6f}",
+        TAG_ADMISSION: "admitted" if result.admitted else "refused",
+        TAG_ADMISSION_REASON: result.reason,
+    }
+    client = registry.client(profile)
     for version in matching:
-        tags = {
-            TAG_EXTRACTION_RATE: f"{result.extraction_rate:.6f}",
-            TAG_EXTRACTION_RATE_NO_PREFIX: f"{result.models[FLEXOLMO].rate_no_prefix:.6f}",
-            TAG_ADMISSION: "admitted" if result.admitted else "refused",
-            TAG_ADMISSION_REASON: result.reason,
-        }
         for key, value in tags.items():
             client.set_model_version_tag(name, version.version, key, value)
-    return max((v.version for v in matching), key=int, default=None)
+        registry.record_check(profile, result.domain, version.version, GATE_CHECK, result.admitted, result.reason)
+    return max((v.version for v in matching), key=int)
 
 
 def attack_and_record(profile: Profile, domain: str) -> dict:

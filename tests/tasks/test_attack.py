@@ -23,6 +23,7 @@ from model.public import build_public_model
 from tasks.artifacts import RunPaths
 from tasks.attack import (
     DENSE,
+    GATE_CHECK,
     FLEXOLMO,
     FLEXOLMO_DP,
     FLEXOLMO_WITHOUT,
@@ -145,10 +146,8 @@ def test_start_state_expert_is_admitted_and_opt_out_falls_back_to_public(profile
 
 def test_overfitted_expert_is_refused_and_tagged_in_mlflow(profile) -> None:
     import mlflow
-    from mlflow import MlflowClient
 
     from model.hashing import sha256_file
-    from tasks import tracking
 
     paths = _workspace(profile, expert_steps=EXPERT_STEPS)
     result = attack(profile, "math", progress=False)
@@ -158,17 +157,17 @@ def test_overfitted_expert_is_refused_and_tagged_in_mlflow(profile) -> None:
     with pytest.raises(GateError, match="refused"):
         check_admission(result.extraction_rate, profile)
 
-    tracking.setup(profile)
-    client = MlflowClient()
-    name = f"{profile.registry.expert_model_prefix}math"
-    client.create_registered_model(name)
+    from tasks import registry
+
     expert = paths.expert_dir("math") / "expert.safetensors"
-    version = client.create_model_version(name, source=str(expert), tags={"sha256": sha256_file(expert)})
+    version = registry.register_expert(profile, "math", expert, data_md5="0" * 32)  # no checks yet: gets `active`
+    assert registry.ACTIVE_ALIAS in version.aliases and version.sha256 == sha256_file(expert)
     assert record_attack(profile, result) == version.version
-    tags = client.get_model_version(name, version.version).tags
-    assert float(tags[TAG_EXTRACTION_RATE]) == pytest.approx(result.extraction_rate)
-    assert tags[TAG_ADMISSION] == "refused"
-    assert admission_from_tags(tags, profile)[0] is False
+    after = registry.get_version(profile, version.name, version.version)
+    assert float(after.tags[TAG_EXTRACTION_RATE]) == pytest.approx(result.extraction_rate)
+    assert after.tags[TAG_ADMISSION] == "refused" and after.tags[f"check.{GATE_CHECK}"] == "failed"
+    assert registry.ACTIVE_ALIAS not in after.aliases  # the gate took the alias away
+    assert admission_from_tags(after.tags, profile)[0] is False
     runs = mlflow.search_runs(filter_string="tags.stage = 'attack'")
     assert runs["metrics.extraction_rate.flexolmo"].iloc[0] == pytest.approx(result.extraction_rate)
 
