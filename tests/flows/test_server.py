@@ -1,0 +1,99 @@
+"""End to end on a real Prefect server: `flexo deploy` registers a deployment, `flexo worker --owner` (a process worker
+on the owner's own pool) picks up a run of it and the run completes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tasks.config import REPO_ROOT
+
+pytestmark = pytest.mark.server
+
+SERVER_START_S = 150  # a busy 2-core machine
+RUN_DONE_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tmp_params(tmp_path: Path) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["defaults"]["paths"].update(
+        data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
+        dvc_remotes_dir=str(tmp_path / "remotes"), export_dir=str(tmp_path / "export"),
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
+           "FLEXO_PARAMS": str(_tmp_params(tmp_path)), "FLEXO_PROFILE": "tiny"}
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    worker = None
+    try:
+        deadline = time.time() + SERVER_START_S
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"prefect server did not start in {SERVER_START_S}s: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        flexo = [sys.executable, "-m", "flows.cli"]
+        deployed = subprocess.run([*flexo, "deploy", "--profile", "tiny", "--name", "data/nightly-code"],
+                                  env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: url}):
+            with get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name("data/nightly-code")
+                assert deployment.work_pool_name == "flexo-code-owner"
+                pools = {pool.name for pool in client.read_work_pools()}
+                assert {"flexo-code-owner", "flexo-math-owner", "flexo-shared"} <= pools
+                assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
+                run = client.create_flow_run_from_deployment(deployment.id, parameters={"profile": "tiny", "domains": ["code"]})
+            worker = subprocess.Popen([*flexo, "worker", "--owner", "code", "--profile", "tiny"], env=env, cwd=REPO_ROOT,
+                                      stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
+            deadline = time.time() + RUN_DONE_S
+            with get_client(sync_client=True) as client:
+                while time.time() < deadline:
+                    state = client.read_flow_run(run.id).state
+                    if state is not None and state.is_final():
+                        break
+                    time.sleep(2)
+            assert state is not None and state.is_completed(), (
+                f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}")
+        assert (tmp_path / "data" / "code" / "train.parquet").exists()
+    finally:
+        for proc in (worker, server):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
