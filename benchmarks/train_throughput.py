@@ -1,0 +1,192 @@
+"""Training throughput: tokens/s, model-FLOPs utilisation (MFU) and peak memory for public (dense) and expert training.
+
+MFU is judged against this machine's own peak matmul rate, measured in the same process right before the run it judges
+(fp32 on CPU, bf16 on CUDA), so a slower or busier machine is not mistaken for a slower training loop.
+
+Each (size, kind) runs in its own subprocess so that its peak resident memory is its own. Kinds:
+  dense        M_pub, all parameters train (public pretraining / dense domain training)
+  expert       the coordinated 2-expert model, only FFN_i, r_i, b_i train (the owner's run)
+  expert_full  the same 2-expert model with every parameter trainable (what "no freezing" would cost)
+
+Usage:  .venv/bin/python benchmarks/train_throughput.py [--sizes demo small] [--steps 8] [--device cpu] [--threads 2]
+Prints one JSON object per run and a table; --json-out writes them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def peak_matmul_flops(device: str, dtype_name: str, seconds: float = 1.5) -> dict[str, float]:
+    """Best sustained matmul rate over square and FFN-shaped products (FLOP/s)."""
+    import torch
+
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    shapes = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 256, 1024), (4096, 512, 2048)]
+    if device.startswith("cuda"):
+        shapes = [(8192, 8192, 8192), (16384, 1024, 4096), (16384, 4096, 1024)]
+    best = {}
+    for m, k, n in shapes:
+        a = torch.randn(m, k, device=device, dtype=dtype)
+        b = torch.randn(k, n, device=device, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / len(shapes):
+            a @ b
+            reps += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best[f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.perf_counter() - start)
+    return {"peak_flops": max(best.values()), **{f"matmul_{k}": v for k, v in best.items()}}
+
+
+def flops_per_token(sizes, seq_len: int, kind: str) -> float:
+    """Matmul FLOPs one training token needs (forward + backward), PaLM-style accounting.
+
+    dense: 6 x (attention + FFN + LM-head weights) + 12 x layers x hidden x seq (attention scores and values).
+    expert: forward runs both FFNs; backward needs activation gradients through everything but weight gradients only for
+    FFN_i (and the tiny router rows); the attention-score term is the same as dense.
+    """
+    h, layers, ffn, vocab = sizes.hidden_size, sizes.num_layers, sizes.intermediate_size, sizes.vocab_size
+    attn_w, ffn_w, head_w = 4 * h * h * layers, 3 * h * ffn * layers, h * vocab
+    scores = 12 * layers * h * seq_len
+    if kind == "dense":
+        return 6 * (attn_w + ffn_w + head_w) + scores
+    forward = 2 * (attn_w + 2 * ffn_w + head_w)
+    act_grads = 2 * (attn_w + 2 * ffn_w + head_w)
+    weight_grads = 2 * (attn_w + 2 * ffn_w + head_w) if kind == "expert_full" else 2 * ffn_w
+    return forward + act_grads + weight_grads + scores
+
+
+def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precision: str, threads: int, batch: int | None) -> dict:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    import numpy as np
+
+    from model.batching import PackedDataset
+    from model.config import ModelSizes, TokenizerIds
+    from model.coordinated import CoordinatedExpertModel
+    from model.public import build_public_model
+    from model.training import TrainSpec, coordinated_loss, dense_loss, train
+    from tasks.config import load_profile
+
+    profile = load_profile(size)
+    sizes = ModelSizes.from_mapping(profile.model)
+    section = profile.train_public if kind == "dense" else profile.train_expert
+    batch_size = batch or section.batch_size
+    seq_len = section.seq_len
+    peak = peak_matmul_flops(device, "bf16" if precision == "bf16" else "fp32")
+    model = build_public_model(sizes, TokenizerIds(0, 1), seed=0)
+    loss = dense_loss(section.lm_z_loss)
+    if kind != "dense":
+        g = torch.Generator().manual_seed(0)
+        rows = [torch.randn(sizes.hidden_size, generator=g) * 0.05 for _ in range(2)]
+        model = CoordinatedExpertModel.from_public(model, rows[0], rows[1], lm_z_weight=section.lm_z_loss,
+                                                   router_z_weight=profile.train_expert.router_z_loss)
+        if kind == "expert_full":
+            for p in model.parameters():
+                p.requires_grad_(True)
+        loss = coordinated_loss
+    total = warmup + steps
+    tokens = np.random.default_rng(0).integers(2, sizes.vocab_size, (total + 1) * batch_size * seq_len)
+    data = PackedDataset(tokens, seq_len)
+    spec = TrainSpec(total_steps=total, batch_size=batch_size, seq_len=seq_len, lr=section.optim.lr,
+                     betas=tuple(section.optim.betas), weight_decay=section.optim.weight_decay, warmup_steps=1,
+                     min_lr_ratio=0.1, grad_clip=1.0, eval_every=10**9, checkpoint_every=10**9, eval_batches=1, seed=0,
+                     device=device, precision=precision)
+    stamps: list[float] = []
+
+    def on_step(event) -> None:
+        if event.kind == "step":
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        train(model, loss, data, None, spec, scratch, resume=False, callback=on_step)
+    measured = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
+    tokens_per_s = steps * batch_size * seq_len / measured
+    fpt = flops_per_token(sizes, seq_len, kind)
+    result = {
+        "size": size, "kind": kind, "device": device, "precision": precision, "threads": torch.get_num_threads(),
+        "batch_size": batch_size, "seq_len": seq_len, "steps_measured": steps, "tokens_per_s": tokens_per_s,
+        "flops_per_token": fpt, "achieved_flops": tokens_per_s * fpt, "mfu": tokens_per_s * fpt / peak["peak_flops"],
+        "seconds_per_step": measured / steps, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        **peak,
+    }
+    if device.startswith("cuda"):
+        result["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", default=["demo", "small"])
+    parser.add_argument("--kinds", nargs="+", default=["dense", "expert", "expert_full"])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=None, help="override the profile's batch size (e.g. small on CPU)")
+    parser.add_argument("--small-steps", type=int, default=None, help="measured steps at size small (slow on CPU)")
+    parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--one", nargs=2, metavar=("SIZE", "KIND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        steps = args.small_steps if (args.one[0] == "small" and args.small_steps) else args.steps
+        print(json.dumps(run_one(args.one[0], args.one[1], steps, args.warmup, args.device, args.precision, args.threads,
+                                 args.batch)))
+        return
+    results = []
+    for size in args.sizes:
+        for kind in args.kinds:
+            cmd = [sys.executable, __file__, "--one", size, kind, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--device", args.device, "--precision", args.precision, "--threads", str(args.threads)]
+            if args.batch:
+                cmd += ["--batch", str(args.batch)]
+            if args.small_steps:
+                cmd += ["--small-steps", str(args.small_steps)]
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            if done.returncode:
+                print(done.stderr, file=sys.stderr)
+                raise SystemExit(f"{size}/{kind} failed")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    by = {(r["size"], r["kind"]): r for r in results}
+    print(f"\n{'size':6} {'kind':12} {'tok/s':>9} {'MFU':>6} {'peak GFLOP/s':>12} {'s/step':>7} {'RSS GiB':>7}")
+    for r in results:
+        print(f"{r['size']:6} {r['kind']:12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
+              f"{r['seconds_per_step']:7.2f} {r['peak_rss_gib']:7.2f}")
+    for size in args.sizes:
+        if (size, "dense") in by and (size, "expert") in by:
+            ratio = by[(size, "dense")]["tokens_per_s"] / by[(size, "expert")]["tokens_per_s"]
+            line = f"{size}: expert/dense cost per token = {ratio:.2f}"
+            if (size, "expert_full") in by:
+                line += f"; expert/expert_full = {by[(size, 'expert_full')]['tokens_per_s'] / by[(size, 'expert')]['tokens_per_s']:.2f}"
+            print(line)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
