@@ -100,7 +100,8 @@ def version_domain(profile: Profile, domain: str, push: bool = True) -> VersionR
     rel = data_dir.relative_to(repo).as_posix()
     if _stage_tracks(repo, domain):
         target = f"split@{domain}"
-        dvc(repo, "commit", "-f", "-q", target)
+        for stage in ("ingest", "validate", "split"):  # record the whole chain, so `dvc repro` sees it up to date
+            dvc(repo, "commit", "-f", "-q", f"{stage}@{domain}")
         tracked = f"dvc.lock:{target}"
     else:
         dvc(repo, "add", "-q", rel)
