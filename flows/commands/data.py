@@ -34,6 +34,7 @@ def data_command(
 
         raise ConfigError(f"--domain: unknown domain(s) {unknown}; configured: {list(p.domains)}")
     if stage:
+        _check_profile_visible_to_dvc(p.name)
         _one_stage(p, stage, chosen)
         return
     from rich.progress import Progress
@@ -72,6 +73,22 @@ def data_command(
             console.print(f"dvc: {d} -> remote '{v.remote}' ({v.remote_url}) md5 {v.md5}", highlight=False)
     if failed:
         raise DataError(f"{len(failed)} domain(s) failed: " + " || ".join(f"{d}: {m}" for d, m in failed.items()))
+
+
+def _check_profile_visible_to_dvc(name: str) -> None:
+    """Stages run by `dvc repro` must use params.yaml's `profile:` (what dvc.lock records), not a hidden override."""
+    import os
+
+    import yaml
+
+    from tasks.config import DEFAULT_PARAMS
+    from tasks.errors import ConfigError
+
+    params = os.environ.get("FLEXO_PARAMS", DEFAULT_PARAMS)
+    declared = (yaml.safe_load(open(params, encoding="utf-8")) or {}).get("profile", "demo")
+    if name != declared:
+        raise ConfigError(f"--stage runs for DVC read the profile from {params} `profile:` ('{declared}'), got '{name}'; "
+                          f"set `profile: {name}` there so dvc.lock records it")
 
 
 def _one_stage(p, stage: str, chosen: list[str]) -> None:
