@@ -17,6 +17,7 @@ import typer
 
 from flows.commands import ProfileOption, app, console, load
 
+STOP_GRACE_S = 15  # seconds a UI server gets to shut down before it is killed
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -137,10 +138,11 @@ def serve_command(
     chosen = port or resolved.registry.serve_port
     console.print(f"serving {ref.label} (experts {ref.tags.get('experts', '')}) on http://127.0.0.1:{chosen}/invocations")
     mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-    raise typer.Exit(subprocess.call(
-        [mlflow_cli, "models", "serve", "-m", str(pyfunc_dir), "-h", "127.0.0.1", "-p", str(chosen), "--env-manager", "local"],
-        env=_venv_env(),
-    ))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child process: stopping `flexo serve` stops the server (no orphaned uvicorn)
+    os.execve(mlflow_cli, [mlflow_cli, "models", "serve", "-m", str(pyfunc_dir), "-h", "127.0.0.1", "-p", str(chosen),
+                           "--env-manager", "local"], _venv_env())
 
 
 @app.command("ui")
@@ -158,12 +160,16 @@ def ui_command(
                "--port", str(resolved.registry.ui_port)]
     if is_local_store(uri):
         command += ["--default-artifact-root", resolved.path("mlflow_artifacts_dir").as_uri()]
-    processes = [subprocess.Popen(command, env=_venv_env())]
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the UIs too, like Ctrl-C
+    # each UI in its own process group, stopped as a group: mlflow's and prefect's servers spawn workers of their own
+    processes = [subprocess.Popen(command, env=_venv_env(), start_new_session=True)]
     console.print(f"MLflow UI:  http://127.0.0.1:{resolved.registry.ui_port}  ({uri})")
     if prefect:
         processes.append(subprocess.Popen(
             [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(resolved.registry.prefect_ui_port)],
-            env=_venv_env(),
+            env=_venv_env(), start_new_session=True,
         ))
         console.print(f"Prefect UI: http://127.0.0.1:{resolved.registry.prefect_ui_port}")
     try:
@@ -172,7 +178,19 @@ def ui_command(
         codes = [0]
     finally:
         for process in processes:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+            _stop_group(process)
     raise typer.Exit(max(codes))
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process's whole group (its workers too), SIGKILL if it has not stopped within the grace period."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=STOP_GRACE_S)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
