@@ -187,6 +187,25 @@ def log_dataset(
     mlflow.set_tag(f"data_md5.{domain}", md5)
 
 
+def log_domain_inputs(profile: Profile, domain: str, splits: tuple[str, ...] = ("train", "val"), context: str = "training") -> str:
+    """Log every split of data/<domain> a stage reads, with the domain's DVC md5 (`tasks.datasets.dataset_hash`) and
+    the owner's remote; returns the md5. A missing split is an error naming the file, not a silent gap in lineage."""
+    import pandas as pd
+
+    from tasks.artifacts import RunPaths
+    from tasks.datasets import dataset_hash
+    from tasks.errors import DataError
+
+    md5 = dataset_hash(profile, domain)
+    remote = profile.domains[domain].remote if domain in profile.domains else None
+    for split in splits:
+        path = RunPaths(profile).split(domain, split)
+        if not path.exists():
+            raise DataError(f"{path}: split '{split}' of '{domain}' is missing; run `flexo data --domain {domain}`")
+        log_dataset(profile, domain, split, md5, frame=pd.read_parquet(path), context=context, remote=remote)
+    return md5
+
+
 def log_figure(figure: Any, artifact_file: str) -> None:
     """A matplotlib figure (loss curve, routing heatmap) as an image of the active run, under plots/."""
     import mlflow

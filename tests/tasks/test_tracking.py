@@ -64,3 +64,25 @@ def test_relative_sqlite_uri_is_anchored_at_the_repository(tiny_profile, monkeyp
     assert tracking.tracking_uri(tiny_profile) == f"sqlite:///{tracking.REPO_ROOT}/mlflow/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking.tracking_uri(tiny_profile) == "http://127.0.0.1:5999"
+
+
+def test_domain_inputs_carry_the_dvc_hash_of_the_data_read(tmp_profile) -> None:
+    from mlflow import MlflowClient
+
+    from tasks.artifacts import RunPaths
+    from tasks.datasets import dataset_hash
+
+    paths = RunPaths(tmp_profile)
+    paths.domain_dir("math").mkdir(parents=True)
+    for split in ("train", "val"):
+        pd.DataFrame({"id": [f"{split}-1"], "text": [f"{split} text"]}).to_parquet(paths.split("math", split))
+    with tracking.stage_run(tmp_profile, "train_expert", domain="math") as run:
+        md5 = tracking.log_domain_inputs(tmp_profile, "math")
+    assert md5 == dataset_hash(tmp_profile, "math")
+    inputs = MlflowClient(tracking.tracking_uri(tmp_profile)).get_run(run.info.run_id).inputs.dataset_inputs
+    assert sorted(i.dataset.name for i in inputs) == ["math/train", "math/val"]
+    assert all(f"@{md5}" in i.dataset.source for i in inputs)
+    paths.split("math", "val").unlink()
+    with tracking.stage_run(tmp_profile, "train_expert", domain="math"):
+        with pytest.raises(DataError, match="split 'val' of 'math' is missing"):
+            tracking.log_domain_inputs(tmp_profile, "math")
