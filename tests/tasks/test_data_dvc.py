@@ -54,6 +54,7 @@ def test_push_of_one_domain_touches_only_its_owners_remote(repo, tmp_path):
     assert "analytics = false" in config and "news-owner" in config and "code-owner" in config
 
 
+@pytest.mark.slow  # ~20 s of DVC subprocesses; the isolation test above covers the push path
 def test_pull_restores_a_deleted_domain_from_its_remote(repo, tmp_path):
     version_domain(repo, "news")
     before = dataset_hash(repo, "news")
