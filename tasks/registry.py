@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,7 +303,9 @@ def register_moe(
     tags = _version_tags(profile, "moe", assembled.sha256, "", metrics)
     tags.update({"owner": "flexo", EXPERTS_TAG: ",".join(f"{e.domain}:{e.version}" for e in experts), "top_k": str(assembled.top_k)})
     tags.update({f"{EXPERT_TAG_PREFIX}{e.domain}": e.version for e in experts})
-    with _RegistrationRun(profile, "register/moe"):
+    with _RegistrationRun(profile, "register/moe"), warnings.catch_warnings():
+        # an input example would make MLflow load and run the model at registration; the signature says it all
+        warnings.filterwarnings("ignore", message=r".*(input example|[Tt]ype hint)", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name="flexo-moe",
             python_model=str(PYFUNC_ENTRY),

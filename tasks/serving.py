@@ -12,8 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 import mlflow
 import torch
+
+# The pyfunc declares its schema with an explicit signature (prompt column + params); MLflow's advice to add type hints
+# to `predict` instead is noise here.
+warnings.filterwarnings("ignore", message=r".*[Tt]ype hint", category=UserWarning)
 
 from model.attribution import record_routing
 from model.export import WEIGHTS_FILE
