@@ -3,8 +3,8 @@
 Two modes:
 - real (default when the demo artifacts exist): `tasks.attack.attack(load_profile("demo"), domain)` on the trained models in
   runs/demo, data/<domain>/train.parquet and data/tokenizer. Rates are real.
-- `--synthetic`: the same work at the same sizes in a temporary directory, for a machine without trained models: a demo-size
-  BPE tokenizer and train split of random word documents, a random-init demo-size M_pub, start-state experts for every
+- `--synthetic`: the same work at the same sizes in a temporary directory, for a machine without trained models: the real
+  tokenizer and train split when they exist (else a BPE tokenizer and split of random word documents), a random-init M_pub, start-state experts for every
   owner's domain assembled into an 8-expert FlexOlmo (as the pipeline's serving MoE), the dense model = M_pub. The timing is
   what the demo attack costs; the rates (all near zero except calibration) say nothing about leakage.
 
@@ -37,26 +37,33 @@ SYNTHETIC_LOGIT_SCALE = 30.0  # final-norm weight: the logit scale of a trained 
 
 
 def _synthetic_workspace(profile: Profile, domain: str, root: Path) -> Profile:
-    """Demo-size tokenizer, split, M_pub, router rows, experts for every domain, the assembled MoE and a dense model."""
-    import numpy as np
-    import pandas as pd
-    from safetensors.torch import save_file
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Demo-size tokenizer and split (the real ones when they exist), M_pub, router rows, experts, MoE, dense model."""
     from transformers import PreTrainedTokenizerFast
 
-    from model.config import ModelSizes, TokenizerIds
-    from model.coordinated import CoordinatedExpertModel
-    from model.export import export_pretrained
-    from model.public import build_public_model
-    from tasks.assemble import assemble
-    from tasks.expert_file import save_expert
-
+    real = RunPaths(profile)
+    use_real_data = (real.tokenizer_dir / "tokenizer.json").exists() and real.split(domain, "train").exists()
     paths_cfg = profile.paths.model_copy(update={
-        "data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
+        "data_dir": str(real.profile.path("data_dir") if use_real_data else root / "data"),
+        "runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "mlflow_artifacts_dir": str(root / "mlartifacts"),
         "dvc_remotes_dir": str(root / "remotes"), "export_dir": str(root / "export")})
     profile = profile.model_copy(update={"paths": paths_cfg})
     paths = RunPaths(profile)
+    if use_real_data:  # the real tokenizer and train split: real document lengths, only the models are stand-ins
+        tok = PreTrainedTokenizerFast.from_pretrained(str(paths.tokenizer_dir), local_files_only=True)
+    else:
+        tok = _synthetic_data(profile, domain, paths)
+    _synthetic_models(profile, domain, paths, tok)
+    return profile
+
+
+def _synthetic_data(profile: Profile, domain: str, paths: RunPaths):
+    """A BPE tokenizer and a train split of random-word documents (when no real data exists)."""
+    import numpy as np
+    import pandas as pd
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     rng = np.random.default_rng(profile.seed)
     words = ["".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=rng.integers(2, 9))) for _ in range(3000)]
     texts = [" ".join(rng.choice(words, size=SYNTHETIC_DOC_WORDS)) for _ in range(SYNTHETIC_TRAIN_DOCS)]
@@ -70,6 +77,19 @@ def _synthetic_workspace(profile: Profile, domain: str, root: Path) -> Profile:
     split = paths.split(domain, "train")
     split.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": [f"{domain}-{i}" for i in range(len(texts))], "text": texts}).to_parquet(split)
+    return tok
+
+
+def _synthetic_models(profile: Profile, domain: str, paths: RunPaths, tok) -> None:
+    """Random-init demo-size M_pub, router rows, start-state experts for every domain, the serving MoE, dense = M_pub."""
+    from safetensors.torch import save_file
+
+    from model.config import ModelSizes, TokenizerIds
+    from model.coordinated import CoordinatedExpertModel
+    from model.export import export_pretrained
+    from model.public import build_public_model
+    from tasks.assemble import assemble
+    from tasks.expert_file import save_expert
 
     public = build_public_model(ModelSizes.from_mapping(profile.model), TokenizerIds(tok.pad_token_id, tok.eos_token_id),
                                 profile.seed).eval()
@@ -95,15 +115,17 @@ def _synthetic_workspace(profile: Profile, domain: str, root: Path) -> Profile:
         if name != domain:
             files.append(path)
     assemble(profile, files)  # the serving MoE without the attacked domain; the attack adds it back
-    return profile
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default=None, help="domain to attack (default: attack.domain)")
     parser.add_argument("--synthetic", action="store_true", help="build demo-size stand-in models in a temp dir")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch threads (2 = the target machine; 1 on a shared, oversubscribed machine, where the "
+                             "process CPU time is then an upper bound of a dedicated core's wall time)")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads)
     profile = load_profile("demo")
     domain = args.domain or profile.attack.domain
     from tasks.attack import attack, summary_rows
@@ -114,9 +136,9 @@ def main() -> None:
             started = time.perf_counter()
             profile = _synthetic_workspace(profile, domain, Path(tmp))
             setup_seconds = time.perf_counter() - started
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = attack(profile, domain, progress=True)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         report = json.loads(result.report_path.read_text())
     a = profile.attack
     out = {
@@ -132,6 +154,8 @@ def main() -> None:
         "generated_tokens_per_model": a.num_docs * a.samples_per_prefix * (a.window_tokens - a.prefix_tokens),
         "setup_seconds": round(setup_seconds, 1),
         "attack_seconds": round(seconds, 1),
+        "attack_cpu_seconds": round(cpu_seconds, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "budget_seconds": BUDGET_SECONDS,
         "within_budget": seconds <= BUDGET_SECONDS,
         "calibration_seconds": round(result.calibration.seconds, 1),
@@ -145,7 +169,8 @@ def main() -> None:
     print(f"\n{'model':<18}{'extracted':>10}{'rate':>8}{'no prefix':>11}{'mean sim':>10}")
     for name, extracted, rate, no_prefix, mean in summary_rows(result):
         print(f"{name:<18}{extracted:>10}{rate:>8}{no_prefix:>11}{mean:>10}")
-    print(f"\nattack {seconds:.1f} s (budget {BUDGET_SECONDS:.0f} s) on {torch.get_num_threads()} threads")
+    print(f"\nattack {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU (budget {BUDGET_SECONDS:.0f} s) on "
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
