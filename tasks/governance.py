@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tasks import audit
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, FlexoError
 from tasks.registry import (
     SERVING_ALIAS,
     STATUS_REVOKED,
@@ -90,7 +90,14 @@ def revoke(
         audit.record(mlclient, moe.name, moe.version, "revoked_dependency", who, expert=f"{name}:{ref.version}",
                      removed_aliases=list(moe.aliases))
         dependents.append(f"{moe.name}:{moe.version}")
-    new_moe = reassemble(profile) if reassemble is not None and dependents else None
+    try:
+        new_moe = reassemble(profile) if reassemble is not None and dependents else None
+    except FlexoError as err:
+        audit.record(mlclient, name, ref.version, "reassembly_failed", who, error=str(err)[:1000])
+        raise type(err)(
+            f"{ref.label} IS revoked (tags, aliases, audit done; {', '.join(dependents)} marked revoked_dependency and "
+            f"no longer served), but re-assembling flexo-moe without it failed: {err}. Fix that and run the assembly again."
+        ) from err
     if new_moe is not None:
         audit.record(mlclient, new_moe.name, new_moe.version, "reassembled_after_revocation", who,
                      revoked=f"{name}:{ref.version}", alias=SERVING_ALIAS)

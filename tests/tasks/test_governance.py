@@ -82,3 +82,16 @@ def test_revoke_from_python_with_a_custom_reassembly_hook(served) -> None:
     assert registry.by_alias(served.profile, "flexo-moe", "serving") is None
     with pytest.raises(ConfigError, match="--reason is required"):
         revoke(served.profile, "news", 1, reason="  ")
+
+
+def test_failed_reassembly_still_leaves_the_expert_revoked_and_says_so(served) -> None:
+    from tasks.errors import DataError
+
+    def broken(profile):
+        raise DataError("M_pub is missing")
+
+    with pytest.raises(DataError, match="IS revoked .* re-assembling flexo-moe without it failed: M_pub is missing"):
+        revoke(served.profile, "news", 1, reason="consent withdrawn", reassemble=broken)
+    assert registry.get_version(served.profile, "flexo-expert-news", 1).status == "revoked"
+    assert registry.by_alias(served.profile, "flexo-moe", "serving") is None
+    assert audit_trail(served.profile)[-1].event == "reassembly_failed"
