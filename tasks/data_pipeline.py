@@ -104,13 +104,16 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
                 if hit and hit[0] != d:
                     exact_pairs += 1
                     loser = _priority(profile, hit[0], d)
-                    kept = (d, doc_id) if loser == hit[0] else hit
-                    drop[loser][hit[1] if loser == hit[0] else doc_id] = f"cross-domain exact duplicate of {kept[1]}"
+                    if loser == d:
+                        drop[d][doc_id] = f"cross-domain exact duplicate of {hit[1]}"
+                        continue
+                    drop[hit[0]][hit[1]] = f"cross-domain exact duplicate of {doc_id}"
+                    exact[key] = (d, doc_id)  # the kept copy is the one later domains are compared with
                     continue
                 exact.setdefault(key, (d, doc_id))
                 near = hasher.query_add(text, profile.data.near_duplicate_threshold)
                 owner_of.append((d, doc_id))
-                if near is not None and owner_of[near][0] != d:
+                if near is not None and owner_of[near][0] != d and owner_of[near][1] not in drop[owner_of[near][0]]:
                     near_pairs += 1
                     other = owner_of[near]
                     loser = _priority(profile, other[0], d)
