@@ -90,6 +90,7 @@ def domain_table(tasks: list[Task], per_task: dict[str, TaskScore], domains: lis
 def relative_gain(model: TaskScore, reference: TaskScore, higher_is_better: bool) -> TaskScore:
     """(model - reference) / reference, sign flipped for bpb so that positive always means better; paired replicates."""
     sign = 1.0 if higher_is_better else -1.0
-    value = sign * (model.value - reference.value) / reference.value
-    replicates = sign * (model.replicates - reference.replicates) / reference.replicates
+    with np.errstate(divide="ignore", invalid="ignore"):  # a reference at 0 (e.g. exact match) gives nan/inf, shown as such
+        value = sign * (model.value - reference.value) / reference.value if reference.value else float("nan")
+        replicates = sign * (model.replicates - reference.replicates) / reference.replicates
     return TaskScore(float(value), replicates)

@@ -8,6 +8,7 @@ out) lets it be tested on hand-made scores.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from tasks.evaluate import EvalResult
 
 PAPER_GAIN_OVER_BTM = 0.101  # FlexOlmo (RT) vs BTM, average over tasks: 47.8/43.4 and 52.4/47.6 (Tables 1 and 2)
+
+
+def mlflow_key(name: str) -> str:
+    """A metric/tag name MLflow accepts: spaces become underscores, characters outside [\\w-.:/] are dropped."""
+    return re.sub(r"[^\w\-.:/]", "", name.replace(" ", "_"))
 
 
 def _fmt(score: TaskScore | None, digits: int = 3) -> str:
@@ -132,8 +138,7 @@ def write_report(
     for table_name, table in (("bpb", bpb), ("acc", acc)):
         for model, row in table.items():
             for column, score in row.items():
-                key = f"{table_name}/{model}/{column}".replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
-                metrics[key] = score.value
+                metrics[mlflow_key(f"{table_name}/{model}/{column}")] = score.value
     metrics["seconds/total"] = seconds["total"]
 
     lines = [

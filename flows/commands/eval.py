@@ -21,6 +21,7 @@ def eval_command(
     if track:
         import mlflow
 
+        from tasks.eval_report import mlflow_key
         from tasks.tracking import log_image_file, log_metrics, stage_run
 
         with stage_run(resolved, "evaluate", params={"eval": resolved.eval.model_dump()}):
@@ -31,7 +32,7 @@ def eval_command(
             for path in [*result.tables.values(), result.results_json]:
                 mlflow.log_artifact(str(path), artifact_path="eval")
             if result.skipped:
-                mlflow.set_tags({f"skipped.{k}"[:250]: v[:500] for k, v in result.skipped.items()})
+                mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: v[:500] for k, v in result.skipped.items()})
     console.print(f"report: {result.report}")
     for name, why in result.skipped.items():
         console.print(f"[yellow]not evaluated[/] {name}: {why}")

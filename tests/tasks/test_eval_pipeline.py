@@ -85,6 +85,8 @@ def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
     from tasks.tracking import TAG_STAGE, setup
 
     profile, _ = world
+    small = {"btx_router_steps": 0, "rt_steps": 0, "unrestricted_steps": 0, "task_items": 4, "bpb_docs": 2, "sweep_docs": 2}
+    profile = profile.model_copy(update={"eval": profile.eval.model_copy(update=small)})  # fewer items: this tests the wiring
     monkeypatch.setattr(eval_command, "load", lambda name: profile)
     outcome = CliRunner().invoke(app, ["eval", "--profile", "tiny"])
     assert outcome.exit_code == 0, outcome.output
@@ -93,5 +95,6 @@ def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
     assert len(runs) == 1
     metrics = runs[0].data.metrics
     assert "bpb/FlexOlmo_no_RT/average" in metrics and "acc/M_pub/average" in metrics
+    assert runs[0].data.tags["skipped.FlexOlmo_RT_public"] == "eval.rt_steps is 0"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "plots")}
     assert {"plots/routing.png", "plots/k_sweep.png", "plots/opt_out.png"} <= artifacts
