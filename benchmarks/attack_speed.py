@@ -166,9 +166,9 @@ def main() -> None:
         "flexolmo": report["models"]["flexolmo"]["description"],
     }
     print(json.dumps(out, indent=2))
-    print(f"\n{'model':<18}{'extracted':>10}{'rate':>8}{'no prefix':>11}{'mean sim':>10}")
-    for name, extracted, rate, no_prefix, mean in summary_rows(result):
-        print(f"{name:<18}{extracted:>10}{rate:>8}{no_prefix:>11}{mean:>10}")
+    print(f"\n{'model':<18}{'extracted':>10}{'rate':>8}{'no prefix':>11}{'mean sim':>10}{'(no prefix)':>13}")
+    for name, extracted, rate, no_prefix, mean, mean_no_prefix in summary_rows(result):
+        print(f"{name:<18}{extracted:>10}{rate:>8}{no_prefix:>11}{mean:>10}{mean_no_prefix:>13}")
     print(f"\nattack {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU (budget {BUDGET_SECONDS:.0f} s) on "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
 

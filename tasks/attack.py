@@ -404,11 +404,12 @@ def write_report(result: AttackResult) -> Path:
     return result.report_path
 
 
-def summary_rows(result: AttackResult) -> list[tuple[str, str, str, str, str]]:
-    """(model, extracted/docs, rate, rate without prefix, mean best similarity) rows for tables."""
+def summary_rows(result: AttackResult) -> list[tuple[str, str, str, str, str, str]]:
+    """(model, extracted/docs, rate, rate without prefix, mean best similarity with / without prefix) rows for tables."""
     models = [result.calibration.rate, *result.models.values()]
     return [
-        (m.name, f"{m.extracted}/{m.num_docs}", f"{m.rate:.1%}", f"{m.rate_no_prefix:.1%}", f"{m.mean_similarity:.3f}")
+        (m.name, f"{m.extracted}/{m.num_docs}", f"{m.rate:.1%}", f"{m.rate_no_prefix:.1%}", f"{m.mean_similarity:.3f}",
+         f"{m.mean_similarity_no_prefix:.3f}")
         for m in models
     ]
 

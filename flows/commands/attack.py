@@ -28,7 +28,8 @@ def attack_command(
                         f"{result.models['public'].num_docs} train documents, threshold "
                         f"{resolved.attack.similarity_threshold}")
     table.add_column("model", no_wrap=True)
-    for column in ("extracted", "rate (prefix counted)", "rate (continuation only)", "mean best similarity"):
+    for column in ("extracted", "rate (prefix counted)", "rate (continuation only)", "mean best sim.",
+                   "mean best sim. (continuation)"):
         table.add_column(column, overflow="fold")
     for row in summary_rows(result):
         table.add_row(*row)
