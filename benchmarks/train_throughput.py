@@ -110,26 +110,31 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
                      min_lr_ratio=0.1, grad_clip=1.0, eval_every=10**9, checkpoint_every=10**9, eval_batches=1, seed=0,
                      device=device, precision=precision)
     stamps: list[float] = []
+    cpu_stamps: list[float] = []  # process CPU time: what the run costs dedicated cores, robust to a shared machine
 
     def on_step(event) -> None:
         if event.kind == "step":
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
+            cpu_stamps.append(time.process_time())
 
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         train(model, loss, data, None, spec, scratch, resume=False, callback=on_step)
     measured = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
     tokens_per_s = steps * batch_size * seq_len / measured
+    cpu_measured = cpu_stamps[-1] - cpu_stamps[warmup - 1] if warmup else cpu_stamps[-1] - cpu_start
     fpt = flops_per_token(sizes, seq_len, kind)
     result = {
         "size": size, "kind": kind, "device": device, "precision": precision, "threads": torch.get_num_threads(),
         "batch_size": batch_size, "seq_len": seq_len, "steps_measured": steps, "tokens_per_s": tokens_per_s,
         "flops_per_token": fpt, "achieved_flops": tokens_per_s * fpt, "mfu": tokens_per_s * fpt / peak["peak_flops"],
-        "seconds_per_step": measured / steps, "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "seconds_per_step": measured / steps, "cpu_seconds_per_step": cpu_measured / steps,
+        "tokens_per_cpu_s": steps * batch_size * seq_len / cpu_measured,
+        "load_average_1m": os.getloadavg()[0], "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         **peak,
     }
     if device.startswith("cuda"):
