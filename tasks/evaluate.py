@@ -134,11 +134,13 @@ def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list
         for row, (item, ctx) in enumerate(zip(task.items, contexts)):
             ctx = ctx[-(max_len // 2):] or [fallback]
             for column in range(width):
-                target = choices[row * width + column][: max_len - len(ctx)]
+                full = choices[row * width + column]
+                target = full[: max_len - len(ctx)]
                 if not target:
                     raise DataError(f"task {task.spec.name}, item {item.doc_id}: choice {column} tokenizes to nothing")
                 requests.append(Request(tuple(ctx), tuple(target)))
-                n_bytes.append(len(tokenizer.decode(target).encode("utf-8")))
+                text = item.choices[column] if len(target) == len(full) else tokenizer.decode(target)
+                n_bytes.append(len(text.encode("utf-8")))
         offsets.append(index)
     return requests, Layout(offsets, np.asarray(n_bytes, dtype=np.int64))
 

@@ -98,3 +98,25 @@ def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
     assert runs[0].data.tags["skipped.FlexOlmo_RT_public"] == "eval.rt_steps is 0"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "plots")}
     assert {"plots/routing.png", "plots/k_sweep.png", "plots/opt_out.png"} <= artifacts
+
+
+def test_requests_fit_the_window_and_count_scored_bytes(world):
+    """Every request fits max_seq_len; bits per byte divides by the bytes of exactly the scored (possibly cut) target."""
+    from tasks.eval_tasks import build_tasks
+    from tasks.evaluate import load_test_frames, load_tokenizer, tokenize_tasks
+
+    profile, _ = world
+    tokenizer = load_tokenizer(profile)
+    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
+    max_len = 24  # shorter than most documents: forces cuts
+    requests, layout = tokenize_tasks(tasks, tokenizer, max_len)
+    assert all(len(r.context) + len(r.target) <= max_len for r in requests)
+    cut = 0
+    for task, index in zip(tasks, layout.offsets):
+        for item, row in zip(task.items, index):
+            for choice, request_id in zip(item.choices, row):
+                request = requests[request_id]
+                scored = tokenizer.decode(list(request.target))
+                assert layout.n_bytes[request_id] == len(scored.encode("utf-8"))
+                cut += scored != choice
+    assert cut > 0
