@@ -192,6 +192,8 @@ class EvalConfig(_Strict):
     unrestricted_steps: int = Field(0, ge=0)  # unrestricted MoE upper bound: steps on all data (0 = not run)
     unrestricted_lr: float = Field(9e-4, gt=0)
     sweep_docs: int = Field(16, gt=0)  # bpb docs per domain for the k-sweep and opt-out curves
+    # more assembled MoEs to score, e.g. the ablations {"ablation: no bias": "ablations/no_bias/moe"} (paths under runs/<profile>)
+    extra_moes: dict[str, str] = Field(default_factory=dict)
 
 
 class AttackConfig(_Strict):

@@ -429,6 +429,17 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
         else:
             skipped[NO_COORD] = "needs a dense model and a router embedding for every expert in the MoE"
 
+        for name, relative in cfg.extra_moes.items():
+            directory = RunPaths(profile).root / relative
+            if not (directory / "config.json").exists():
+                skipped[name] = f"{directory} not found (eval.extra_moes)"
+                continue
+            from transformers import FlexOlmoForCausalLM
+
+            extra = FlexOlmoForCausalLM.from_pretrained(str(directory), use_safetensors=True, local_files_only=True)
+            results.update(runner.run(name, requests, model_scorer(extra.float().to(device).eval(), name)))
+            del extra
+
         # k-sweep and opt-out on the bpb subset
         sub_tasks = _subset_tasks(tasks, cfg.sweep_docs)
         sub_requests, sub_layout = tokenize_tasks(sub_tasks, tokenizer, profile.model.max_seq_len)

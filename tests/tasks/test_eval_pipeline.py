@@ -22,7 +22,9 @@ def world(tmp_path_factory, tiny_profile):
         "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "mlflow_artifacts_dir": str(root / "mlart"),
     })
     runtime = tiny_profile.runtime.model_copy(update={"num_threads": 1})  # tiny matrices: 1 thread avoids sync overhead
-    profile = tiny_profile.model_copy(update={"paths": paths, "runtime": runtime})
+    extra = {"ablation: assembled again": "moe", "ablation: absent": "ablations/none/moe"}
+    profile = tiny_profile.model_copy(update={"paths": paths, "runtime": runtime,
+                                              "eval": tiny_profile.eval.model_copy(update={"extra_moes": extra})})
     build_world(profile)
     return profile, evaluate(profile, progress=False)
 
@@ -34,8 +36,10 @@ def test_report_has_every_model_and_figure(world):
     data = json.loads(result.results_json.read_text())
     expected = [PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, "BTM (top-2)", PROMPT, BTX, FLEX, FLEX_RT, UNRESTRICTED, NO_COORD]
     expected += [f"dense {d}" for d in profile.closed_domains]
+    expected.append("ablation: assembled again")
     assert sorted(data["per_task"]) == sorted(expected)
-    assert result.skipped == {}
+    assert list(result.skipped) == ["ablation: absent"]
+    assert data["per_task"]["ablation: assembled again"] == data["per_task"][FLEX]  # the same MoE scores the same
     for name in expected:
         assert f"| {name} |" in text
     for figure in ("routing", "k_sweep", "opt_out"):
