@@ -175,6 +175,7 @@ class RichProgress:
     """The progress callback: a rich bar with tokens/s, loss and ETA; evaluations go to the logger."""
 
     def __init__(self, title: str, total_steps: int, logger: TrainLogger, enabled: bool, log_every: int) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.logger = logger
@@ -182,6 +183,7 @@ class RichProgress:
         self.progress = Progress(
             TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False, disable=not enabled,
+            console=Console(stderr=True),  # stdout stays clean for the command's JSON result
         )
         self.task = self.progress.add_task(title, total=total_steps, stats="")
 
