@@ -17,6 +17,7 @@ import typer
 
 from flows.commands import ProfileOption, app, console, load
 
+TABLE_WIDTH = 160  # registry tables hold hashes and names: wider than an 80-column pipe default
 STOP_GRACE_S = 15  # seconds a UI server gets to shut down before it is killed
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -50,7 +51,8 @@ def experts_command(profile: ProfileOption = None, as_json: JsonOption = False) 
         style = "red" if ref.status.startswith("revoked") else None
         table.add_row(ref.name, ref.version, ref.status, ref.owner, ",".join(ref.aliases), ref.sha256[:12],
                       ref.tags.get("data_md5", "")[:12], detail, style=style)
-    console.print(table if rows else "no registered versions yet: run the pipeline (`flexo run`) first")
+    console.print(table if rows else "no registered versions yet: run the pipeline (`flexo run`) first",
+                  width=max(console.width, TABLE_WIDTH))
 
 
 @app.command("revoke")
@@ -92,7 +94,7 @@ def audit_command(profile: ProfileOption = None, as_json: JsonOption = False) ->
         table.add_column(column)
     for r in records:
         table.add_row(r.at, r.event, r.model, r.version, r.actor, json.dumps(r.detail, sort_keys=True))
-    console.print(table if records else "the audit trail is empty")
+    console.print(table if records else "the audit trail is empty", width=max(console.width, TABLE_WIDTH))
 
 
 @app.command("generate")
