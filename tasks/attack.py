@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, FlexOlmoForCausalLM, Olmo2ForCausalLM, P
 
 from model.extraction import ExtractionResult, Probe, SamplingSettings, extraction_attack, make_probes, memorize
 from model.hashing import sha256_file
-from model.merge import MergeError, merge_experts
+from model.merge import MergeError, layer_experts, merge_experts
 from model.optout import keep_experts
 from model.public import load_public_model
 from tasks.artifacts import RunPaths
@@ -243,35 +243,68 @@ def _dp_label(path: Path) -> str:
     return "no DP"
 
 
+def _serving_moe(profile: Profile, public_sha: str) -> tuple[FlexOlmoForCausalLM, list[str]] | None:
+    """The assembled MoE in RunPaths.moe_dir and its expert names, if it exists and was built on this M_pub (sha256 of its
+    weights checked against its manifest). Its manifest lists only the active, non-revoked experts it was assembled from."""
+    from tasks.assemble import MANIFEST, read_manifest
+
+    moe_dir = RunPaths(profile).moe_dir
+    if not (moe_dir / MANIFEST).exists():
+        return None
+    manifest = read_manifest(moe_dir)
+    if manifest.get("public_sha256") != public_sha:
+        return None  # assembled on an older M_pub: not the model this expert would join
+    weights = moe_dir / "model.safetensors"
+    if not weights.exists() or sha256_file(weights) != manifest.get("sha256"):
+        raise IntegrityError(f"{weights}: missing or its sha256 differs from {moe_dir / MANIFEST}; re-assemble the MoE")
+    moe = FlexOlmoForCausalLM.from_pretrained(str(moe_dir), use_safetensors=True, local_files_only=True).float().eval()
+    return moe, list(manifest["experts"])
+
+
+def _experts_of(moe: FlexOlmoForCausalLM, index: int, r_pub: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Expert `index` of a merged MoE in the expert-file layout (so it can be merged again beside a new expert)."""
+    state: dict[str, torch.Tensor] = {}
+    for layer_index, layer in enumerate(moe.model.layers):
+        rows, ffns = layer_experts(layer.mlp)
+        for key, weight in ffns[index].items():
+            state[f"layers.{layer_index}.{key}.weight"] = weight.detach().clone()
+        state[f"layers.{layer_index}.router"] = rows[index].detach().clone()
+        state[f"layers.{layer_index}.router_public"] = r_pub
+    return state
+
+
 def build_flexolmo(profile: Profile, public: Olmo2ForCausalLM, public_sha: str, domain: str, expert_path: Path
                    ) -> tuple[FlexOlmoForCausalLM, int, str]:
     """FlexOlmo holding the expert under attack: (model, the expert's index, what it is made of).
 
-    With an assembled MoE (RunPaths.moe_dir, its manifest lists only active, non-revoked experts), the attacked model is
-    that MoE's experts with this domain's slot set to `expert_path` (added if absent, e.g. a new expert awaiting admission);
-    without one, the 2-expert FlexOlmo [public, this expert].
+    With an assembled MoE (RunPaths.moe_dir) that already holds exactly this expert file, that MoE as deployed. With one
+    that does not (e.g. a new expert awaiting admission), its other experts plus this one, merged again. Without one, the
+    2-expert FlexOlmo [public, this expert].
     """
-    from tasks.assemble import MANIFEST, read_manifest
-    from tasks.expert_file import load_expert
     from tasks.route import load_router_embedding
 
-    paths = RunPaths(profile)
-    r_pub = load_router_embedding(paths.router_embedding("public"))
+    state = _load_expert_state(expert_path, public_sha)
+    serving = _serving_moe(profile, public_sha)
+    if serving is not None:
+        moe, names = serving
+        if domain in names:
+            index = names.index(domain)
+            deployed = _experts_of(moe, index, state[next(k for k in state if k.endswith("router_public"))])
+            if all(torch.equal(deployed[k], state[k]) for k in deployed if not k.endswith("router_public")):
+                return moe, index, f"the assembled MoE in {RunPaths(profile).moe_dir} as deployed (experts {names})"
+    r_pub = load_router_embedding(RunPaths(profile).router_embedding("public"))
     others: list[tuple[str, dict[str, torch.Tensor]]] = []
     source = "M_pub + this expert"
-    if (paths.moe_dir / MANIFEST).exists():
-        manifest = read_manifest(paths.moe_dir)
-        if manifest.get("public_sha256") == public_sha:
-            for name, file, sha in zip(manifest["experts"][1:], manifest["expert_files"], manifest["expert_sha256"]):
-                if name != domain:
-                    others.append((name, load_expert(file, sha)[0]))  # sha256-checked
-            source = f"assembled MoE ({paths.moe_dir}) experts {[n for n, _ in others]} + this expert"
-    states = [s for _, s in others] + [_load_expert_state(expert_path, public_sha)]
+    if serving is not None:
+        moe, names = serving
+        others = [(name, _experts_of(moe, i, r_pub)) for i, name in enumerate(names) if i and name != domain]
+        source = f"the assembled MoE's experts {[n for n, _ in others]} + this expert"
+    states = [s for _, s in others] + [state]
     try:
-        moe = merge_experts(public, r_pub, states, profile.router.top_k)
+        merged = merge_experts(public, r_pub, states, profile.router.top_k)
     except MergeError as err:
         raise IntegrityError(f"{expert_path}: {err}") from err
-    return moe, len(states), source  # expert 0 is public, so the attacked expert sits at index len(states)
+    return merged, len(states), source  # expert 0 is public, so the attacked expert sits at index len(states)
 
 
 # -------------------------------------------------------------------------------------------------------------- stage

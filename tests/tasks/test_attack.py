@@ -227,3 +227,35 @@ def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path) ->
     assert done.returncode == 7, done.stderr
     assert "flexolmo_without" in done.stderr and "calibration" in done.stderr
     assert "exceeds attack.max_extraction_rate" in done.stderr
+
+
+def test_flexolmo_is_the_serving_moe_plus_the_expert(profile) -> None:
+    """A new expert joins the assembled MoE's experts; an expert already in it is attacked in the MoE as deployed."""
+    from model.public import load_public_model
+    from tasks.assemble import assemble
+
+    paths = _workspace(profile)
+    public = load_public_model(str(paths.public_model_dir))
+    row = torch.randn(profile.model.hidden_size, generator=torch.Generator().manual_seed(7)) * 0.3
+    save_file({"raw": row.clone(), "projected": row.clone()}, str(paths.router_embedding("news")))
+    from tasks.route import load_router_embedding
+
+    news_state = CoordinatedExpertModel.from_public(public, load_router_embedding(paths.router_embedding("public")),
+                                                    row).expert_state()
+    from model.hashing import sha256_file
+
+    news = paths.expert_dir("news") / "expert.safetensors"
+    save_expert(news_state, news, domain="news", public_sha256=sha256_file(paths.public_model_dir / "model.safetensors"))
+    math = paths.expert_dir("math") / "expert.safetensors"
+
+    assemble(profile, [news])
+    joined = attack(profile, "math", progress=False)
+    assert "experts ['news'] + this expert" in joined.models[FLEXOLMO].description
+    assemble(profile, [news, math])
+    deployed = attack(profile, "math", progress=False)
+    assert "as deployed" in deployed.models[FLEXOLMO].description
+    # without math: [public, news] at top-2 of 2, start-state news = FFN_pub, so exactly M_pub's function and numbers
+    for result in (joined, deployed):
+        without = result.models[FLEXOLMO_WITHOUT]
+        assert without.mean_similarity == pytest.approx(result.models[PUBLIC].mean_similarity)
+        assert [d["best_sample"] for d in without.doc_scores] == [d["best_sample"] for d in result.models[PUBLIC].doc_scores]
