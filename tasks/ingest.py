@@ -34,12 +34,33 @@ def staging_dir(profile: Profile, domain: str) -> Path:
     return RunPaths(profile).data_staging(domain)
 
 
+def portable(text: str | None, roots: list[tuple[str, str]]) -> str | None:
+    """Machine paths in a file name or message replaced by stable prefixes, so the data hash is the same on every
+    machine (the download cache, the Python standard library and the repository live in different places)."""
+    if text is None:
+        return None
+    for root, label in roots:
+        text = text.replace(root, label)
+    return text
+
+
+def _roots(profile: Profile) -> list[tuple[str, str]]:
+    import sysconfig
+
+    from tasks.config import REPO_ROOT
+    from tasks.sources.fetch import cache_root
+
+    return [(str(cache_root(profile.data.source_cache_dir)), "<source-cache>"),
+            (sysconfig.get_paths()["stdlib"], "<python-stdlib>"), (str(REPO_ROOT), "<repo>")]
+
+
 def ingest(profile: Profile, domain: str, progress=None) -> IngestResult:
     """Write runs/data/<domain>/ingested.parquet (id, text, problem, source_file, row, redactions, domain columns)."""
     source = get_source(profile, domain)
     cfg = profile.domains[domain]
     rows, meta_keys = [], []
     ids: set[str] = set()
+    roots = _roots(profile)
     for doc in source.documents():
         if doc.problem and profile.data.on_bad_input == "error":
             raise DataError(f"domain '{domain}': {doc.problem}. Fix or remove that input, or set "
@@ -49,8 +70,8 @@ def ingest(profile: Profile, domain: str, progress=None) -> IngestResult:
                             f"row {doc.row}); ids must be unique")
         ids.add(doc.id)
         text, n = redact(doc.text) if cfg.redact_pii and not doc.problem else (doc.text, 0)
-        row = {"id": doc.id, "text": text, "problem": doc.problem, "source_file": doc.source_file, "row": doc.row,
-               "redactions": n}
+        row = {"id": doc.id, "text": text, "problem": portable(doc.problem, roots),
+               "source_file": portable(doc.source_file, roots), "row": doc.row, "redactions": n}
         for key, value in doc.meta.items():
             if key not in meta_keys:
                 meta_keys.append(key)
