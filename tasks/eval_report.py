@@ -202,3 +202,21 @@ def write_report(
                    "eligible": t.eligible, "chance": t.spec.chance} for t in tasks],
     })
     return EvalResult(report, results_json, tables, figures, metrics, skipped, seconds)
+
+
+def log_to_mlflow(profile: Profile, result: "EvalResult") -> None:
+    """One `evaluate` stage run (nested under an active pipeline run, if any): eval params, every metric, the figures
+    under plots/, the report, tables and results JSON, and a `skipped.<model>` tag per model not evaluated."""
+    import mlflow
+
+    from tasks.tracking import log_image_file, log_metrics, stage_run
+
+    with stage_run(profile, "evaluate", params={"eval": profile.eval.model_dump()}):
+        log_metrics(result.metrics)
+        for path in result.figures.values():
+            log_image_file(path)
+        mlflow.log_artifact(str(result.report), artifact_path="report")
+        for path in [*result.tables.values(), result.results_json]:
+            mlflow.log_artifact(str(path), artifact_path="eval")
+        if result.skipped:
+            mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: v[:500] for k, v in result.skipped.items()})

@@ -19,20 +19,9 @@ def eval_command(
     resolved = load(profile)
     result = evaluate(resolved)
     if track:
-        import mlflow
+        from tasks.eval_report import log_to_mlflow
 
-        from tasks.eval_report import mlflow_key
-        from tasks.tracking import log_image_file, log_metrics, stage_run
-
-        with stage_run(resolved, "evaluate", params={"eval": resolved.eval.model_dump()}):
-            log_metrics(result.metrics)
-            for path in result.figures.values():
-                log_image_file(path)
-            mlflow.log_artifact(str(result.report), artifact_path="report")
-            for path in [*result.tables.values(), result.results_json]:
-                mlflow.log_artifact(str(path), artifact_path="eval")
-            if result.skipped:
-                mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: v[:500] for k, v in result.skipped.items()})
+        log_to_mlflow(resolved, result)
     console.print(f"report: {result.report}")
     for name, why in result.skipped.items():
         console.print(f"[yellow]not evaluated[/] {name}: {why}")
