@@ -75,7 +75,8 @@ def run_command(
     bad = sorted(set(stages or []) - set(STAGES)) + sorted(set(domains or []) - set(p.closed_domains))
     if bad:
         raise ConfigError(f"unknown stage(s)/domain(s) {bad}; stages: {list(STAGES)}; domains: {p.closed_domains}")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(p.orchestration.server_startup_timeout_s))
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
     from flows.pipeline import pipeline
     from tasks import prefect_tasks as pt
 
@@ -83,7 +84,8 @@ def run_command(
                   f"{os.environ.get('PREFECT_API_URL') or 'ephemeral (PREFECT_HOME=' + os.environ['PREFECT_HOME'] + ')'}")
     remove = pt.add_listener(StageDisplay())
     try:
-        summary = pipeline(profile=p, domains=domains or None, stages=stages or None)
+        with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}):
+            summary = pipeline(profile=p, domains=domains or None, stages=stages or None)
     finally:
         remove()
     _print_summary(summary)
