@@ -12,10 +12,12 @@ from tasks.config import Profile
 
 
 @flow(name="evaluate", result_serializer="json", log_prints=True)
-def evaluate(profile: str | Profile | None = None, moe_sha: str = "", fail_on_error: bool = True) -> list[dict[str, Any]]:
-    """Run the benchmark (cached on the MoE's sha256 and the code); publish its table."""
+def evaluate(profile: str | Profile | None = None, moe_sha: str = "", ablation_shas: dict[str, str] | None = None,
+             fail_on_error: bool = True) -> list[dict[str, Any]]:
+    """Run the benchmark (cached on the MoE's sha256, the ablation MoEs' and the code); publish its table."""
     p = pt.as_profile(profile)
-    out = [pt.run_step("evaluate", "evaluate", p, moe_sha, pt.code_fingerprint("evaluate"), expect=RunPaths(p).eval_dir)]
+    out = [pt.run_step("evaluate", "evaluate", p, moe_sha, pt.code_fingerprint("evaluate"), dict(ablation_shas or {}),
+                       expect=RunPaths(p).eval_dir)]
     result = out[0].result
     rows = result.get("rows") or result.get("table") or []
     pt.publish_table("flexo-benchmark", rows if isinstance(rows, list) else [], "FLEXMIX-small benchmark results")

@@ -1,4 +1,4 @@
-"""Flow `pipeline`: data → public → one expert per owner → assemble → evaluate → attack, with one summary.
+"""Flow `pipeline`: data → public → one expert per owner → assemble → ablate → evaluate → attack, with one summary.
 
 Thin wiring: every step is a cached Prefect task in `tasks.prefect_tasks`. Expert subflows run concurrently up to
 `orchestration.max_parallel_experts` (the `gpu` tag limit still serialises trainings); a failed domain never stops the
@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.ablate import ablate
 from flows.assemble import assemble
 from flows.attack import attack
 from flows.data import data
@@ -21,10 +22,11 @@ from flows.evaluate import evaluate
 from flows.expert import expert
 from flows.public import public
 from tasks import prefect_tasks as pt
+from tasks.ablations import assembled as assembled_ablations
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
 
-STAGES = ("data", "public", "expert", "assemble", "evaluate", "attack")
+STAGES = ("data", "public", "expert", "assemble", "ablate", "evaluate", "attack")
 
 
 def _experts(p: Profile, domains: list[str]) -> list[pt.Outcome]:
@@ -72,8 +74,11 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
     stage("expert", lambda: _gate("expert", public_model) or _experts(p, owners))
     stage("assemble", lambda: pt.outcomes_from(assemble(profile=p, fail_on_error=False)))
     moe = [o for o in out if o.step == "assemble"]
-    stage("evaluate", lambda: _gate("evaluate", moe) or pt.outcomes_from(
-        evaluate(profile=p, moe_sha=moe[0].result.get("sha256", "") if moe else "", fail_on_error=False)))
+    if p.ablation.variants:
+        stage("ablate", lambda: _gate("ablate", public_model) or pt.outcomes_from(ablate(profile=p, fail_on_error=False)))
+    ablations = {v: pt.weights_sha(d) for v, d in assembled_ablations(p).items()}  # what evaluate will score
+    stage("evaluate", lambda: _gate("evaluate", moe) or pt.outcomes_from(evaluate(
+        profile=p, moe_sha=moe[0].result.get("sha256", "") if moe else "", ablation_shas=ablations, fail_on_error=False)))
     attacked = [o for o in out if o.step == "train_expert" and o.domain == p.attack.domain]
     stage("attack", lambda: _gate("attack", attacked) or pt.outcomes_from(attack(profile=p, fail_on_error=False)))
 

@@ -9,6 +9,8 @@ for d < d_e it has orthonormal rows (an orthogonal projection onto a d-dimension
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 
@@ -46,3 +48,28 @@ def project(embedding: np.ndarray | torch.Tensor, hidden_size: int, seed: int) -
     if vector.shape[0] == hidden_size:
         return vector.clone()  # d_e == d: no map, as in the paper (GritLM 4096 = OLMo 4096)
     return orthogonal_map(vector.shape[0], hidden_size, seed) @ vector
+
+
+@torch.no_grad()
+def hidden_state_embedding(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The paper's "Public" router init (Table 3): documents embedded by M_pub itself, shape (hidden_size,).
+
+    Each document is the mean of M_pub's last hidden states over its non-pad tokens, unit-normalised; the domain row is the
+    raw mean of those (as for the sentence embeddings, so norms and angles are comparable). `batches` yields
+    (input_ids, attention_mask) pairs, one document per row. The paper states neither pooling nor layer; these are ours.
+    """
+    total: torch.Tensor | None = None
+    count = 0
+    model.eval()
+    for input_ids, attention_mask in batches:
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[-1]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        if not torch.isfinite(pooled).all():
+            raise ValueError("M_pub produced NaN/inf hidden states; the public model is broken")
+        pooled = torch.nn.functional.normalize(pooled.double(), dim=-1)
+        total = pooled.sum(dim=0) if total is None else total + pooled.sum(dim=0)
+        count += pooled.shape[0]
+    if total is None or count == 0:
+        raise ValueError("no documents to embed")
+    return (total / count).float()

@@ -69,6 +69,10 @@ class RunPaths:
         """The assembled FlexOlmoForCausalLM (+ tokenizer), loadable by plain transformers."""
         return self.root / "moe"
 
+    def ablation_dir(self, variant: str) -> Path:
+        """One router ablation (`tasks.ablations`): router/<domain>.safetensors, experts/<domain>/, moe/."""
+        return self.root / "ablations" / variant
+
     @property
     def eval_dir(self) -> Path:
         return self.root / "eval"

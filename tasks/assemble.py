@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from model.export import WEIGHTS_FILE, export_pretrained
 from model.hashing import sha256_file
 from model.merge import MergeError, merge_experts
@@ -38,15 +40,18 @@ def assemble(
     expected_sha256: Sequence[str | None] | None = None,
     top_k: int | None = None,
     out_dir: Path | None = None,
+    r_pub: torch.Tensor | None = None,
 ) -> AssembledMoE:
-    """Merge, export (safetensors + tokenizer) and describe the MoE; returns where it is and what it holds."""
+    """Merge, export (safetensors + tokenizer) and describe the MoE; returns where it is and what it holds.
+    `r_pub` overrides the public router row (the router ablations train against their own)."""
     paths = RunPaths(profile)
     public_weights = paths.public_model_dir / WEIGHTS_FILE
     if not public_weights.exists():
         raise DataError(f"{public_weights}: M_pub is missing; run `flexo train-public` first")
     public_sha = sha256_file(public_weights)
     public = load_public_model(str(paths.public_model_dir))
-    r_pub = load_router_embedding(paths.router_embedding("public"))
+    if r_pub is None:
+        r_pub = load_router_embedding(paths.router_embedding("public"))
     checks = list(expected_sha256) if expected_sha256 is not None else [None] * len(expert_files)
     states, domains, digests = [], [], []
     for path, expected in zip(expert_files, checks):

@@ -196,6 +196,17 @@ class EvalConfig(_Strict):
     extra_moes: dict[str, str] = Field(default_factory=dict)
 
 
+ABLATION_VARIANTS = ("no_bias", "random_router", "public_router")
+
+
+class AblationConfig(_Strict):
+    """The paper's router ablations (Tables 1 and 3): experts retrained under another setting, merged, scored by
+    `flexo eval` against FlexOlmo sliced to the same experts. `variants: []` turns the stage off."""
+
+    variants: list[Literal["no_bias", "random_router", "public_router"]] = Field(default_factory=list)
+    domains: list[str] = Field(default_factory=lambda: ["math", "educational", "code"])  # Table 1's set (+ public)
+
+
 class AttackConfig(_Strict):
     domain: str = "math"
     num_docs: int = Field(gt=0)
@@ -257,6 +268,7 @@ class Profile(_Strict):
     train_expert: TrainExpertConfig
     router: RouterConfig
     eval: EvalConfig
+    ablation: AblationConfig
     attack: AttackConfig
     registry: RegistryConfig
     orchestration: OrchestrationConfig
@@ -286,6 +298,9 @@ class Profile(_Strict):
                 f"train_expert.token_ratio ({te.token_ratio}) x train_public.tokens gives fewer tokens than one batch "
                 f"({te.batch_size * te.seq_len})"
             )
+        unknown = sorted(set(self.ablation.domains) - set(self.closed_domains))
+        if self.ablation.variants and (unknown or not self.ablation.domains):
+            raise ValueError(f"ablation.domains must be data owners' domains {self.closed_domains}, got {self.ablation.domains}")
         if self.attack.domain not in self.domains:
             raise ValueError(f"attack.domain '{self.attack.domain}' is not a configured domain")
         return self

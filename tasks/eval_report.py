@@ -91,6 +91,30 @@ def _comparison(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, T
     return lines + [""]
 
 
+def _ablations(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, TaskScore]], rows: dict[str, str]) -> list[str]:
+    """Each router ablation against FlexOlmo with the same owners' normal experts, next to the paper's Table 1/3 drop."""
+    from tasks.ablations import LABELS, PAPER_TABLE1, row_name
+
+    if not rows:
+        return []
+    variant_of = {row_name(v): v for v in LABELS}
+    reference = next(iter(rows.values()))
+    lines = ["## Router ablations (paper Tables 1 and 3)", "",
+             f"Each row retrains the same owners' experts with one change; the reference is **{reference}** (the serving "
+             "MoE sliced to those experts). Relative change of the average (positive = the ablation is better); the paper "
+             "reports task-average drops.", "",
+             "| ablation | accuracy vs reference | bits per byte vs reference | paper (task average) |", "|---|---|---|---|"]
+    for name, ref in rows.items():
+        cells = []
+        for table, higher in ((acc, True), (bpb, False)):
+            mine, base = table.get(name, {}).get("average"), table.get(ref, {}).get("average")
+            cells.append(_pct(relative_gain(mine, base, higher)) if mine and base else "–")
+        paper = PAPER_TABLE1[variant_of[name]] / PAPER_TABLE1["reference"] - 1
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {100 * paper:+.1f}% ({PAPER_TABLE1[variant_of[name]]} vs "
+                     f"{PAPER_TABLE1['reference']}) |")
+    return lines + [""]
+
+
 def write_report(
     *,
     profile: Profile,
@@ -106,6 +130,7 @@ def write_report(
     routing_by_domain: np.ndarray,
     extras: dict[str, dict[str, float]],
     skipped: dict[str, str],
+    ablation_rows: dict[str, str] | None = None,
     seconds: dict[str, float],
     machine: str,
 ) -> "EvalResult":
@@ -162,6 +187,7 @@ def write_report(
     lines += _markdown_table("Bits per byte on held-out text (lower is better; gains: positive = fewer bits)", bpb, domains,
                              PUBLIC, ref_btm, False)
     lines += _comparison(acc, bpb, PUBLIC, btm_label, SOUP_WEIGHTED, FLEX, FLEX_RT, UNRESTRICTED)
+    lines += _ablations(acc, bpb, ablation_rows or {})
     lines += ["## Every task", "", "| model | " + " | ".join(t.spec.name for t in tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
     for model, row in per_model.items():
         lines.append(f"| {model} | " + " | ".join(_fmt(row.get(t.spec.name)) for t in tasks) + " |")
@@ -197,7 +223,7 @@ def write_report(
         "per_task": jsonable_scores(per_model), "bpb": jsonable_scores(bpb), "accuracy": jsonable_scores(acc),
         "k_sweep": {str(k): {d: {"value": s.value, "se": s.se} for d, s in row.items()} for k, row in sweep.items()},
         "opt_out": {r: {d: {"value": s.value, "se": s.se} for d, s in row.items()} for r, row in optout.items()},
-        "routing_by_domain": routing_by_domain.tolist(), "extras": extras, "skipped": skipped, "seconds": seconds,
+        "routing_by_domain": routing_by_domain.tolist(), "extras": extras, "ablations": ablation_rows or {}, "skipped": skipped, "seconds": seconds,
         "tasks": [{"name": t.spec.name, "domain": t.spec.domain, "kind": t.spec.kind, "items": len(t.items),
                    "eligible": t.eligible, "chance": t.spec.chance} for t in tasks],
     })

@@ -36,6 +36,7 @@ from model.baselines import (
     upcycle,
     weighted_soup,
 )
+from model.config import default_top_k
 from model.merge import merge_experts
 from model.optout import masked_experts
 from model.scoring import Batch, BatchScore, Request, Scores, model_scorer, reduce_logprobs, score_requests, token_logprobs
@@ -440,6 +441,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
             results.update(runner.run(name, requests, model_scorer(extra.float().to(device).eval(), name)))
             del extra
 
+        ablation_rows = _score_ablations(profile, models, runner, requests, results, skipped, device)
+
         # k-sweep and opt-out on the bpb subset
         sub_tasks = _subset_tasks(tasks, cfg.sweep_docs)
         sub_requests, sub_layout = tokenize_tasks(sub_tasks, tokenizer, profile.model.max_seq_len)
@@ -473,10 +476,46 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
         routing_overall=shares,
         routing_by_domain=_routing_by_domain(models.moe, sub_tasks, tokenizer, profile, device, domains),
         extras=extras,
+        ablation_rows=ablation_rows,
         skipped=skipped,
         seconds={**runner.seconds, "total": time.perf_counter() - started},
         machine=machine_description(device),
     )
+
+
+def _score_ablations(profile: Profile, models: _Models, runner: _Runner, requests, results: dict[str, Scores],
+                     skipped: dict[str, str], device: torch.device) -> dict[str, str]:
+    """Score every assembled router ablation and its reference, the serving MoE sliced to the same experts;
+    returns {ablation row: reference row}."""
+    from transformers import FlexOlmoForCausalLM
+
+    from model.optout import keep_experts
+    from tasks import ablations
+
+    if not profile.ablation.variants:
+        return {}
+    found = ablations.assembled(profile)
+    for variant in profile.ablation.variants:
+        if variant not in found:
+            skipped[ablations.row_name(variant)] = f"not assembled (run `flexo ablate --variant {variant}`)"
+    absent = [d for d in profile.ablation.domains if d not in models.experts]
+    if absent or not found:
+        if absent:
+            skipped[ablations.reference_name(profile)] = f"the serving MoE holds no expert for {absent}"
+        return {}
+    reference = ablations.reference_name(profile)
+    keep = [0] + [models.experts.index(d) for d in profile.ablation.domains]
+    sliced = keep_experts(models.moe, keep, default_top_k(len(keep))).to(device).eval()
+    results.update(runner.run(reference, requests, model_scorer(sliced, reference)))
+    del sliced
+    rows = {}
+    for variant, directory in found.items():
+        name = ablations.row_name(variant)
+        moe = FlexOlmoForCausalLM.from_pretrained(str(directory), use_safetensors=True, local_files_only=True)
+        results.update(runner.run(name, requests, model_scorer(moe.float().to(device).eval(), name)))
+        rows[name] = reference
+        del moe
+    return rows
 
 
 def _routing_by_domain(moe, sub_tasks, tokenizer, profile: Profile, device, domains) -> np.ndarray:

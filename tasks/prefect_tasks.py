@@ -39,6 +39,8 @@ STEPS: dict[str, dict[str, Any]] = {
     "train_dense": {"target": "tasks.train:train_dense", "code": ["tasks/train.py", "model"], "gpu": True},
     "register_expert": {"target": "tasks.registry:register_expert", "code": ["tasks/registry.py"], "retry": True},
     "assemble": {"target": "tasks.governance:assemble_and_register", "code": ["tasks/governance.py", "tasks/assemble.py", "tasks/registry.py", "model"], "retry": True},
+    "train_ablation": {"target": "tasks.ablations:train_variant", "code": ["tasks/ablations.py", "tasks/train.py", "model"], "gpu": True},
+    "assemble_ablation": {"target": "tasks.ablations:assemble_variant", "code": ["tasks/ablations.py", "tasks/assemble.py", "model"]},
     "evaluate": {"target": "tasks.evaluate:evaluate", "code": ["tasks/evaluate.py", "model"], "gpu": True},
     "attack": {"target": "tasks.attack:attack_and_record", "code": ["tasks/attack.py", "model"], "gpu": True},
     "revoke": {"target": "tasks.governance:revoke", "code": [], "cache": False, "retry": True},
@@ -239,7 +241,18 @@ def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dic
     return _call("assemble", profile)
 
 
-def evaluate(profile: Profile, moe_sha: str, code: str) -> dict[str, Any]:
+def train_ablation(profile: Profile, variant: str, domain: str, data_hash: str, public_sha: str, code: str) -> dict[str, Any]:
+    """One expert retrained under a router ablation (MLflow stage run `train_ablation/<domain>`, param `variant`)."""
+    return _tracked("train_ablation", profile, domain, variant=variant)
+
+
+def assemble_ablation(profile: Profile, variant: str, expert_shas: Mapping[str, str], code: str) -> dict[str, Any]:
+    """M_pub + the variant's experts merged into the variant's own MoE (not registered: a research artifact)."""
+    return _call("assemble_ablation", profile, variant)
+
+
+def evaluate(profile: Profile, moe_sha: str, code: str, ablation_shas: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """FLEXMIX-small (cached on the serving MoE's sha256, the ablation MoEs' and the code)."""
     return _tracked("evaluate", profile, None)
 
 

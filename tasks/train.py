@@ -302,7 +302,7 @@ def _finish_dense(kind: str, domain: str, model: torch.nn.Module, result: TrainR
     return outcome
 
 
-def _public_model(profile: Profile):
+def trained_public_model(profile: Profile):
     """M_pub and the sha256 of its weights; a clear error when public pretraining has not run."""
     from model.public import load_public_model
 
@@ -325,7 +325,7 @@ def _expert_setup(profile: Profile, domain: str) -> tuple[Any, PackedDataset, Pa
     return tokenizer, train_data, val_data, steps
 
 
-def _router_row(profile: Profile, domain: str) -> torch.Tensor:
+def domain_router_row(profile: Profile, domain: str) -> torch.Tensor:
     """r_<domain>, computed from data/<domain>/train.parquet by the router step when it is not there yet."""
     from tasks.route import embed_domain, load_router_embedding
 
@@ -339,11 +339,25 @@ def _router_row(profile: Profile, domain: str) -> torch.Tensor:
     return row
 
 
+@dataclass(frozen=True)
+class ExpertSetting:
+    """A non-default way to train an expert (the router ablations, `tasks.ablations`): its own output directory, router
+    rows and bias. Everything else (data, budget, schedule, M_pub) is the normal expert's, so the comparison is fair."""
+
+    label: str
+    out_dir: Path
+    r_pub: torch.Tensor
+    r_expert: torch.Tensor
+    bias_init: float | None
+
+
 def train_expert(profile: Profile, domain: str, *, resume: bool = True, dp: bool | None = None,
-                 logger: TrainLogger | None = None, callback: Callable[[StepEvent], None] | None = None) -> TrainOutcome:
+                 logger: TrainLogger | None = None, callback: Callable[[StepEvent], None] | None = None,
+                 setting: ExpertSetting | None = None) -> TrainOutcome:
     """Coordinated training of expert <domain> against the frozen M_pub; writes RunPaths.expert_dir(domain)/expert.safetensors.
 
     `dp` overrides train_expert.dp.enabled (DP-SGD with Opacus; the accountant's epsilon is in the metrics).
+    `setting` trains an ablation variant instead (other rows/bias, written to `setting.out_dir`).
     """
     from model.coordinated import CoordinatedExpertModel
     from tasks.expert_file import save_expert
@@ -351,30 +365,36 @@ def train_expert(profile: Profile, domain: str, *, resume: bool = True, dp: bool
     cfg = profile.train_expert
     paths = RunPaths(profile)
     _, train_data, val_data, steps = _expert_setup(profile, domain)
-    public_model, public_sha = _public_model(profile)
-    r_pub, r_expert = _router_row(profile, PUBLIC), _router_row(profile, domain)
+    public_model, public_sha = trained_public_model(profile)
+    if setting is None:
+        r_pub, r_expert, bias_init = domain_router_row(profile, PUBLIC), domain_router_row(profile, domain), cfg.bias_init
+    else:
+        r_pub, r_expert, bias_init = setting.r_pub, setting.r_expert, setting.bias_init
     use_dp = cfg.dp.enabled if dp is None else dp
     dp_spec = DPSpec(cfg.dp.target_epsilon, cfg.dp.target_delta, cfg.dp.max_grad_norm) if use_dp else None
     device, rank, _ = setup_runtime(profile)
     spec = make_spec(profile, cfg.optim, steps, cfg.batch_size, cfg.seq_len, cfg.eval_every, cfg.checkpoint_every,
                      cfg.eval_batches, device, dp=dp_spec)
-    model = CoordinatedExpertModel.from_public(public_model, r_pub, r_expert, bias_init=cfg.bias_init,
+    model = CoordinatedExpertModel.from_public(public_model, r_pub, r_expert, bias_init=bias_init,
                                                lm_z_weight=cfg.lm_z_loss, router_z_weight=cfg.router_z_loss)
-    extra = public_sha + data_digest(train_data, val_data) + f"{cfg.bias_init}/{cfg.lm_z_loss}/{cfg.router_z_loss}"
+    extra = public_sha + data_digest(train_data, val_data) + f"{bias_init}/{cfg.lm_z_loss}/{cfg.router_z_loss}"
     extra += hashlib.sha256(torch.cat([r_pub, r_expert]).numpy().tobytes()).hexdigest()
     params = _flat_params("expert", domain, spec, train_data, {
-        "public_sha256": public_sha, "bias_init": cfg.bias_init, "lm_z_loss": cfg.lm_z_loss,
+        "public_sha256": public_sha, "bias_init": bias_init, "lm_z_loss": cfg.lm_z_loss,
         "router_z_loss": cfg.router_z_loss, "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
         **({"dp_target_epsilon": dp_spec.target_epsilon, "dp_target_delta": dp_spec.target_delta,
             "dp_max_grad_norm": dp_spec.max_grad_norm} if dp_spec else {}),
     })
-    out_dir = paths.expert_dir(domain)
-    result = _run(f"train-expert {domain}", model, coordinated_loss, train_data, val_data, spec, out_dir / "ckpt", params,
+    out_dir = paths.expert_dir(domain) if setting is None else setting.out_dir
+    title = f"train-expert {domain}" + (f" ({setting.label})" if setting else "")
+    result = _run(title, model, coordinated_loss, train_data, val_data, spec, out_dir / "ckpt", params,
                   extra, resume, logger, callback, rank)
     model.cpu()
     model.assert_frozen_unchanged(public_model, r_pub)
     metrics = _metrics(result)
     meta = {"steps": str(result.steps), "tokens": str(result.tokens), "dp": str(use_dp)}
+    if setting is not None:
+        meta["ablation"] = setting.label
     if result.epsilon is not None:
         meta.update(dp_epsilon=f"{result.epsilon:.6g}", dp_delta=str(dp_spec.target_delta))
     sha = save_expert(model.expert_state(), out_dir / EXPERT_FILE, domain=domain, public_sha256=public_sha, **meta) if rank == 0 else ""
@@ -400,7 +420,7 @@ def train_dense(profile: Profile, domain: str, *, resume: bool = True, logger: T
     cfg = profile.train_expert
     paths = RunPaths(profile)
     _, train_data, val_data, steps = _expert_setup(profile, domain)
-    model, public_sha = _public_model(profile)
+    model, public_sha = trained_public_model(profile)
     device, rank, _ = setup_runtime(profile)
     spec = make_spec(profile, cfg.optim, steps, cfg.batch_size, cfg.seq_len, cfg.eval_every, cfg.checkpoint_every,
                      cfg.eval_batches, device, weight_decay=cfg.dense_weight_decay)

@@ -24,11 +24,12 @@ class StageDisplay:
 
     def __call__(self, stage: str, step: str, domain: str | None, status: str) -> None:
         key = (stage, step, domain)
-        if status == "stage-start":
+        if status == "stage-start":  # a stage's own key: its steps' keys can coincide with (stage, stage, None)
             console.rule(f"[bold]{stage}")
-            self.started[key] = time.perf_counter()
+            self.started[("stage", stage)] = time.perf_counter()
         elif status == "stage-end":
-            console.print(f"[dim]{stage} done in {time.perf_counter() - self.started.get(key, time.perf_counter()):.1f}s[/]")
+            begun = self.started.pop(("stage", stage), time.perf_counter())
+            console.print(f"[dim]{stage} done in {time.perf_counter() - begun:.1f}s[/]")
         elif status == "running":
             self.started[key] = time.perf_counter()
             console.print(f"  [dim]… {step} {domain or ''}[/]", highlight=False)
@@ -62,7 +63,7 @@ def _print_summary(summary: dict) -> None:
 def run_command(
     profile: ProfileOption = None,
     domains: Annotated[list[str] | None, typer.Option("--domain", "-d", help="Only these owners' domains (repeatable).")] = None,
-    stages: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only these stages (repeatable): data, public, expert, assemble, evaluate, attack.")] = None,
+    stages: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only these stages (repeatable): data, public, expert, assemble, ablate, evaluate, attack.")] = None,
 ) -> None:
     """The main job: the whole pipeline (data → public → experts → assemble → evaluate → attack) as Prefect flows.
 

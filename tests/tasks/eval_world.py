@@ -55,7 +55,7 @@ def _math(rng: np.random.Generator) -> tuple[str, str]:
 
 def write_domain(profile: Profile, domain: str, rng: np.random.Generator, rows: int) -> None:
     paths = RunPaths(profile)
-    for split, count in (("train", rows), ("test", profile.data.test_docs)):
+    for split, count in (("train", rows), ("val", profile.data.val_docs), ("test", profile.data.test_docs)):
         records = []
         for i in range(count):
             if domain == "code":

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from tasks import ablations
 from tasks.artifacts import RunPaths
 from tasks.errors import DataError
 from tasks.evaluate import BTX, FLEX, FLEX_RT, NO_COORD, PROMPT, PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, UNRESTRICTED, evaluate
@@ -23,9 +25,11 @@ def world(tmp_path_factory, tiny_profile):
     })
     runtime = tiny_profile.runtime.model_copy(update={"num_threads": 1})  # tiny matrices: 1 thread avoids sync overhead
     extra = {"ablation: assembled again": "moe", "ablation: absent": "ablations/none/moe"}
-    profile = tiny_profile.model_copy(update={"paths": paths, "runtime": runtime,
+    ablation = tiny_profile.ablation.model_copy(update={"variants": list(ablations.LABELS), "domains": ["math", "code"]})
+    profile = tiny_profile.model_copy(update={"paths": paths, "runtime": runtime, "ablation": ablation,
                                               "eval": tiny_profile.eval.model_copy(update={"extra_moes": extra})})
     build_world(profile)
+    ablations.run_ablations(profile)
     return profile, evaluate(profile, progress=False)
 
 
@@ -37,6 +41,7 @@ def test_report_has_every_model_and_figure(world):
     expected = [PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, "BTM (top-2)", PROMPT, BTX, FLEX, FLEX_RT, UNRESTRICTED, NO_COORD]
     expected += [f"dense {d}" for d in profile.closed_domains]
     expected.append("ablation: assembled again")
+    expected += [ablations.row_name(v) for v in ablations.LABELS] + [ablations.reference_name(profile)]
     assert sorted(data["per_task"]) == sorted(expected)
     assert list(result.skipped) == ["ablation: absent"]
     assert data["per_task"]["ablation: assembled again"] == data["per_task"][FLEX]  # the same MoE scores the same
@@ -124,3 +129,52 @@ def test_requests_fit_the_window_and_count_scored_bytes(world):
                 assert layout.n_bytes[request_id] == len(scored.encode("utf-8"))
                 cut += scored != choice
     assert cut > 0
+
+
+def test_router_ablations_change_only_what_they_say(world):
+    """Each variant's MoE holds public + the ablated owners; no_bias/random drop the bias, random and public-init rows
+    are what they claim, and every variant's FFN_pub and shared weights are M_pub's (the merge checks r_pub too)."""
+    from safetensors.torch import load_file
+    from transformers import FlexOlmoForCausalLM
+
+    from model.public import load_public_model
+    from model.router import hidden_state_embedding
+    from tasks.expert_file import load_expert
+
+    profile, _ = world
+    paths = RunPaths(profile)
+    public = load_public_model(str(paths.public_model_dir))
+    normal_pub = load_file(str(paths.router_embedding("public")))["projected"]
+    for variant in ablations.LABELS:
+        root = paths.ablation_dir(variant)
+        state, meta = load_expert(root / "experts" / "math" / "expert.safetensors")
+        assert meta["ablation"] == variant
+        biased = bool((state["layers.0.bias"] < 0).all())  # b_i = 0 when trained without one
+        assert biased == (variant == "public_router"), (variant, state["layers.0.bias"])
+        r_pub = state["layers.0.router_public"]
+        if variant == "no_bias":
+            assert torch.equal(r_pub, normal_pub.float())
+        else:
+            assert not torch.allclose(r_pub, normal_pub.float())
+        moe = FlexOlmoForCausalLM.from_pretrained(str(root / "moe"), use_safetensors=True, local_files_only=True)
+        assert moe.config.num_experts == 3
+        assert torch.equal(moe.model.layers[0].mlp.gate.weight[0], r_pub)
+        assert torch.equal(moe.model.embed_tokens.weight, public.model.embed_tokens.weight)
+    random_pub = load_file(str(paths.ablation_dir("random_router") / "router" / "public.safetensors"))["row"]
+    assert torch.allclose(random_pub.std(), torch.tensor(profile.model.init_std), rtol=0.5)
+    batches = ablations._document_batches(profile, "code")
+    assert torch.allclose(hidden_state_embedding(public, batches),
+                          load_file(str(paths.ablation_dir("public_router") / "router" / "code.safetensors"))["row"])
+
+
+def test_router_ablations_are_reported_against_the_same_experts(world):
+    profile, result = world
+    text = result.report.read_text()
+    assert "## Router ablations (paper Tables 1 and 3)" in text
+    reference = ablations.reference_name(profile)
+    assert reference == "FlexOlmo (no RT), public+math+code"
+    for variant in ablations.LABELS:
+        assert f"| {ablations.row_name(variant)} |" in text
+    data = json.loads(result.results_json.read_text())
+    assert data["ablations"] == {ablations.row_name(v): reference for v in ablations.LABELS}
+    assert data["per_task"][reference] != data["per_task"][FLEX]  # 3 of 8 experts: a different model
