@@ -28,9 +28,12 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
         built[d] = pt.run_step("data", "build_domain", p, d, pt.code_fingerprint("build_domain"), domain=d,
                                expect=paths.split(d, "train"))
         out.append(built[d])
-    hashes = {d: pt.data_hash(p, d) for d in chosen if built[d].ok}
     if len(chosen) > 1:  # the cross-domain check (splits disjoint, test sets decontaminated) needs several domains
-        out.append(pt.run_step("data", "check_disjoint", p, hashes, pt.code_fingerprint("check_disjoint")))
+        # Keyed on what the builds produced, not on the data now on disk: the check itself quarantines cross-domain
+        # duplicates, so keying on the files it rewrites would make every rerun after a fresh build miss the cache.
+        builds = {d: pt.json_sha256(built[d].result) for d in chosen if built[d].ok}
+        out.append(pt.run_step("data", "check_disjoint", p, builds, pt.code_fingerprint("check_disjoint")))
+    hashes = {d: pt.data_hash(p, d) for d in chosen if built[d].ok}  # after the check: what DVC versions
     if "public" in chosen:
         out.append(pt.upstream_missing("data", "train_tokenizer", None, [built["public"]]) or pt.run_step(
             "data", "train_tokenizer", p, hashes.get("public", ""), pt.code_fingerprint("train_tokenizer"),

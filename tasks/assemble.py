@@ -19,7 +19,7 @@ from model.merge import MergeError, merge_experts
 from model.public import load_public_model
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
-from tasks.errors import DataError, IntegrityError
+from tasks.errors import ConfigError, DataError, IntegrityError
 from tasks.expert_file import load_expert
 from tasks.route import load_router_embedding
 
@@ -82,6 +82,30 @@ def assemble(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return result
+
+
+def _sqlite_store_exists(profile: Profile) -> bool:
+    from tasks.tracking import is_local_store, tracking_uri
+
+    uri = tracking_uri(profile)
+    return not is_local_store(uri) or Path(uri[len("sqlite:///"):]).exists()
+
+
+def locate_moe(profile: Profile) -> Path:
+    """The registry's `serving` flexo-moe (refused if revoked, sha256-verified) when a registry exists and has one;
+    else the run directory's assembled MoE."""
+    if _sqlite_store_exists(profile):
+        from tasks import registry
+
+        try:
+            _ref, pyfunc = registry.resolve_serving_moe(profile)
+            return registry.moe_dir(pyfunc)
+        except ConfigError:
+            pass  # no serving version registered: use the run directory
+    local = RunPaths(profile).moe_dir
+    if not (local / MANIFEST).exists():
+        raise DataError(f"{local}: no assembled MoE (and no `serving` flexo-moe in the registry); run `flexo assemble` first")
+    return local
 
 
 def read_manifest(model_dir: Path) -> dict:

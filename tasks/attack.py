@@ -244,12 +244,14 @@ def _dp_label(path: Path) -> str:
 
 
 def _serving_moe(profile: Profile, public_sha: str) -> tuple[FlexOlmoForCausalLM, list[str]] | None:
-    """The assembled MoE in RunPaths.moe_dir and its expert names, if it exists and was built on this M_pub (sha256 of its
-    weights checked against its manifest). Its manifest lists only the active, non-revoked experts it was assembled from."""
-    from tasks.assemble import MANIFEST, read_manifest
+    """The deployed MoE (the registry's `serving` flexo-moe, else RunPaths.moe_dir) and its expert names, if there is one
+    and it was built on this M_pub (sha256 of its weights checked against its manifest). Its manifest lists only the
+    active, non-revoked experts it was assembled from."""
+    from tasks.assemble import MANIFEST, locate_moe, read_manifest
 
-    moe_dir = RunPaths(profile).moe_dir
-    if not (moe_dir / MANIFEST).exists():
+    try:
+        moe_dir = locate_moe(profile)
+    except DataError:
         return None
     manifest = read_manifest(moe_dir)
     if manifest.get("public_sha256") != public_sha:
@@ -277,7 +279,7 @@ def build_flexolmo(profile: Profile, public: Olmo2ForCausalLM, public_sha: str, 
                    ) -> tuple[FlexOlmoForCausalLM, int, str]:
     """FlexOlmo holding the expert under attack: (model, the expert's index, what it is made of).
 
-    With an assembled MoE (RunPaths.moe_dir) that already holds exactly this expert file, that MoE as deployed. With one
+    With a deployed MoE (`tasks.assemble.locate_moe`) that already holds exactly this expert file, that MoE as deployed. With one
     that does not (e.g. a new expert awaiting admission), its other experts plus this one, merged again. Without one, the
     2-expert FlexOlmo [public, this expert].
     """
@@ -291,7 +293,7 @@ def build_flexolmo(profile: Profile, public: Olmo2ForCausalLM, public_sha: str, 
             index = names.index(domain)
             deployed = _experts_of(moe, index, state[next(k for k in state if k.endswith("router_public"))])
             if all(torch.equal(deployed[k], state[k]) for k in deployed if not k.endswith("router_public")):
-                return moe, index, f"the assembled MoE in {RunPaths(profile).moe_dir} as deployed (experts {names})"
+                return moe, index, f"the serving MoE as deployed (experts {names})"
     r_pub = load_router_embedding(RunPaths(profile).router_embedding("public"))
     others: list[tuple[str, dict[str, torch.Tensor]]] = []
     source = "M_pub + this expert"

@@ -41,6 +41,7 @@ from model.merge import merge_experts
 from model.optout import masked_experts
 from model.scoring import Batch, BatchScore, Request, Scores, model_scorer, reduce_logprobs, score_requests, token_logprobs
 from tasks.artifacts import RunPaths
+from tasks.assemble import locate_moe
 from tasks.config import Profile
 from tasks.errors import DataError
 from tasks.eval_metrics import Layout, TaskScore, bootstrap_indices, domain_table, score_model
@@ -144,33 +145,6 @@ def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list
                 n_bytes.append(len(text.encode("utf-8")))
         offsets.append(index)
     return requests, Layout(offsets, np.asarray(n_bytes, dtype=np.int64))
-
-
-def _sqlite_store_exists(profile: Profile) -> bool:
-    from tasks.tracking import is_local_store, tracking_uri
-
-    uri = tracking_uri(profile)
-    return not is_local_store(uri) or Path(uri[len("sqlite:///"):]).exists()
-
-
-def locate_moe(profile: Profile) -> Path:
-    """The registry's `serving` flexo-moe (refused if revoked, sha256-verified) when a registry exists and has one;
-    else the run directory's assembled MoE."""
-    from tasks.assemble import MANIFEST
-    from tasks.errors import ConfigError
-
-    if _sqlite_store_exists(profile):
-        from tasks import registry
-
-        try:
-            _ref, pyfunc = registry.resolve_serving_moe(profile)
-            return registry.moe_dir(pyfunc)
-        except ConfigError:
-            pass  # no serving version registered: use the run directory
-    local = RunPaths(profile).moe_dir
-    if not (local / MANIFEST).exists():
-        raise DataError(f"{local}: no assembled MoE (and no `serving` flexo-moe in the registry); run `flexo assemble` first")
-    return local
 
 
 def load_models(profile: Profile, device: torch.device) -> _Models:

@@ -102,6 +102,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def json_sha256(value: Any) -> str:
+    """A content hash of a step's JSON result (cache key of steps that depend on another step's output)."""
+    return hashlib.sha256(json.dumps(jsonable(value), sort_keys=True).encode()).hexdigest()
+
+
 def jsonable(value: Any) -> Any:
     """A JSON-able copy of a step's result (dataclasses, pydantic models, paths); tensors are refused, not pickled."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -190,7 +195,7 @@ def build_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
     return _call("build_domain", profile, domain)
 
 
-def check_disjoint(profile: Profile, data_hashes: Mapping[str, str], code: str) -> dict[str, Any]:
+def check_disjoint(profile: Profile, builds: Mapping[str, str], code: str) -> dict[str, Any]:
     return _call("check_disjoint", profile)
 
 
