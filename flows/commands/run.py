@@ -65,7 +65,7 @@ def run_command(
     domains: Annotated[list[str] | None, typer.Option("--domain", "-d", help="Only these owners' domains (repeatable).")] = None,
     stages: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only these stages (repeatable): data, public, expert, assemble, ablate, evaluate, attack.")] = None,
 ) -> None:
-    """The main job: the whole pipeline (data → public → experts → assemble → evaluate → attack) as Prefect flows.
+    """The main job: the whole pipeline (data → public → experts → assemble → ablate → evaluate → attack) as Prefect flows.
 
     Runs on an ephemeral local Prefect server unless PREFECT_API_URL is set; an unchanged rerun reuses cached steps.
     Exit 1 when any step failed (the summary says which and why).
