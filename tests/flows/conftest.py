@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from tasks.config import Profile
+from tasks.config import REPO_ROOT, Profile
 
 HARNESS_STARTUP_S = 180  # the shared 2-core build machine can take long to start the server
 
@@ -35,4 +36,17 @@ def write_split(profile: Profile, domain: str, texts: list[str], split: str = "t
     path = RunPaths(profile).split(domain, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"id": [f"{domain}-{i}" for i in range(len(texts))], "text": texts}).to_parquet(path)
+    return path
+
+
+def tmp_params(tmp_path: Path) -> Path:
+    """The repository's params.yaml with every path under tmp_path, for commands run in a subprocess (FLEXO_PARAMS)."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    raw["defaults"]["paths"].update(
+        data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
+        dvc_remotes_dir=str(tmp_path / "remotes"), export_dir=str(tmp_path / "export"),
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
     return path

@@ -11,25 +11,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from tasks.config import REPO_ROOT
+from tests.flows.conftest import tmp_params
 
 pytestmark = pytest.mark.slow  # starts its own ephemeral Prefect server (about a minute on a busy machine)
 
 
 def test_flexo_run_reports_each_step_and_fails_loudly(tmp_path: Path) -> None:
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["defaults"]["paths"].update(
-        data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
-        dvc_remotes_dir=str(tmp_path / "remotes"), export_dir=str(tmp_path / "export"),
-    )
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    params = tmp_params(tmp_path)
     (tmp_path / "data" / "code").mkdir(parents=True)
     pd.DataFrame({"id": [f"c{i}" for i in range(30)], "text": [f"def f{i}(x):\n    return x + {i}" for i in range(30)]}).to_parquet(
         tmp_path / "data" / "code" / "train.parquet")
-    env = {**os.environ, "FLEXO_PARAMS": str(tmp_path / "params.yaml"), "PREFECT_HOME": str(tmp_path / "prefect"), "COLUMNS": "200"}
+    env = {**os.environ, "FLEXO_PARAMS": str(params), "PREFECT_HOME": str(tmp_path / "prefect"), "COLUMNS": "200"}
     env.pop("PREFECT_API_URL", None)
     result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-p", "tiny", "-d", "code", "-d", "math", "-s", "expert"],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from tasks.config import REPO_ROOT
+from tests.flows.conftest import tmp_params
 
 pytestmark = pytest.mark.server
 
@@ -28,24 +28,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _tmp_params(tmp_path: Path) -> Path:
-    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    raw["defaults"]["paths"].update(
-        data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
-        dvc_remotes_dir=str(tmp_path / "remotes"), export_dir=str(tmp_path / "export"),
-    )
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
-
-
 def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
-           "FLEXO_PARAMS": str(_tmp_params(tmp_path)), "FLEXO_PROFILE": "tiny"}
+           "FLEXO_PARAMS": str(tmp_params(tmp_path)), "FLEXO_PROFILE": "tiny"}
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
