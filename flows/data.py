@@ -16,7 +16,8 @@ from tasks.config import Profile
 
 @flow(name="data", result_serializer="json", log_prints=True)
 def data(profile: str | Profile | None = None, domains: list[str] | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
-    """Build (ingest → GX validate → split/dedup/decontaminate) and DVC-version each domain; train the tokenizer."""
+    """Build (ingest → GX validate → split/dedup/decontaminate) and DVC-version each domain; train the tokenizer;
+    write each domain's data card."""
     p = pt.as_profile(profile)
     paths = RunPaths(p)
     chosen = domains or list(p.domains)
@@ -41,6 +42,13 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
     for d in chosen:
         out.append(pt.upstream_missing("data", "version_domain", d, [built[d]]) or pt.run_step(
             "data", "version_domain", p, d, hashes.get(d, ""), pt.code_fingerprint("version_domain"), domain=d))
+    versioned = {o.domain: o for o in out if o.step == "version_domain"}
+    tokenizer = pt.file_sha256(paths.tokenizer_dir) if paths.tokenizer_dir.exists() else ""  # token counts in the card
+    cards = paths.data_reports_dir / "cards"
+    for d in chosen:
+        out.append(pt.upstream_missing("data", "write_card", d, [built[d]]) or pt.run_step(
+            "data", "write_card", p, d, pt.data_hash(p, d) if versioned[d].ok else hashes.get(d, ""), tokenizer,
+            pt.code_fingerprint("write_card"), domain=d, expect=cards / f"{d}.md"))
     pt.publish("flexo-data", f"data ({p.name})", out)
     validation = [o.result.get("validation") for o in out if o.step == "build_domain" and o.ok and o.result.get("validation")]
     pt.publish_table("flexo-data-validation", [v if isinstance(v, dict) else {"result": str(v)} for v in validation],

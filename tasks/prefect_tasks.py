@@ -31,6 +31,7 @@ STEPS: dict[str, dict[str, Any]] = {
     "check_disjoint": {"target": "tasks.data_pipeline:check_disjoint", "code": ["tasks/data_pipeline.py"]},
     "train_tokenizer": {"target": "tasks.data_pipeline:train_tokenizer", "code": ["tasks/data_pipeline.py"]},
     "version_domain": {"target": "tasks.data_pipeline:version_domain", "code": ["tasks/data_pipeline.py"], "retry": True},
+    "write_card": {"target": "tasks.data_cards:write_card", "code": ["tasks/data_cards.py"]},
     "dataset_hash": {"target": "tasks.datasets:dataset_hash", "code": [], "cache": False},
     "train_public": {"target": "tasks.train:train_public", "code": ["tasks/train.py", "model"], "gpu": True},
     "register_public": {"target": "tasks.registry:register_public", "code": ["tasks/registry.py"], "retry": True},
@@ -206,6 +207,12 @@ def train_tokenizer(profile: Profile, public_hash: str, code: str) -> dict[str, 
 def version_domain(profile: Profile, domain: str, data_hash: str, code: str) -> dict[str, Any]:
     """`dvc add` + push to the owner's remote (retried with backoff: the remote can be briefly unreachable)."""
     return _call("version_domain", profile, domain)
+
+
+def write_card(profile: Profile, domain: str, data_hash: str, tokenizer_hash: str, code: str) -> dict[str, Any]:
+    """The domain's data card (reports/data/cards/<domain>.md|json), after versioning so it carries the DVC md5."""
+    out = _call("write_card", profile, domain)
+    return {**out, "path": out["value"]}
 
 
 def dataset_hash(profile: Profile, domain: str) -> str:
