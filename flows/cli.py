@@ -23,7 +23,7 @@ _register_commands()
 def main() -> None:
     """Run the CLI; a FlexoError becomes a one-screen message and its exit code, not a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, `typer.Exit(n)` comes back as n, not as sys.exit
     except FlexoError as err:
         console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False)
         sys.exit(err.exit_code)
@@ -39,6 +39,8 @@ def main() -> None:
         if type(err).__name__ == "Abort":
             sys.exit(1)
         raise
+    if isinstance(code, int) and not isinstance(code, bool) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

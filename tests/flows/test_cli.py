@@ -31,3 +31,24 @@ def test_bad_profile_exits_with_config_code() -> None:
 
 def test_unknown_command_is_usage_error() -> None:
     assert _flexo("no-such-command").returncode == 2
+
+
+def test_a_command_exit_code_reaches_the_shell(monkeypatch) -> None:
+    """`raise typer.Exit(n)` in a command (how `flexo run` reports a failed step) must become the process's exit code."""
+    import pytest
+    import typer
+
+    from flows import cli
+
+    @app.command("exit-probe", hidden=True)
+    def _probe() -> None:
+        """Exit with 7."""
+        raise typer.Exit(7)
+
+    try:
+        monkeypatch.setattr(sys, "argv", ["flexo", "exit-probe"])
+        with pytest.raises(SystemExit) as stopped:
+            cli.main()
+        assert stopped.value.code == 7
+    finally:
+        app.registered_commands[:] = [c for c in app.registered_commands if c.name != "exit-probe"]
