@@ -479,7 +479,8 @@ def _score_ablations(profile: Profile, models: _Models, runner: _Runner, request
         return {}
     reference = ablations.reference_name(profile)
     keep = [0] + [models.experts.index(d) for d in profile.ablation.domains]
-    sliced = keep_experts(models.moe, keep, default_top_k(len(keep))).to(device).eval()
+    k = profile.router.top_k if profile.router.top_k is not None else default_top_k(len(keep))  # as `assemble_variant`
+    sliced = keep_experts(models.moe, keep, k).to(device).eval()
     results.update(runner.run(reference, requests, model_scorer(sliced, reference)))
     del sliced
     rows = {}
