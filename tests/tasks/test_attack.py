@@ -259,3 +259,17 @@ def test_flexolmo_is_the_serving_moe_plus_the_expert(profile) -> None:
         without = result.models[FLEXOLMO_WITHOUT]
         assert without.mean_similarity == pytest.approx(result.models[PUBLIC].mean_similarity)
         assert [d["best_sample"] for d in without.doc_scores] == [d["best_sample"] for d in result.models[PUBLIC].doc_scores]
+
+
+def test_flexolmo_is_the_registrys_serving_moe(profile) -> None:
+    """In the pipeline the deployed MoE is the registry's `flexo-moe@serving` (not RunPaths.moe_dir): the attack must
+    find it there and attack the expert inside it as deployed."""
+    from tasks import registry
+    from tasks.governance import assemble_and_register
+
+    paths = _workspace(profile)
+    registry.register_expert(profile, "math", paths.expert_dir("math") / "expert.safetensors", "0" * 32)
+    assemble_and_register(profile)
+    assert not (paths.moe_dir / "flexo_manifest.json").exists()
+    result = attack(profile, "math", progress=False)
+    assert "the serving MoE as deployed (experts ['public', 'math'])" in result.models[FLEXOLMO].description
