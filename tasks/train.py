@@ -267,7 +267,6 @@ def _flat_params(kind: str, domain: str, spec: TrainSpec, train_data: PackedData
 def train_public(profile: Profile, *, resume: bool = True, logger: TrainLogger | None = None,
                  callback: Callable[[StepEvent], None] | None = None) -> TrainOutcome:
     """Pretrain M_pub on data/public/train.parquet; writes RunPaths.public_dir/{ckpt,model}."""
-    from model.export import export_pretrained
     from model.public import build_public_model
 
     cfg = profile.train_public
