@@ -49,6 +49,8 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
         out.append(pt.upstream_missing("data", "write_card", d, [built[d]]) or pt.run_step(
             "data", "write_card", p, d, pt.data_hash(p, d) if versioned[d].ok else hashes.get(d, ""), tokenizer,
             pt.code_fingerprint("write_card"), domain=d, expect=cards / f"{d}.md"))
+    if set(chosen) == set(p.domains) and all(o.ok for o in out):  # every domain built: record the shared stages too
+        out.append(pt.run_step("data", "record_shared_stages", p))
     pt.publish("flexo-data", f"data ({p.name})", out)
     validation = [o.result.get("validation") for o in out if o.step == "build_domain" and o.ok and o.result.get("validation")]
     pt.publish_table("flexo-data-validation", [v if isinstance(v, dict) else {"result": str(v)} for v in validation],

@@ -32,6 +32,7 @@ STEPS: dict[str, dict[str, Any]] = {
     "train_tokenizer": {"target": "tasks.data_pipeline:train_tokenizer", "code": ["tasks/data_pipeline.py"]},
     "version_domain": {"target": "tasks.data_pipeline:version_domain", "code": ["tasks/data_pipeline.py"], "retry": True},
     "write_card": {"target": "tasks.data_cards:write_card", "code": ["tasks/data_cards.py"]},
+    "record_shared_stages": {"target": "tasks.versioning:record_shared_stages", "code": ["tasks/versioning.py"], "cache": False},
     "dataset_hash": {"target": "tasks.datasets:dataset_hash", "code": [], "cache": False},
     "train_public": {"target": "tasks.train:train_public", "code": ["tasks/train.py", "model"], "gpu": True},
     "register_public": {"target": "tasks.registry:register_public", "code": ["tasks/registry.py"], "retry": True},
@@ -213,6 +214,11 @@ def write_card(profile: Profile, domain: str, data_hash: str, tokenizer_hash: st
     """The domain's data card (reports/data/cards/<domain>.md|json), after versioning so it carries the DVC md5."""
     out = _call("write_card", profile, domain)
     return {**out, "path": out["value"]}
+
+
+def record_shared_stages(profile: Profile) -> dict[str, Any]:
+    """`dvc commit` of the cross-domain DVC stages after a full data build (cheap; not cached: dvc.lock is the record)."""
+    return _call("record_shared_stages", profile)
 
 
 def dataset_hash(profile: Profile, domain: str) -> str:

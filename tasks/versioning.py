@@ -113,3 +113,22 @@ def version_domain(profile: Profile, domain: str, push: bool = True) -> VersionR
     if push:
         dvc(repo, "push", "-q", target)
     return VersionResult(domain, profile.domains[domain].owner, remote, url, md5, tracked, push)
+
+
+SHARED_STAGES = ("disjoint", "tokenizer", "cards")  # dvc.yaml's cross-domain stages
+
+
+def record_shared_stages(profile: Profile) -> list[str]:
+    """`dvc commit` dvc.yaml's cross-domain stages (disjointness check, tokenizer, cards) once every domain is built, so
+    after a pipeline run `dvc status` is clean and `dvc repro` reruns only what changed. A repository without the
+    pipeline's dvc.yaml (each domain a `dvc add` output) has no such stages: nothing to record."""
+    repo = repo_root(profile)
+    path = repo / "dvc.yaml"
+    stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}) if path.exists() else {}
+    chosen = [s for s in SHARED_STAGES if s in stages]
+    if not chosen:
+        return []
+    ensure_dvc(repo)
+    for stage in chosen:
+        dvc(repo, "commit", "-f", "-q", stage)
+    return chosen

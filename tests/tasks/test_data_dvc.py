@@ -77,3 +77,19 @@ def test_missing_git_repository_is_a_clear_error(tmp_profile, tmp_path):
     p = with_domains(tmp_profile, {"public": tmp_profile.domains["public"], "news": folder_domain(tmp_path)})
     with pytest.raises(DataError, match="not a git repository"):
         version_domain(p, "news")
+
+
+def test_shared_stages_are_recorded_so_dvc_status_is_clean(repo, tmp_path):
+    """After a full data build the cross-domain stages are committed too: `dvc status` has nothing left to rerun."""
+    from tasks.versioning import record_shared_stages
+
+    stages = {"disjoint": {"cmd": "true", "deps": ["data"], "metrics": [{"reports/disjoint.json": {"cache": False}}]},
+              "cards": {"cmd": "true", "deps": ["data"], "outs": [{"reports/cards": {"cache": False}}]}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "reports" / "cards").mkdir(parents=True)
+    (tmp_path / "reports" / "cards" / "news.md").write_text("# news\n")
+    (tmp_path / "reports" / "disjoint.json").write_text("{}\n")
+    assert record_shared_stages(repo) == ["disjoint", "cards"]  # `tokenizer` is not in this dvc.yaml: skipped
+    assert "up to date" in dvc(tmp_path, "status")
+    (tmp_path / "reports" / "cards" / "news.md").write_text("# news, edited\n")
+    assert "cards" in dvc(tmp_path, "status")  # the record is real: a changed output shows
