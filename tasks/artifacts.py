@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.config import Profile
+from tasks.config import REPO_ROOT, Profile
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,10 @@ class RunPaths:
     def registry_cache(self) -> Path:
         """Registered versions downloaded for use (verified by sha256 before every load), per model and version."""
         return self.root / "registry"
+
+
+def repo_relative(path: Path) -> str:
+    """A path as written into files DVC tracks: repository-relative when inside it, so every clone records the same
+    bytes (a machine path would make each clone's dvc.lock differ)."""
+    path = Path(path)
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)

@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from tasks.artifacts import RunPaths
-from tasks.config import REPO_ROOT, Profile
+from tasks.artifacts import RunPaths, repo_relative
+from tasks.config import Profile
 from tasks.datasets import SPLIT_NAMES, dataset_hash, load_split
 from tasks.errors import DataError
 from tasks.ingest import ingest, staging_dir
@@ -150,9 +150,7 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
                             str(paths.data_reports_dir / "disjoint.json"))
     paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
     report = paths.data_reports_dir / "disjoint.json"
-    # on disk the path is repository-relative: the file is a DVC metric, and a machine path would differ per clone
-    shown = report.relative_to(REPO_ROOT).as_posix() if report.is_relative_to(REPO_ROOT) else str(report)
-    report.write_text(json.dumps({**asdict(result), "report": shown}, indent=2), encoding="utf-8")
+    report.write_text(json.dumps({**asdict(result), "report": repo_relative(report)}, indent=2), encoding="utf-8")
     return result
 
 

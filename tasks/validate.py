@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.artifacts import RunPaths
+from tasks.artifacts import RunPaths, repo_relative
 from tasks.config import Profile
 from tasks.errors import DataError
 from tasks.ingest import staging_dir
@@ -225,7 +225,7 @@ def validate(profile: Profile, domain: str) -> ValidationResult:
     report = write_report(profile, domain, success, len(frame), len(accepted), quarantine, counts, summary, rate)
     outcome = ValidationResult(domain, success, len(frame), len(accepted), len(quarantine), counts, report, summary)
     (stage / "validation.json").write_text(json.dumps(
-        {**{k: v for k, v in outcome.__dict__.items() if k != "report"}, "report": str(report)}, indent=2, default=str),
+        {**{k: v for k, v in outcome.__dict__.items() if k != "report"}, "report": repo_relative(report)}, indent=2, default=str),
         encoding="utf-8")
     if not success:
         failed = [s["reason"] for s in summary if not s["success"]]
