@@ -42,13 +42,12 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
     for d in chosen:
         out.append(pt.upstream_missing("data", "version_domain", d, [built[d]]) or pt.run_step(
             "data", "version_domain", p, d, hashes.get(d, ""), pt.code_fingerprint("version_domain"), domain=d))
-    versioned = {o.domain: o for o in out if o.step == "version_domain"}
     tokenizer = pt.file_sha256(paths.tokenizer_dir) if paths.tokenizer_dir.exists() else ""  # token counts in the card
     cards = paths.data_reports_dir / "cards"
     for d in chosen:
         out.append(pt.upstream_missing("data", "write_card", d, [built[d]]) or pt.run_step(
-            "data", "write_card", p, d, pt.data_hash(p, d) if versioned[d].ok else hashes.get(d, ""), tokenizer,
-            pt.code_fingerprint("write_card"), domain=d, expect=cards / f"{d}.md"))
+            "data", "write_card", p, d, hashes.get(d, ""), tokenizer, pt.code_fingerprint("write_card"), domain=d,
+            expect=cards / f"{d}.md"))
     if set(chosen) == set(p.domains) and all(o.ok for o in out):  # every domain built: record the shared stages too
         out.append(pt.run_step("data", "record_shared_stages", p))
     pt.publish("flexo-data", f"data ({p.name})", out)

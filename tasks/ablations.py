@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -29,8 +28,8 @@ from model.router import hidden_state_embedding
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
 from tasks.errors import ConfigError, DataError
+from tasks.train import EXPERT_FILE
 
-EXPERT_FILE = "expert.safetensors"
 LABELS = {
     "no_bias": "no bias",
     "random_router": "random router init, no bias",
@@ -56,13 +55,10 @@ def _check_variant(variant: str) -> None:
 
 def _document_batches(profile: Profile, domain: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The router sample of the domain's train split (the same documents the sentence encoder embeds), tokenized."""
-    from tasks.route import sample_documents
+    from tasks.route import router_sample
     from tasks.train import load_tokenizer
 
-    split = RunPaths(profile).split(domain, "train")
-    if not split.exists():
-        raise DataError(f"{split}: the train split of '{domain}' is missing; run `flexo data --domain {domain}` first")
-    texts = sample_documents(pd.read_parquet(split, columns=["text"])["text"].tolist(), profile.router.embed_docs, profile.seed)
+    texts = router_sample(profile, domain)
     tokenizer = load_tokenizer(profile)
     size = profile.router.embed_batch_size
     for start in range(0, len(texts), size):

@@ -146,10 +146,9 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
             for s in SPLIT_NAMES:
                 frames[d][s].to_parquet(paths.split(d, s), index=False)
             _update_split_json(profile, d, frames[d], moved_extra=moved[d])
-    result = DisjointResult(built, exact_pairs, near_pairs, sum(moved.values()), quarantined, moved,
-                            str(paths.data_reports_dir / "disjoint.json"))
-    paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
     report = paths.data_reports_dir / "disjoint.json"
+    result = DisjointResult(built, exact_pairs, near_pairs, sum(moved.values()), quarantined, moved, str(report))
+    paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({**asdict(result), "report": repo_relative(report)}, indent=2), encoding="utf-8")
     return result
 

@@ -51,14 +51,19 @@ def embed_texts(texts: list[str], hidden_size: int, projection_seed: int, batch_
     return raw, project(raw, hidden_size, projection_seed)
 
 
-def embed_domain(profile: Profile, domain: str) -> Path:
-    """Compute and save r_<domain> from the domain's train split; returns the safetensors path."""
-    paths = RunPaths(profile)
-    split = paths.split(domain, "train")
+def router_sample(profile: Profile, domain: str) -> list[str]:
+    """The documents a domain's router row is computed from: a seeded sample of its train split (invariant 1)."""
+    split = RunPaths(profile).split(domain, "train")
     if not split.exists():
         raise DataError(f"{split}: the train split of '{domain}' is missing; run `flexo data --domain {domain}` first")
     texts = pd.read_parquet(split, columns=["text"])["text"].tolist()
-    sample = sample_documents(texts, profile.router.embed_docs, profile.seed)
+    return sample_documents(texts, profile.router.embed_docs, profile.seed)
+
+
+def embed_domain(profile: Profile, domain: str) -> Path:
+    """Compute and save r_<domain> from the domain's train split; returns the safetensors path."""
+    paths = RunPaths(profile)
+    sample = router_sample(profile, domain)
     raw, projected = embed_texts(sample, profile.model.hidden_size, profile.router.projection_seed, profile.router.embed_batch_size)
     out = paths.router_embedding(domain)
     out.parent.mkdir(parents=True, exist_ok=True)
