@@ -16,18 +16,25 @@ from tasks.config import Profile
 
 @flow(name="data", result_serializer="json", log_prints=True)
 def data(profile: str | Profile | None = None, domains: list[str] | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
-    """Build (ingest → GX validate → split/dedup/decontaminate) and DVC-version each domain; train the tokenizer;
-    write each domain's data card."""
+    """Build (ingest → GX validate, then split/dedup/decontaminate) and DVC-version each domain; train the tokenizer;
+    write each domain's data card. As in `dvc repro`, every domain is validated and fingerprinted before any is split,
+    so the splits (and their data hashes) do not depend on the order domains are built in."""
     p = pt.as_profile(profile)
     paths = RunPaths(p)
     chosen = domains or list(p.domains)
     for d in chosen:
         pt.check_owner(d)
     out: list[pt.Outcome] = []
-    built = {}
+    prepared, built = {}, {}
+    for d in chosen:  # every domain is prepared before any is split: a split decontaminates against all of them
+        prepared[d] = pt.run_step("data", "prepare_domain", p, d, pt.code_fingerprint("prepare_domain"), domain=d,
+                                  expect=paths.data_staging(d) / "ngrams.npy")
+        out.append(prepared[d])
+    fingerprints = {d: pt.json_sha256(prepared[d].result) for d in chosen if prepared[d].ok}
     for d in chosen:
-        built[d] = pt.run_step("data", "build_domain", p, d, pt.code_fingerprint("build_domain"), domain=d,
-                               expect=paths.split(d, "train"))
+        built[d] = pt.upstream_missing("data", "split_domain", d, [prepared[d]]) or pt.run_step(
+            "data", "split_domain", p, d, fingerprints, pt.code_fingerprint("split_domain"), domain=d,
+            expect=paths.split(d, "train"))
         out.append(built[d])
     if len(chosen) > 1:  # the cross-domain check (splits disjoint, test sets decontaminated) needs several domains
         # Keyed on what the builds produced, not on the data now on disk: the check itself quarantines cross-domain
@@ -51,7 +58,7 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
     if set(chosen) == set(p.domains) and all(o.ok for o in out):  # every domain built: record the shared stages too
         out.append(pt.run_step("data", "record_shared_stages", p))
     pt.publish("flexo-data", f"data ({p.name})", out)
-    validation = [o.result.get("validation") for o in out if o.step == "build_domain" and o.ok and o.result.get("validation")]
+    validation = [o.result.get("validation") for o in out if o.step == "split_domain" and o.ok and o.result.get("validation")]
     pt.publish_table("flexo-data-validation", [v if isinstance(v, dict) else {"result": str(v)} for v in validation],
                      "Great Expectations validation per domain")
     return pt.finish(out, fail_on_error)

@@ -50,18 +50,28 @@ def prepare_domain(profile: Profile, domain: str, progress: Callable[[int], None
 
 
 def build_domain(profile: Profile, domain: str, progress: Callable[[int], None] | None = None) -> DomainBuild:
-    """ingest -> validate -> split (dedup + 13-gram decontamination) for one domain; DataError if its suite fails."""
-    prepared = prepare_domain(profile, domain, progress)
-    return finish_domain(profile, domain, prepared["validation"])
+    """ingest -> validate -> split for one domain on its own; DataError if its suite fails.
+
+    The split decontaminates against the fingerprints of the domains prepared so far, so building every domain
+    this way, one after the other, makes a domain's split depend on the build order. Whole builds (the `data`
+    flow, `flexo data`, `dvc repro`) therefore prepare every domain first and split afterwards."""
+    prepare_domain(profile, domain, progress)
+    return finish_domain(profile, domain)
 
 
-def finish_domain(profile: Profile, domain: str, validation: Any) -> DomainBuild:
+def finish_domain(profile: Profile, domain: str) -> DomainBuild:
+    """Split one prepared domain (its validation read back from runs/data/<d>/validation.json, written by `validate`)."""
+    validation_json = staging_dir(profile, domain) / "validation.json"
+    if not validation_json.exists():
+        raise DataError(f"{validation_json}: missing; prepare domain '{domain}' first (`flexo data --domain {domain}`)")
+    validation = json.loads(validation_json.read_text(encoding="utf-8"))
+    if not validation["success"]:
+        raise DataError(f"domain '{domain}' failed its validation suite; not splitting it. Report: {validation['report']}")
     split = split_domain(profile, domain)
-    summary = {"domain": domain, "success": validation.success, "ingested": validation.ingested,
-               "accepted": validation.accepted, "quarantined": validation.quarantined, "reasons": validation.reasons,
-               "report": str(validation.report)}
-    return DomainBuild(domain, validation.ingested, validation.accepted, validation.quarantined, split.counts,
-                       split.moved_to_train, summary, str(validation.report), dataset_hash(profile, domain))
+    keys = ("domain", "success", "ingested", "accepted", "quarantined", "reasons", "report")
+    summary = {k: validation[k] for k in keys}
+    return DomainBuild(domain, validation["ingested"], validation["accepted"], validation["quarantined"], split.counts,
+                       split.moved_to_train, summary, validation["report"], dataset_hash(profile, domain))
 
 
 @dataclass(frozen=True)

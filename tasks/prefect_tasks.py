@@ -27,7 +27,10 @@ GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU tr
 
 # Each step: the area function it runs ("module:function"), the code its result depends on, and how Prefect runs it.
 STEPS: dict[str, dict[str, Any]] = {
-    "build_domain": {"target": "tasks.data_pipeline:build_domain", "code": ["tasks/data_pipeline.py", "tasks/sources", "tasks/datasets.py"]},
+    "prepare_domain": {"target": "tasks.data_pipeline:prepare_domain",
+                       "code": ["tasks/data_pipeline.py", "tasks/sources", "tasks/ingest.py", "tasks/validate.py",
+                                "tasks/pii.py", "tasks/textsig.py", "tasks/split.py"]},
+    "split_domain": {"target": "tasks.data_pipeline:finish_domain", "code": ["tasks/data_pipeline.py", "tasks/split.py", "tasks/datasets.py"]},
     "check_disjoint": {"target": "tasks.data_pipeline:check_disjoint", "code": ["tasks/data_pipeline.py"]},
     "train_tokenizer": {"target": "tasks.data_pipeline:train_tokenizer", "code": ["tasks/data_pipeline.py"]},
     "version_domain": {"target": "tasks.data_pipeline:version_domain", "code": ["tasks/data_pipeline.py"], "retry": True},
@@ -192,9 +195,14 @@ def data_hash_available() -> bool:
 
 # ---- the plain bodies of the Prefect tasks (the extra hash arguments are cache-key inputs only) -------------------
 
-def build_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
-    """Ingest, validate (GX), split, dedup and decontaminate one domain."""
-    return _call("build_domain", profile, domain)
+def prepare_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
+    """Ingest, validate (GX, quarantine) and fingerprint one domain: the part that needs no other domain."""
+    return _call("prepare_domain", profile, domain)
+
+
+def split_domain(profile: Profile, domain: str, prepared: Mapping[str, str], code: str) -> dict[str, Any]:
+    """Split, dedup and decontaminate one domain against every prepared domain (`prepared`: their results' hashes)."""
+    return _call("split_domain", profile, domain)
 
 
 def check_disjoint(profile: Profile, builds: Mapping[str, str], code: str) -> dict[str, Any]:

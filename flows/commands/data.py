@@ -53,7 +53,7 @@ def data_command(
     rows = []
     for d in chosen:
         if d in prepared:
-            built = dp.finish_domain(p, d, prepared[d]["validation"])
+            built = dp.finish_domain(p, d)
             rows.append(built)
             console.print(f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
                           f"quarantined; train/val/test {built.splits}; report {built.report}", highlight=False)

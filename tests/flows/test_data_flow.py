@@ -33,3 +33,47 @@ def test_data_flow_builds_versions_and_cards_each_domain_then_reuses_all(world, 
     second = data(profile=p, fail_on_error=False)
     reused = {r["status"] for r in second if r["step"] != "record_shared_stages"}  # a dvc commit, never cached
     assert reused == {"cached"}, [(r["step"], r["domain"], r["status"]) for r in second]
+
+
+def _split_ids(p) -> dict[tuple[str, str], set[str]]:
+    from tasks.datasets import load_split
+
+    return {(d, s): set(load_split(p, d, s)["id"]) for d in p.domains for s in ("train", "val", "test")}
+
+
+def test_splits_do_not_depend_on_the_order_domains_are_built_in(world, tmp_path) -> None:
+    """Each domain's first eval candidate shares a 13-gram run with the other domain. Splitting a domain before the
+    other is fingerprinted would keep that candidate, and the later cross-domain check would move it to train without
+    a refill: the counts (and data hashes) would then depend on which domain came first."""
+    import random
+    import shutil
+
+    from tasks.split import hash_order
+    from tests.tasks.data_world import prose
+
+    folders = {"public": tmp_path / "pub", "mine": tmp_path / "mine"}
+    texts = {"public": write_txt_folder(folders["public"], 80, seed=5), "mine": write_txt_folder(folders["mine"], 60, seed=6)}
+    shared = prose(random.Random(77), 20)
+    first_candidate = {}
+    for d, folder in folders.items():
+        ids = [f"{d}/doc{i:03d}.txt#0" for i in range(len(texts[d]))]
+        first = hash_order(ids, world.seed)[0]
+        (folder / f"doc{first:03d}.txt").write_text(texts[d][first] + " " + shared + "\n", encoding="utf-8")
+        first_candidate[d] = ids[first]
+    base = world.model_copy(update={"attack": world.attack.model_copy(update={"domain": "mine"})})
+    p = with_domains(base, {d: folder_domain(f, owner=f"{d}-owner") for d, f in folders.items()},
+                     near_duplicate_threshold=0.99)
+
+    runs = []
+    for order in (["public", "mine"], ["mine", "public"]):
+        for rel in ("data", "runs", "reports"):
+            shutil.rmtree(tmp_path / rel, ignore_errors=True)
+        outcome = data(profile=p, domains=order, fail_on_error=False)
+        assert {r["status"] for r in outcome if r["step"] != "record_shared_stages"} <= {"completed", "cached"}, outcome
+        runs.append(_split_ids(p))
+        disjoint = json.loads((RunPaths(p).data_reports_dir / "disjoint.json").read_text())
+        assert disjoint["contaminated_eval"] == 0  # the split already avoided both shared-run candidates
+    assert runs[0] == runs[1]
+    for d, doc in first_candidate.items():
+        assert doc in runs[0][(d, "train")]
+        assert len(runs[0][(d, "test")]) == min(p.data.test_docs, int(len(texts[d]) * p.data.max_eval_fraction))

@@ -69,9 +69,10 @@ def test_split_is_deterministic_document_level_and_complete(tmp_profile, tmp_pat
 def test_cross_domain_duplicate_is_quarantined_from_public(tmp_profile, tmp_path):
     shared = prose(random.Random(99), 80)
     p = _two_domains(tmp_profile, tmp_path, overlap_text=shared)
-    prepared = {d: prepare_domain(p, d) for d in p.domains}
     for d in p.domains:
-        finish_domain(p, d, prepared[d]["validation"])
+        prepare_domain(p, d)
+    for d in p.domains:
+        finish_domain(p, d)
     with pytest.raises(DataError, match="not disjoint"):
         check_disjoint(p, repair=False)
     result = check_disjoint(p)
@@ -88,9 +89,10 @@ def test_cross_domain_duplicate_is_quarantined_from_public(tmp_profile, tmp_path
 def test_eval_is_decontaminated_against_other_domains_train(tmp_profile, tmp_path):
     """Domain b's eval must not share a 13-gram with public's documents; prepared together, split avoids it."""
     p = _two_domains(tmp_profile, tmp_path)
-    prepared = {d: prepare_domain(p, d) for d in p.domains}
     for d in p.domains:
-        finish_domain(p, d, prepared[d]["validation"])
+        prepare_domain(p, d)
+    for d in p.domains:
+        finish_domain(p, d)
     n = p.data.decontamination_ngram
     public_train = np.unique(np.concatenate([ngram_hashes(t, n) for t in load_split(p, "public", "train")["text"]]))
     for s in ("val", "test"):
