@@ -6,7 +6,10 @@ when it exists (registry `serving` or runs/<profile>/moe), else a MoE of the pro
 random weights: scoring time does not depend on the weight values. `--sample N` scores every (len/N)-th request of the
 length-sorted list and extrapolates by token count (reported as such).
 
-Usage:  .venv/bin/python benchmarks/eval_speed.py [--profile demo] [--threads 2] [--sample 0]
+`--precision bf16` scores under bf16 autocast instead and also reports how far its per-request log-likelihoods are from
+an fp32 pass over the same requests (whether bf16 scoring would be accurate enough for FLEXMIX comparisons).
+
+Usage:  .venv/bin/python benchmarks/eval_speed.py [--profile demo] [--threads 2] [--sample 0] [--precision fp32|bf16]
 Prints one JSON object and a table.
 """
 
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sample", type=int, default=0, help="score only this many requests and extrapolate (0 = all)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     args = parser.parse_args()
 
     import torch
@@ -67,12 +71,20 @@ def main() -> None:
         chosen = [ordered[int(i * step)] for i in range(args.sample)]
     chosen_tokens = sum(len(r.context) + len(r.target) for r in chosen)
     start, cpu_start = time.perf_counter(), time.process_time()
-    score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+        scores = score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)["moe"]
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start  # CPU time we actually got (the machine may be shared)
+    accuracy = {}
+    if args.precision == "bf16":  # the same requests in fp32: how much bf16 moves each score
+        reference = score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)["moe"]
+        targets = sum(len(r.target) for r in chosen)
+        accuracy = {"mean_abs_loglik_diff_per_token_nats": float(abs(scores.loglik - reference.loglik).sum() / targets),
+                    "total_loglik_rel_diff": float(abs(scores.loglik.sum() - reference.loglik.sum()) / abs(reference.loglik.sum())),
+                    "greedy_agreement": float((scores.greedy == reference.greedy).mean())}
     estimate = seconds * total_tokens / chosen_tokens
     result = {
-        "profile": args.profile, "threads": args.threads, "load_average_1m": os.getloadavg()[0], "moe": source,
+        "profile": args.profile, "threads": args.threads, "precision": args.precision, **accuracy, "load_average_1m": os.getloadavg()[0], "moe": source,
         "experts": moe.config.num_experts, "top_k": moe.config.num_experts_per_tok, "tasks": len(task_list),
         "requests": len(requests), "tokens": total_tokens, "scored_requests": len(chosen), "scored_tokens": chosen_tokens,
         "seconds_scored": seconds, "seconds_all_tasks": estimate, "extrapolated": len(chosen) < len(requests),

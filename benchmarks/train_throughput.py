@@ -1,7 +1,8 @@
 """Training throughput: tokens/s, model-FLOPs utilisation (MFU) and peak memory for public (dense) and expert training.
 
 MFU is judged against this machine's own peak matmul rate, measured in the same process right before the run it judges
-(fp32 on CPU, bf16 on CUDA), so a slower or busier machine is not mistaken for a slower training loop.
+(in the precision the run uses: fp32, or bf16 with `--precision bf16` on CUDA or CPU), so a slower or busier machine is not
+mistaken for a slower training loop.
 
 Each (size, kind) runs in its own subprocess so that its peak resident memory is its own. Kinds:
   dense        M_pub, all parameters train (public pretraining / dense domain training)

@@ -131,9 +131,9 @@ def _world() -> tuple[int, int]:
 
 
 def _autocast(spec: TrainSpec):
-    if spec.precision == "bf16" and spec.device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    """bf16 autocast on CUDA and on CPU (matmuls in bf16, weights, optimizer state and losses in fp32)."""
+    device_type = "cuda" if spec.device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
 
 
 def _rng_state(spec: TrainSpec, noise: torch.Generator | None) -> dict[str, torch.Tensor]:

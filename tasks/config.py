@@ -250,7 +250,7 @@ class OrchestrationConfig(_Strict):
 
 class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast is used only on CUDA
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA and CPU (model.training._autocast)
     num_threads: int | None = None  # None = torch's default
 
 
