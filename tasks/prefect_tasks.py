@@ -317,9 +317,9 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-def prefect_task(name: str, profile: Profile) -> Any:
+def prefect_task(name: str, profile: Profile, occupy_gpu: bool = True) -> Any:
     """The Prefect task for step `name`: cached on inputs + source, retried with backoff where the step can fail
-    transiently, tagged `gpu` where it trains or runs a model."""
+    transiently, tagged `gpu` where it trains or runs a model (unless `occupy_gpu` is False: see `_cache_hit`)."""
     from prefect import task
     from prefect.cache_policies import INPUTS, NONE, TASK_SOURCE
 
@@ -335,8 +335,26 @@ def prefect_task(name: str, profile: Profile) -> Any:
         retries=orch.retries if spec.get("retry") else 0,
         retry_delay_seconds=list(orch.retry_delay_seconds) if spec.get("retry") else 0,
         retry_condition_fn=_transient,
-        tags=[GPU_TAG] if spec.get("gpu") else [],
+        tags=[GPU_TAG] if spec.get("gpu") and occupy_gpu else [],
     )
+
+
+def _cache_hit(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether Prefect holds a cached result for this call, asked the way the task engine asks (same cache policy, same
+    result store). Why: the engine takes the `gpu` tag's concurrency slot *before* it looks at the cache, and each
+    acquisition on the ephemeral server waits about a second, so a cached rerun spent half its time queueing for a GPU it
+    never used. A cache hit therefore runs untagged; anything uncertain keeps the tag."""
+    import inspect
+    from types import SimpleNamespace
+
+    from prefect.results import get_result_store
+
+    try:
+        inputs = dict(inspect.signature(task.fn).bind(*args, **kwargs).arguments)
+        key = task.cache_policy.compute_key(task_ctx=SimpleNamespace(task=task), inputs=inputs, flow_parameters={})
+        return bool(key) and get_result_store().update_for_task(task).exists(key)
+    except Exception:  # noqa: BLE001 - a failed probe only costs the slot wait
+        return False
 
 
 # ---- what each stage did ------------------------------------------------------------------------------------------
@@ -390,10 +408,11 @@ def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | 
         notify(stage, step, domain, outcome.status)
         return outcome
     notify(stage, step, domain, "running")
-    task = prefect_task(step, profile).with_options(
-        task_run_name=f"{step}-{domain}" if domain else step,
-        refresh_cache=True if expect is not None and not Path(expect).exists() else None,
-    )
+    refresh = expect is not None and not Path(expect).exists()
+    task = prefect_task(step, profile)
+    if task.tags and not refresh and _cache_hit(task, (profile, *args), kwargs):
+        task = prefect_task(step, profile, occupy_gpu=False)  # a cache hit occupies no GPU slot
+    task = task.with_options(task_run_name=f"{step}-{domain}" if domain else step, refresh_cache=True if refresh else None)
     state = task(profile, *args, return_state=True, **kwargs)
     seconds = time.perf_counter() - started
     if state.is_completed():

@@ -78,3 +78,29 @@ def test_results_are_json_and_never_tensors() -> None:
     assert pt.jsonable({"p": RunPaths.__name__, "x": torch.tensor(1.5)}) == {"p": "RunPaths", "x": 1.5}
     with pytest.raises(TypeError, match="never tensors"):
         pt.jsonable({"w": torch.ones(3)})
+
+
+def _gpu_probe(profile, token: str, code: str) -> dict:
+    """A gpu-tagged step body for the test below (cheap: the point is how the engine runs it, not what it computes)."""
+    return {"token": token}
+
+
+def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None:
+    """Prefect takes a tag's concurrency slot before it looks at the cache; a cached gpu step must run untagged so an
+    unchanged rerun does not wait (about a second per step) for a GPU it will not use. A miss keeps the tag."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    monkeypatch.setitem(pt.STEPS, "gpu_probe", {"target": "tests.flows.test_flows:_gpu_probe", "code": [], "gpu": True})
+    monkeypatch.setattr(pt, "gpu_probe", _gpu_probe, raising=False)
+    token = uuid.uuid4().hex  # a fresh cache key: results persist across test sessions
+    pt.ensure_gpu_limit(1)
+    first = pt.run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
+    second = pt.run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
+    assert (first.status, second.status) == ("completed", "cached") and second.result["token"] == token
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"gpu_probe-{token[:8]}"])))
+    tags = sorted((run.state_name, sorted(run.tags)) for run in runs)
+    assert tags == [("Cached", []), ("Completed", [pt.GPU_TAG])], tags
