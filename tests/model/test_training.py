@@ -21,7 +21,7 @@ from model.public import build_public_model
 from model.schedule import lr_factor, warmup_steps_for
 from model.coordinated import causal_lm_losses
 from model.training import (
-    TrainSpec, coordinated_loss, dense_loss, ordered_trainable, packed_lm_losses, param_groups, train,
+    TrainSpec, coordinated_loss, dense_loss, evaluate, ordered_trainable, packed_lm_losses, param_groups, train,
 )
 
 SIZES = ModelSizes(vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_seq_len=16)
@@ -229,8 +229,6 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(tmp_path: 
     assert seen == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in model.parameters())
     reference = train(fresh_model(), dense_loss(1e-4), data, val, make_spec(**spec), tmp_path / "fp32")
-    from model.training import evaluate
-
     untrained = evaluate(fresh_model(), dense_loss(1e-4), val.fixed_batches(4, 2), make_spec())["loss"]
     assert result.val_loss < untrained - 0.02 and reference.val_loss < untrained - 0.02  # both learn
     assert reference.val_loss != result.val_loss  # the flag changes the arithmetic, not only a label
