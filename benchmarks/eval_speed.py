@@ -39,7 +39,7 @@ def main() -> None:
     import tasks  # noqa: F401  (offline)
     from model.baselines import random_router_rows, upcycle
     from model.config import ModelSizes, TokenizerIds, default_top_k
-    from model.public import build_public_model
+    from model.public import build_public_model, load_moe
     from model.scoring import model_scorer, score_requests
     from tasks.config import load_profile
     from tasks.errors import DataError
@@ -52,9 +52,7 @@ def main() -> None:
     task_list = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
     requests, _ = tokenize_tasks(task_list, tokenizer, profile.model.max_seq_len)
     try:
-        from transformers import FlexOlmoForCausalLM
-
-        moe = FlexOlmoForCausalLM.from_pretrained(str(locate_moe(profile)), local_files_only=True).float().eval()
+        moe = load_moe(str(locate_moe(profile)))
         source = "assembled"
     except DataError:
         sizes = ModelSizes.from_mapping(profile.model)

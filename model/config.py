@@ -80,6 +80,13 @@ def default_top_k(num_experts: int) -> int:
     return max(1, round(num_experts / 2))
 
 
+# transformers' default `grouped_mm` experts are not autocast-enabled: they cast the input up to the fp32 weights, so under
+# bf16 autocast the experts (most of an MoE's FLOPs) stayed fp32 and the pass got slower. `eager` loops over the active
+# experts with plain linears, which autocast lowers to bf16, and is as fast as grouped_mm in fp32 on CPU
+# (benchmarks/RESULTS.md, "bf16 MoE").
+EXPERTS_IMPLEMENTATION = "eager"
+
+
 def flexolmo_config(sizes: ModelSizes, ids: TokenizerIds, num_experts: int, top_k: int | None = None) -> FlexOlmoConfig:
     """The merged MoE's config: softmax before top-k, no renormalisation, no load-balancing loss."""
     k = default_top_k(num_experts) if top_k is None else top_k
@@ -92,6 +99,7 @@ def flexolmo_config(sizes: ModelSizes, ids: TokenizerIds, num_experts: int, top_
         norm_topk_prob=False,
         output_router_logits=False,
         router_aux_loss_coef=0.0,
+        experts_implementation=EXPERTS_IMPLEMENTATION,
     )
 
 

@@ -1,11 +1,11 @@
-"""The public model M_pub: a dense OLMo-2 `Olmo2ForCausalLM` built from the profile's sizes."""
+"""Build and load the models as transformers classes: M_pub (dense `Olmo2ForCausalLM`) and saved MoEs (`FlexOlmoForCausalLM`)."""
 
 from __future__ import annotations
 
 import torch
-from transformers import Olmo2ForCausalLM
+from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
 
-from model.config import ModelSizes, TokenizerIds, olmo2_config
+from model.config import EXPERTS_IMPLEMENTATION, ModelSizes, TokenizerIds, olmo2_config
 
 
 def build_public_model(sizes: ModelSizes, ids: TokenizerIds, seed: int) -> Olmo2ForCausalLM:
@@ -20,5 +20,14 @@ def build_public_model(sizes: ModelSizes, ids: TokenizerIds, seed: int) -> Olmo2
 
 
 def load_public_model(model_dir: str) -> Olmo2ForCausalLM:
-    """Load a saved M_pub from a `save_pretrained` directory (safetensors only, offline)."""
+    """Load a saved M_pub (or a dense domain model, same class) from a `save_pretrained` directory (safetensors only, offline)."""
     return Olmo2ForCausalLM.from_pretrained(model_dir, use_safetensors=True, local_files_only=True).float()
+
+
+def load_moe(model_dir: str) -> FlexOlmoForCausalLM:
+    """Load a saved FlexOlmo MoE (safetensors only, offline, fp32, eval mode) with the experts implementation that bf16
+    autocast lowers (`model.config.EXPERTS_IMPLEMENTATION`), whatever the saved config says."""
+    model = FlexOlmoForCausalLM.from_pretrained(
+        model_dir, use_safetensors=True, local_files_only=True, experts_implementation=EXPERTS_IMPLEMENTATION,
+    )
+    return model.float().eval()

@@ -3,7 +3,7 @@
 Why one generic loop: the three runs differ only in which parameters train and in the loss; the loop takes a model, a
 loss function and packed token data, and owns everything a long run needs to be trusted: AdamW (decay only on matrices
 that are not embeddings), warmup + cosine LR, gradient clipping, periodic validation, best/last checkpoints, exact resume
-(same batches, same optimizer state, same RNG streams), CUDA bf16 autocast, DDP across processes, and DP-SGD.
+(same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP across processes, and DP-SGD.
 
 The caller decides what trains by setting `requires_grad`: frozen tensors get no gradient and no optimizer state.
 """
@@ -26,6 +26,7 @@ from torch import nn
 from model import checkpoint as ckpt
 from model.batching import PackedDataset
 from model.dp import DPSpec
+from model.precision import Precision, autocast
 from model.schedule import lr_factor
 
 LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
@@ -50,7 +51,7 @@ class TrainSpec:
     eval_batches: int
     seed: int
     device: str = "cpu"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"  # resolved (never "auto"): it is part of the run's fingerprint
     dp: DPSpec | None = None
 
     def fingerprint(self, extra: str = "") -> str:
@@ -132,8 +133,7 @@ def _world() -> tuple[int, int]:
 
 def _autocast(spec: TrainSpec):
     """bf16 autocast on CUDA and on CPU (matmuls in bf16, weights, optimizer state and losses in fp32)."""
-    device_type = "cuda" if spec.device.startswith("cuda") else "cpu"
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=spec.precision == "bf16")
+    return autocast(spec.precision, spec.device)
 
 
 def _rng_state(spec: TrainSpec, noise: torch.Generator | None) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from model.extraction import ExtractionResult, Probe, SamplingSettings, extracti
 from model.hashing import sha256_file
 from model.merge import MergeError, layer_experts, merge_experts
 from model.optout import keep_experts
-from model.public import load_public_model
+from model.public import load_moe, load_public_model
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
 from tasks.errors import DataError, FlexoError, GateError, IntegrityError
@@ -213,7 +213,7 @@ def select_probes(token_lists: list[list[int]], count: int, window: int, seed: i
 def _load_dense(directory: Path) -> Olmo2ForCausalLM:
     if not (directory / "model.safetensors").exists():
         raise DataError(f"{directory}: the dense domain model is missing; run the dense baseline training first")
-    return Olmo2ForCausalLM.from_pretrained(str(directory), use_safetensors=True, local_files_only=True).float().eval()
+    return load_public_model(str(directory)).eval()
 
 
 def _load_expert_state(path: Path, public_sha: str) -> dict[str, torch.Tensor]:
@@ -259,7 +259,7 @@ def _serving_moe(profile: Profile, public_sha: str) -> tuple[FlexOlmoForCausalLM
     weights = moe_dir / "model.safetensors"
     if not weights.exists() or sha256_file(weights) != manifest.get("sha256"):
         raise IntegrityError(f"{weights}: missing or its sha256 differs from {moe_dir / MANIFEST}; re-assemble the MoE")
-    moe = FlexOlmoForCausalLM.from_pretrained(str(moe_dir), use_safetensors=True, local_files_only=True).float().eval()
+    moe = load_moe(str(moe_dir))
     return moe, list(manifest["experts"])
 
 

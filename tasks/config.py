@@ -250,7 +250,7 @@ class OrchestrationConfig(_Strict):
 
 class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast on CUDA and CPU (model.training._autocast)
+    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the device has native bf16 (model.precision)
     num_threads: int | None = None  # None = torch's default
 
 

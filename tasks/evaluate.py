@@ -39,6 +39,8 @@ from model.baselines import (
 from model.config import default_top_k
 from model.merge import merge_experts
 from model.optout import masked_experts
+from model.precision import autocast, resolve_precision
+from model.public import load_moe, load_public_model
 from model.scoring import Batch, BatchScore, Request, Scores, model_scorer, reduce_logprobs, score_requests, token_logprobs
 from tasks.artifacts import RunPaths
 from tasks.assemble import locate_moe
@@ -148,9 +150,6 @@ def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list
 
 
 def load_models(profile: Profile, device: torch.device) -> _Models:
-    from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
-
-    from model.public import load_public_model
     from tasks.assemble import read_manifest
 
     paths = RunPaths(profile)
@@ -159,13 +158,12 @@ def load_models(profile: Profile, device: torch.device) -> _Models:
     public = load_public_model(str(paths.public_model_dir)).to(device).eval()
     moe_dir = locate_moe(profile)
     experts = list(read_manifest(moe_dir)["experts"])
-    moe = FlexOlmoForCausalLM.from_pretrained(str(moe_dir), use_safetensors=True, local_files_only=True).float().to(device).eval()
+    moe = load_moe(str(moe_dir)).to(device)
     dense, skipped = {}, {}
     for domain in profile.closed_domains:
         directory = paths.dense_dir(domain) / "model"
         if (directory / "config.json").exists():
-            model = Olmo2ForCausalLM.from_pretrained(str(directory), use_safetensors=True, local_files_only=True)
-            dense[domain] = model.float().to(device).eval()
+            dense[domain] = load_public_model(str(directory)).to(device).eval()
         else:
             skipped[dense_name(domain)] = f"{directory} not found (dense training not run for {domain})"
     return _Models(public, dense, moe, moe_dir, experts, skipped)
@@ -335,7 +333,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
     results: dict[str, Scores] = {}
     extras: dict[str, dict[str, float]] = {}
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
-    with bar:
+    precision = resolve_precision(profile.runtime.precision, device)
+    with bar, autocast(precision, device):  # every model in one precision; log-softmax and losses stay fp32
         runner = _Runner(profile, device, tokenizer.pad_token_id, bar)
         member_names = [PUBLIC] + [dense_name(d) for d in models.dense]
         members = [models.public] + list(models.dense.values())
@@ -409,10 +408,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
             if not (directory / "config.json").exists():
                 skipped[name] = f"{directory} not found (eval.extra_moes)"
                 continue
-            from transformers import FlexOlmoForCausalLM
-
-            extra = FlexOlmoForCausalLM.from_pretrained(str(directory), use_safetensors=True, local_files_only=True)
-            results.update(runner.run(name, requests, model_scorer(extra.float().to(device).eval(), name)))
+            extra = load_moe(str(directory)).to(device)
+            results.update(runner.run(name, requests, model_scorer(extra, name)))
             del extra
 
         ablation_rows = _score_ablations(profile, models, runner, requests, results, skipped, device)
@@ -453,7 +450,7 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
         ablation_rows=ablation_rows,
         skipped=skipped,
         seconds={**runner.seconds, "total": time.perf_counter() - started},
-        machine=machine_description(device),
+        machine=f"{machine_description(device)}; {precision} matmuls",
     )
 
 
@@ -461,8 +458,6 @@ def _score_ablations(profile: Profile, models: _Models, runner: _Runner, request
                      skipped: dict[str, str], device: torch.device) -> dict[str, str]:
     """Score every assembled router ablation and its reference, the serving MoE sliced to the same experts;
     returns {ablation row: reference row}."""
-    from transformers import FlexOlmoForCausalLM
-
     from model.optout import keep_experts
     from tasks import ablations
 
@@ -486,8 +481,8 @@ def _score_ablations(profile: Profile, models: _Models, runner: _Runner, request
     rows = {}
     for variant, directory in found.items():
         name = ablations.row_name(variant)
-        moe = FlexOlmoForCausalLM.from_pretrained(str(directory), use_safetensors=True, local_files_only=True)
-        results.update(runner.run(name, requests, model_scorer(moe.float().to(device).eval(), name)))
+        moe = load_moe(str(directory)).to(device)
+        results.update(runner.run(name, requests, model_scorer(moe, name)))
         rows[name] = reference
         del moe
     return rows

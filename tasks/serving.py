@@ -34,8 +34,9 @@ class FlexoMoE:
     """A loaded, sha256-verified assembled MoE with its expert names (from the assembly manifest)."""
 
     def __init__(self, model_dir: Path):
-        from transformers import AutoTokenizer, FlexOlmoForCausalLM
+        from transformers import AutoTokenizer
 
+        from model.public import load_moe
         from tasks.assemble import read_manifest
 
         self.model_dir = Path(model_dir)
@@ -46,7 +47,7 @@ class FlexoMoE:
         if not (self.model_dir / "tokenizer_config.json").exists():
             raise ConfigError(f"{self.model_dir}: no tokenizer beside the weights; assemble after training the tokenizer")
         self.experts: list[str] = list(manifest["experts"])
-        self.model = FlexOlmoForCausalLM.from_pretrained(self.model_dir, use_safetensors=True, local_files_only=True).eval()
+        self.model = load_moe(str(self.model_dir))
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
 
     def dropped(self, experts: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> list[int]:

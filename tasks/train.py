@@ -29,6 +29,7 @@ from model.checkpoint import CheckpointError
 from model.config import ModelSizes, TokenizerIds
 from model.dp import DPSpec
 from model.hashing import sha256_file
+from model.precision import resolve_precision
 from model.schedule import warmup_steps_for
 from model.training import StepEvent, TrainResult, TrainSpec, coordinated_loss, dense_loss, train
 from tasks.artifacts import RunPaths
@@ -167,7 +168,7 @@ def make_spec(profile: Profile, optim: OptimConfig, steps: int, batch_size: int,
         weight_decay=optim.weight_decay if weight_decay is None else weight_decay,
         warmup_steps=warmup_steps_for(steps, optim.warmup_fraction), min_lr_ratio=optim.min_lr_ratio,
         grad_clip=optim.grad_clip, eval_every=eval_every, checkpoint_every=checkpoint_every, eval_batches=eval_batches,
-        seed=profile.seed, device=device, precision=profile.runtime.precision, dp=dp,
+        seed=profile.seed, device=device, precision=resolve_precision(profile.runtime.precision, device), dp=dp,
     )
 
 

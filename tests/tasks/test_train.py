@@ -173,3 +173,17 @@ def test_cli_exit_code_names_the_missing_split(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == DataError.exit_code, done.stderr
     assert "tokenizer" in done.stderr or "public/train.parquet" in done.stderr
+
+
+def test_precision_auto_resolves_per_device_before_it_reaches_the_run() -> None:
+    """`runtime.precision: auto` (the demo default) becomes fp32 or bf16 in the TrainSpec, so the run's fingerprint says
+    what ran; the tiny profile pins fp32 so test numbers do not depend on the CPU."""
+    from model.precision import resolve_precision
+    from tasks.train import make_spec
+
+    demo, tiny = load_profile("demo"), load_profile("tiny")
+    assert demo.runtime.precision == "auto" and tiny.runtime.precision == "fp32"
+    spec = make_spec(demo, demo.train_expert.optim, steps=4, batch_size=2, seq_len=8, eval_every=2, checkpoint_every=2,
+                     eval_batches=1, device="cpu")
+    assert spec.precision == resolve_precision("auto", "cpu") != "auto"
+    assert make_spec(tiny, tiny.train_expert.optim, 4, 2, 8, 2, 2, 1, "cpu").precision == "fp32"
