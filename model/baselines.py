@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM, PreTrainedModel
 
 from model.config import flexolmo_config, ids_of, sizes_of
+from model.precision import Precision, autocast
 from model.coordinated import EXPERT_FFN_KEYS, causal_lm_losses
 from model.merge import set_layer_experts
 from model.scoring import Batch, BatchScore, reduce_logprobs, token_logprobs
@@ -199,11 +200,13 @@ def train_moe(
     weight_decay: float,
     grad_clip: float,
     train_experts: bool,
+    precision: Precision = "fp32",
 ) -> list[float]:
     """Train the router rows (and, with `train_experts`, the expert FFNs) on token batches (B, T); everything else frozen.
 
     Router-only is BTX's post-merge step and FlexOlmo's router tuning (all experts active is the caller's choice of top_k);
-    experts + router is the unrestricted MoE. Returns the loss per step."""
+    experts + router is the unrestricted MoE. Returns the loss per step. Autocast is entered per step: its cast cache
+    has no version check, so one context around several steps would keep multiplying by the router's first weights."""
     for parameter in moe.parameters():
         parameter.requires_grad_(False)
     trainable = []
@@ -217,7 +220,8 @@ def train_moe(
     losses = []
     moe.train()
     for input_ids in batches:
-        logits = moe(input_ids=input_ids, use_cache=False).logits
+        with autocast(precision, input_ids.device):
+            logits = moe(input_ids=input_ids, use_cache=False).logits
         loss, _ = causal_lm_losses(logits, input_ids)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.baselines import random_router_rows
+from model.precision import autocast, resolve_precision
 from model.router import hidden_state_embedding
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
@@ -84,7 +85,9 @@ def router_row(profile: Profile, variant: str, domain: str, public_model: torch.
     else:
         if public_model is None:
             raise DataError(f"{path}: missing; train the variant's experts first (`flexo ablate --variant {variant}`)")
-        row = hidden_state_embedding(public_model, _document_batches(profile, domain))
+        device = next(public_model.parameters()).device
+        with autocast(resolve_precision(profile.runtime.precision, device), device):  # as M_pub was trained
+            row = hidden_state_embedding(public_model, _document_batches(profile, domain))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"row": row.contiguous()}, str(path), metadata={"variant": variant, "domain": domain})
     return row

@@ -39,7 +39,7 @@ from model.baselines import (
 from model.config import default_top_k
 from model.merge import merge_experts
 from model.optout import masked_experts
-from model.precision import autocast, resolve_precision
+from model.precision import Precision, autocast, resolve_precision
 from model.public import load_moe, load_public_model
 from model.scoring import Batch, BatchScore, Request, Scores, model_scorer, reduce_logprobs, score_requests, token_logprobs
 from tasks.artifacts import RunPaths
@@ -211,17 +211,25 @@ def token_batches(profile: Profile, tokenizer, domains: Sequence[str], steps: in
 # ---- scoring helpers ---------------------------------------------------------------------------------------------
 
 class _Runner:
-    """Scores request lists with a rich progress bar and records wall time per name."""
+    """Scores request lists with a rich progress bar and records wall time per name; every model in one precision."""
 
-    def __init__(self, profile: Profile, device: torch.device, pad_id: int, progress) -> None:
+    def __init__(self, profile: Profile, device: torch.device, pad_id: int, progress, precision: Precision) -> None:
         self.profile, self.device, self.pad_id, self.progress = profile, device, pad_id, progress
+        self.precision = precision
         self.seconds: dict[str, float] = {}
+
+    def autocast(self):
+        """The pass's autocast (log-softmax stays fp32). One context per pass, never one around the whole evaluation:
+        autocast keeps a bf16 copy of every trainable-flagged weight it casts until its context exits, so one outer
+        context kept every model the evaluation builds (soups, MoEs) alive as bf16 copies (11.8 GiB peak)."""
+        return autocast(self.precision, self.device)
 
     def run(self, label: str, requests: Sequence[Request], scorer) -> dict[str, Scores]:
         start = time.perf_counter()
         bar = self.progress.add_task(label, total=len(requests)) if self.progress else None
         advance = (lambda n: self.progress.advance(bar, n)) if bar is not None else None
-        out = score_requests(requests, scorer, self.profile.eval.batch_size, self.pad_id, self.device, advance)
+        with self.autocast():
+            out = score_requests(requests, scorer, self.profile.eval.batch_size, self.pad_id, self.device, advance)
         self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
         return out
 
@@ -268,12 +276,11 @@ def _weighted_soup_scores(runner: _Runner, requests, members, member_scores: lis
 def _prompt_routing(profile: Profile, tasks: Sequence[Task], layout: Layout, names: list[str], domains: list[str],
                     member_scores: dict[str, Scores]) -> tuple[Scores, dict[str, float]]:
     """A small classifier (nearest owner centroid of all-MiniLM-L6-v2 embeddings) picks one model per input context."""
-    from tasks.route import load_encoder
+    from tasks.route import encode
 
     centroids = _router_rows(profile, domains, "raw")
     contexts = [item.context for task in tasks for item in task.items]
-    embeddings = load_encoder().encode(contexts, batch_size=profile.router.embed_batch_size, normalize_embeddings=True,
-                                       show_progress_bar=False)
+    embeddings = encode(contexts, profile.router.embed_batch_size, resolve_precision(profile.runtime.precision, "cpu"))
     picks = nearest_centroid(torch.from_numpy(np.asarray(embeddings)), centroids).numpy()
     total = len(layout.n_bytes)
     out = Scores(np.zeros(total), np.zeros(total, dtype=bool), np.zeros(total))
@@ -334,8 +341,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
     extras: dict[str, dict[str, float]] = {}
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
     precision = resolve_precision(profile.runtime.precision, device)
-    with bar, autocast(precision, device):  # every model in one precision; log-softmax and losses stay fp32
-        runner = _Runner(profile, device, tokenizer.pad_token_id, bar)
+    with bar:
+        runner = _Runner(profile, device, tokenizer.pad_token_id, bar, precision)
         member_names = [PUBLIC] + [dense_name(d) for d in models.dense]
         members = [models.public] + list(models.dense.values())
         ensemble = EnsembleScorer(list(zip(member_names, members)), cfg.btm_temperature, cfg.btm_top_k, btm_label)
@@ -362,7 +369,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
             rows = random_router_rows(len(members), profile.model.hidden_size, profile.model.init_std, profile.seed)
             btx = btx_merge(models.public, list(models.dense.values()), rows, min(default_k, len(members))).to(device)
             losses = train_moe(btx, (b.to(device) for b in token_batches(profile, tokenizer, ["public"], cfg.btx_router_steps, profile.seed)),
-                               cfg.router_train_lr, cfg.router_train_weight_decay, profile.train_expert.optim.grad_clip, False)
+                               cfg.router_train_lr, cfg.router_train_weight_decay, profile.train_expert.optim.grad_clip, False,
+                               precision)
             extras[BTX] = {"router_loss_first": losses[0], "router_loss_last": losses[-1]}
             results.update(runner.run(BTX, requests, model_scorer(btx, BTX)))
             del btx
@@ -373,7 +381,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
             tuned = copy.deepcopy(models.moe)
             set_top_k(tuned, num_experts)  # router tuning with all experts active (paper §3.3.3)
             losses = train_moe(tuned, (b.to(device) for b in token_batches(profile, tokenizer, ["public"], cfg.rt_steps, profile.seed + 1)),
-                               cfg.router_train_lr, cfg.router_train_weight_decay, profile.train_expert.optim.grad_clip, False)
+                               cfg.router_train_lr, cfg.router_train_weight_decay, profile.train_expert.optim.grad_clip, False,
+                               precision)
             set_top_k(tuned, default_k)
             extras[FLEX_RT] = {"router_loss_first": losses[0], "router_loss_last": losses[-1]}
             results.update(runner.run(FLEX_RT, requests, model_scorer(tuned, FLEX_RT)))
@@ -386,7 +395,7 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
             unrestricted = upcycle(models.public, num_experts, rows, default_k).to(device)
             batches = token_batches(profile, tokenizer, domains, cfg.unrestricted_steps, profile.seed + 2)
             losses = train_moe(unrestricted, (b.to(device) for b in batches), cfg.unrestricted_lr,
-                               profile.train_expert.optim.weight_decay, profile.train_expert.optim.grad_clip, True)
+                               profile.train_expert.optim.weight_decay, profile.train_expert.optim.grad_clip, True, precision)
             extras[UNRESTRICTED] = {"train_loss_first": losses[0], "train_loss_last": losses[-1], "steps": len(losses)}
             results.update(runner.run(UNRESTRICTED, requests, model_scorer(unrestricted, UNRESTRICTED)))
             del unrestricted
@@ -432,6 +441,8 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
             row = _bpb_row(sub_tasks, sub_layout, scores, sub_resamples, domains)
             optout[expert] = {d: TaskScore(row[d].value - full[d].value, row[d].replicates - full[d].replicates) for d in row}
 
+    with runner.autocast():
+        routing_by_domain = _routing_by_domain(models.moe, sub_tasks, tokenizer, profile, device, domains)
     per_model = {name: score_model(tasks, layout, scores, resamples) for name, scores in results.items()}
     shares = (routing.hits / max(routing.tokens, 1)).numpy()
     return write_report(
@@ -445,7 +456,7 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
         sweep=sweep,
         optout=optout,
         routing_overall=shares,
-        routing_by_domain=_routing_by_domain(models.moe, sub_tasks, tokenizer, profile, device, domains),
+        routing_by_domain=routing_by_domain,
         extras=extras,
         ablation_rows=ablation_rows,
         skipped=skipped,
