@@ -39,8 +39,12 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
     if len(chosen) > 1:  # the cross-domain check (splits disjoint, test sets decontaminated) needs several domains
         # Keyed on what the builds produced, not on the data now on disk: the check itself quarantines cross-domain
         # duplicates, so keying on the files it rewrites would make every rerun after a fresh build miss the cache.
+        # A split that ran again (its files were deleted) can rebuild the same result, so the same key: the check must
+        # still run, or the rebuilt files would keep the duplicates it quarantines.
         builds = {d: pt.json_sha256(built[d].result) for d in chosen if built[d].ok}
-        out.append(pt.run_step("data", "check_disjoint", p, builds, pt.code_fingerprint("check_disjoint")))
+        rebuilt = any(built[d].status == "completed" for d in chosen)
+        out.append(pt.run_step("data", "check_disjoint", p, builds, pt.code_fingerprint("check_disjoint"),
+                               expect=paths.data_reports_dir / "disjoint.json", refresh=rebuilt))
     hashes = {d: pt.data_hash(p, d) for d in chosen if built[d].ok}  # after the check: what DVC versions
     if "public" in chosen:
         out.append(pt.upstream_missing("data", "train_tokenizer", None, [built["public"]]) or pt.run_step(

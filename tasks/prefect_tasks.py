@@ -22,6 +22,7 @@ from typing import Any
 
 from tasks.config import REPO_ROOT, Profile
 from tasks.errors import FlexoError
+from tasks.memory import release_memory
 
 GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU trainings at once
 
@@ -140,6 +141,7 @@ def _call(step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     out = jsonable(result)
     out = out if isinstance(out, dict) else {"value": out}
     out["compute_seconds"] = round(time.perf_counter() - started, 3)
+    release_memory()  # one process runs every step: return what this one freed (tasks.memory)
     return out
 
 
@@ -392,10 +394,10 @@ def notify(stage: str, step: str, domain: str | None, status: str) -> None:
 
 
 def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | None = None,
-             expect: Path | None = None, **kwargs: Any) -> Outcome:
+             expect: Path | None = None, refresh: bool = False, **kwargs: Any) -> Outcome:
     """Run one step as a Prefect task and record what happened; a failure is recorded, not raised (a failed domain
     must not stop the others). `expect`: the file the step writes; if it is gone, the cache is refreshed instead of
-    trusting a cached result that points at nothing."""
+    trusting a cached result that points at nothing. `refresh`: run it even on a cache hit (the caller knows better)."""
     started = time.perf_counter()
     try:
         resolve(step)
@@ -408,7 +410,7 @@ def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | 
         notify(stage, step, domain, outcome.status)
         return outcome
     notify(stage, step, domain, "running")
-    refresh = expect is not None and not Path(expect).exists()
+    refresh = refresh or (expect is not None and not Path(expect).exists())
     task = prefect_task(step, profile)
     if task.tags and not refresh and _cache_hit(task, (profile, *args), kwargs):
         task = prefect_task(step, profile, occupy_gpu=False)  # a cache hit occupies no GPU slot
