@@ -5,6 +5,7 @@ most 20% over what its extra active FFNs cost anyway. Both models have the profi
 not depend on the values); the MoE has n+1 experts (one per domain) with the profile's default top-k.
 
 Usage:  .venv/bin/python benchmarks/moe_inference.py [--profile demo] [--threads 2] [--repeats 5] [--device cpu]
+                                                    [--precision fp32|bf16|auto]  (bf16: autocast, as the evaluation)
 Prints one JSON object and a table.
 """
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     args = parser.parse_args()
 
     import torch
@@ -43,10 +45,12 @@ def main() -> None:
     import tasks  # noqa: F401  (offline)
     from model.baselines import random_router_rows, upcycle
     from model.config import ModelSizes, TokenizerIds, default_top_k
+    from model.precision import autocast, resolve_precision
     from model.public import build_public_model
     from tasks.config import load_profile
 
     torch.set_num_threads(args.threads)
+    precision = resolve_precision(args.precision, args.device)
     profile = load_profile(args.profile)
     sizes = ModelSizes.from_mapping(profile.model)
     num_experts = len(profile.domains)
@@ -59,7 +63,7 @@ def main() -> None:
 
     def timed(model) -> float:
         times = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, args.device):
             model(input_ids=ids, use_cache=False)  # warm-up
             for _ in range(args.repeats):
                 if args.device.startswith("cuda"):
@@ -75,7 +79,7 @@ def main() -> None:
     flop_ratio = active_flops_per_token(sizes, top_k, num_experts, seq) / active_flops_per_token(sizes, 1, 1, seq)
     tokens = batch * seq
     result = {
-        "profile": args.profile, "device": args.device, "threads": args.threads, "load_average_1m": os.getloadavg()[0],
+        "profile": args.profile, "device": args.device, "precision": precision, "threads": args.threads, "load_average_1m": os.getloadavg()[0],
         "batch": batch, "seq_len": seq, "experts": num_experts, "top_k": top_k,
         "dense_s": t_dense, "moe_s": t_moe, "dense_tokens_per_s": tokens / t_dense, "moe_tokens_per_s": tokens / t_moe,
         "active_flop_ratio": flop_ratio, "time_ratio": t_moe / t_dense,

@@ -46,7 +46,6 @@ from tasks.artifacts import RunPaths
 from tasks.assemble import locate_moe
 from tasks.config import Profile
 from tasks.errors import DataError
-from tasks.memory import release_memory
 from tasks.eval_metrics import Layout, TaskScore, bootstrap_indices, domain_table, score_model
 from tasks.eval_tasks import Task, build_tasks, write_lm_eval_files
 
@@ -226,7 +225,6 @@ class _Runner:
         return autocast(self.precision, self.device)
 
     def run(self, label: str, requests: Sequence[Request], scorer) -> dict[str, Scores]:
-        release_memory()  # what the previous pass and any deleted model left on the heap (tasks.memory)
         start = time.perf_counter()
         bar = self.progress.add_task(label, total=len(requests)) if self.progress else None
         advance = (lambda n: self.progress.advance(bar, n)) if bar is not None else None

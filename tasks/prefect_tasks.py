@@ -22,7 +22,6 @@ from typing import Any
 
 from tasks.config import REPO_ROOT, Profile
 from tasks.errors import FlexoError
-from tasks.memory import release_memory
 
 GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU trainings at once
 
@@ -141,7 +140,6 @@ def _call(step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     out = jsonable(result)
     out = out if isinstance(out, dict) else {"value": out}
     out["compute_seconds"] = round(time.perf_counter() - started, 3)
-    release_memory()  # one process runs every step: return what this one freed (tasks.memory)
     return out
 
 
