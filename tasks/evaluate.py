@@ -221,7 +221,7 @@ class _Runner:
     def autocast(self):
         """The pass's autocast (log-softmax stays fp32). One context per pass, never one around the whole evaluation:
         autocast keeps a bf16 copy of every trainable-flagged weight it casts until its context exits, so one outer
-        context kept every model the evaluation builds (soups, MoEs) alive as bf16 copies (11.8 GiB peak)."""
+        context kept every model the evaluation builds (soups, MoEs) alive as bf16 copies (11.3 GiB peak)."""
         return autocast(self.precision, self.device)
 
     def run(self, label: str, requests: Sequence[Request], scorer) -> dict[str, Scores]:
