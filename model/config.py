@@ -83,7 +83,7 @@ def default_top_k(num_experts: int) -> int:
 # transformers' default `grouped_mm` experts are not autocast-enabled: they cast the input up to the fp32 weights, so under
 # bf16 autocast the experts (most of an MoE's FLOPs) stayed fp32 and the pass got slower. `eager` loops over the active
 # experts with plain linears, which autocast lowers to bf16, and is as fast as grouped_mm in fp32 on CPU
-# (benchmarks/RESULTS.md, "bf16 MoE").
+# (benchmarks/RESULTS.md, "bf16 where the CPU has it").
 EXPERTS_IMPLEMENTATION = "eager"
 
 

@@ -280,7 +280,7 @@ def _prompt_routing(profile: Profile, tasks: Sequence[Task], layout: Layout, nam
 
     centroids = _router_rows(profile, domains, "raw")
     contexts = [item.context for task in tasks for item in task.items]
-    embeddings = encode(contexts, profile.router.embed_batch_size, resolve_precision(profile.runtime.precision, "cpu"))
+    embeddings = encode(contexts, profile.router.embed_batch_size, profile.runtime.precision)
     picks = nearest_centroid(torch.from_numpy(np.asarray(embeddings)), centroids).numpy()
     total = len(layout.n_bytes)
     out = Scores(np.zeros(total), np.zeros(total, dtype=bool), np.zeros(total))

