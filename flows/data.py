@@ -16,8 +16,8 @@ from tasks.config import Profile
 
 @flow(name="data", result_serializer="json", log_prints=True)
 def data(profile: str | Profile | None = None, domains: list[str] | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
-    """Build (ingest → GX validate, then split/dedup/decontaminate) and DVC-version each domain; train the tokenizer;
-    write each domain's data card. As in `dvc repro`, every domain is validated and fingerprinted before any is split,
+    """Build (ingest → GX validate, then split/dedup/decontaminate) and DVC-version each domain; check that the FLEXMIX
+    tasks can be built from the test splits; train the tokenizer; write each domain's data card. As in `dvc repro`, every domain is validated and fingerprinted before any is split,
     so the splits (and their data hashes) do not depend on the order domains are built in."""
     p = pt.as_profile(profile)
     paths = RunPaths(p)
@@ -46,6 +46,8 @@ def data(profile: str | Profile | None = None, domains: list[str] | None = None,
         out.append(pt.run_step("data", "check_disjoint", p, builds, pt.code_fingerprint("check_disjoint"),
                                expect=paths.data_reports_dir / "disjoint.json", refresh=rebuilt))
     hashes = {d: pt.data_hash(p, d) for d in chosen if built[d].ok}  # after the check: what DVC versions
+    if hashes:  # the benchmark's tasks fit the test splits: known now, not after the training
+        out.append(pt.run_step("data", "check_benchmark", p, sorted(hashes), hashes, pt.code_fingerprint("check_benchmark")))
     if "public" in chosen:
         out.append(pt.upstream_missing("data", "train_tokenizer", None, [built["public"]]) or pt.run_step(
             "data", "train_tokenizer", p, hashes.get("public", ""), pt.code_fingerprint("train_tokenizer"),

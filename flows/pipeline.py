@@ -77,7 +77,8 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
     if p.ablation.variants:
         stage("ablate", lambda: _gate("ablate", public_model) or pt.outcomes_from(ablate(profile=p, fail_on_error=False)))
     ablations = {v: pt.weights_sha(d) for v, d in assembled_ablations(p).items()}  # what evaluate will score
-    stage("evaluate", lambda: _gate("evaluate", moe) or pt.outcomes_from(evaluate(
+    benchmark_data = [o for o in out if o.step == "check_benchmark"]
+    stage("evaluate", lambda: _gate("evaluate", moe + benchmark_data) or pt.outcomes_from(evaluate(
         profile=p, moe_sha=moe[0].result.get("sha256", "") if moe else "", ablation_shas=ablations, fail_on_error=False)))
     attacked = [o for o in out if o.step == "train_expert" and o.domain == p.attack.domain]
     stage("attack", lambda: _gate("attack", attacked) or pt.outcomes_from(attack(profile=p, fail_on_error=False)))

@@ -119,7 +119,8 @@ def _multiple_choice(
     if len(distinct) < cfg.choices:
         raise DataError(
             f"data/{domain}/test.parquet: task {task} needs {cfg.choices} distinct choices but the test split yields only "
-            f"{len(distinct)}; lower eval.choices or add test documents (data.test_docs)"
+            f"{len(distinct)}; lower eval.choices, or add test documents (data.test_docs; a small domain's test split is "
+            "capped at data.max_eval_fraction of its documents)"
         )
     items = []
     for position in rng.permutation(len(candidates))[: cfg.task_items].tolist():

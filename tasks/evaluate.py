@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,15 +98,32 @@ def _device(profile: Profile) -> torch.device:
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
 
-def load_test_frames(profile: Profile) -> dict[str, pd.DataFrame]:
+def load_test_frames(profile: Profile, domains: list[str] | None = None) -> dict[str, pd.DataFrame]:
     paths = RunPaths(profile)
     frames = {}
-    for domain in profile.domains:
+    for domain in domains or profile.domains:
         split = paths.split(domain, "test")
         if not split.exists():
             raise DataError(f"{split}: the test split of '{domain}' is missing; run `flexo data --domain {domain}` first")
         frames[domain] = pd.read_parquet(split)
     return frames
+
+
+def check_benchmark_data(profile: Profile, domains: list[str] | None = None) -> dict[str, Any]:
+    """Build every FLEXMIX task on these domains' test splits now (cheap: no model, no tokenizer), so a test split too
+    small for the benchmark is one clear error at the data stage, naming every domain and task it affects, instead of a
+    failed evaluation after all the training. Returns the item count of each task."""
+    problems, counts = [], {}
+    for domain, frame in load_test_frames(profile, domains).items():
+        try:
+            tasks = build_tasks({domain: frame}, profile.eval, profile.seed)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        counts.update({task.spec.name: len(task.items) for task in tasks})
+    if problems:
+        raise DataError("the FLEXMIX benchmark cannot be built from these test splits:\n  " + "\n  ".join(problems))
+    return {"tasks": counts}
 
 
 def load_tokenizer(profile: Profile):

@@ -32,6 +32,7 @@ STEPS: dict[str, dict[str, Any]] = {
                                 "tasks/pii.py", "tasks/textsig.py", "tasks/split.py"]},
     "split_domain": {"target": "tasks.data_pipeline:finish_domain", "code": ["tasks/data_pipeline.py", "tasks/split.py", "tasks/datasets.py"]},
     "check_disjoint": {"target": "tasks.data_pipeline:check_disjoint", "code": ["tasks/data_pipeline.py"]},
+    "check_benchmark": {"target": "tasks.evaluate:check_benchmark_data", "code": ["tasks/evaluate.py", "tasks/eval_tasks.py"]},
     "train_tokenizer": {"target": "tasks.data_pipeline:train_tokenizer", "code": ["tasks/data_pipeline.py"]},
     "version_domain": {"target": "tasks.data_pipeline:version_domain", "code": ["tasks/data_pipeline.py"], "retry": True},
     "write_card": {"target": "tasks.data_cards:write_card", "code": ["tasks/data_cards.py"]},
@@ -207,6 +208,11 @@ def split_domain(profile: Profile, domain: str, prepared: Mapping[str, str], cod
 
 def check_disjoint(profile: Profile, builds: Mapping[str, str], code: str) -> dict[str, Any]:
     return _call("check_disjoint", profile)
+
+
+def check_benchmark(profile: Profile, domains: list[str], data_hashes: Mapping[str, str], code: str) -> dict[str, Any]:
+    """Whether every FLEXMIX task can be built from these domains' test splits (before any training)."""
+    return _call("check_benchmark", profile, domains)
 
 
 def train_tokenizer(profile: Profile, public_hash: str, code: str) -> dict[str, Any]:

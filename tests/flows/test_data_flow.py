@@ -24,7 +24,7 @@ def test_data_flow_builds_versions_and_cards_each_domain_then_reuses_all(world, 
     first = data(profile=p, fail_on_error=False)
     statuses = {(r["step"], r["domain"]): r["status"] for r in first}
     assert set(statuses.values()) == {"completed"}, first
-    assert {("version_domain", "mine"), ("write_card", "public"), ("write_card", "mine")} <= statuses.keys()
+    assert {("version_domain", "mine"), ("write_card", "public"), ("write_card", "mine"), ("check_benchmark", None)} <= statuses.keys()
     card = json.loads((RunPaths(p).data_reports_dir / "cards" / "mine.json").read_text())
     assert card["owner"] == "me" and card["dvc_md5"].endswith(".dir") and card["tokens"]["train"] > 0
 
@@ -77,3 +77,23 @@ def test_splits_do_not_depend_on_the_order_domains_are_built_in(world, tmp_path)
     for d, doc in first_candidate.items():
         assert doc in runs[0][(d, "train")]
         assert len(runs[0][(d, "test")]) == min(p.data.test_docs, int(len(texts[d]) * p.data.max_eval_fraction))
+
+
+def test_a_test_split_too_small_for_the_benchmark_fails_at_the_data_stage(world, tmp_path) -> None:
+    """Found before any training, named in the data stage, and the pipeline's evaluation is skipped with the reason."""
+    from flows.pipeline import pipeline
+
+    pub, mine = tmp_path / "pub", tmp_path / "mine"
+    write_txt_folder(pub, 80, seed=5)
+    write_txt_folder(mine, 40, seed=6)
+    base = world.model_copy(update={"attack": world.attack.model_copy(update={"domain": "mine"}),
+                                    "eval": world.eval.model_copy(update={"choices": 12})})  # more than a test split holds
+    p = with_domains(base, {"public": folder_domain(pub, owner="pub"), "mine": folder_domain(mine, owner="me")},
+                     near_duplicate_threshold=0.99)
+    summary = pipeline(profile=p, domains=["mine"], stages=["data", "evaluate"])
+    check = [r for r in summary["steps"] if r["step"] == "check_benchmark"]
+    assert len(check) == 1 and check[0]["status"] == "failed", summary["steps"]
+    assert "needs 12 distinct choices" in check[0]["detail"] and "data/mine/test.parquet" in check[0]["detail"]
+    assert {r["step"]: r["status"] for r in summary["steps"] if r["domain"] == "mine"}["version_domain"] == "completed"
+    evaluate = [r for r in summary["steps"] if r["step"] == "evaluate"]
+    assert evaluate[0]["status"] == "skipped" and "check_benchmark" in evaluate[0]["detail"]

@@ -125,3 +125,28 @@ def test_metrics_outcomes_and_bootstrap(tiny_profile):
     assert row["average"].value == 1.0
     worse = TaskScore(3.0, np.full(50, 3.0))
     assert relative_gain(per_task["news_bpb"], worse, higher_is_better=False).value == pytest.approx(1 / 3)
+
+
+def test_benchmark_data_check_names_every_unusable_split(tmp_profile):
+    """The data stage's pre-flight: all problems at once, each naming its file, before any training."""
+    from tasks.artifacts import RunPaths
+    from tasks.evaluate import check_benchmark_data
+
+    paths = RunPaths(tmp_profile)
+    frames = _frames()
+    frames["reddit"] = pd.DataFrame({"id": ["r0", "r1"], "text": ["one two three " * 20, "four five six " * 20]})
+    frames["math"] = frames["math"].drop(columns=["question"])
+    for domain, frame in frames.items():
+        paths.split(domain, "test").parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(paths.split(domain, "test"))
+
+    counts = check_benchmark_data(tmp_profile, ["news", "code"])["tasks"]
+    assert set(counts) == {t.spec.name for t in build_tasks({"news": frames["news"], "code": frames["code"]}, tmp_profile.eval, tmp_profile.seed)}
+    assert all(n > 0 for n in counts.values())
+    with pytest.raises(DataError) as error:
+        check_benchmark_data(tmp_profile, ["news", "reddit", "math"])
+    message = str(error.value)
+    assert "data/reddit/test.parquet" in message and "distinct choices" in message and "max_eval_fraction" in message
+    assert "data/math/test.parquet" in message and "news" not in message
+    with pytest.raises(DataError, match="the test split of 'academic' is missing"):
+        check_benchmark_data(tmp_profile, ["academic"])
