@@ -1,24 +1,33 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 4 and 7 as one prepared command, for a session that is lent a device machine (the library's
-# `device` tool: one H200, Python 3.12 with torch, no registries, 15 minutes of device time per session).
+# The GPU checks of issues 4 and 7 as prepared commands, for a session that is lent a device machine (the library's
+# `device` tool: one H200, Python 3.12 with torch, no package registry, 15 minutes of device time per session).
 #
-# Why a script: device time is counted from the machine's start, so the checks must run as one short call that is ready
-# before the machine is asked for. What it measures (benchmarks/RESULTS.md records the numbers):
-#   - train_throughput.py: tokens/s and MFU against the same-run bf16 matmul peak, public (dense) and expert training,
-#     `small` and `demo` sizes, bf16 autocast on CUDA (issue 4's target: >= 35% at `small`)
-#   - moe_inference.py: the assembled MoE against the dense M_pub at `small` size on CUDA (issue 7's 1.2x target)
+# Why a script: device time runs from the machine's start, so each check must be one call, ready before the machine is
+# asked for. Two checks (benchmarks/RESULTS.md records what they measured):
+#   throughput  train_throughput.py (tokens/s and MFU against the same-run bf16 matmul peak; dense and expert training,
+#               `small` and `demo` sizes; issue 4's >= 35% at `small`) and moe_inference.py (issue 7's 1.2x target)
+#   science     the `small` profile's model stages through `python -m tasks.headless` (M_pub, 8 experts, 8 dense models,
+#               the MoE, the FLEXMIX evaluation) and its report back as flexmix-small.tar.gz (issue 7)
 #
 # Usage, in the repository root:
-#   benchmarks/device_check.sh prepare   # here, once: the wheels the device image lacks -> .whl/ (git-ignored)
-#   device run: command "bash benchmarks/device_check.sh run", carry [".whl"], timeout_s 540
-#   PYTHON=.venv/bin/python DEVICE=cpu STEPS=1 WARMUP=1 SIZES=tiny benchmarks/device_check.sh run   # a dry run here
-# Outputs: $OUT/device_check.log, $OUT/train_throughput.json, $OUT/moe_inference.json (./device_check/ when OUT is unset).
+#   benchmarks/device_check.sh prepare [science]   # here: the wheels the image lacks -> .whl/ (git-ignored); with
+#                                                 # `science` also the small data, tokenizer and router rows (CPU, here)
+#   device run: command "bash benchmarks/device_check.sh run throughput", carry [".whl"], timeout_s 420
+#   device run: command "bash benchmarks/device_check.sh run science", carry [".whl", "data", "runs/small/router"]
+#   PYTHON=.venv/bin/python DEVICE=cpu STEPS=1 WARMUP=1 SIZES=tiny benchmarks/device_check.sh run throughput  # dry run
+# Outputs under $OUT (./device_check/ when OUT is unset): device_check.log and each check's JSON (and report archive).
+# `prepare science` overwrites data/ with the small profile's data (data/ is shared by the profiles): rebuild the demo's
+# with `flexo data` afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# .whl/ is in .gitignore (carry takes ignored paths only). The device image has torch, tokenizers, safetensors, numpy, pyyaml and rich, but another transformers and none of these.
+# The device image has torch, tokenizers, safetensors, numpy, pandas, pyyaml, matplotlib and rich, but another
+# transformers and none of these. .whl/ is in .gitignore (the device tool carries ignored paths only).
 WHEEL_PACKAGES=(transformers opacus pydantic pydantic_core annotated-types typing-inspection typing_extensions)
 WHEEL_DIR=.whl
+OUT_DIR=${OUT:-device_check}
+PYTHON=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
 
 pinned() {  # the version requirements.lock pins for $1
     local line
@@ -32,36 +41,65 @@ prepare() {
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform any -d "$WHEEL_DIR" "${specs[@]}"
-    ls -l "$WHEEL_DIR"
     du -sh "$WHEEL_DIR"
+    if [[ ${1:-} == science ]]; then
+        .venv/bin/flexo data --profile small
+        .venv/bin/python -m tasks.headless --profile small --stages embed
+        du -sh data runs/small/router
+    fi
+}
+
+setup_device() {
+    if [[ $DEVICE == cuda* ]]; then
+        ls "$WHEEL_DIR"/*.whl > /dev/null || { echo "no wheels in $WHEEL_DIR: run '$0 prepare' here and carry .whl" >&2; exit 1; }
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEEL_DIR"/*.whl
+        export PYTHONPATH=/tmp/site
+        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    fi
+    "$PYTHON" -c "import platform, torch, transformers; print('python', platform.python_version(), 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
+}
+
+throughput() {
+    local steps=${STEPS:-12} warmup=${WARMUP:-3} sizes=${SIZES:-small demo} threads=${THREADS:-8}
+    # shellcheck disable=SC2086  # sizes is a list
+    "$PYTHON" benchmarks/train_throughput.py --sizes $sizes --kinds dense expert --device "$DEVICE" --precision bf16 \
+        --steps "$steps" --warmup "$warmup" --threads "$threads" --json-out "$OUT_DIR/train_throughput.json"
+    for size in $sizes; do
+        "$PYTHON" benchmarks/moe_inference.py --profile "$size" --device "$DEVICE" --precision bf16 --threads "$threads" \
+            | tee -a "$OUT_DIR/moe_inference.log"
+    done
+    grep '^{' "$OUT_DIR/moe_inference.log" > "$OUT_DIR/moe_inference.json"
+}
+
+science() {
+    local profile=${PROFILE:-small}
+    [[ -f data/tokenizer/tokenizer.json && -d runs/$profile/router ]] \
+        || { echo "no $profile data or router rows here: run '$0 prepare science' and carry data, runs/$profile/router" >&2; exit 1; }
+    local status=0
+    "$PYTHON" -m tasks.headless --profile "$profile" --summary "$OUT_DIR/headless.json" || status=$?
+    # whatever was produced comes back, also from a run cut short (the summary says how far it got)
+    tar -czf "$OUT_DIR/flexmix-$profile.tar.gz" --ignore-failed-read reports/flexmix-"$profile".md reports/flexmix-"$profile" \
+        runs/"$profile"/eval/results.json runs/"$profile"/eval/table_*.csv 2> /dev/null || true
+    return $status
 }
 
 run() {
-    local out=${OUT:-device_check} python=${PYTHON:-python3} device=${DEVICE:-cuda}
-    local steps=${STEPS:-12} warmup=${WARMUP:-3} sizes=${SIZES:-small demo} threads=${THREADS:-8}
-    mkdir -p "$out"
+    [[ $# -gt 0 ]] || { echo "usage: $0 run throughput|science ..." >&2; exit 2; }
+    mkdir -p "$OUT_DIR"
     export PYTHONUNBUFFERED=1
-    if [[ $device == cuda* ]]; then
-        ls "$WHEEL_DIR"/*.whl > /dev/null || { echo "no wheels in $WHEEL_DIR: run '$0 prepare' here and carry .whl" >&2; exit 1; }
-        "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEEL_DIR"/*.whl
-        export PYTHONPATH=/tmp/site
-        nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$out/device_check.log"
-    fi
     {
-        "$python" -c "import platform, torch, transformers; print('python', platform.python_version(), 'torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available())"
-        # shellcheck disable=SC2086  # sizes is a list
-        "$python" benchmarks/train_throughput.py --sizes $sizes --kinds dense expert --device "$device" --precision bf16 \
-            --steps "$steps" --warmup "$warmup" --threads "$threads" --json-out "$out/train_throughput.json"
-        for size in $sizes; do
-            "$python" benchmarks/moe_inference.py --profile "$size" --device "$device" --precision bf16 --threads "$threads" \
-                | tee -a "$out/moe_inference.log"
+        setup_device
+        for check in "$@"; do
+            case $check in
+                throughput|science) "$check" ;;
+                *) echo "unknown check '$check' (throughput, science)" >&2; exit 2 ;;
+            esac
         done
-        grep '^{' "$out/moe_inference.log" > "$out/moe_inference.json"
-    } 2>&1 | tee -a "$out/device_check.log"
+    } 2>&1 | tee -a "$OUT_DIR/device_check.log"
 }
 
 case "${1:-}" in
-    prepare) prepare ;;
-    run) run ;;
-    *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+    prepare) shift; prepare "$@" ;;
+    run) shift; run "$@" ;;
+    *) echo "usage: $0 prepare [science] | run throughput|science ..." >&2; exit 2 ;;
 esac
