@@ -5,7 +5,8 @@
 # Why a script: device time runs from the machine's start, so each check must be one call, ready before the machine is
 # asked for. Two checks (benchmarks/RESULTS.md records what they measured):
 #   throughput  train_throughput.py (tokens/s and MFU against the same-run bf16 matmul peak; dense and expert training,
-#               `small` and `demo` sizes; issue 4's >= 35% at `small`) and moe_inference.py (issue 7's 1.2x target)
+#               `small` and `demo` sizes, and `small` again with the step compiled; issue 4's >= 35% at `small`) and
+#               moe_inference.py (issue 7's 1.2x target)
 #   science     the `small` profile's model stages through `python -m tasks.headless` (M_pub, 8 experts, 8 dense models,
 #               the MoE, the FLEXMIX evaluation) and its report back as flexmix-small.tar.gz (issue 7)
 #
@@ -28,6 +29,7 @@ WHEEL_DIR=.whl
 OUT_DIR=${OUT:-device_check}
 PYTHON=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
+PRECISION=${PRECISION:-bf16}  # fp32 for a dry run on a CPU without native bf16 (emulated bf16 matmuls take minutes)
 
 pinned() {  # the version requirements.lock pins for $1
     local line
@@ -62,10 +64,13 @@ setup_device() {
 throughput() {
     local steps=${STEPS:-12} warmup=${WARMUP:-3} sizes=${SIZES:-small demo} threads=${THREADS:-8}
     # shellcheck disable=SC2086  # sizes is a list
-    "$PYTHON" benchmarks/train_throughput.py --sizes $sizes --kinds dense expert --device "$DEVICE" --precision bf16 \
+    "$PYTHON" benchmarks/train_throughput.py --sizes $sizes --kinds dense expert --device "$DEVICE" --precision "$PRECISION" \
         --steps "$steps" --warmup "$warmup" --threads "$threads" --json-out "$OUT_DIR/train_throughput.json"
+    # the same at the first size with the step compiled (runtime.compile): the warm-up steps include the compile
+    "$PYTHON" benchmarks/train_throughput.py --sizes "${sizes%% *}" --kinds dense expert --device "$DEVICE" --precision "$PRECISION" \
+        --steps "$steps" --warmup "$warmup" --threads "$threads" --compile --json-out "$OUT_DIR/train_throughput_compiled.json"
     for size in $sizes; do
-        "$PYTHON" benchmarks/moe_inference.py --profile "$size" --device "$DEVICE" --precision bf16 --threads "$threads" \
+        "$PYTHON" benchmarks/moe_inference.py --profile "$size" --device "$DEVICE" --precision "$PRECISION" --threads "$threads" \
             | tee -a "$OUT_DIR/moe_inference.log"
     done
     grep '^{' "$OUT_DIR/moe_inference.log" > "$OUT_DIR/moe_inference.json"

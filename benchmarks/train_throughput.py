@@ -10,6 +10,7 @@ Each (size, kind) runs in its own subprocess so that its peak resident memory is
   expert_full  the same 2-expert model with every parameter trainable (what "no freezing" would cost)
 
 Usage:  .venv/bin/python benchmarks/train_throughput.py [--sizes demo small] [--steps 8] [--device cpu] [--threads 2]
+                                                       [--precision fp32|bf16] [--compile]
 Prints one JSON object per run and a table; --json-out writes them all.
 """
 
@@ -72,7 +73,8 @@ def flops_per_token(sizes, seq_len: int, kind: str) -> float:
     return forward + act_grads + weight_grads + scores
 
 
-def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precision: str, threads: int, batch: int | None) -> dict:
+def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precision: str, threads: int, batch: int | None,
+            compile_step: bool = False) -> dict:
     import torch
 
     if threads:
@@ -109,7 +111,7 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
     spec = TrainSpec(total_steps=total, batch_size=batch_size, seq_len=seq_len, lr=section.optim.lr,
                      betas=tuple(section.optim.betas), weight_decay=section.optim.weight_decay, warmup_steps=1,
                      min_lr_ratio=0.1, grad_clip=1.0, eval_every=10**9, checkpoint_every=10**9, eval_batches=1, seed=0,
-                     device=device, precision=precision)
+                     device=device, precision=precision, compile=compile_step)
     stamps: list[float] = []
     cpu_stamps: list[float] = []  # process CPU time: what the run costs dedicated cores, robust to a shared machine
 
@@ -130,7 +132,8 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
     cpu_measured = cpu_stamps[-1] - cpu_stamps[warmup - 1] if warmup else cpu_stamps[-1] - cpu_start
     fpt = flops_per_token(sizes, seq_len, kind)
     result = {
-        "size": size, "kind": kind, "device": device, "precision": precision, "threads": torch.get_num_threads(),
+        "size": size, "kind": kind, "device": device, "precision": precision, "compile": compile_step,
+        "threads": torch.get_num_threads(),
         "batch_size": batch_size, "seq_len": seq_len, "steps_measured": steps, "tokens_per_s": tokens_per_s,
         "flops_per_token": fpt, "achieved_flops": tokens_per_s * fpt, "mfu": tokens_per_s * fpt / peak["peak_flops"],
         "seconds_per_step": measured / steps, "cpu_seconds_per_step": cpu_measured / steps,
@@ -154,13 +157,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=None, help="override the profile's batch size (e.g. small on CPU)")
     parser.add_argument("--small-steps", type=int, default=None, help="measured steps at size small (slow on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (the warm-up steps compile)")
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         steps = args.small_steps if (args.one[0] == "small" and args.small_steps) else args.steps
         print(json.dumps(run_one(args.one[0], args.one[1], steps, args.warmup, args.device, args.precision, args.threads,
-                                 args.batch)))
+                                 args.batch, args.compile)))
         return
     results = []
     for size in args.sizes:
@@ -171,6 +175,8 @@ def main() -> None:
                 cmd += ["--batch", str(args.batch)]
             if args.small_steps:
                 cmd += ["--small-steps", str(args.small_steps)]
+            if args.compile:
+                cmd.append("--compile")
             done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
             if done.returncode:
                 print(done.stderr, file=sys.stderr)
@@ -181,7 +187,7 @@ def main() -> None:
     by = {(r["size"], r["kind"]): r for r in results}
     print(f"\n{'size':6} {'kind':12} {'tok/s':>9} {'MFU':>6} {'peak GFLOP/s':>12} {'s/step':>7} {'RSS GiB':>7}")
     for r in results:
-        print(f"{r['size']:6} {r['kind']:12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
+        print(f"{r['size']:6} {r['kind'] + ('+compile' if r['compile'] else ''):12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
               f"{r['seconds_per_step']:7.2f} {r['peak_rss_gib']:7.2f}")
     for size in args.sizes:
         if (size, "dense") in by and (size, "expert") in by:

@@ -53,6 +53,12 @@ class TrainSpec:
     device: str = "cpu"
     precision: Precision = "fp32"  # resolved (never "auto"): it is part of the run's fingerprint
     dp: DPSpec | None = None
+    # torch.compile the forward pass and the loss of each training step (not validation): it fuses the norms, RoPE,
+    # activations and the cross-entropy into fewer kernels, which matters where an eager step is bound by launching
+    # them (expected on a GPU at `small` size; benchmarks/device_check.sh measures both). On 2 CPU cores it gained 5%
+    # for a 50 s compile at `demo` size (benchmarks/RESULTS.md), so it is off by default.
+    # Part of the fingerprint: compiled kernels round differently, and a resumed run must end where it would have.
+    compile: bool = False
 
     def fingerprint(self, extra: str = "") -> str:
         """Identity of the run: a checkpoint may only be resumed by a run with the same fingerprint."""
@@ -192,6 +198,8 @@ def train(
     rank, world = _world()
     if spec.dp is not None and world > 1:
         raise ValueError("DP-SGD runs in one process here; launch DP expert training without torchrun")
+    if spec.dp is not None and spec.compile:
+        raise ValueError("runtime.compile does not combine with DP-SGD (Opacus' per-sample hooks); switch one of them off")
     if spec.batch_size % world:
         raise ValueError(f"batch_size ({spec.batch_size}) must be divisible by the number of processes ({world})")
     if train_data.seq_len != spec.seq_len:
@@ -256,6 +264,10 @@ def train(
 
         wrapped = DistributedDataParallel(model, device_ids=[torch.device(spec.device).index] if spec.device.startswith("cuda") else None)
 
+    step_loss: Callable[[torch.Tensor], dict[str, torch.Tensor]] = lambda x: loss_fn(wrapped, x)  # noqa: E731
+    if spec.compile:
+        step_loss = torch.compile(step_loss)
+
     val_batches = val_data.fixed_batches(spec.batch_size, spec.eval_batches) if val_data is not None else []
     tokens_per_step = spec.batch_size * spec.seq_len
 
@@ -318,7 +330,7 @@ def train(
             batch = train_data.rows(indices).to(spec.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             with _autocast(spec):
-                parts = loss_fn(wrapped, batch)
+                parts = step_loss(batch)
             parts["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
             optimizer.step()

@@ -252,6 +252,7 @@ class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the device has native bf16 (model.precision)
     num_threads: int | None = None  # None = torch's default
+    compile: bool = False  # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training)
 
 
 class Profile(_Strict):

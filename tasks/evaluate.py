@@ -167,14 +167,16 @@ def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list
     return requests, Layout(offsets, np.asarray(n_bytes, dtype=np.int64))
 
 
-def load_models(profile: Profile, device: torch.device) -> _Models:
+def load_models(profile: Profile, device: torch.device, moe_dir: Path | None = None) -> _Models:
+    """M_pub, the MoE (`moe_dir`, else the registry's serving one or the run directory's: `locate_moe`) and the dense
+    models that exist."""
     from tasks.assemble import read_manifest
 
     paths = RunPaths(profile)
     if not (paths.public_model_dir / "config.json").exists():
         raise DataError(f"{paths.public_model_dir}: M_pub is missing; run `flexo train-public` first")
     public = load_public_model(str(paths.public_model_dir)).to(device).eval()
-    moe_dir = locate_moe(profile)
+    moe_dir = moe_dir or locate_moe(profile)
     experts = list(read_manifest(moe_dir)["experts"])
     moe = load_moe(str(moe_dir)).to(device)
     dense, skipped = {}, {}
@@ -323,18 +325,19 @@ def _bpb_row(tasks, layout, scores, resamples, domains) -> dict[str, TaskScore]:
     return domain_table(tasks, score_model(tasks, layout, scores, resamples), domains, "bpb")
 
 
-def evaluate(profile: Profile, progress: bool = True) -> EvalResult:
-    """Run FLEXMIX-small and write `reports/flexmix-<profile>.md` with its figures; returns paths, metrics and timings."""
+def evaluate(profile: Profile, progress: bool = True, moe_dir: Path | None = None) -> EvalResult:
+    """Run FLEXMIX-small and write `reports/flexmix-<profile>.md` with its figures; returns paths, metrics and timings.
+    `moe_dir`: this MoE instead of the deployed one (`tasks.headless` evaluates what it just assembled)."""
     threads = torch.get_num_threads()
     if profile.runtime.num_threads:
         torch.set_num_threads(profile.runtime.num_threads)
     try:
-        return _evaluate(profile, progress)
+        return _evaluate(profile, progress, moe_dir)
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate(profile: Profile, progress: bool) -> EvalResult:
+def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tasks.eval_report import write_report
@@ -349,7 +352,7 @@ def _evaluate(profile: Profile, progress: bool) -> EvalResult:
     write_lm_eval_files(tasks, paths.eval_dir / "tasks")
     requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
     resamples = bootstrap_indices(tasks, cfg.bootstrap, profile.seed)
-    models = load_models(profile, device)
+    models = load_models(profile, device, moe_dir)
     skipped = dict(models.skipped)
     default_k = models.moe.config.num_experts_per_tok
     num_experts = models.moe.config.num_experts

@@ -6,8 +6,9 @@ minutes of device time, so the `small` profile's science run cannot go through `
 from PyPI/Debian, GX validation, DVC) and the router embeddings (the MiniLM wheel) run where the data was built; this
 module runs the rest from the same area functions the flows call: M_pub, each owner's expert and dense model, the MoE
 from the run directory's experts (sha256 of each recorded by its training), and the FLEXMIX evaluation with its report.
-Nothing is registered: `tasks.assemble.locate_moe` falls back to the run directory when no registry exists, and a later
-`flexo run` on a machine with the registry picks the same files up as cache misses (they are not in Prefect's cache).
+Nothing is registered or read from a registry: the evaluation scores the MoE this module assembled in the run
+directory, even where an MLflow store exists. A later `flexo run` finds none of this in Prefect's cache and runs the steps
+again (the trainings resume from their finished checkpoints).
 
 Usage:  python -m tasks.headless --profile small --stages public expert dense assemble evaluate [--domains math code]
 """
@@ -74,7 +75,7 @@ def _assemble(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
 def _evaluate(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     from tasks.evaluate import evaluate
 
-    result = evaluate(profile)
+    result = evaluate(profile, moe_dir=RunPaths(profile).moe_dir)  # what `assemble` wrote, never a registry's
     return {"report": str(result.report), "results_json": str(result.results_json), "skipped": result.skipped,
             "figures": {k: str(v) for k, v in result.figures.items()}}
 

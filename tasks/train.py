@@ -169,6 +169,7 @@ def make_spec(profile: Profile, optim: OptimConfig, steps: int, batch_size: int,
         warmup_steps=warmup_steps_for(steps, optim.warmup_fraction), min_lr_ratio=optim.min_lr_ratio,
         grad_clip=optim.grad_clip, eval_every=eval_every, checkpoint_every=checkpoint_every, eval_batches=eval_batches,
         seed=profile.seed, device=device, precision=resolve_precision(profile.runtime.precision, device), dp=dp,
+        compile=profile.runtime.compile,
     )
 
 

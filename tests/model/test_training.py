@@ -233,3 +233,34 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(tmp_path: 
     assert result.val_loss < untrained - 0.02 and reference.val_loss < untrained - 0.02  # both learn
     assert reference.val_loss != result.val_loss  # the flag changes the arithmetic, not only a label
     assert abs(reference.val_loss - result.val_loss) < 0.1 * reference.val_loss
+
+
+def test_compile_is_part_of_the_fingerprint_and_refuses_dp(tmp_path: Path) -> None:
+    assert make_spec(compile=True).fingerprint() != make_spec().fingerprint()
+    with pytest.raises(ValueError, match="does not combine with DP-SGD"):
+        train(fresh_model(), dense_loss(1e-4), make_data(0), None, make_spec(compile=True, dp=DPSpec(8.0, 1e-5, 1.0)), tmp_path)
+
+
+@pytest.mark.slow  # two inductor compiles: ~75 s on 2 cores; `runtime.compile` is off by default
+def test_compiled_training_step_matches_eager(tmp_path: Path, monkeypatch) -> None:
+    """`runtime.compile`: the step runs through torch.compile (dense and coordinated losses) and trains to what the eager
+    loop reaches, within float rounding; the frozen part of the expert model stays frozen."""
+    data, val = make_data(0), make_data(1, 400)
+    eager = fresh_model()
+    train(eager, dense_loss(1e-4), data, val, make_spec(total_steps=6), tmp_path / "eager")
+    compiled = fresh_model()
+    calls = []
+    original = torch.compile
+
+    def counting_compile(fn, *args, **kwargs):  # the real torch.compile, counted: the flag must reach it
+        calls.append(fn)
+        return original(fn, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    result = train(compiled, dense_loss(1e-4), data, val, make_spec(total_steps=6, compile=True), tmp_path / "compiled")
+    expert, public, r_pub = coordinated()
+    train(expert, coordinated_loss, data, None, make_spec(weight_decay=0.0, total_steps=3, compile=True), tmp_path / "expert")
+    assert len(calls) == 2 and math.isfinite(result.val_loss)
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
+    expert.assert_frozen_unchanged(public, r_pub)
