@@ -80,11 +80,14 @@ science() {
     local profile=${PROFILE:-small}
     [[ -f data/tokenizer/tokenizer.json && -d runs/$profile/router ]] \
         || { echo "no $profile data or router rows here: run '$0 prepare science' and carry data, runs/$profile/router" >&2; exit 1; }
-    local status=0
+    local status=0 stamp
+    stamp=$(mktemp)
     "$PYTHON" -m tasks.headless --profile "$profile" --summary "$OUT_DIR/headless.json" || status=$?
-    # whatever was produced comes back, also from a run cut short (the summary says how far it got)
-    tar -czf "$OUT_DIR/flexmix-$profile.tar.gz" --ignore-failed-read reports/flexmix-"$profile".md reports/flexmix-"$profile" \
-        runs/"$profile"/eval/results.json runs/"$profile"/eval/table_*.csv 2> /dev/null || true
+    # what this run wrote comes back, also from a run cut short (the summary says how far it got); never an older
+    # report that was already in the tree
+    find reports/flexmix-"$profile".md reports/flexmix-"$profile" runs/"$profile"/eval -maxdepth 1 -type f -newer "$stamp" \
+        2> /dev/null | tar -czf "$OUT_DIR/flexmix-$profile.tar.gz" -T -
+    tar -tzf "$OUT_DIR/flexmix-$profile.tar.gz"
     return $status
 }
 

@@ -62,7 +62,8 @@ class TrainSpec:
 
     def fingerprint(self, extra: str = "") -> str:
         """Identity of the run: a checkpoint may only be resumed by a run with the same fingerprint."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("device",)}
+        # `compile` came later: it only counts when set, so checkpoints written before it existed still resume
+        data = {k: v for k, v in asdict(self).items() if k != "device" and not (k == "compile" and not v)}
         return hashlib.sha256((json.dumps(data, sort_keys=True, default=str) + extra).encode()).hexdigest()
 
 
