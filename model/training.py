@@ -55,8 +55,8 @@ class TrainSpec:
     dp: DPSpec | None = None
     # torch.compile the forward pass and the loss of each training step (not validation): it fuses the norms, RoPE,
     # activations and the cross-entropy into fewer kernels, which matters where an eager step is bound by launching
-    # them (expected on a GPU at `small` size; benchmarks/device_check.sh measures both). On 2 CPU cores it gained 5%
-    # for a 50 s compile at `demo` size (benchmarks/RESULTS.md), so it is off by default.
+    # them (expected on a GPU at `small` size; benchmarks/device_check.sh measures both). On 2 CPU cores at `demo` size
+    # it changed tokens/s by -4% (dense) to +10% (expert) for a ~50 s compile (benchmarks/RESULTS.md): off by default.
     # Part of the fingerprint: compiled kernels round differently, and a resumed run must end where it would have.
     compile: bool = False
 
