@@ -17,8 +17,9 @@ from tasks.config import Profile
 @flow(name="data", result_serializer="json", log_prints=True)
 def data(profile: str | Profile | None = None, domains: list[str] | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Build (ingest → GX validate, then split/dedup/decontaminate) and DVC-version each domain; check that the FLEXMIX
-    tasks can be built from the test splits; train the tokenizer; write each domain's data card. As in `dvc repro`, every domain is validated and fingerprinted before any is split,
-    so the splits (and their data hashes) do not depend on the order domains are built in."""
+    tasks can be built from the test splits; train the tokenizer; write each domain's data card. As in `dvc repro`,
+    every domain is validated and fingerprinted before any is split, so the splits (and their data hashes) do not depend
+    on the order domains are built in."""
     p = pt.as_profile(profile)
     paths = RunPaths(p)
     chosen = domains or list(p.domains)

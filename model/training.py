@@ -57,7 +57,7 @@ class TrainSpec:
     # activations and the cross-entropy into fewer kernels, which matters where an eager step is bound by launching
     # them (expected on a GPU at `small` size; benchmarks/device_check.sh measures both). On 2 CPU cores at `demo` size
     # it changed tokens/s by -4% (dense) to +10% (expert) for a ~50 s compile (benchmarks/RESULTS.md): off by default.
-    # Part of the fingerprint: compiled kernels round differently, and a resumed run must end where it would have.
+    # Part of the fingerprint when on: compiled kernels round differently, and a resumed run must end where it would have.
     compile: bool = False
 
     def fingerprint(self, extra: str = "") -> str:
