@@ -36,23 +36,27 @@ def _embed(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     return {d: str(embed_domain(profile, d)) for d in ["public", *owners]}
 
 
+def _trained(outcome: Any) -> dict[str, Any]:
+    """What the summary keeps of a training outcome (`tasks.train.TrainOutcome`): its sha256 and final metrics."""
+    return {"sha256": outcome.sha256, "metrics": outcome.metrics}
+
+
 def _public(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     from tasks.train import train_public
 
-    outcome = train_public(profile)
-    return {"sha256": outcome.sha256, "metrics": outcome.metrics}
+    return _trained(train_public(profile))
 
 
 def _experts(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     from tasks.train import train_expert
 
-    return {d: {"sha256": (o := train_expert(profile, d)).sha256, "metrics": o.metrics} for d in owners}
+    return {d: _trained(train_expert(profile, d)) for d in owners}
 
 
 def _dense(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     from tasks.train import train_dense
 
-    return {d: {"sha256": (o := train_dense(profile, d)).sha256, "metrics": o.metrics} for d in owners}
+    return {d: _trained(train_dense(profile, d)) for d in owners}
 
 
 def _assemble(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
