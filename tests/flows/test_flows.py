@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -100,7 +101,15 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     first = pt.run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     second = pt.run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     assert (first.status, second.status) == ("completed", "cached") and second.result["token"] == token
+    # Prefect 3 reports task-run states to the server as events, which it records asynchronously: wait until both
+    # runs have reached a final state there (CI once read the second run while the server still said "Running").
+    run_filter = TaskRunFilter(name=TaskRunFilterName(any_=[f"gpu_probe-{token[:8]}"]))
+    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[f"gpu_probe-{token[:8]}"])))
+        while True:
+            runs = client.read_task_runs(task_run_filter=run_filter)
+            if (len(runs) == 2 and all(run.state and run.state.is_final() for run in runs)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     tags = sorted((run.state_name, sorted(run.tags)) for run in runs)
     assert tags == [("Cached", []), ("Completed", [pt.GPU_TAG])], tags
