@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -76,16 +76,16 @@ def cut_at_space(text: str, limit: int) -> int:
     return index if index > 0 else limit
 
 
-def _texts(frame: pd.DataFrame, domain: str) -> tuple[list[str], list[str]]:
+def _texts(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     for column in ("id", "text"):
         if column not in frame.columns:
-            raise DataError(f"data/{domain}/test.parquet: column '{column}' is missing (columns: {list(frame.columns)})")
+            raise DataError(f"column '{column}' is missing (columns: {list(frame.columns)})")
     return frame["id"].astype(str).tolist(), frame["text"].astype(str).tolist()
 
 
 def build_bpb(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
     """Each document: a prefix of at most `bpb_prefix_chars` (and at most half the document) conditions, the rest is scored."""
-    ids, texts = _texts(frame, domain)
+    ids, texts = _texts(frame)
     usable = [i for i, t in enumerate(texts) if len(t.strip()) >= 2]
     chosen = rng.permutation(usable)[: cfg.bpb_docs]
     items = []
@@ -112,13 +112,13 @@ def _segments(texts: list[str], cfg: EvalConfig) -> list[tuple[int, str, str]]:
 
 
 def _multiple_choice(
-    candidates: list[tuple[str, str, str]], pool: list[str], cfg: EvalConfig, rng: np.random.Generator, domain: str, task: str
+    candidates: list[tuple[str, str, str]], pool: list[str], cfg: EvalConfig, rng: np.random.Generator, task: str
 ) -> list[Item]:
     """Items from (doc id, context, gold) with `choices - 1` distinct distractors drawn from `pool` (same domain)."""
     distinct = sorted(set(pool))
     if len(distinct) < cfg.choices:
         raise DataError(
-            f"data/{domain}/test.parquet: task {task} needs {cfg.choices} distinct choices but the test split yields only "
+            f"task {task} needs {cfg.choices} distinct choices but the test split yields only "
             f"{len(distinct)}; lower eval.choices, or add test documents (data.test_docs; a small domain's test split is "
             "capped at data.max_eval_fraction of its documents)"
         )
@@ -134,16 +134,16 @@ def _multiple_choice(
 
 
 def build_continuation_mc(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
-    ids, texts = _texts(frame, domain)
+    ids, texts = _texts(frame)
     segments = _segments(texts, cfg)
     candidates = [(ids[i], context, cont) for i, context, cont in segments]
-    return _multiple_choice(candidates, [c for _, _, c in segments], cfg, rng, domain, f"{domain}_mc"), len(segments)
+    return _multiple_choice(candidates, [c for _, _, c in segments], cfg, rng, f"{domain}_mc"), len(segments)
 
 
 def _math_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
     for column in ("question", "answer"):
         if column not in frame.columns:
-            raise DataError(f"data/math/test.parquet: column '{column}' is missing; the math tasks need question/answer")
+            raise DataError(f"column '{column}' is missing; the math tasks need question/answer")
     rows = []
     for doc_id, question, answer in zip(frame["id"].astype(str), frame["question"].astype(str), frame["answer"].astype(str)):
         if question.strip() and answer.strip():
@@ -153,7 +153,7 @@ def _math_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 def build_math_mc(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
     rows = _math_rows(frame)
-    return _multiple_choice(rows, [a for _, _, a in rows], cfg, rng, domain, "math_mc"), len(rows)
+    return _multiple_choice(rows, [a for _, _, a in rows], cfg, rng, "math_mc"), len(rows)
 
 
 def build_math_em(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
@@ -164,7 +164,7 @@ def build_math_em(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.ran
 
 def build_code_em(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
     """One line per file segment: the code before it (whole lines, at most `code_context_chars`) is the context."""
-    ids, texts = _texts(frame, domain)
+    ids, texts = _texts(frame)
     candidates = []
     for doc_id, text in zip(ids, texts):
         lines = text.splitlines(keepends=True)
@@ -211,15 +211,22 @@ def task_specs(domain: str, cfg: EvalConfig) -> list[tuple[TaskSpec, str]]:
     return specs
 
 
-def build_tasks(frames: dict[str, pd.DataFrame], cfg: EvalConfig, seed: int) -> list[Task]:
-    """All tasks of all given domains (test splits), reproducible for a given seed."""
+def build_tasks(
+    frames: dict[str, pd.DataFrame], cfg: EvalConfig, seed: int, sources: Mapping[str, str | Path] | None = None
+) -> list[Task]:
+    """All tasks of all given domains (test splits), reproducible for a given seed. `sources` names where each
+    domain's frame came from (its test.parquet), so an error points at that file wherever `paths.data_dir` is."""
     tasks = []
     for domain, frame in frames.items():
+        source = (sources or {}).get(domain, f"the '{domain}' test split")
         for spec, key in task_specs(domain, cfg):
-            items, eligible = _BUILDERS[key](frame, domain, cfg, _rng(seed, spec.name))
+            try:
+                items, eligible = _BUILDERS[key](frame, domain, cfg, _rng(seed, spec.name))
+            except DataError as exc:
+                raise DataError(f"{source}: {exc}") from exc
             if not items:
                 raise DataError(
-                    f"data/{domain}/test.parquet: task {spec.name} found no usable test documents ({len(frame)} rows); "
+                    f"{source}: task {spec.name} found no usable test documents ({len(frame)} rows); "
                     "check the split or the eval cuts in params.yaml `eval:`"
                 )
             tasks.append(Task(spec, items, eligible))

@@ -99,14 +99,18 @@ def _device(profile: Profile) -> torch.device:
 # ---- inputs ------------------------------------------------------------------------------------------------------
 
 def load_test_frames(profile: Profile, domains: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    paths = RunPaths(profile)
     frames = {}
-    for domain in domains or profile.domains:
-        split = paths.split(domain, "test")
+    for domain, split in held_out_split_paths(profile, domains).items():
         if not split.exists():
             raise DataError(f"{split}: the test split of '{domain}' is missing; run `flexo data --domain {domain}` first")
         frames[domain] = pd.read_parquet(split)
     return frames
+
+
+def held_out_split_paths(profile: Profile, domains: list[str] | None = None) -> dict[str, Path]:
+    """Where each domain's test split lives, for error messages that name the file."""
+    paths = RunPaths(profile)
+    return {domain: paths.split(domain, "test") for domain in domains or profile.domains}
 
 
 def check_benchmark_data(profile: Profile, domains: list[str] | None = None) -> dict[str, Any]:
@@ -116,7 +120,7 @@ def check_benchmark_data(profile: Profile, domains: list[str] | None = None) -> 
     problems, counts = [], {}
     for domain, frame in load_test_frames(profile, domains).items():
         try:
-            tasks = build_tasks({domain: frame}, profile.eval, profile.seed)
+            tasks = build_tasks({domain: frame}, profile.eval, profile.seed, held_out_split_paths(profile, [domain]))
         except DataError as exc:
             problems.append(str(exc))
             continue
@@ -348,7 +352,7 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     device = _device(profile)
     domains = list(profile.domains)
     tokenizer = load_tokenizer(profile)
-    tasks = build_tasks(load_test_frames(profile), cfg, profile.seed)
+    tasks = build_tasks(load_test_frames(profile), cfg, profile.seed, held_out_split_paths(profile))
     write_lm_eval_files(tasks, paths.eval_dir / "tasks")
     requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
     resamples = bootstrap_indices(tasks, cfg.bootstrap, profile.seed)

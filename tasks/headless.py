@@ -24,7 +24,7 @@ from typing import Any
 
 from tasks.artifacts import RunPaths
 from tasks.config import Profile, load_profile
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
 
 STAGES = ("embed", "public", "expert", "dense", "assemble", "evaluate")
 ACCELERATOR_STAGES = STAGES[1:]  # `embed` needs the MiniLM wheel: run it where the data was built
@@ -95,7 +95,7 @@ def run_stages(profile: Profile, stages: Sequence[str] = ACCELERATOR_STAGES, dom
     (seconds per stage, what each produced) written to `summary_path` either way so a cut-off run says how far it got."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise DataError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        raise ConfigError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     owners = list(domains or profile.closed_domains)
     summary: dict[str, Any] = {"profile": profile.name, "domains": owners, "stages": {}, "seconds": {}}
     started = time.perf_counter()

@@ -13,6 +13,22 @@ from tasks.config import Profile, load_profile
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+_MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_does_not_leak():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; without this a test's temporary store would reach every
+    later test's subprocesses as if the user had set it."""
+    before = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_profile() -> Profile:
     """The `tiny` profile from the real params.yaml (tests run in seconds on it)."""

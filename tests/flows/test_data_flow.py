@@ -93,7 +93,7 @@ def test_a_test_split_too_small_for_the_benchmark_fails_at_the_data_stage(world,
     summary = pipeline(profile=p, domains=["mine"], stages=["data", "evaluate"])
     check = [r for r in summary["steps"] if r["step"] == "check_benchmark"]
     assert len(check) == 1 and check[0]["status"] == "failed", summary["steps"]
-    assert "needs 12 distinct choices" in check[0]["detail"] and "data/mine/test.parquet" in check[0]["detail"]
+    assert "needs 12 distinct choices" in check[0]["detail"] and f"{RunPaths(p).split('mine', 'test')}:" in check[0]["detail"]
     assert {r["step"]: r["status"] for r in summary["steps"] if r["domain"] == "mine"}["version_domain"] == "completed"
     evaluate = [r for r in summary["steps"] if r["step"] == "evaluate"]
     assert evaluate[0]["status"] == "skipped" and "check_benchmark" in evaluate[0]["detail"]

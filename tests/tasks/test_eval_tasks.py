@@ -82,7 +82,7 @@ def test_items_come_from_the_held_out_text(tiny_profile):
 
 def test_unusable_splits_are_clear_errors(tiny_profile):
     cfg = tiny_profile.eval
-    with pytest.raises(DataError, match="column 'text'"):
+    with pytest.raises(DataError, match="the 'news' test split: column 'text' is missing"):
         build_tasks({"news": pd.DataFrame({"id": ["a"]})}, cfg, 0)
     with pytest.raises(DataError, match="question"):
         build_tasks({"math": pd.DataFrame({"id": ["a", "b"], "text": ["What is 1 plus 1?\n2", "What is 2 plus 2?\n4"]})}, cfg, 0)
@@ -146,7 +146,8 @@ def test_benchmark_data_check_names_every_unusable_split(tmp_profile):
     with pytest.raises(DataError) as error:
         check_benchmark_data(tmp_profile, ["news", "reddit", "math"])
     message = str(error.value)
-    assert "data/reddit/test.parquet" in message and "distinct choices" in message and "max_eval_fraction" in message
-    assert "data/math/test.parquet" in message and "news" not in message
+    # each problem names the file where this profile keeps it (tmp_path here), not the default data/ folder
+    assert f"{paths.split('reddit', 'test')}: task reddit_mc needs" in message and "max_eval_fraction" in message
+    assert f"{paths.split('math', 'test')}: column 'question' is missing" in message and "news" not in message
     with pytest.raises(DataError, match="the test split of 'academic' is missing"):
         check_benchmark_data(tmp_profile, ["academic"])

@@ -15,7 +15,7 @@ import yaml
 
 from tasks.assemble import MANIFEST
 from tasks.config import DEFAULT_PARAMS, REPO_ROOT, load_profile
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
 from tasks.headless import run_stages
 from tests.tasks.eval_world import write_domain, write_tokenizer
 
@@ -84,5 +84,5 @@ def test_a_stage_whose_input_is_missing_fails_with_the_summary_written(params_fi
         run_stages(profile, ["assemble"], summary_path=summary_path)
     summary = json.loads(summary_path.read_text())
     assert summary["failed"]["stage"] == "assemble" and "has not been trained" in summary["failed"]["error"]
-    with pytest.raises(DataError, match="unknown stage"):
+    with pytest.raises(ConfigError, match="unknown stage"):
         run_stages(profile, ["deploy"])
