@@ -145,6 +145,10 @@ class TrainPublicConfig(_Strict):
 
 class TrainExpertConfig(_Strict):
     token_ratio: float = Field(gt=0)  # expert tokens / public pretraining tokens (paper: 50B / 1T = 0.05)
+    # At most this many passes over the owner's train split (null: the budget alone decides). A small owner's data can
+    # be far below the budget; past ~4 epochs repeated tokens are worth much less than fresh ones (Muennighoff et al.
+    # 2023, "Scaling Data-Constrained Language Models"), and the expert mostly memorises them.
+    max_epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(gt=0)
     seq_len: int = Field(gt=0)
     optim: OptimConfig

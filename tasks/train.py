@@ -116,8 +116,10 @@ def data_digest(*datasets: PackedDataset) -> str:
     return digest.hexdigest()
 
 
-def check_budget(section: str, tokens: int, batch_size: int, seq_len: int, train: PackedDataset, split_path: Path) -> int:
-    """Optimizer steps for the budget; a budget below one batch or a split smaller than one batch is refused."""
+def check_budget(section: str, tokens: int, batch_size: int, seq_len: int, train: PackedDataset, split_path: Path,
+                 max_epochs: float | None = None) -> int:
+    """Optimizer steps for the budget, at most `max_epochs` passes over `train` (at least one step); a budget below one
+    batch or a split smaller than one batch is refused."""
     per_step = batch_size * seq_len
     steps = tokens // per_step
     if steps < 1:
@@ -127,7 +129,14 @@ def check_budget(section: str, tokens: int, batch_size: int, seq_len: int, train
             f"{split_path}: only {train.num_sequences} sequences of {seq_len} tokens ({len(train.tokens)} tokens), fewer "
             f"than one batch of {batch_size}; add data or lower {section}.batch_size"
         )
+    if max_epochs is not None:
+        steps = min(steps, max(1, int(max_epochs * train.num_sequences) // batch_size))
     return steps
+
+
+def epochs(steps: int, batch_size: int, train: PackedDataset) -> float:
+    """Passes over the train split that `steps` optimizer steps make (recorded with every run: a reviewer sees repetition)."""
+    return steps * batch_size / train.num_sequences
 
 
 # ---- runtime ----------------------------------------------------------------------------------------------------
@@ -260,6 +269,7 @@ def _flat_params(kind: str, domain: str, spec: TrainSpec, train_data: PackedData
         "lr": spec.lr, "weight_decay": spec.weight_decay, "warmup_steps": spec.warmup_steps,
         "min_lr_ratio": spec.min_lr_ratio, "grad_clip": spec.grad_clip, "device": spec.device,
         "precision": spec.precision, "train_sequences": train_data.num_sequences,
+        "epochs": round(epochs(spec.total_steps, spec.batch_size, train_data), 4),
         "unused_tail_tokens": train_data.tail_tokens, "dp": spec.dp is not None, **extra,
     }
 
@@ -322,7 +332,7 @@ def _expert_setup(profile: Profile, domain: str) -> tuple[Any, PackedDataset, Pa
     train_data = tokenize(tokenizer, read_texts(profile, domain, "train"), cfg.seq_len)
     val_data = tokenize(tokenizer, read_texts(profile, domain, "val"), cfg.seq_len)
     steps = check_budget("train_expert.token_ratio x train_public.tokens", profile.expert_tokens(), cfg.batch_size,
-                         cfg.seq_len, train_data, RunPaths(profile).split(domain, "train"))
+                         cfg.seq_len, train_data, RunPaths(profile).split(domain, "train"), cfg.max_epochs)
     return tokenizer, train_data, val_data, steps
 
 

@@ -22,7 +22,7 @@ from tasks.artifacts import RunPaths
 from tasks.config import REPO_ROOT, load_profile
 from tasks.errors import ConfigError, DataError
 from tasks.expert_file import load_expert
-from tasks.train import train_dense, train_expert, train_public
+from tasks.train import load_tokenizer, read_texts, tokenize, train_dense, train_expert, train_public
 
 WORDS = {
     "public": "the a of and to in is was for on with as by at from that this it be are".split(),
@@ -128,6 +128,24 @@ def test_dp_expert_reports_epsilon(trained) -> None:
     assert expert.dp_epsilon is not None and 0 < expert.dp_epsilon <= target * 1.05
     _, meta = load_expert(expert.expert_file, expected_sha256=expert.sha256)
     assert float(meta["dp_epsilon"]) == pytest.approx(expert.dp_epsilon, rel=1e-5)
+
+
+def test_max_epochs_caps_an_expert_budget_the_owner_data_cannot_fill(trained) -> None:
+    """A small owner's split repeated many times over is mostly memorised: `train_expert.max_epochs` caps the steps at
+    that many passes, and the run records how many passes it made (MLflow params, train_result.json)."""
+    world, _ = trained
+    cfg = world.train_expert
+    budget_steps = world.expert_tokens() // (cfg.batch_size * cfg.seq_len)
+    sequences = tokenize(load_tokenizer(world), read_texts(world, "math", "train"), cfg.seq_len).num_sequences
+    max_epochs = 2.5 * cfg.batch_size / sequences  # room for 2 steps, fewer than the budget's
+    assert budget_steps > 2
+    capped = world.model_copy(update={"train_expert": cfg.model_copy(update={"max_epochs": max_epochs})})
+    expert = train_expert(capped, "math", resume=False)
+    assert expert.metrics["steps"] == 2
+    assert expert.params["epochs"] == pytest.approx(2 * cfg.batch_size / sequences, abs=1e-4)
+    assert expert.params["epochs"] <= max_epochs
+    recorded = json.loads((RunPaths(world).expert_dir("math") / "train_result.json").read_text())
+    assert recorded["params"]["epochs"] == expert.params["epochs"]
 
 
 def test_missing_split_fails_before_any_compute(world) -> None:
