@@ -71,6 +71,7 @@ def test_every_stage_runs_without_the_orchestration_libraries(params_file, tmp_p
     assert assembled["experts"] == ["public", "code", "math"]
     manifest = json.loads((tmp_path / "runs" / "tiny" / "moe" / MANIFEST).read_text())
     assert manifest["expert_sha256"] == [experts["code"]["sha256"], experts["math"]["sha256"]]
+    assert all(0 < experts[d]["epochs"] for d in ("code", "math")) and summary["stages"]["public"]["epochs"] > 0
     report = (tmp_path / "reports" / "flexmix-tiny.md").read_text()
     assert "FlexOlmo" in report and "code_bpb" in report and "math_em" in report
     results = json.loads((tmp_path / "runs" / "tiny" / "eval" / "results.json").read_text())
