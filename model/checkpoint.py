@@ -2,7 +2,8 @@
 
 Why: a checkpoint is read back by `resume`, and unpickling a file is running code from it. safetensors holds only tensors;
 the optimizer's hyper-parameters, the trainer's counters and the file hashes go to JSON. A checkpoint directory is written
-to a temporary sibling and swapped in with renames, so a run killed mid-write leaves the previous checkpoint intact.
+to a temporary sibling, flushed to disk and swapped in with renames, so a run killed at any point (mid-write or between
+the renames) leaves a complete checkpoint behind: `find_checkpoint` falls back to the `.old` sibling of a broken swap.
 
 Layout of one checkpoint directory:
     weights.safetensors     the trained parameters by name (all of them for dense runs, the trainable ones for experts)
@@ -93,13 +94,35 @@ def save_checkpoint(
     save_file({k: v.cpu().contiguous() for k, v in rng.items()}, str(scratch / RNG))
     files = [WEIGHTS, RNG] + ([OPTIMIZER, OPTIMIZER_META] if optimizer is not None else [])
     _write_json(scratch / STATE, {**state, "sha256": {name: sha256_file(scratch / name) for name in files}})
+    _fsync_directory_files(scratch)
     previous = target.with_name(target.name + ".old")
-    shutil.rmtree(previous, ignore_errors=True)
-    if target.exists():
+    if (target / STATE).exists():
+        # target is complete, so the old sibling is redundant; without a complete target (a swap was killed between
+        # its two renames), `.old` is the only complete checkpoint and stays until the new one is in place
+        shutil.rmtree(previous, ignore_errors=True)
         os.replace(target, previous)
+    elif target.exists():  # not a checkpoint (never written by this function): nothing to keep
+        shutil.rmtree(target)
     os.replace(scratch, target)
+    _fsync_directory(target.parent)
     shutil.rmtree(previous, ignore_errors=True)
     return target
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _fsync_directory_files(directory: Path) -> None:
+    """Flush every file and the directory entry to disk before the rename makes them the checkpoint (power loss)."""
+    for path in directory.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    _fsync_directory(directory)
 
 
 def find_checkpoint(directory: str | Path) -> Path | None:
