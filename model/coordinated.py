@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Olmo2ForCausalLM
 
+from model.losses import packed_lm_losses
+
 EXPERT_FFN_KEYS = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -144,8 +146,10 @@ class CoordinatedExpertModel(nn.Module):
         self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
     ) -> CoordinatedOutput:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        labels = input_ids if labels is None else labels
-        ce, lm_z = causal_lm_losses(logits, labels)
+        if labels is None and attention_mask is None:  # packed training rows: every position has a label
+            ce, lm_z = packed_lm_losses(logits, input_ids)
+        else:
+            ce, lm_z = causal_lm_losses(logits, input_ids if labels is None else labels)
         router_z = self.router_z_loss()
         loss = ce + self.lm_z_weight * lm_z + self.router_z_weight * router_z
         return CoordinatedOutput(loss=loss, ce=ce, lm_z=lm_z, router_z=router_z, logits=logits)

@@ -26,6 +26,7 @@ from torch import nn
 from model import checkpoint as ckpt
 from model.batching import PackedDataset
 from model.dp import DPSpec
+from model.losses import packed_lm_losses
 from model.precision import Precision, autocast
 from model.schedule import lr_factor
 
@@ -379,18 +380,6 @@ def train(
         resumed_from=resumed_from,
         history=history,
     )
-
-
-def packed_lm_losses(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(next-token CE, LM z-loss) for packed rows (every position has a label), from one logsumexp over the vocabulary.
-
-    Equal to `model.coordinated.causal_lm_losses` without ignored labels, but CE and z-loss share the logsumexp, which saves
-    one full pass over the (tokens x vocab) logits forward and backward: the output layer dominates small models.
-    """
-    shifted = logits[:, :-1, :].float()
-    lse = torch.logsumexp(shifted, dim=-1)
-    target = shifted.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    return (lse - target).mean(), lse.pow(2).mean()
 
 
 def dense_loss(lm_z_weight: float) -> LossFn:
