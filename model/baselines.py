@@ -22,7 +22,8 @@ from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM, PreTrainedModel
 
 from model.config import flexolmo_config, ids_of, sizes_of
 from model.precision import Precision, autocast
-from model.coordinated import EXPERT_FFN_KEYS, causal_lm_losses
+from model.coordinated import EXPERT_FFN_KEYS
+from model.losses import packed_lm_losses
 from model.merge import set_layer_experts
 from model.scoring import Batch, BatchScore, reduce_logprobs, token_logprobs
 
@@ -202,7 +203,7 @@ def train_moe(
     train_experts: bool,
     precision: Precision = "fp32",
 ) -> list[float]:
-    """Train the router rows (and, with `train_experts`, the expert FFNs) on token batches (B, T); everything else frozen.
+    """Train the router rows (and, with `train_experts`, the expert FFNs) on packed token batches (B, T), every position a label; the rest frozen.
 
     Router-only is BTX's post-merge step and FlexOlmo's router tuning (all experts active is the caller's choice of top_k);
     experts + router is the unrestricted MoE. Returns the loss per step. Autocast is entered per step: its cast cache
@@ -222,7 +223,7 @@ def train_moe(
     for input_ids in batches:
         with autocast(precision, input_ids.device):
             logits = moe(input_ids=input_ids, use_cache=False).logits
-        loss, _ = causal_lm_losses(logits, input_ids)
+        loss, _ = packed_lm_losses(logits, input_ids)  # packed rows: every position has a label
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, grad_clip)
