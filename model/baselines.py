@@ -203,7 +203,8 @@ def train_moe(
     train_experts: bool,
     precision: Precision = "fp32",
 ) -> list[float]:
-    """Train the router rows (and, with `train_experts`, the expert FFNs) on packed token batches (B, T), every position a label; the rest frozen.
+    """Train the router rows (and, with `train_experts`, the expert FFNs) on packed token batches (B, T), every position
+    a label; everything else frozen.
 
     Router-only is BTX's post-merge step and FlexOlmo's router tuning (all experts active is the caller's choice of top_k);
     experts + router is the unrestricted MoE. Returns the loss per step. Autocast is entered per step: its cast cache
