@@ -101,7 +101,9 @@ def test_public_expert_and_dense_runs_write_their_artifacts(trained) -> None:
     steps = world.train_public.tokens // (world.train_public.batch_size * world.train_public.seq_len)
     assert public.metrics["steps"] == steps
     assert public.metrics["val_loss"] < math.log(world.model.vocab_size) - 0.5  # it learned the public word list
-    assert json.loads((paths.public_dir / "train_result.json").read_text())["sha256"] == public.sha256
+    recorded = json.loads((paths.public_dir / "train_result.json").read_text())
+    assert recorded["sha256"] == public.sha256
+    assert 0 < recorded["metrics"]["peak_rss_gib"] == public.metrics["peak_rss_gib"]  # this run's own peak (MLflow too)
 
     again = train_public(world)  # a finished run resumes at its end: same weights, no retraining
     assert again.resumed_from == steps and again.sha256 == public.sha256
