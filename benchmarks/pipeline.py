@@ -56,6 +56,7 @@ def measured(summary: dict, wall: float) -> dict:
     return {
         "wall_s": round(wall, 2),
         "stage_s": summary["stage_seconds"],
+        "stage_peak_rss_gib": summary.get("stage_peak_rss_gib", {}),  # summaries written before it existed lack it
         "compute_s": round(compute, 2),
         "overhead_s": round(wall - compute, 2),
         "overhead_share": round((wall - compute) / wall, 4) if wall else 0.0,
@@ -67,9 +68,11 @@ def measured(summary: dict, wall: float) -> dict:
 
 def table(result: dict) -> str:
     first, second = result["first_run"], result["cached_rerun"]
-    rows = [("stage", "first run (s)", "cached rerun (s)")]
+    rows = [("stage", "first run (s)", "cached rerun (s)", "first run peak RSS (GiB)")]
     for stage in first["stage_s"]:
-        rows.append((stage, f"{first['stage_s'][stage]:.1f}", f"{second['stage_s'].get(stage, 0):.1f}"))
+        peak = first["stage_peak_rss_gib"].get(stage)
+        rows.append((stage, f"{first['stage_s'][stage]:.1f}", f"{second['stage_s'].get(stage, 0):.1f}",
+                     "" if peak is None else f"{peak:.2f}"))
     rows += [
         ("**end to end**", f"{first['wall_s']:.1f}", f"{second['wall_s']:.1f}"),
         ("model compute", f"{first['compute_s']:.1f}", f"{second['compute_s']:.1f}"),
@@ -78,7 +81,8 @@ def table(result: dict) -> str:
         ("steps completed/cached/skipped/failed", "/".join(str(v) for v in first["status_counts"].values()),
          "/".join(str(v) for v in second["status_counts"].values())),
     ]
-    lines = [f"| {' | '.join(rows[0])} |", "|---|---:|---:|"] + [f"| {' | '.join(r)} |" for r in rows[1:]]
+    rows = [row + ("",) * (len(rows[0]) - len(row)) for row in rows]
+    lines = [f"| {' | '.join(rows[0])} |", "|---|---:|---:|---:|"] + [f"| {' | '.join(r)} |" for r in rows[1:]]
     return "\n".join(lines)
 
 

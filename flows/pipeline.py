@@ -21,6 +21,7 @@ from flows.data import data
 from flows.evaluate import evaluate
 from flows.expert import expert
 from flows.public import public
+from model.memory import PeakWindow
 from tasks import prefect_tasks as pt
 from tasks.ablations import assembled as assembled_ablations
 from tasks.artifacts import RunPaths
@@ -58,14 +59,16 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
     started = time.perf_counter()
     out: list[pt.Outcome] = []
     stage_seconds: dict[str, float] = {}
+    stage_peak_rss_gib: dict[str, float] = {}  # this process's resident peak during each stage (model.memory)
 
     def stage(name: str, run) -> None:
         if name not in chosen:
             return
-        t0 = time.perf_counter()
+        t0, memory = time.perf_counter(), PeakWindow()
         pt.notify(name, name, None, "stage-start")
         out.extend(run())
         stage_seconds[name] = round(time.perf_counter() - t0, 3)
+        stage_peak_rss_gib[name] = round(memory.read().rss_gib, 3)
         pt.notify(name, name, None, "stage-end")
 
     stage("data", lambda: pt.outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))
@@ -95,6 +98,7 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
         "profile": p.name,
         "seconds": round(time.perf_counter() - started, 3),
         "stage_seconds": stage_seconds,
+        "stage_peak_rss_gib": stage_peak_rss_gib,
         "failed": failed,
         "reused": [f"{o.step}{'/' + o.domain if o.domain else ''}" for o in out if o.status == "cached"],
         "skipped": [{"step": o.step, "domain": o.domain, "why": o.detail} for o in out if o.status == "skipped"],

@@ -27,7 +27,7 @@ from model import checkpoint as ckpt
 from model.batching import PackedDataset
 from model.dp import DPSpec
 from model.losses import packed_lm_losses
-from model.memory import PeakMemory, peak_memory, reset_peak_memory
+from model.memory import PeakMemory, PeakWindow
 from model.precision import Precision, autocast
 from model.schedule import lr_factor
 
@@ -214,7 +214,7 @@ def train(
             f"({spec.batch_size})"
         )
     fingerprint = spec.fingerprint(fingerprint_extra)
-    memory_reset = reset_peak_memory(spec.device)
+    memory = PeakWindow(spec.device)
     model.to(spec.device)
     model.train()
     named = ordered_trainable(model, spec.weight_decay)
@@ -382,7 +382,7 @@ def train(
         best_dir=best_dir if best_step is not None else None,
         resumed_from=resumed_from,
         history=history,
-        peak_memory=peak_memory(spec.device, memory_reset),
+        peak_memory=memory.read(),
     )
 
 

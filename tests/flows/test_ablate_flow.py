@@ -32,3 +32,4 @@ def test_ablate_trains_each_owner_merges_and_caches(world) -> None:
 
     summary = pipeline(profile=profile, stages=["ablate"])
     assert {r["status"] for r in summary["steps"]} == {"cached"} and summary["stage_seconds"].keys() == {"ablate"}
+    assert summary["stage_peak_rss_gib"].keys() == {"ablate"} and summary["stage_peak_rss_gib"]["ablate"] > 0
