@@ -1,13 +1,14 @@
 """Next-token cross-entropy and LM z-loss for packed training rows, from one logsumexp, with a hand-written backward.
 
 Why not autograd over `logsumexp` and `gather`: for the small models trained here the output layer dominates, and
-autograd's backward of those two ops walks the (tokens x vocab) logits five times: exp(x - lse) (three temporaries),
-a zero-filled tensor for gather's backward, their sum, and the cast back to the logits' dtype. The gradient of
-`ce + w * z` is known in closed form, softmax(x) * (g_ce + 2 g_z lse) / n - onehot(target) * g_ce / n, so the backward
-writes it in one pass per row block while the block is in cache, and the forward never materialises an fp32 copy of the
-logits either. Profiled at `demo` size in bf16 on the 2-core EPYC, the autograd version spent about 15% of a dense step
-in LogsumexpBackward alone (benchmarks/RESULTS.md). Blocks are rows of one sequence, so the shifted logits
-`logits[:, :-1]` are never copied into a contiguous 2-D tensor.
+autograd's backward of the shift, the fp32 cast, `logsumexp` and `gather` makes a full-size temporary of the (tokens x
+vocab) logits at every turn: exp(x - lse) (three), a zero-filled one for gather's backward, their sum, a zero-filled one
+for the slice, and the cast back to the logits' dtype. The gradient of `ce + w * z` is known in closed form, softmax(x)
+* (g_ce + 2 g_z lse) / n - onehot(target) * g_ce / n, so the backward writes it in one pass per row block while the
+block is in cache, and the forward never materialises a full fp32 copy of the logits either (only block-sized ones).
+Profiled at `demo` size in bf16 on the 2-core EPYC, the autograd version spent about 15% of a dense step in
+LogsumexpBackward alone (benchmarks/RESULTS.md). Blocks are rows of one sequence, so the shifted logits `logits[:, :-1]`
+are never copied into a contiguous 2-D tensor.
 """
 
 from __future__ import annotations
