@@ -287,6 +287,7 @@ def train_public(profile: Profile, *, resume: bool = True, logger: TrainLogger |
 
     cfg = profile.train_public
     paths = RunPaths(profile)
+    resolve_device(profile)  # a device this machine lacks is a config error before any compute
     tokenizer = load_tokenizer(profile)
     train_data = tokenize(tokenizer, read_texts(profile, PUBLIC, "train"), cfg.seq_len)
     val_data = tokenize(tokenizer, read_texts(profile, PUBLIC, "val"), cfg.seq_len)
@@ -331,6 +332,7 @@ def trained_public_model(profile: Profile):
 def _expert_setup(profile: Profile, domain: str) -> tuple[Any, PackedDataset, PackedDataset, int]:
     if domain not in profile.closed_domains:
         raise ConfigError(f"'{domain}' is not a data owner's domain; choose one of {profile.closed_domains}")
+    resolve_device(profile)  # before the tokenizing and the router embedding
     cfg = profile.train_expert
     tokenizer = load_tokenizer(profile)
     train_data = tokenize(tokenizer, read_texts(profile, domain, "train"), cfg.seq_len)

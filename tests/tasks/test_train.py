@@ -162,6 +162,20 @@ def test_missing_split_fails_before_any_compute(world) -> None:
         train_expert(world, "public")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has the CUDA device the profile asks for")
+def test_a_cuda_profile_on_a_machine_without_cuda_fails_before_any_compute(world) -> None:
+    gpu = world.model_copy(update={"runtime": world.runtime.model_copy(update={"device": "cuda"})})
+    paths = RunPaths(gpu)
+    # what the runs would otherwise read or compute first: a missing split (DataError) and the router row (the encoder)
+    paths.split("public", "train").unlink()
+    paths.router_embedding("math").unlink()
+    for run in (lambda: train_public(gpu), lambda: train_expert(gpu, "math"), lambda: train_dense(gpu, "math")):
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            run()
+    assert not paths.public_dir.exists() and not paths.expert_dir("math").exists()
+    assert not paths.router_embedding("math").exists()
+
+
 def test_budget_below_one_batch_fails_before_any_compute(world) -> None:
     small = world.model_copy(update={"train_public": world.train_public.model_copy(update={"tokens": 100})})
     with pytest.raises(ConfigError, match="below one batch"):
