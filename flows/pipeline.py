@@ -68,7 +68,7 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
         pt.notify(name, name, None, "stage-start")
         out.extend(run())
         stage_seconds[name] = round(time.perf_counter() - t0, 3)
-        stage_peak_rss_gib[name] = round(memory.read().rss_gib, 3)
+        stage_peak_rss_gib[name] = round(memory.close().rss_gib, 3)
         pt.notify(name, name, None, "stage-end")
 
     stage("data", lambda: pt.outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))

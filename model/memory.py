@@ -1,71 +1,113 @@
 """Peak memory of one piece of work (a training run, a pipeline stage), not of the whole process.
 
-Why not `resource.getrusage(...).ru_maxrss`: it is the high-water mark since the process started, so in `flexo run`,
-where one process trains M_pub and then every expert, each expert would report the pipeline's peak so far. Linux resets
-the resident high-water mark (VmHWM) on writing "5" to /proc/self/clear_refs, and CUDA has its own resettable peak.
-A reset would hide an enclosing window's peak (a stage that contains a training run), so every reset first records the
-peak it is about to clear, and a window's peak is the largest of the current one and those recorded since it opened.
-Where the reset is not allowed (another OS, a locked-down /proc) the lifetime peak is reported and marked as such.
+Why not `resource.getrusage(...).ru_maxrss` alone: it is the high-water mark since the process started, so in `flexo run`,
+where one process trains M_pub and then every expert, each expert would report the pipeline's peak so far. Resetting
+the kernel's mark (/proc/self/clear_refs) would fix that but also silently change what `/usr/bin/time -v`, `ru_maxrss`
+and every other observer of the process reports, so nothing here resets anything. Instead a window combines two
+readings: if the process's high-water mark rose during the window, the window set the record and the mark is its exact
+peak; otherwise the peak is the largest resident size a sampler thread saw while the window was open (every
+`SAMPLE_SECONDS`: a lower bound that can miss a spike shorter than that). CUDA works the same way with torch's
+`max_memory_allocated` / `memory_allocated`.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
+SAMPLE_SECONDS = 0.02
+_STATM = Path("/proc/self/statm")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_open: "weakref.WeakSet[PeakWindow]" = weakref.WeakSet()
 _lock = threading.Lock()
-_cleared: list[tuple[float, float]] = []  # (resident GiB, CUDA GiB) peaks as they were just before each reset, in order
+_wake = threading.Condition(_lock)
+_sampler: threading.Thread | None = None
 
 
 @dataclass(frozen=True)
 class PeakMemory:
     rss_gib: float  # peak resident set size of this process during the window
     device_gib: float | None  # peak CUDA memory allocated by torch during the window, on a CUDA device
-    since_reset: bool  # False: rss_gib is the process's lifetime peak (the reset was not possible)
+    exact: bool  # True: the window set the process's high-water mark, so rss_gib is exact; False: sampled (a lower bound)
 
 
-def _resident_peak_gib() -> float:
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    # no /proc: ru_maxrss is kB on Linux, bytes on macOS
+def process_peak_rss_gib() -> float:
+    """The process's lifetime resident high-water mark (ru_maxrss: kB on Linux, bytes on macOS)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
-def _cuda_peak_gib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+def current_rss_gib() -> float | None:
+    try:
+        return int(_STATM.read_text().split()[1]) * _PAGE / 2**30
+    except (OSError, IndexError, ValueError):
+        return None  # no /proc: only the high-water mark is known
+
+
+def _cuda_gib(device: torch.device, peak: bool) -> float:
+    if device.type != "cuda":
+        return 0.0
+    return (torch.cuda.max_memory_allocated(device) if peak else torch.cuda.memory_allocated(device)) / 2**30
+
+
+def _sample_forever() -> None:
+    while True:
+        with _wake:
+            while not _open:
+                _wake.wait()
+            windows = list(_open)
+        rss = current_rss_gib()
+        for window in windows:
+            window._observe(rss)
+        del windows
+        time.sleep(SAMPLE_SECONDS)
 
 
 class PeakWindow:
-    """Opens a measurement window at construction; `read()` returns the peaks since then. Windows may nest."""
+    """Opens a measurement window at construction; `read()` returns the peaks since then. Windows may nest and overlap."""
 
     def __init__(self, device: str = "cpu") -> None:
+        global _sampler
         self.device = torch.device(device)
-        with _lock:
-            before = (_resident_peak_gib(), _cuda_peak_gib(self.device))
-            try:
-                _CLEAR_REFS.write_text("5")
-                self.since_reset = True
-            except OSError:
-                self.since_reset = False
-            if self.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(self.device)
-            _cleared.append(before)
-            self._first = len(_cleared)  # resets from here on happened inside this window
+        self._start_mark = process_peak_rss_gib()
+        self._start_cuda_mark = _cuda_gib(self.device, peak=True)
+        now = current_rss_gib()
+        self._sampled = now or 0.0
+        self._sampled_cuda = _cuda_gib(self.device, peak=False)
+        with _wake:
+            _open.add(self)
+            if _sampler is None:
+                _sampler = threading.Thread(target=_sample_forever, name="flexo-peak-memory", daemon=True)
+                _sampler.start()
+            _wake.notify()
+
+    def _observe(self, rss: float | None) -> None:
+        if rss is not None:
+            self._sampled = max(self._sampled, rss)
+        if self.device.type == "cuda":
+            self._sampled_cuda = max(self._sampled_cuda, _cuda_gib(self.device, peak=False))
 
     def read(self) -> PeakMemory:
-        with _lock:
-            inside = _cleared[self._first:]
-            rss = max([_resident_peak_gib(), *(r for r, _ in inside)])
-            cuda = max([_cuda_peak_gib(self.device), *(c for _, c in inside)])
-        return PeakMemory(rss_gib=rss, device_gib=cuda if self.device.type == "cuda" else None, since_reset=self.since_reset)
+        """The peaks so far; the window stays open (reading twice is fine)."""
+        self._observe(current_rss_gib())
+        mark = process_peak_rss_gib()
+        exact = mark > self._start_mark
+        device_gib = None
+        if self.device.type == "cuda":
+            cuda_mark = _cuda_gib(self.device, peak=True)
+            device_gib = cuda_mark if cuda_mark > self._start_cuda_mark else self._sampled_cuda
+        return PeakMemory(rss_gib=mark if exact else self._sampled, device_gib=device_gib, exact=exact)
+
+    def close(self) -> PeakMemory:
+        """The final peaks; stops sampling for this window."""
+        peak = self.read()
+        with _wake:
+            _open.discard(self)
+        return peak

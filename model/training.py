@@ -382,7 +382,7 @@ def train(
         best_dir=best_dir if best_step is not None else None,
         resumed_from=resumed_from,
         history=history,
-        peak_memory=memory.read(),
+        peak_memory=memory.close(),
     )
 
 

@@ -250,8 +250,9 @@ def _metrics(result: TrainResult, prefix: str = "") -> dict[str, float]:
         out["val_loss"] = result.val_loss
     if result.best_val_loss is not None:
         out["best_val_loss"] = result.best_val_loss
-    if result.peak_memory is not None:  # this run's peak; the process's lifetime peak where it could not be reset
-        out["peak_rss_gib" if result.peak_memory.since_reset else "process_peak_rss_gib"] = result.peak_memory.rss_gib
+    if result.peak_memory is not None:  # this run's own peak (model.memory): exact, or sampled when it set no record
+        out["peak_rss_gib"] = result.peak_memory.rss_gib
+        out["peak_rss_exact"] = float(result.peak_memory.exact)
         if result.peak_memory.device_gib is not None:
             out["peak_cuda_gib"] = result.peak_memory.device_gib
     if result.epsilon is not None:
