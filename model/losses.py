@@ -13,13 +13,15 @@ are never copied into a contiguous 2-D tensor.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 CPU_BLOCK_ELEMENTS = 1 << 21
 """fp32 elements per row block on CPU (8 MiB): a block's sub/exp/scale/cast run while it is in cache."""
 
 
-def _row_blocks(logits: torch.Tensor):
+def _row_blocks(logits: torch.Tensor) -> Iterator[tuple[int, int, int]]:
     """(batch index, first row, last row + 1) over the positions that have a next token."""
     batch, length, vocab = logits.shape
     rows = length - 1

@@ -27,8 +27,7 @@ SAMPLE_SECONDS = 0.02
 _STATM = Path("/proc/self/statm")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _open: "weakref.WeakSet[PeakWindow]" = weakref.WeakSet()
-_lock = threading.Lock()
-_wake = threading.Condition(_lock)
+_wake = threading.Condition()  # guards _open and _sampler; wakes the sampler when a window opens
 _sampler: threading.Thread | None = None
 
 
