@@ -1,7 +1,7 @@
 """How long the `demo` extraction attack on one domain takes (target: <= 3 minutes on 2 CPU cores).
 
 Two modes:
-- real (default when the demo artifacts exist): `tasks.attack.attack(load_profile("demo"), domain)` on the trained models in
+- real (default when the demo artifacts exist): `tasks.privacy.attack.attack(load_profile("demo"), domain)` on the trained models in
   runs/demo, data/<domain>/train.parquet and data/tokenizer. Rates are real.
 - `--synthetic`: the same work at the same sizes in a temporary directory, for a machine without trained models: the real
   tokenizer and train split when they exist (else a BPE tokenizer and split of random word documents), a random-init M_pub, start-state experts for every
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tasks  # noqa: E402,F401  (offline environment)
 import torch  # noqa: E402
 
-from tasks.artifacts import RunPaths  # noqa: E402
-from tasks.config import Profile, load_profile  # noqa: E402
+from tasks.core.artifacts import RunPaths  # noqa: E402
+from tasks.core.config import Profile, load_profile  # noqa: E402
 
 BUDGET_SECONDS = 180.0  # the issue's target for the demo attack on one domain
 SYNTHETIC_TRAIN_DOCS = 400  # train documents in the synthetic split (>= attack.num_docs long enough ones)
@@ -88,8 +88,8 @@ def _synthetic_models(profile: Profile, domain: str, paths: RunPaths, tok) -> No
     from model.coordinated import CoordinatedExpertModel
     from model.export import export_pretrained
     from model.public import build_public_model
-    from tasks.assemble import assemble
-    from tasks.expert_file import save_expert
+    from tasks.training.assemble import assemble
+    from tasks.training.expert_file import save_expert
 
     public = build_public_model(ModelSizes.from_mapping(profile.model), TokenizerIds(tok.pad_token_id, tok.eos_token_id),
                                 profile.seed).eval()
@@ -128,7 +128,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     profile = load_profile("demo")
     domain = args.domain or profile.attack.domain
-    from tasks.attack import attack, summary_rows
+    from tasks.privacy.attack import attack, summary_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         setup_seconds = 0.0

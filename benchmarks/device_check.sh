@@ -7,7 +7,7 @@
 #   throughput  train_throughput.py (tokens/s and MFU against the same-run bf16 matmul peak; dense and expert training,
 #               `small` and `demo` sizes, and `small` again with the step compiled; issue 4's >= 35% at `small`) and
 #               moe_inference.py (issue 7's 1.2x target)
-#   science     the `small` profile's model stages through `python -m tasks.headless` (M_pub, 8 experts, 8 dense models,
+#   science     the `small` profile's model stages through `python -m flows.headless` (M_pub, 8 experts, 8 dense models,
 #               the MoE, the FLEXMIX evaluation) and its report back as flexmix-small.tar.gz (issue 7)
 #
 # Usage, in the repository root:
@@ -46,7 +46,7 @@ prepare() {
     du -sh "$WHEEL_DIR"
     if [[ ${1:-} == science ]]; then
         .venv/bin/flexo data --profile small
-        .venv/bin/python -m tasks.headless --profile small --stages embed
+        .venv/bin/python -m flows.headless --profile small --stages embed
         du -sh data runs/small/router
     fi
 }
@@ -82,7 +82,7 @@ science() {
         || { echo "no $profile data or router rows here: run '$0 prepare science' and carry data, runs/$profile/router" >&2; exit 1; }
     local status=0 stamp
     stamp=$(mktemp)
-    "$PYTHON" -m tasks.headless --profile "$profile" --summary "$OUT_DIR/headless.json" || status=$?
+    "$PYTHON" -m flows.headless --profile "$profile" --summary "$OUT_DIR/headless.json" || status=$?
     # what this run wrote comes back, also from a run cut short (the summary says how far it got); never an older
     # report that was already in the tree
     find reports/flexmix-"$profile".md reports/flexmix-"$profile" runs/"$profile"/eval -maxdepth 1 -type f -newer "$stamp" \

@@ -41,10 +41,10 @@ def main() -> None:
     from model.config import ModelSizes, TokenizerIds, default_top_k
     from model.public import build_public_model, load_moe
     from model.scoring import model_scorer, score_requests
-    from tasks.config import load_profile
-    from tasks.errors import DataError
-    from tasks.eval_tasks import build_tasks
-    from tasks.evaluate import load_test_frames, load_tokenizer, locate_moe, tokenize_tasks
+    from tasks.core.config import load_profile
+    from tasks.core.errors import DataError
+    from tasks.evaluation.tasks import build_tasks
+    from tasks.evaluation.evaluate import load_test_frames, load_tokenizer, locate_moe, tokenize_tasks
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

@@ -12,8 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import tasks  # noqa
 import torch
-from tasks.config import load_profile
-from tasks.artifacts import RunPaths
+from tasks.core.config import load_profile
+from tasks.core.artifacts import RunPaths
 
 root = Path(sys.argv[2] if len(sys.argv) > 2 else "/tmp/flexmix-integration")
 REPO = Path(__file__).resolve().parent.parent
@@ -32,10 +32,10 @@ if not (root / "data").exists():
         for s in ("train", "val", "test"):
             shutil.copy(REPO / "data" / d / f"{s}.parquet", root / "data" / d / f"{s}.parquet")
 t = time.time()
-from tasks.data_pipeline import train_tokenizer
-from tasks.train import train_public, train_expert, train_dense
-from tasks.route import embed_domain
-from tasks.assemble import assemble
+from tasks.data.pipeline import train_tokenizer
+from tasks.training.train import train_public, train_expert, train_dense
+from tasks.training.route import embed_domain
+from tasks.training.assemble import assemble
 P = RunPaths(profile)
 if not P.tokenizer_dir.exists():
     train_tokenizer(profile); print("tokenizer", time.time() - t, flush=True)
@@ -54,6 +54,6 @@ for d in profile.closed_domains:
         train_dense(profile, d)
     files.append(f); print("trained", d, time.time() - t, flush=True)
 assemble(profile, files); print("assembled", time.time() - t, flush=True)
-from tasks.evaluate import evaluate
+from tasks.evaluation.evaluate import evaluate
 r = evaluate(profile)
 print("eval", time.time() - t, r.report, r.seconds, flush=True)

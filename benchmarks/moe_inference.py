@@ -47,7 +47,7 @@ def main() -> None:
     from model.config import ModelSizes, TokenizerIds, default_top_k
     from model.precision import autocast, resolve_precision
     from model.public import build_public_model
-    from tasks.config import load_profile
+    from tasks.core.config import load_profile
 
     torch.set_num_threads(args.threads)
     precision = resolve_precision(args.precision, args.device)

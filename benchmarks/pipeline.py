@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tasks  # noqa: E402,F401  (offline environment)
-from tasks.artifacts import RunPaths  # noqa: E402
-from tasks.config import REPO_ROOT, load_profile  # noqa: E402
+from tasks.core.artifacts import RunPaths  # noqa: E402
+from tasks.core.config import REPO_ROOT, load_profile  # noqa: E402
 
 TARGETS = {"end_to_end_s": 20 * 60, "overhead_share": 0.10, "cached_rerun_s": 60}
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"

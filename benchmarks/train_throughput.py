@@ -86,7 +86,7 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
     from model.coordinated import CoordinatedExpertModel
     from model.public import build_public_model
     from model.training import TrainSpec, coordinated_loss, dense_loss, train
-    from tasks.config import load_profile
+    from tasks.core.config import load_profile
 
     profile = load_profile(size)
     sizes = ModelSizes.from_mapping(profile.model)

@@ -1,7 +1,7 @@
 """Flow `ablate`: the paper's router ablations (no bias, random router init, public-model router init).
 
 Per variant: retrain each of `ablation.domains`' experts with that one change, then merge them into the variant's MoE,
-which `evaluate` scores against FlexOlmo holding the same owners' normal experts (tasks.ablations).
+which `evaluate` scores against FlexOlmo holding the same owners' normal experts (tasks.training.ablations).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import prefect_tasks as pt
-from tasks.artifacts import RunPaths
-from tasks.config import Profile
+from flows import steps as pt
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
 
 
 @flow(name="ablate", result_serializer="json", log_prints=True)

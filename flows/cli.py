@@ -9,7 +9,7 @@ import sys
 import flows  # noqa: F401  (offline environment first)
 import flows.commands as commands
 from flows.commands import app, console
-from tasks.errors import FlexoError
+from tasks.core.errors import FlexoError
 
 
 def _register_commands() -> None:

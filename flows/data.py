@@ -1,6 +1,6 @@
 """Flow `data`: ingest, validate, split and version every domain, then the disjointness check and the tokenizer.
 
-Thin wiring over `tasks.data_pipeline` (via `tasks.prefect_tasks`): a failed domain does not stop the others.
+Thin wiring over `tasks.data.pipeline` (via `flows.steps`): a failed domain does not stop the others.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import prefect_tasks as pt
-from tasks.artifacts import RunPaths
-from tasks.config import Profile
+from flows import steps as pt
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
 
 
 @flow(name="data", result_serializer="json", log_prints=True)

@@ -9,9 +9,9 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import prefect_tasks as pt
-from tasks.artifacts import RunPaths
-from tasks.config import Profile
+from flows import steps as pt
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
 
 
 @flow(name="expert", flow_run_name="expert-{domain}", result_serializer="json", log_prints=True)

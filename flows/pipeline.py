@@ -1,6 +1,6 @@
 """Flow `pipeline`: data → public → one expert per owner → assemble → ablate → evaluate → attack, with one summary.
 
-Thin wiring: every step is a cached Prefect task in `tasks.prefect_tasks`. Expert subflows run concurrently up to
+Thin wiring: every step is a cached Prefect task in `flows.steps`. Expert subflows run concurrently up to
 `orchestration.max_parallel_experts` (the `gpu` tag limit still serialises trainings); a failed domain never stops the
 others, and the summary (Prefect artifact + reports/pipeline_summary.json) says which failed and why, and what it reused.
 """
@@ -22,10 +22,10 @@ from flows.evaluate import evaluate
 from flows.expert import expert
 from flows.public import public
 from model.memory import PeakWindow
-from tasks import prefect_tasks as pt
-from tasks.ablations import assembled as assembled_ablations
-from tasks.artifacts import RunPaths
-from tasks.config import Profile
+from flows import steps as pt
+from tasks.training.ablations import assembled as assembled_ablations
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
 
 STAGES = ("data", "public", "expert", "assemble", "ablate", "evaluate", "attack")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import prefect_tasks as pt
-from tasks.artifacts import RunPaths
-from tasks.config import Profile
+from flows import steps as pt
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
 
 
 @flow(name="public", result_serializer="json", log_prints=True)

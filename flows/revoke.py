@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 
-from tasks import prefect_tasks as pt
-from tasks.config import Profile
+from flows import steps as pt
+from tasks.core.config import Profile
 
 
 @flow(name="revoke", flow_run_name="revoke-{domain}-v{version}", result_serializer="json", log_prints=True)

@@ -15,7 +15,7 @@ from transformers import FlexOlmoConfig, Olmo2Config
 
 @dataclass(frozen=True)
 class ModelSizes:
-    """The sizes of the OLMo-2-style model (mirrors `tasks.config.ModelConfig`)."""
+    """The sizes of the OLMo-2-style model (mirrors `tasks.core.config.ModelConfig`)."""
 
     vocab_size: int
     hidden_size: int

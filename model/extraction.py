@@ -24,7 +24,7 @@ from transformers import PreTrainedModel
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How continuations are sampled (mirrors `tasks.config.AttackConfig`)."""
+    """How continuations are sampled (mirrors `tasks.core.config.AttackConfig`)."""
 
     prefix_tokens: int
     window_tokens: int  # prefix included, as the paper's `max_length`

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tasks  # noqa: F401  (offline environment)
-from tasks.config import Profile, load_profile
+from tasks.core.config import Profile, load_profile
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tasks.errors import EXIT_CODES
+from tasks.core.errors import EXIT_CODES
 
 _epilog = "Exit codes: " + "; ".join(f"{code} = {meaning}" for code, meaning in EXIT_CODES.items())
 
@@ -39,6 +39,6 @@ ProfileOption = Annotated[
 
 def load(profile: str | None):
     """The validated profile (a bad value raises ConfigError naming the key)."""
-    from tasks.config import load_profile
+    from tasks.core.config import load_profile
 
     return load_profile(profile)

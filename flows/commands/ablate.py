@@ -1,4 +1,4 @@
-"""`flexo ablate`: the paper's router ablations (tasks.ablations), scored afterwards by `flexo eval`."""
+"""`flexo ablate`: the paper's router ablations (tasks.training.ablations), scored afterwards by `flexo eval`."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def ablate_command(
 ) -> None:
     """Retrain the experts of ablation.domains without the bias, with random router rows, or with rows from M_pub's own
     hidden states, and merge each variant into its own MoE under runs/<profile>/ablations/. Run `flexo eval` next."""
-    from tasks.ablations import LABELS, run_ablations
-    from tasks.errors import ConfigError
+    from tasks.training.ablations import LABELS, run_ablations
+    from tasks.core.errors import ConfigError
 
     p = load(profile)
     chosen = variants or p.ablation.variants

@@ -20,7 +20,7 @@ def attack_command(
     shows the attack is broken."""
     from rich.table import Table
 
-    from tasks.attack import attack, check_admission, record_attack, summary_rows
+    from tasks.privacy.attack import attack, check_admission, record_attack, summary_rows
 
     resolved = load(profile)
     result = attack(resolved, domain)

@@ -23,14 +23,14 @@ def data_command(
     version: Annotated[bool, typer.Option("--version/--no-version", help="dvc commit/add + push each domain.")] = False,
 ) -> None:
     """Build FLEXMIX-small domains; a domain failing its suite is reported (with its report path) and the rest go on."""
-    from tasks import data_pipeline as dp
-    from tasks.errors import DataError
+    from tasks.data import pipeline as dp
+    from tasks.core.errors import DataError
 
     p = load(profile)
     chosen = list(domain or p.domains)
     unknown = [d for d in chosen if d not in p.domains]
     if unknown:
-        from tasks.errors import ConfigError
+        from tasks.core.errors import ConfigError
 
         raise ConfigError(f"--domain: unknown domain(s) {unknown}; configured: {list(p.domains)}")
     if stage:
@@ -64,7 +64,7 @@ def data_command(
     if "public" in prepared:
         tok = dp.train_tokenizer(p)
         console.print(f"tokenizer: {tok.path} (vocab {tok.vocab_size}); bytes/token {tok.bytes_per_token}", highlight=False)
-    from tasks.data_cards import write_card
+    from tasks.data.cards import write_card
 
     for d in prepared:
         console.print(f"card: {write_card(p, d)}", highlight=False)
@@ -81,8 +81,8 @@ def _check_profile_visible_to_dvc(name: str) -> None:
 
     import yaml
 
-    from tasks.config import DEFAULT_PARAMS
-    from tasks.errors import ConfigError
+    from tasks.core.config import DEFAULT_PARAMS
+    from tasks.core.errors import ConfigError
 
     params = os.environ.get("FLEXO_PARAMS", DEFAULT_PARAMS)
     declared = (yaml.safe_load(open(params, encoding="utf-8")) or {}).get("profile", "demo")
@@ -92,28 +92,28 @@ def _check_profile_visible_to_dvc(name: str) -> None:
 
 
 def _one_stage(p, stage: str, chosen: list[str]) -> None:
-    from tasks import data_pipeline as dp
-    from tasks.errors import ConfigError
+    from tasks.data import pipeline as dp
+    from tasks.core.errors import ConfigError
 
     if stage not in STAGES:
         raise ConfigError(f"--stage: '{stage}' is not one of {STAGES}")
     for d in chosen:
         if stage == "ingest":
-            from tasks.ingest import ingest
+            from tasks.data.ingest import ingest
 
             console.print(str(ingest(p, d)), highlight=False)
         elif stage == "validate":
-            from tasks.split import fingerprint
-            from tasks.validate import validate
+            from tasks.data.split import fingerprint
+            from tasks.data.validate import validate
 
             console.print(str(validate(p, d)), highlight=False)
             fingerprint(p, d)
         elif stage == "split":
-            from tasks.split import split_domain
+            from tasks.data.split import split_domain
 
             console.print(str(split_domain(p, d)), highlight=False)
         elif stage == "cards":
-            from tasks.data_cards import write_card
+            from tasks.data.cards import write_card
 
             console.print(str(write_card(p, d)), highlight=False)
     if stage == "disjoint":

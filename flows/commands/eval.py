@@ -1,4 +1,4 @@
-"""`flexo eval`: the FLEXMIX-small benchmark (tasks.evaluate), logged to MLflow as one stage run."""
+"""`flexo eval`: the FLEXMIX-small benchmark (tasks.evaluation.evaluate), logged to MLflow as one stage run."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ def eval_command(
 ) -> None:
     """Score M_pub, the dense models, soups, BTM, BTX, prompt routing, FlexOlmo (+RT), the unrestricted MoE and the
     ablations on FLEXMIX-small; write reports/flexmix-<profile>.md with its figures."""
-    from tasks.evaluate import evaluate
+    from tasks.evaluation.evaluate import evaluate
 
     resolved = load(profile)
     result = evaluate(resolved)
     if track:
-        from tasks.eval_report import log_to_mlflow
+        from tasks.evaluation.report import log_to_mlflow
 
         log_to_mlflow(resolved, result)
     console.print(f"report: {result.report}")

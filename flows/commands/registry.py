@@ -1,6 +1,6 @@
 """Registry, governance and serving commands: `flexo experts`, `revoke`, `audit`, `ui`, `generate`, `serve`.
 
-Thin: each command calls `tasks.registry` / `tasks.governance` / `tasks.serving` and prints. MLflow, torch and Prefect
+Thin: each command calls `tasks.registry.registry` / `tasks.registry.governance` / `tasks.registry.serving` and prints. MLflow, torch and Prefect
 are imported inside the commands so `flexo --help` stays fast.
 """
 
@@ -31,7 +31,7 @@ def experts_command(profile: ProfileOption = None, as_json: JsonOption = False) 
     """Every expert's versions with status, owner, aliases, sha256, data hash and metrics; then the MoE versions."""
     from rich.table import Table
 
-    from tasks import registry
+    from tasks.registry import registry
 
     resolved = load(profile)
     names = [registry.expert_model_name(resolved, d) for d in resolved.closed_domains]
@@ -66,7 +66,7 @@ def revoke_command(
 ) -> None:
     """Revoke an expert version: status=revoked with who/when/why, aliases removed, audit record, MoE versions holding it
     marked revoked_dependency, flexo-moe re-assembled without it. Afterwards nothing loads it (exit 6 on any attempt)."""
-    from tasks.governance import assemble_and_register, revoke
+    from tasks.registry.governance import assemble_and_register, revoke
 
     resolved = load(profile)
     result = revoke(resolved, domain, version, reason, by=by, reassemble=assemble_and_register if reassemble else None)
@@ -83,7 +83,7 @@ def audit_command(profile: ProfileOption = None, as_json: JsonOption = False) ->
     """The append-only audit trail of the registry (registrations, alias moves, revocations), oldest first."""
     from rich.table import Table
 
-    from tasks.governance import audit_trail
+    from tasks.registry.governance import audit_trail
 
     records = audit_trail(load(profile))
     if as_json:
@@ -108,7 +108,7 @@ def generate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Greedy generation with the serving MoE; per-request opt-in/opt-out (no reload) and attribution per expert."""
-    from tasks.serving import generate_from_registry
+    from tasks.registry.serving import generate_from_registry
 
     answer = generate_from_registry(load(profile), prompt, _split(experts), _split(exclude), max_new_tokens, version)
     if as_json:
@@ -133,7 +133,7 @@ def serve_command(
 ) -> None:
     """Serve the MoE (MLflow pyfunc) on 127.0.0.1: POST /invocations with {"dataframe_records": [{"prompt": ...}],
     "params": {"exclude": ["news"]}}. Refuses a revoked version; checks sha256 before serving."""
-    from tasks.registry import resolve_serving_moe
+    from tasks.registry.registry import resolve_serving_moe
 
     resolved = load(profile)
     ref, pyfunc_dir = resolve_serving_moe(resolved, version)
@@ -153,7 +153,7 @@ def ui_command(
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="Also start the Prefect UI.")] = True,
 ) -> None:
     """Start the MLflow UI (and the Prefect UI) on 127.0.0.1 over the configured stores; Ctrl-C stops both."""
-    from tasks.tracking import is_local_store, tracking_uri
+    from tasks.core.tracking import is_local_store, tracking_uri
 
     resolved = load(profile)
     uri = tracking_uri(resolved)

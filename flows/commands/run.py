@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from flows.commands import ProfileOption, app, console, load
-from tasks.errors import ConfigError, FlexoError
+from tasks.core.errors import ConfigError, FlexoError
 
 STATUS_STYLE = {"completed": "green", "cached": "cyan", "skipped": "yellow", "failed": "bold red", "running": "dim"}
 
@@ -79,7 +79,7 @@ def run_command(
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
     from flows.pipeline import pipeline
-    from tasks import prefect_tasks as pt
+    from flows import steps as pt
 
     console.print(f"[bold]flexo run[/] profile [bold]{p.name}[/]: Prefect API "
                   f"{os.environ.get('PREFECT_API_URL') or 'ephemeral (PREFECT_HOME=' + os.environ['PREFECT_HOME'] + ')'}")
@@ -117,9 +117,9 @@ def deploy_command(
 ) -> None:
     """Register prefect.yaml's deployments (nightly validation, weekly retraining per owner, on-demand assemble/revoke):
     checks the GPU job templates with Prefect's validation, creates the work pools and the `gpu` concurrency limit."""
-    from tasks import prefect_tasks as pt
-    from tasks import work_pools
-    from tasks.config import REPO_ROOT
+    from flows import steps as pt
+    from flows import work_pools
+    from tasks.core.config import REPO_ROOT
 
     p = load(profile)
     url = _api_url(p, api_url)
@@ -149,9 +149,9 @@ def worker_command(
     limit: Annotated[int | None, typer.Option("--limit", help="Most flow runs at once on this worker.")] = None,
 ) -> None:
     """Start a process worker on one owner's own work pool: it runs only that owner's flows (and refuses others)."""
-    from tasks import prefect_tasks as pt
-    from tasks import work_pools
-    from tasks.config import REPO_ROOT
+    from flows import steps as pt
+    from flows import work_pools
+    from tasks.core.config import REPO_ROOT
 
     p = load(profile)
     url = _api_url(p, api_url)

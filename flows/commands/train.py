@@ -29,7 +29,7 @@ def _report(outcome) -> None:
 @app.command("train-public")
 def train_public_cmd(profile: ProfileOption = None, fresh: FreshOption = False) -> None:
     """Pretrain the public model M_pub on data/public (writes runs/<profile>/public/model)."""
-    from tasks.train import train_public
+    from tasks.training.train import train_public
 
     _report(train_public(load(profile), resume=not fresh))
 
@@ -42,7 +42,7 @@ def train_expert_cmd(
     dp: Annotated[bool | None, typer.Option("--dp/--no-dp", help="DP-SGD (Opacus); default: train_expert.dp.enabled.")] = None,
 ) -> None:
     """Coordinated training of one expert against the frozen M_pub, reading only data/<domain>."""
-    from tasks.train import train_expert
+    from tasks.training.train import train_expert
 
     _report(train_expert(load(profile), domain, resume=not fresh, dp=dp))
 
@@ -54,6 +54,6 @@ def train_dense_cmd(
     fresh: FreshOption = False,
 ) -> None:
     """Dense domain model (baselines, extraction study): M_pub continued on data/<domain>."""
-    from tasks.train import train_dense
+    from tasks.training.train import train_dense
 
     _report(train_dense(load(profile), domain, resume=not fresh))

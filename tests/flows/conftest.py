@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.config import REPO_ROOT, Profile
+from tasks.core.config import REPO_ROOT, Profile
 
 HARNESS_STARTUP_S = 180  # the shared 2-core build machine can take long to start the server
 
@@ -31,7 +31,7 @@ def world(tmp_profile: Profile, tmp_path: Path) -> Profile:
 
 def write_split(profile: Profile, domain: str, texts: list[str], split: str = "train") -> Path:
     """A real parquet split (columns id, text) as the data stage writes it."""
-    from tasks.artifacts import RunPaths
+    from tasks.core.artifacts import RunPaths
 
     path = RunPaths(profile).split(domain, split)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import pytest
 
 from flows.ablate import ablate
 from flows.pipeline import pipeline
-from tasks.artifacts import RunPaths
+from tasks.core.artifacts import RunPaths
 from tests.tasks.eval_world import build_world
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tasks.config import REPO_ROOT
+from tasks.core.config import REPO_ROOT
 
 
 def _flexo(*args: str) -> subprocess.CompletedProcess:

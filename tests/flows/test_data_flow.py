@@ -8,7 +8,7 @@ import json
 import pytest
 
 from flows.data import data
-from tasks.artifacts import RunPaths
+from tasks.core.artifacts import RunPaths
 from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -36,7 +36,7 @@ def test_data_flow_builds_versions_and_cards_each_domain_then_reuses_all(world, 
 
 
 def _split_ids(p) -> dict[tuple[str, str], set[str]]:
-    from tasks.datasets import load_split
+    from tasks.core.datasets import load_split
 
     return {(d, s): set(load_split(p, d, s)["id"]) for d in p.domains for s in ("train", "val", "test")}
 
@@ -48,7 +48,7 @@ def test_splits_do_not_depend_on_the_order_domains_are_built_in(world, tmp_path)
     import random
     import shutil
 
-    from tasks.split import hash_order
+    from tasks.data.split import hash_order
     from tests.tasks.data_world import prose
 
     folders = {"public": tmp_path / "pub", "mine": tmp_path / "mine"}

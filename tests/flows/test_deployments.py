@@ -8,9 +8,9 @@ import copy
 import pytest
 import yaml
 
-from tasks import work_pools
-from tasks.config import REPO_ROOT
-from tasks.errors import ConfigError
+from flows import work_pools
+from tasks.core.config import REPO_ROOT
+from tasks.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

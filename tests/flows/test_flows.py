@@ -9,9 +9,9 @@ import pytest
 
 from flows.expert import expert
 from flows.pipeline import pipeline
-from tasks import prefect_tasks as pt
-from tasks.artifacts import RunPaths
-from tasks.errors import ConfigError
+from flows import steps as pt
+from tasks.core.artifacts import RunPaths
+from tasks.core.errors import ConfigError
 from tests.flows.conftest import write_split
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

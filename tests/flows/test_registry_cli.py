@@ -8,11 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
-from registry_world import build_world, make_expert, md5_of  # noqa: E402
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
-from tasks import registry  # noqa: E402
-from tasks.tracking import tracking_uri  # noqa: E402
+from tasks.registry import registry
+from tasks.core.tracking import tracking_uri
 
 
 def _flexo(profile, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import REPO_ROOT
+from tasks.core.config import REPO_ROOT
 from tests.flows.conftest import tmp_params
 
 pytestmark = pytest.mark.slow  # starts its own ephemeral Prefect server (about a minute on a busy machine)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.config import REPO_ROOT
+from tasks.core.config import REPO_ROOT
 from tests.flows.conftest import tmp_params
 
 pytestmark = pytest.mark.server

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import DomainConfig, Profile, SourceConfig
+from tasks.core.config import DomainConfig, Profile, SourceConfig
 
 WORDS = ("river stone market window garden letter winter summer teacher doctor village engine library station "
          "harbor mountain forest kitchen bridge castle farmer painter sailor island valley meadow candle "

@@ -1,7 +1,7 @@
 """A tiny but complete world for the evaluation tests: 8 domains of synthetic text with distinct vocabularies, a BPE
 tokenizer, M_pub, a dense model per domain, router embeddings, expert files and the assembled MoE, all under tmp_path.
 
-Real objects throughout (transformers models, a `tokenizers` BPE, safetensors files, `tasks.assemble`); only the text is
+Real objects throughout (transformers models, a `tokenizers` BPE, safetensors files, `tasks.training.assemble`); only the text is
 synthetic, from seeded word lists, so that domains differ the way real ones do (vocabulary) and tests stay fast.
 """
 
@@ -18,10 +18,10 @@ from model.baselines import dense_as_expert
 from model.config import ModelSizes, TokenizerIds
 from model.export import export_pretrained
 from model.public import build_public_model
-from tasks.artifacts import RunPaths
-from tasks.assemble import assemble
-from tasks.config import Profile
-from tasks.expert_file import save_expert
+from tasks.core.artifacts import RunPaths
+from tasks.training.assemble import assemble
+from tasks.core.config import Profile
+from tasks.training.expert_file import save_expert
 
 WORDS = {
     "public": "the a people city year world history river water people house road market music language".split(),

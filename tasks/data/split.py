@@ -1,0 +1,133 @@
+"""Split: deterministic document-level train/val/test per domain, with val/test decontaminated against every train.
+
+Why: evaluation numbers mean something only if no eval document shares a 13-gram run with text a model trained on.
+Eval candidates are drawn in a seeded hash order; any candidate that shares a `data.decontamination_ngram`-gram with
+its own domain's train split or with any other domain's accepted documents (a superset of their train splits, so the
+check does not depend on build order) moves to train and the next candidate is tried. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xxhash
+
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
+from tasks.core.errors import DataError
+from tasks.data.ingest import staging_dir
+from tasks.data.textsig import ngram_hashes
+
+SPLITS = ("train", "val", "test")
+MAX_ROUNDS = 50  # refill rounds; each round moves every contaminated candidate at once
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    domain: str
+    counts: dict[str, int]
+    moved_to_train: int
+    checked_against: list[str]
+    files: dict[str, str]
+
+
+def eval_sizes(profile: Profile, n: int) -> tuple[int, int]:
+    """(val, test) sizes: the profile's counts, capped at `data.max_eval_fraction` of a small domain (at least 1)."""
+    cap = max(1, int(n * profile.data.max_eval_fraction))
+    return min(profile.data.val_docs, cap), min(profile.data.test_docs, cap)
+
+
+def hash_order(ids: list[str], seed: int) -> list[int]:
+    """Positions of `ids` sorted by a seeded hash: deterministic, independent of input order and of other documents."""
+    keys = [xxhash.xxh3_64_intdigest(f"{seed}:{i}".encode("utf-8")) for i in ids]
+    return sorted(range(len(ids)), key=lambda k: (keys[k], ids[k]))
+
+
+def fingerprint(profile: Profile, domain: str) -> Path:
+    """runs/data/<d>/ngrams.npy: unique n-gram hashes of every accepted document (other domains decontaminate against it)."""
+    stage = staging_dir(profile, domain)
+    accepted = pd.read_parquet(stage / "accepted.parquet", columns=["text"])
+    n = profile.data.decontamination_ngram
+    grams = [ngram_hashes(t, n) for t in accepted["text"]]
+    union = np.unique(np.concatenate(grams)) if grams else np.zeros(0, dtype=np.uint64)
+    out = stage / "ngrams.npy"
+    np.save(out, union, allow_pickle=False)
+    return out
+
+
+def other_fingerprints(profile: Profile, domain: str) -> tuple[np.ndarray, list[str]]:
+    """The union of every other domain's fingerprint that exists, and which domains those were."""
+    arrays, names = [], []
+    for other in profile.domains:
+        path = staging_dir(profile, other) / "ngrams.npy"
+        if other != domain and path.exists():
+            arrays.append(np.load(path, allow_pickle=False))
+            names.append(other)
+    return (np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)), names
+
+
+def _hits(sorted_unique: np.ndarray, values: np.ndarray) -> bool:
+    """Whether any of `values` occurs in the sorted, unique array (binary search, no re-sorting)."""
+    if sorted_unique.size == 0 or values.size == 0:
+        return False
+    idx = np.minimum(np.searchsorted(sorted_unique, values), sorted_unique.size - 1)
+    return bool((sorted_unique[idx] == values).any())
+
+
+def choose_eval(doc_grams: list[np.ndarray], order: list[int], n_eval: int, others: np.ndarray) -> tuple[list[int], int]:
+    """Pick up to `n_eval` clean eval positions in `order`; returns (positions, how many candidates moved to train)."""
+    eval_pos = list(order[:n_eval])
+    next_candidate, moved = n_eval, 0
+    for _ in range(MAX_ROUNDS):
+        in_eval = set(eval_pos)
+        train = [doc_grams[i] for i in range(len(doc_grams)) if i not in in_eval]
+        banned = np.unique(np.concatenate(train + [others])) if train or others.size else others
+        dirty = [i for i in eval_pos if _hits(banned, doc_grams[i])]
+        if not dirty:
+            return eval_pos, moved
+        moved += len(dirty)
+        eval_pos = [i for i in eval_pos if i not in set(dirty)]
+        while len(eval_pos) < n_eval and next_candidate < len(order):
+            eval_pos.append(order[next_candidate])
+            next_candidate += 1
+    raise DataError(f"decontamination did not settle in {MAX_ROUNDS} rounds; lower val_docs/test_docs")
+
+
+def split_domain(profile: Profile, domain: str) -> SplitResult:
+    """Write data/<d>/{train,val,test}.parquet (+ quarantine.parquet and split.json) from the accepted documents."""
+    stage = staging_dir(profile, domain)
+    accepted_path = stage / "accepted.parquet"
+    if not accepted_path.exists():
+        raise DataError(f"{accepted_path}: missing; validate domain '{domain}' first (`flexo data --domain {domain}`)")
+    accepted = pd.read_parquet(accepted_path)
+    n_val, n_test = eval_sizes(profile, len(accepted))
+    if len(accepted) < n_val + n_test + 1:
+        raise DataError(f"domain '{domain}': {len(accepted)} accepted documents are too few for val={n_val} + test={n_test}")
+    n = profile.data.decontamination_ngram
+    doc_grams = [ngram_hashes(t, n) for t in accepted["text"]]
+    others, checked = other_fingerprints(profile, domain)
+    order = hash_order(accepted["id"].tolist(), profile.seed)
+    eval_pos, moved = choose_eval(doc_grams, order, n_val + n_test, others)
+    eval_pos = sorted(eval_pos, key=order.index)
+    test_pos, val_pos = eval_pos[:n_test], eval_pos[n_test:]
+    chosen = set(eval_pos)
+    parts = {"train": [i for i in order if i not in chosen], "val": val_pos, "test": test_pos}
+    out = RunPaths(profile).domain_dir(domain)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, pos in parts.items():
+        path = RunPaths(profile).split(domain, name)
+        accepted.iloc[pos].reset_index(drop=True).to_parquet(path, index=False)
+        files[name] = str(path)
+    shutil.copyfile(stage / "quarantine.parquet", out / "quarantine.parquet")
+    counts = {name: len(pos) for name, pos in parts.items()}
+    result = SplitResult(domain, counts, moved, checked, files)
+    (out / "split.json").write_text(json.dumps({"domain": domain, "counts": counts, "moved_to_train": moved,
+                                                "decontaminated_against": [domain, *checked], "ngram": n,
+                                                "seed": profile.seed}, indent=2), encoding="utf-8")
+    return result

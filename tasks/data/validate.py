@@ -1,0 +1,258 @@
+"""Validation: a Great Expectations 1.x suite per domain decides which documents are accepted and which are
+quarantined (with the reason), and whether the domain as a whole passes.
+
+Why GX decides: the same suite that gates the domain (row counts, duplicate and PII rates, length bounds, UTF-8,
+character classes, code that parses, math items with an answer) names the failing rows, so the quarantine file and the
+report cannot disagree. Row-level expectations carry a `mostly` threshold: failing rows are quarantined; too many of
+them fails the suite, which stops this domain (DataError with the report path) while other domains go on.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.core.artifacts import RunPaths, repo_relative
+from tasks.core.config import Profile
+from tasks.core.errors import DataError
+from tasks.data.ingest import staging_dir
+from tasks.data.pii import PATTERNS
+from tasks.data.textsig import MinHasher, exact_key
+
+QUARANTINE_COLUMNS = ["id", "text", "reason", "source_file", "row"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation with the quarantine reason its failing rows get."""
+
+    reason: str
+    expectation: Any
+
+
+@dataclass
+class ValidationResult:
+    domain: str
+    success: bool
+    ingested: int
+    accepted: int
+    quarantined: int
+    reasons: dict[str, int]
+    report: Path
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _letter_ratio(text: str) -> float:
+    return sum(ch.isalpha() or ch.isspace() for ch in text) / max(len(text), 1)
+
+
+def _printable_ratio(text: str) -> float:
+    bad = sum(1 for ch in text if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t\r")
+    return 1.0 - bad / max(len(text), 1)
+
+
+def _parses(text: str) -> bool:
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame:
+    """Per-row columns the suite checks: ratios, exact/near-duplicate flags (first occurrence wins), parse status."""
+    data = profile.data
+    out = frame.copy()
+    out["letter_ratio"] = out["text"].map(_letter_ratio)
+    out["printable_ratio"] = out["text"].map(_printable_ratio)
+    keys = out["text"].map(exact_key)
+    first = {}
+    dup_of: list[str | None] = []
+    unreadable = out["problem"].notna().tolist() if "problem" in out else [False] * len(out)
+    for i, key in enumerate(keys):
+        if unreadable[i]:  # quarantined anyway; must not shadow a readable document as its "original"
+            dup_of.append(None)
+            continue
+        dup_of.append(out["id"].iat[first[key]] if key in first else None)
+        first.setdefault(key, i)
+    out["exact_dup"] = [d is not None for d in dup_of]
+    hasher = MinHasher(data.minhash_perms, data.minhash_bands, data.shingle_words, profile.seed)
+    near: list[str | None] = []
+    indexed: list[int] = []
+    for i, text in enumerate(out["text"]):
+        if dup_of[i] is not None or unreadable[i]:
+            near.append(None)
+            continue
+        hit = hasher.query_add(text, data.near_duplicate_threshold)
+        near.append(out["id"].iat[indexed[hit]] if hit is not None else None)
+        indexed.append(i)
+    out["near_dup"] = [n is not None for n in near]
+    out["duplicate_of"] = [d or n for d, n in zip(dup_of, near)]
+    if profile.domains[domain].source.adapter == "stdlib_code" or domain == "code":
+        out["parses"] = out["text"].map(_parses)
+    return out
+
+
+def build_checks(profile: Profile, domain: str, frame: pd.DataFrame) -> list[Check]:
+    """The domain's suite: generic text checks plus domain-specific ones (code parses; math has question and answer)."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    data, cfg = profile.data, profile.domains[domain]
+    row_ok = 1.0 - data.max_quarantine_rate
+    min_chars = cfg.min_chars or data.min_chars
+    max_chars = cfg.max_chars or data.max_chars
+    letters = data.min_letter_ratio if cfg.min_letter_ratio is None else cfg.min_letter_ratio
+    checks = [
+        Check("unreadable input (see problem)", e.ExpectColumnValuesToBeNull(column="problem", mostly=row_ok)),
+        Check("empty text", e.ExpectColumnValuesToNotBeNull(column="text")),
+        Check(f"length outside [{min_chars}, {max_chars}] chars",
+              e.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars, mostly=row_ok)),
+        Check("not clean UTF-8 text (NUL or replacement characters)",
+              e.ExpectColumnValuesToNotMatchRegex(column="text", regex="[\\x00\\ufffd]", mostly=row_ok)),
+        Check("PII pattern (email, phone or card number)",
+              e.ExpectColumnValuesToNotMatchRegexList(column="text", regex_list=list(PATTERNS.values()),
+                                                      mostly=1.0 - data.max_pii_rate)),
+        Check("exact duplicate", e.ExpectColumnValuesToBeInSet(column="exact_dup", value_set=[False],
+                                                               mostly=1.0 - data.max_duplicate_rate)),
+        Check(f"near duplicate (Jaccard >= {data.near_duplicate_threshold})",
+              e.ExpectColumnValuesToBeInSet(column="near_dup", value_set=[False], mostly=1.0 - data.max_duplicate_rate)),
+        Check(f"letter ratio below {letters} (not natural-language text)",
+              e.ExpectColumnValuesToBeBetween(column="letter_ratio", min_value=letters, max_value=1.0, mostly=row_ok)),
+        Check(f"control/binary characters (printable ratio below {data.min_printable_ratio})",
+              e.ExpectColumnValuesToBeBetween(column="printable_ratio", min_value=data.min_printable_ratio, max_value=1.0,
+                                              mostly=row_ok)),
+        Check(f"row count outside [{data.min_rows}, {data.max_docs_per_domain}]",
+              e.ExpectTableRowCountToBeBetween(min_value=data.min_rows, max_value=data.max_docs_per_domain)),
+    ]
+    if "parses" in frame.columns:
+        checks.append(Check("does not parse as Python", e.ExpectColumnValuesToBeInSet(column="parses", value_set=[True],
+                                                                                        mostly=row_ok)))
+    if {"question", "answer"} & set(frame.columns) or cfg.source.adapter == "math_dataset":
+        for col in ("question", "answer"):
+            checks.append(Check(f"math item without {col}", e.ExpectColumnValuesToNotBeNull(column=col, mostly=row_ok)))
+            checks.append(Check(f"math item with empty {col}", e.ExpectColumnValueLengthsToBeBetween(
+                column=col, min_value=1, max_value=max_chars, mostly=row_ok)))
+    return checks
+
+
+def _run_suite(frame: pd.DataFrame, checks: list[Check], domain: str) -> list[Any]:
+    """Run the suite on an in-memory dataframe with an ephemeral GX context; one result per check, in order."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # our own progress display is enough
+    batch_def = (context.data_sources.add_pandas(name=f"flexo-{domain}")
+                 .add_dataframe_asset(name=domain).add_batch_definition_whole_dataframe("all"))
+    suite = context.suites.add(gx.ExpectationSuite(name=f"flexo-{domain}"))
+    for check in checks:
+        suite.add_expectation(check.expectation)
+    vd = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{domain}-vd"))
+    result = vd.run(batch_parameters={"dataframe": frame},
+                    result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
+    by_id = {r.expectation_config.id: r for r in result.results}
+    return [by_id[c.expectation.id] for c in checks]
+
+
+def _failing_rows(result: Any, frame: pd.DataFrame) -> list[int]:
+    """Positional rows an expectation flagged (null values count as failures for the not-null check only)."""
+    indices = result.result.get("unexpected_index_list") or []
+    rows = [i["index"] if isinstance(i, dict) else i for i in indices]
+    return [int(frame.index.get_loc(r)) for r in rows]
+
+
+def validate(profile: Profile, domain: str) -> ValidationResult:
+    """Validate runs/data/<d>/ingested.parquet: write accepted.parquet, quarantine.parquet and the report.
+
+    Raises DataError (naming the report) if the suite fails; the quarantine and report are written first.
+    """
+    stage = staging_dir(profile, domain)
+    source = stage / "ingested.parquet"
+    if not source.exists():
+        raise DataError(f"{source}: missing; run the ingest first (`flexo data --domain {domain}`)")
+    frame = pd.read_parquet(source).reset_index(drop=True)
+    feats = features(frame, profile, domain)
+    # the problem column is checked by GX; rows with no text at all are kept visible to the length check
+    checks = build_checks(profile, domain, feats)
+    results = _run_suite(feats, checks, domain)
+    reasons: dict[int, list[str]] = {}
+    for check, res in zip(checks, results):
+        for pos in _failing_rows(res, feats):
+            label = check.reason
+            if check.reason.startswith("unreadable"):
+                label = f"unreadable input: {feats['problem'].iat[pos]}"
+            elif check.reason.endswith("duplicate") or check.reason.startswith("near duplicate"):
+                label = f"{check.reason} of {feats['duplicate_of'].iat[pos]}"
+            reasons.setdefault(pos, []).append(label)
+    bad = sorted(reasons)
+    quarantine = pd.DataFrame({
+        "id": feats["id"].iloc[bad].tolist(),
+        "text": feats["text"].iloc[bad].tolist(),
+        "reason": ["; ".join(reasons[i]) for i in bad],
+        "source_file": feats["source_file"].iloc[bad].tolist(),
+        "row": feats["row"].iloc[bad].astype("int64").tolist(),
+    }, columns=QUARANTINE_COLUMNS)
+    keep_cols = [c for c in frame.columns if c not in ("problem", "source_file", "row", "redactions")]
+    accepted = frame.drop(index=bad)[keep_cols].reset_index(drop=True)
+    if len(accepted) + len(quarantine) != len(frame):  # invariant 8: nothing lost
+        raise DataError(f"domain '{domain}': {len(accepted)} accepted + {len(quarantine)} quarantined != {len(frame)} ingested")
+    rate = len(quarantine) / len(frame)
+    suite_ok = all(r.success for r in results)
+    success = suite_ok and rate <= profile.data.max_quarantine_rate
+    stage.mkdir(parents=True, exist_ok=True)
+    accepted.to_parquet(stage / "accepted.parquet", index=False)
+    quarantine.to_parquet(stage / "quarantine.parquet", index=False)
+    counts: dict[str, int] = {}
+    for items in reasons.values():
+        for label in items:
+            key = label.split(":")[0].split(" of ")[0]
+            counts[key] = counts.get(key, 0) + 1
+    summary = [{"expectation": type(c.expectation).__name__, "column": getattr(c.expectation, "column", None),
+                "reason": c.reason, "success": bool(r.success),
+                "unexpected_count": int(r.result.get("unexpected_count") or 0),
+                "unexpected_percent": float(r.result.get("unexpected_percent") or 0.0),
+                "observed_value": r.result.get("observed_value")} for c, r in zip(checks, results)]
+    report = write_report(profile, domain, success, len(frame), len(accepted), quarantine, counts, summary, rate)
+    outcome = ValidationResult(domain, success, len(frame), len(accepted), len(quarantine), counts, report, summary)
+    (stage / "validation.json").write_text(json.dumps(
+        {**{k: v for k, v in outcome.__dict__.items() if k != "report"}, "report": repo_relative(report)}, indent=2, default=str),
+        encoding="utf-8")
+    if not success:
+        failed = [s["reason"] for s in summary if not s["success"]]
+        if rate > profile.data.max_quarantine_rate:
+            failed.append(f"quarantine rate {rate:.1%} > data.max_quarantine_rate {profile.data.max_quarantine_rate:.0%}")
+        raise DataError(f"domain '{domain}' failed its validation suite: {'; '.join(failed)}. "
+                        f"{len(quarantine)} of {len(frame)} documents quarantined. Report: {report}")
+    return outcome
+
+
+def write_report(profile: Profile, domain: str, success: bool, ingested: int, accepted: int, quarantine: pd.DataFrame,
+                 counts: dict[str, int], summary: list[dict[str, Any]], rate: float) -> Path:
+    """A rendered markdown report of the suite (the Data Docs equivalent that survives without a GX file context)."""
+    out = RunPaths(profile).data_reports_dir / f"validation-{domain}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Validation report: `{domain}` — {'PASSED' if success else 'FAILED'}", "",
+             f"Great Expectations suite `flexo-{domain}`; profile `{profile.name}`.", "",
+             f"- ingested: {ingested}", f"- accepted: {accepted}", f"- quarantined: {len(quarantine)} ({rate:.1%})",
+             f"- accepted + quarantined = ingested: {accepted + len(quarantine) == ingested}", "",
+             "| expectation | column | passed | unexpected | % | quarantine reason |", "|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['expectation']} | {s['column'] or '(table)'} | {'yes' if s['success'] else '**NO**'} | "
+                     f"{s['unexpected_count']} | {s['unexpected_percent']:.2f} | {s['reason']} |")
+    lines += ["", "## Quarantine by reason", ""] + [f"- {k}: {v}" for k, v in sorted(counts.items())] or ["- none"]
+    if len(quarantine):
+        lines += ["", "## First quarantined documents", "", "| id | file | row | reason |", "|---|---|---|---|"]
+        for rec in quarantine.head(20).itertuples():
+            lines.append(f"| {rec.id} | {rec.source_file} | {rec.row} | {str(rec.reason)[:160].replace('|', '/')} |")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out

@@ -1,0 +1,1 @@
+"""FLEXMIX evaluation: the task registry, scoring of every model family, metrics, the report and its figures."""

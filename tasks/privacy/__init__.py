@@ -1,0 +1,1 @@
+"""The data-extraction attack and the admission gate that uses it."""

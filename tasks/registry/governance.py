@@ -1,0 +1,110 @@
+"""Governance: stewards revoke expert versions; the registry, the MoE and serving follow.
+
+Why: a data owner can withdraw consent at any time. Revoking tags the version (`status=revoked`, who, when, why), removes
+every alias on it, appends an audit record, marks every `flexo-moe` version that held it `status=revoked_dependency`, and
+re-assembles the MoE without it (the `reassemble` callable; by default `assemble_and_register`), which moves `serving`.
+After that no path loads it: `tasks.registry.registry.fetch`/`check_usable` refuse it with a RevokedError naming the revocation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tasks.registry import audit
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
+from tasks.core.errors import ConfigError, FlexoError
+from tasks.registry.registry import (
+    SERVING_ALIAS,
+    STATUS_REVOKED,
+    STATUS_REVOKED_DEPENDENCY,
+    VersionRef,
+    client,
+    expert_files,
+    expert_model_name,
+    get_version,
+    moe_versions_containing,
+    register_moe,
+    resolve_active_experts,
+)
+
+Reassemble = Callable[[Profile], VersionRef | None]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What a revocation did, for the CLI, the Prefect artifact and tests."""
+
+    expert: VersionRef
+    removed_aliases: list[str]
+    revoked_dependencies: list[str]  # "flexo-moe:<version>" that held the expert
+    new_moe: VersionRef | None
+
+
+def assemble_and_register(profile: Profile) -> VersionRef:
+    """Assemble the MoE from every active, non-revoked expert (sha256-verified) and register it as `serving`."""
+    from tasks.training.assemble import assemble
+
+    refs = resolve_active_experts(profile)
+    files = expert_files(profile, refs)
+    out = RunPaths(profile).registry_cache / "assembled" / str(time.time_ns())
+    assembled = assemble(profile, files, expected_sha256=[ref.sha256 for ref in refs], out_dir=out)
+    return register_moe(profile, assembled, refs, serving=True)
+
+
+def revoke(
+    profile: Profile,
+    domain: str,
+    version: str | int,
+    reason: str,
+    by: str | None = None,
+    reassemble: Reassemble | None = assemble_and_register,
+) -> Revocation:
+    """Revoke `flexo-expert-<domain>` version `version` (see the module docstring). `reassemble=None` skips re-assembly
+    (the dependent MoE versions then lose `serving`, so nothing serves the revoked expert)."""
+    if not reason or not reason.strip():
+        raise ConfigError("revoke: --reason is required (it is recorded in the audit trail)")
+    name = expert_model_name(profile, domain)
+    ref = get_version(profile, name, version)
+    if ref.status == STATUS_REVOKED:
+        raise ConfigError(
+            f"{ref.label} is already revoked (by {ref.tags.get('revoked_by')} at {ref.tags.get('revoked_at')})"
+        )
+    mlclient = client(profile)
+    who, when = audit.actor(by), audit.now_iso()
+    # The first write is the status tag: without permission on this model, nothing else happens.
+    mlclient.set_model_version_tag(name, ref.version, "status", STATUS_REVOKED)
+    for key, value in (("revoked_by", who), ("revoked_at", when), ("revoked_reason", reason)):
+        mlclient.set_model_version_tag(name, ref.version, key, value)
+    for alias in ref.aliases:
+        mlclient.delete_registered_model_alias(name, alias)
+    audit.record(mlclient, name, ref.version, "revoked", who, reason=reason, removed_aliases=list(ref.aliases))
+    dependents = []
+    for moe in moe_versions_containing(profile, domain, ref.version):
+        mlclient.set_model_version_tag(moe.name, moe.version, "status", STATUS_REVOKED_DEPENDENCY)
+        mlclient.set_model_version_tag(moe.name, moe.version, "revoked_dependency", f"{name}:{ref.version}")
+        for alias in moe.aliases:
+            mlclient.delete_registered_model_alias(moe.name, alias)
+        audit.record(mlclient, moe.name, moe.version, "revoked_dependency", who, expert=f"{name}:{ref.version}",
+                     removed_aliases=list(moe.aliases))
+        dependents.append(f"{moe.name}:{moe.version}")
+    try:
+        new_moe = reassemble(profile) if reassemble is not None and dependents else None
+    except FlexoError as err:
+        audit.record(mlclient, name, ref.version, "reassembly_failed", who, error=str(err)[:1000])
+        raise type(err)(
+            f"{ref.label} IS revoked (tags, aliases, audit done; {', '.join(dependents)} marked revoked_dependency and "
+            f"no longer served), but re-assembling flexo-moe without it failed: {err}. Fix that and run the assembly again."
+        ) from err
+    if new_moe is not None:
+        audit.record(mlclient, new_moe.name, new_moe.version, "reassembled_after_revocation", who,
+                     revoked=f"{name}:{ref.version}", alias=SERVING_ALIAS)
+    return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe)
+
+
+def audit_trail(profile: Profile) -> list[audit.AuditRecord]:
+    """Every audit record of the flexo registered models, oldest first."""
+    prefix = profile.registry.moe_model.split("-")[0] + "-"
+    return audit.trail(client(profile), prefix)

@@ -1,0 +1,116 @@
+"""Assembly: merge M_pub and the given experts into one FlexOlmo, export it, and write a manifest of exactly what is inside.
+
+Takes expert *files* (resolved and sha256-checked by the registry, which knows which versions are active and not revoked);
+this step itself re-checks that every expert was coordinated with this exact M_pub.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from model.export import WEIGHTS_FILE, export_pretrained
+from model.hashing import sha256_file
+from model.merge import MergeError, merge_experts
+from model.public import load_public_model
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
+from tasks.core.errors import ConfigError, DataError, IntegrityError
+from tasks.training.expert_file import load_expert
+from tasks.training.route import load_router_embedding
+
+MANIFEST = "flexo_manifest.json"
+
+
+@dataclass(frozen=True)
+class AssembledMoE:
+    model_dir: Path
+    sha256: str
+    experts: list[str]  # expert order: "public" first, then the domains
+    top_k: int
+
+
+def assemble(
+    profile: Profile,
+    expert_files: Sequence[Path],
+    expected_sha256: Sequence[str | None] | None = None,
+    top_k: int | None = None,
+    out_dir: Path | None = None,
+    r_pub: torch.Tensor | None = None,
+) -> AssembledMoE:
+    """Merge, export (safetensors + tokenizer) and describe the MoE; returns where it is and what it holds.
+    `r_pub` overrides the public router row (the router ablations train against their own)."""
+    paths = RunPaths(profile)
+    public_weights = paths.public_model_dir / WEIGHTS_FILE
+    if not public_weights.exists():
+        raise DataError(f"{public_weights}: M_pub is missing; run `flexo train-public` first")
+    public_sha = sha256_file(public_weights)
+    public = load_public_model(str(paths.public_model_dir))
+    if r_pub is None:
+        r_pub = load_router_embedding(paths.router_embedding("public"))
+    checks = list(expected_sha256) if expected_sha256 is not None else [None] * len(expert_files)
+    states, domains, digests = [], [], []
+    for path, expected in zip(expert_files, checks):
+        state, metadata = load_expert(path, expected)
+        if metadata["public_sha256"] != public_sha:
+            raise IntegrityError(
+                f"{path}: expert '{metadata['domain']}' was trained against M_pub {metadata['public_sha256'][:12]}…, "
+                f"but the current M_pub is {public_sha[:12]}…; retrain the expert on the current public model"
+            )
+        states.append(state)
+        domains.append(metadata["domain"])
+        digests.append(expected or sha256_file(path))
+    if len(set(domains)) != len(domains):
+        raise IntegrityError(f"two experts for the same domain: {domains}")
+    try:
+        moe = merge_experts(public, r_pub, states, top_k if top_k is not None else profile.router.top_k)
+    except MergeError as err:
+        raise IntegrityError(str(err)) from err
+    out = out_dir or paths.moe_dir
+    sha = export_pretrained(moe, out, paths.tokenizer_dir if paths.tokenizer_dir.exists() else None)
+    result = AssembledMoE(model_dir=out, sha256=sha, experts=["public", *domains], top_k=moe.config.num_experts_per_tok)
+    manifest = {
+        **asdict(result),
+        "model_dir": str(out),
+        "public_sha256": public_sha,
+        "expert_files": [str(p) for p in expert_files],
+        "expert_sha256": digests,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return result
+
+
+def _sqlite_store_exists(profile: Profile) -> bool:
+    from tasks.core.tracking import is_local_store, tracking_uri
+
+    uri = tracking_uri(profile)
+    return not is_local_store(uri) or Path(uri[len("sqlite:///"):]).exists()
+
+
+def locate_moe(profile: Profile) -> Path:
+    """The registry's `serving` flexo-moe (refused if revoked, sha256-verified) when a registry exists and has one;
+    else the run directory's assembled MoE."""
+    if _sqlite_store_exists(profile):
+        from tasks.registry import registry
+
+        try:
+            _ref, pyfunc = registry.resolve_serving_moe(profile)
+            return registry.moe_dir(pyfunc)
+        except ConfigError:
+            pass  # no serving version registered: use the run directory
+    local = RunPaths(profile).moe_dir
+    if not (local / MANIFEST).exists():
+        raise DataError(f"{local}: no assembled MoE (and no `serving` flexo-moe in the registry); run `flexo assemble` first")
+    return local
+
+
+def read_manifest(model_dir: Path) -> dict:
+    """What an assembled MoE holds (expert order, hashes)."""
+    path = Path(model_dir) / MANIFEST
+    if not path.exists():
+        raise DataError(f"{path}: not an assembled flexo MoE (no manifest)")
+    return json.loads(path.read_text())

@@ -1,0 +1,50 @@
+"""params.yaml validation: every profile loads; a bad value is an error that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.core.config import DEFAULT_PARAMS, PROFILES, load_profile
+from tasks.core.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_validates(name: str) -> None:
+    profile = load_profile(name)
+    assert profile.name == name
+    assert "public" in profile.domains and len(profile.closed_domains) == 7
+    assert profile.expert_tokens() >= profile.train_expert.batch_size * profile.train_expert.seq_len
+
+
+def _write_variant(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_hidden_not_divisible_by_heads_names_the_key(tmp_path: Path) -> None:
+    path = _write_variant(tmp_path, lambda raw: raw["profiles"]["tiny"]["model"].update(hidden_size=30))
+    with pytest.raises(ConfigError, match=r"model.*divisible by num_heads"):
+        load_profile("tiny", path)
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    path = _write_variant(tmp_path, lambda raw: raw["profiles"]["tiny"]["train_public"].update(learning_rate=1))
+    with pytest.raises(ConfigError, match=r"train_public\.learning_rate"):
+        load_profile("tiny", path)
+
+
+def test_budget_below_one_batch_is_refused(tmp_path: Path) -> None:
+    path = _write_variant(tmp_path, lambda raw: raw["profiles"]["tiny"]["train_public"].update(tokens=10))
+    with pytest.raises(ConfigError, match="below one batch"):
+        load_profile("tiny", path)
+
+
+def test_unknown_profile(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="profile 'huge' is not defined"):
+        load_profile("huge")
