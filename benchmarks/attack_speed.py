@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import tasks  # noqa: E402,F401  (offline environment)
 import torch  # noqa: E402
 
+import tasks  # noqa: E402,F401  (offline environment)
 from tasks.core.artifacts import RunPaths  # noqa: E402
 from tasks.core.config import Profile, load_profile  # noqa: E402
 
@@ -42,11 +42,17 @@ def _synthetic_workspace(profile: Profile, domain: str, root: Path) -> Profile:
 
     real = RunPaths(profile)
     use_real_data = (real.tokenizer_dir / "tokenizer.json").exists() and real.split(domain, "train").exists()
-    paths_cfg = profile.paths.model_copy(update={
-        "data_dir": str(real.profile.path("data_dir") if use_real_data else root / "data"),
-        "runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
-        "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "mlflow_artifacts_dir": str(root / "mlartifacts"),
-        "dvc_remotes_dir": str(root / "remotes"), "export_dir": str(root / "export")})
+    paths_cfg = profile.paths.model_copy(
+        update={
+            "data_dir": str(real.profile.path("data_dir") if use_real_data else root / "data"),
+            "runs_dir": str(root / "runs"),
+            "reports_dir": str(root / "reports"),
+            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "mlflow_artifacts_dir": str(root / "mlartifacts"),
+            "dvc_remotes_dir": str(root / "remotes"),
+            "export_dir": str(root / "export"),
+        }
+    )
     profile = profile.model_copy(update={"paths": paths_cfg})
     paths = RunPaths(profile)
     if use_real_data:  # the real tokenizer and train split: real document lengths, only the models are stand-ins
@@ -70,8 +76,9 @@ def _synthetic_data(profile: Profile, domain: str, paths: RunPaths):
     raw = Tokenizer(models.BPE(unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=profile.tokenizer.vocab_size,
-                                                       special_tokens=["<pad>", "<eos>", "<unk>"]))
+    raw.train_from_iterator(
+        texts, trainers.BpeTrainer(vocab_size=profile.tokenizer.vocab_size, special_tokens=["<pad>", "<eos>", "<unk>"])
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
     tok.save_pretrained(paths.tokenizer_dir)
     split = paths.split(domain, "train")
@@ -91,8 +98,9 @@ def _synthetic_models(profile: Profile, domain: str, paths: RunPaths, tok) -> No
     from tasks.training.assemble import assemble
     from tasks.training.expert_file import save_expert
 
-    public = build_public_model(ModelSizes.from_mapping(profile.model), TokenizerIds(tok.pad_token_id, tok.eos_token_id),
-                                profile.seed).eval()
+    public = build_public_model(
+        ModelSizes.from_mapping(profile.model), TokenizerIds(tok.pad_token_id, tok.eos_token_id), profile.seed
+    ).eval()
     with torch.no_grad():
         public.model.norm.weight.fill_(SYNTHETIC_LOGIT_SCALE)
     public_sha = export_pretrained(public, paths.public_model_dir, paths.tokenizer_dir)
@@ -121,9 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--domain", default=None, help="domain to attack (default: attack.domain)")
     parser.add_argument("--synthetic", action="store_true", help="build demo-size stand-in models in a temp dir")
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                        help="torch threads (2 = the target machine; 1 on a shared, oversubscribed machine, where the "
-                             "process CPU time is then an upper bound of a dedicated core's wall time)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="torch threads (2 = the target machine; 1 on a shared, oversubscribed machine, where the "
+        "process CPU time is then an upper bound of a dedicated core's wall time)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     profile = load_profile("demo")
@@ -169,8 +181,10 @@ def main() -> None:
     print(f"\n{'model':<18}{'extracted':>10}{'rate':>8}{'no prefix':>11}{'mean sim':>10}{'(no prefix)':>13}")
     for name, extracted, rate, no_prefix, mean, mean_no_prefix in summary_rows(result):
         print(f"{name:<18}{extracted:>10}{rate:>8}{no_prefix:>11}{mean:>10}{mean_no_prefix:>13}")
-    print(f"\nattack {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU (budget {BUDGET_SECONDS:.0f} s) on "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nattack {seconds:.1f} s wall, {cpu_seconds:.1f} s CPU (budget {BUDGET_SECONDS:.0f} s) on "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

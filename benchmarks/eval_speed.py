@@ -43,8 +43,8 @@ def main() -> None:
     from model.scoring import model_scorer, score_requests
     from tasks.core.config import load_profile
     from tasks.core.errors import DataError
-    from tasks.evaluation.tasks import build_tasks
     from tasks.evaluation.evaluate import load_test_frames, load_tokenizer, locate_moe, tokenize_tasks
+    from tasks.evaluation.tasks import build_tasks
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
@@ -70,29 +70,54 @@ def main() -> None:
     chosen_tokens = sum(len(r.context) + len(r.target) for r in chosen)
     start, cpu_start = time.perf_counter(), time.process_time()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
-        scores = score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)["moe"]
+        scores = score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)[
+            "moe"
+        ]
     seconds = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start  # CPU time we actually got (the machine may be shared)
     accuracy = {}
     if args.precision == "bf16":  # the same requests in fp32: how much bf16 moves each score
-        reference = score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)["moe"]
+        reference = score_requests(chosen, model_scorer(moe, "moe"), profile.eval.batch_size, tokenizer.pad_token_id)[
+            "moe"
+        ]
         targets = sum(len(r.target) for r in chosen)
-        accuracy = {"mean_abs_loglik_diff_per_token_nats": float(abs(scores.loglik - reference.loglik).sum() / targets),
-                    "total_loglik_rel_diff": float(abs(scores.loglik.sum() - reference.loglik.sum()) / abs(reference.loglik.sum())),
-                    "greedy_agreement": float((scores.greedy == reference.greedy).mean())}
+        accuracy = {
+            "mean_abs_loglik_diff_per_token_nats": float(abs(scores.loglik - reference.loglik).sum() / targets),
+            "total_loglik_rel_diff": float(
+                abs(scores.loglik.sum() - reference.loglik.sum()) / abs(reference.loglik.sum())
+            ),
+            "greedy_agreement": float((scores.greedy == reference.greedy).mean()),
+        }
     estimate = seconds * total_tokens / chosen_tokens
     result = {
-        "profile": args.profile, "threads": args.threads, "precision": args.precision, **accuracy, "load_average_1m": os.getloadavg()[0], "moe": source,
-        "experts": moe.config.num_experts, "top_k": moe.config.num_experts_per_tok, "tasks": len(task_list),
-        "requests": len(requests), "tokens": total_tokens, "scored_requests": len(chosen), "scored_tokens": chosen_tokens,
-        "seconds_scored": seconds, "seconds_all_tasks": estimate, "extrapolated": len(chosen) < len(requests),
+        "profile": args.profile,
+        "threads": args.threads,
+        "precision": args.precision,
+        **accuracy,
+        "load_average_1m": os.getloadavg()[0],
+        "moe": source,
+        "experts": moe.config.num_experts,
+        "top_k": moe.config.num_experts_per_tok,
+        "tasks": len(task_list),
+        "requests": len(requests),
+        "tokens": total_tokens,
+        "scored_requests": len(chosen),
+        "scored_tokens": chosen_tokens,
+        "seconds_scored": seconds,
+        "seconds_all_tasks": estimate,
+        "extrapolated": len(chosen) < len(requests),
         "tokens_per_s": chosen_tokens / seconds,
-        "cpu_seconds_scored": cpu_seconds, "cpu_share": cpu_seconds / seconds / args.threads, "target_s": 180, "meets_target": estimate <= 180,
+        "cpu_seconds_scored": cpu_seconds,
+        "cpu_share": cpu_seconds / seconds / args.threads,
+        "target_s": 180,
+        "meets_target": estimate <= 180,
     }
     print(json.dumps(result))
-    print(f"\n{len(task_list)} tasks, {len(requests)} requests, {total_tokens} tokens; MoE ({source}) "
-          f"{result['tokens_per_s']:.0f} tokens/s -> {estimate:.0f} s for all tasks"
-          f"{' (extrapolated)' if result['extrapolated'] else ''}; target <= 180 s: {'PASS' if result['meets_target'] else 'FAIL'}")
+    print(
+        f"\n{len(task_list)} tasks, {len(requests)} requests, {total_tokens} tokens; MoE ({source}) "
+        f"{result['tokens_per_s']:.0f} tokens/s -> {estimate:.0f} s for all tasks"
+        f"{' (extrapolated)' if result['extrapolated'] else ''}; target <= 180 s: {'PASS' if result['meets_target'] else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -79,18 +79,32 @@ def main() -> None:
     flop_ratio = active_flops_per_token(sizes, top_k, num_experts, seq) / active_flops_per_token(sizes, 1, 1, seq)
     tokens = batch * seq
     result = {
-        "profile": args.profile, "device": args.device, "precision": precision, "threads": args.threads, "load_average_1m": os.getloadavg()[0],
-        "batch": batch, "seq_len": seq, "experts": num_experts, "top_k": top_k,
-        "dense_s": t_dense, "moe_s": t_moe, "dense_tokens_per_s": tokens / t_dense, "moe_tokens_per_s": tokens / t_moe,
-        "active_flop_ratio": flop_ratio, "time_ratio": t_moe / t_dense,
-        "overhead_vs_flops": (t_moe / t_dense) / flop_ratio, "target": 1.2,
+        "profile": args.profile,
+        "device": args.device,
+        "precision": precision,
+        "threads": args.threads,
+        "load_average_1m": os.getloadavg()[0],
+        "batch": batch,
+        "seq_len": seq,
+        "experts": num_experts,
+        "top_k": top_k,
+        "dense_s": t_dense,
+        "moe_s": t_moe,
+        "dense_tokens_per_s": tokens / t_dense,
+        "moe_tokens_per_s": tokens / t_moe,
+        "active_flop_ratio": flop_ratio,
+        "time_ratio": t_moe / t_dense,
+        "overhead_vs_flops": (t_moe / t_dense) / flop_ratio,
+        "target": 1.2,
         "meets_target": (t_moe / t_dense) <= 1.2 * flop_ratio,
     }
     print(json.dumps(result))
-    print(f"\n{'model':<8}{'s/batch':>10}{'tokens/s':>12}\n{'dense':<8}{t_dense:>10.3f}{tokens / t_dense:>12.0f}\n"
-          f"{'moe':<8}{t_moe:>10.3f}{tokens / t_moe:>12.0f}\n"
-          f"time ratio {t_moe / t_dense:.2f} vs active-FLOP ratio {flop_ratio:.2f} -> {result['overhead_vs_flops']:.2f}x "
-          f"(target <= 1.2): {'PASS' if result['meets_target'] else 'FAIL'}")
+    print(
+        f"\n{'model':<8}{'s/batch':>10}{'tokens/s':>12}\n{'dense':<8}{t_dense:>10.3f}{tokens / t_dense:>12.0f}\n"
+        f"{'moe':<8}{t_moe:>10.3f}{tokens / t_moe:>12.0f}\n"
+        f"time ratio {t_moe / t_dense:.2f} vs active-FLOP ratio {flop_ratio:.2f} -> {result['overhead_vs_flops']:.2f}x "
+        f"(target <= 1.2): {'PASS' if result['meets_target'] else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -60,7 +60,10 @@ def measured(summary: dict, wall: float) -> dict:
         "compute_s": round(compute, 2),
         "overhead_s": round(wall - compute, 2),
         "overhead_share": round((wall - compute) / wall, 4) if wall else 0.0,
-        "status_counts": {k: sum(1 for s in summary["steps"] if s["status"] == k) for k in ("completed", "cached", "skipped", "failed")},
+        "status_counts": {
+            k: sum(1 for s in summary["steps"] if s["status"] == k)
+            for k in ("completed", "cached", "skipped", "failed")
+        },
         "failed": summary["failed"],
         "skipped": summary["skipped"],
     }
@@ -71,15 +74,27 @@ def table(result: dict) -> str:
     rows = [("stage", "first run (s)", "cached rerun (s)", "first run peak RSS (GiB)")]
     for stage in first["stage_s"]:
         peak = first["stage_peak_rss_gib"].get(stage)
-        rows.append((stage, f"{first['stage_s'][stage]:.1f}", f"{second['stage_s'].get(stage, 0):.1f}",
-                     "" if peak is None else f"{peak:.2f}"))
+        rows.append(
+            (
+                stage,
+                f"{first['stage_s'][stage]:.1f}",
+                f"{second['stage_s'].get(stage, 0):.1f}",
+                "" if peak is None else f"{peak:.2f}",
+            )
+        )
     rows += [
         ("**end to end**", f"{first['wall_s']:.1f}", f"{second['wall_s']:.1f}"),
         ("model compute", f"{first['compute_s']:.1f}", f"{second['compute_s']:.1f}"),
-        ("orchestration overhead", f"{first['overhead_s']:.1f} ({first['overhead_share']:.1%})",
-         f"{second['overhead_s']:.1f} ({second['overhead_share']:.1%})"),
-        ("steps completed/cached/skipped/failed", "/".join(str(v) for v in first["status_counts"].values()),
-         "/".join(str(v) for v in second["status_counts"].values())),
+        (
+            "orchestration overhead",
+            f"{first['overhead_s']:.1f} ({first['overhead_share']:.1%})",
+            f"{second['overhead_s']:.1f} ({second['overhead_share']:.1%})",
+        ),
+        (
+            "steps completed/cached/skipped/failed",
+            "/".join(str(v) for v in first["status_counts"].values()),
+            "/".join(str(v) for v in second["status_counts"].values()),
+        ),
     ]
     rows = [row + ("",) * (len(rows[0]) - len(row)) for row in rows]
     lines = [f"| {' | '.join(rows[0])} |", "|---|---:|---:|---:|"] + [f"| {' | '.join(r)} |" for r in rows[1:]]
@@ -91,9 +106,13 @@ def main() -> None:
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--fresh", action="store_true", help="delete runs/<profile> and the Prefect result cache first")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
-    parser.add_argument("--first-run-summary", type=Path, default=None,
-                        help="take the first run from this reports/pipeline_summary.json of a finished `flexo run` "
-                             "(e.g. README command one on a clean clone) instead of running it again")
+    parser.add_argument(
+        "--first-run-summary",
+        type=Path,
+        default=None,
+        help="take the first run from this reports/pipeline_summary.json of a finished `flexo run` "
+        "(e.g. README command one on a clean clone) instead of running it again",
+    )
     args = parser.parse_args()
     profile = load_profile(args.profile)
     if args.fresh:
@@ -101,7 +120,9 @@ def main() -> None:
         shutil.rmtree(Path(os.environ["PREFECT_HOME"]) / "storage", ignore_errors=True)
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
-    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: profile.orchestration.server_startup_timeout_s}):
+    with temporary_settings(
+        {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: profile.orchestration.server_startup_timeout_s}
+    ):
         if args.first_run_summary:
             summary = json.loads(args.first_run_summary.read_text())
             first = measured(summary, float(summary["seconds"]))
@@ -110,9 +131,11 @@ def main() -> None:
         second = one_run(args.profile)
     result = {
         "profile": args.profile,
-        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip(),
+        "git_commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
+        ).stdout.strip(),
         "fresh": args.fresh,
         "first_run_from": str(args.first_run_summary) if args.first_run_summary else "this process",
         "first_run": first,
@@ -129,17 +152,24 @@ def main() -> None:
     print(table(result))
     if args.record:
         with RESULTS.open("a") as handle:
-            handle.write(f"\n## pipeline, profile `{args.profile}` ({result['when']}, commit {result['git_commit']}, "
-                         f"{'fresh' if args.fresh else 'warm cache'})\n\n{result['machine']}; peak RSS of this process {result['peak_rss_mib']} MiB.\n"
-                         f"Targets: end to end <= {TARGETS['end_to_end_s'] // 60} min, overhead <= {TARGETS['overhead_share']:.0%}, "
-                         f"cached rerun <= {TARGETS['cached_rerun_s']} s; met: {result['meets']}.\n\n{table(result)}\n\n"
-                         f"Command: `.venv/bin/python benchmarks/pipeline.py --profile {args.profile}"
-                         f"{' --fresh' if args.fresh else ''}"
-                         f"{' --first-run-summary ' + str(args.first_run_summary) if args.first_run_summary else ''} --record`\n")
+            handle.write(
+                f"\n## pipeline, profile `{args.profile}` ({result['when']}, commit {result['git_commit']}, "
+                f"{'fresh' if args.fresh else 'warm cache'})\n\n{result['machine']}; peak RSS of this process {result['peak_rss_mib']} MiB.\n"
+                f"Targets: end to end <= {TARGETS['end_to_end_s'] // 60} min, overhead <= {TARGETS['overhead_share']:.0%}, "
+                f"cached rerun <= {TARGETS['cached_rerun_s']} s; met: {result['meets']}.\n\n{table(result)}\n\n"
+                f"Command: `.venv/bin/python benchmarks/pipeline.py --profile {args.profile}"
+                f"{' --fresh' if args.fresh else ''}"
+                f"{' --first-run-summary ' + str(args.first_run_summary) if args.first_run_summary else ''} --record`\n"
+            )
         if first["failed"] or first["skipped"]:
             with RESULTS.open("a") as handle:
-                handle.write("\nNot completed in the first run:\n" + "".join(
-                    f"- {i['step']} {i['domain'] or ''}: {str(i['why'])[:200]}\n" for i in first["failed"] + first["skipped"]))
+                handle.write(
+                    "\nNot completed in the first run:\n"
+                    + "".join(
+                        f"- {i['step']} {i['domain'] or ''}: {str(i['why'])[:200]}\n"
+                        for i in first["failed"] + first["skipped"]
+                    )
+                )
 
 
 if __name__ == "__main__":

@@ -73,8 +73,17 @@ def flops_per_token(sizes, seq_len: int, kind: str) -> float:
     return forward + act_grads + weight_grads + scores
 
 
-def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precision: str, threads: int, batch: int | None,
-            compile_step: bool = False) -> dict:
+def run_one(
+    size: str,
+    kind: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    precision: str,
+    threads: int,
+    batch: int | None,
+    compile_step: bool = False,
+) -> dict:
     import torch
 
     if threads:
@@ -99,8 +108,9 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
     if kind != "dense":
         g = torch.Generator().manual_seed(0)
         rows = [torch.randn(sizes.hidden_size, generator=g) * 0.05 for _ in range(2)]
-        model = CoordinatedExpertModel.from_public(model, rows[0], rows[1], lm_z_weight=section.lm_z_loss,
-                                                   router_z_weight=profile.train_expert.router_z_loss)
+        model = CoordinatedExpertModel.from_public(
+            model, rows[0], rows[1], lm_z_weight=section.lm_z_loss, router_z_weight=profile.train_expert.router_z_loss
+        )
         if kind == "expert_full":
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -108,10 +118,24 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
     total = warmup + steps
     tokens = np.random.default_rng(0).integers(2, sizes.vocab_size, (total + 1) * batch_size * seq_len)
     data = PackedDataset(tokens, seq_len)
-    spec = TrainSpec(total_steps=total, batch_size=batch_size, seq_len=seq_len, lr=section.optim.lr,
-                     betas=tuple(section.optim.betas), weight_decay=section.optim.weight_decay, warmup_steps=1,
-                     min_lr_ratio=0.1, grad_clip=1.0, eval_every=10**9, checkpoint_every=10**9, eval_batches=1, seed=0,
-                     device=device, precision=precision, compile=compile_step)
+    spec = TrainSpec(
+        total_steps=total,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=section.optim.lr,
+        betas=tuple(section.optim.betas),
+        weight_decay=section.optim.weight_decay,
+        warmup_steps=1,
+        min_lr_ratio=0.1,
+        grad_clip=1.0,
+        eval_every=10**9,
+        checkpoint_every=10**9,
+        eval_batches=1,
+        seed=0,
+        device=device,
+        precision=precision,
+        compile=compile_step,
+    )
     stamps: list[float] = []
     cpu_stamps: list[float] = []  # process CPU time: what the run costs dedicated cores, robust to a shared machine
 
@@ -132,13 +156,24 @@ def run_one(size: str, kind: str, steps: int, warmup: int, device: str, precisio
     cpu_measured = cpu_stamps[-1] - cpu_stamps[warmup - 1] if warmup else cpu_stamps[-1] - cpu_start
     fpt = flops_per_token(sizes, seq_len, kind)
     result = {
-        "size": size, "kind": kind, "device": device, "precision": precision, "compile": compile_step,
+        "size": size,
+        "kind": kind,
+        "device": device,
+        "precision": precision,
+        "compile": compile_step,
         "threads": torch.get_num_threads(),
-        "batch_size": batch_size, "seq_len": seq_len, "steps_measured": steps, "tokens_per_s": tokens_per_s,
-        "flops_per_token": fpt, "achieved_flops": tokens_per_s * fpt, "mfu": tokens_per_s * fpt / peak["peak_flops"],
-        "seconds_per_step": measured / steps, "cpu_seconds_per_step": cpu_measured / steps,
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "steps_measured": steps,
+        "tokens_per_s": tokens_per_s,
+        "flops_per_token": fpt,
+        "achieved_flops": tokens_per_s * fpt,
+        "mfu": tokens_per_s * fpt / peak["peak_flops"],
+        "seconds_per_step": measured / steps,
+        "cpu_seconds_per_step": cpu_measured / steps,
         "tokens_per_cpu_s": steps * batch_size * seq_len / cpu_measured,
-        "load_average_1m": os.getloadavg()[0], "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "load_average_1m": os.getloadavg()[0],
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         **peak,
     }
     if device.startswith("cuda"):
@@ -157,27 +192,59 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=None, help="override the profile's batch size (e.g. small on CPU)")
     parser.add_argument("--small-steps", type=int, default=None, help="measured steps at size small (slow on CPU)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the training step (the warm-up steps compile)")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the training step (the warm-up steps compile)"
+    )
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         steps = args.small_steps if (args.one[0] == "small" and args.small_steps) else args.steps
-        print(json.dumps(run_one(args.one[0], args.one[1], steps, args.warmup, args.device, args.precision, args.threads,
-                                 args.batch, args.compile)))
+        print(
+            json.dumps(
+                run_one(
+                    args.one[0],
+                    args.one[1],
+                    steps,
+                    args.warmup,
+                    args.device,
+                    args.precision,
+                    args.threads,
+                    args.batch,
+                    args.compile,
+                )
+            )
+        )
         return
     results = []
     for size in args.sizes:
         for kind in args.kinds:
-            cmd = [sys.executable, __file__, "--one", size, kind, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                   "--device", args.device, "--precision", args.precision, "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                size,
+                kind,
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--device",
+                args.device,
+                "--precision",
+                args.precision,
+                "--threads",
+                str(args.threads),
+            ]
             if args.batch:
                 cmd += ["--batch", str(args.batch)]
             if args.small_steps:
                 cmd += ["--small-steps", str(args.small_steps)]
             if args.compile:
                 cmd.append("--compile")
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+            )
             if done.returncode:
                 print(done.stderr, file=sys.stderr)
                 raise SystemExit(f"{size}/{kind} failed")
@@ -187,8 +254,10 @@ def main() -> None:
     by = {(r["size"], r["kind"]): r for r in results}
     print(f"\n{'size':6} {'kind':12} {'tok/s':>9} {'MFU':>6} {'peak GFLOP/s':>12} {'s/step':>7} {'RSS GiB':>7}")
     for r in results:
-        print(f"{r['size']:6} {r['kind'] + ('+compile' if r['compile'] else ''):12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
-              f"{r['seconds_per_step']:7.2f} {r['peak_rss_gib']:7.2f}")
+        print(
+            f"{r['size']:6} {r['kind'] + ('+compile' if r['compile'] else ''):12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
+            f"{r['seconds_per_step']:7.2f} {r['peak_rss_gib']:7.2f}"
+        )
     for size in args.sizes:
         if (size, "dense") in by and (size, "expert") in by:
             ratio = by[(size, "dense")]["tokens_per_s"] / by[(size, "expert")]["tokens_per_s"]

@@ -24,14 +24,35 @@ def ablate(profile: str | Profile | None = None, fail_on_error: bool = True) -> 
     out: list[pt.Outcome] = []
     for variant in p.ablation.variants:
         root = paths.ablation_dir(variant)
-        trained = [pt.run_step("ablate", "train_ablation", p, variant, domain, pt.data_hash(p, domain), public_sha,
-                               pt.code_fingerprint("train_ablation"), domain=f"{variant}/{domain}",
-                               expect=root / "experts" / domain / "expert.safetensors")
-                   for domain in p.ablation.domains]
+        trained = [
+            pt.run_step(
+                "ablate",
+                "train_ablation",
+                p,
+                variant,
+                domain,
+                pt.data_hash(p, domain),
+                public_sha,
+                pt.code_fingerprint("train_ablation"),
+                domain=f"{variant}/{domain}",
+                expect=root / "experts" / domain / "expert.safetensors",
+            )
+            for domain in p.ablation.domains
+        ]
         out += trained
         shas = {o.domain: str(o.result.get("sha256", "")) for o in trained}
-        out.append(pt.upstream_missing("ablate", "assemble_ablation", variant, trained) or pt.run_step(
-            "ablate", "assemble_ablation", p, variant, shas, pt.code_fingerprint("assemble_ablation"), domain=variant,
-            expect=root / "moe" / "model.safetensors"))
+        out.append(
+            pt.upstream_missing("ablate", "assemble_ablation", variant, trained)
+            or pt.run_step(
+                "ablate",
+                "assemble_ablation",
+                p,
+                variant,
+                shas,
+                pt.code_fingerprint("assemble_ablation"),
+                domain=variant,
+                expect=root / "moe" / "model.safetensors",
+            )
+        )
     pt.publish("flexo-ablate", f"ablate ({p.name})", out)
     return pt.finish(out, fail_on_error)

@@ -17,9 +17,15 @@ def assemble(profile: str | Profile | None = None, fail_on_error: bool = True) -
     active = pt.run_step("assemble", "active_experts", p)
     out = [active]
     shas = {d: v["sha256"] for d, v in active.result.items()} if active.ok else {}
-    out.append(pt.upstream_missing("assemble", "assemble", None, [active]) or pt.run_step(
-        "assemble", "assemble", p, shas, pt.code_fingerprint("assemble")))
-    rows = [{"domain": d, "version": v["version"], "sha256": v["sha256"][:16]} for d, v in active.result.items()] if active.ok else []
+    out.append(
+        pt.upstream_missing("assemble", "assemble", None, [active])
+        or pt.run_step("assemble", "assemble", p, shas, pt.code_fingerprint("assemble"))
+    )
+    rows = (
+        [{"domain": d, "version": v["version"], "sha256": v["sha256"][:16]} for d, v in active.result.items()]
+        if active.ok
+        else []
+    )
     pt.publish_table("flexo-registry-state", rows, "active expert versions inside the assembled MoE")
     pt.publish("flexo-assemble", f"assemble ({p.name})", out)
     return pt.finish(out, fail_on_error)

@@ -81,17 +81,30 @@ def _evaluate(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     from tasks.evaluation.evaluate import evaluate
 
     result = evaluate(profile, moe_dir=RunPaths(profile).moe_dir)  # what `assemble` wrote, never a registry's
-    return {"report": str(result.report), "results_json": str(result.results_json), "skipped": result.skipped,
-            "figures": {k: str(v) for k, v in result.figures.items()}}
+    return {
+        "report": str(result.report),
+        "results_json": str(result.results_json),
+        "skipped": result.skipped,
+        "figures": {k: str(v) for k, v in result.figures.items()},
+    }
 
 
 RUNNERS: dict[str, Callable[[Profile, Sequence[str]], dict[str, Any]]] = {
-    "embed": _embed, "public": _public, "expert": _experts, "dense": _dense, "assemble": _assemble, "evaluate": _evaluate,
+    "embed": _embed,
+    "public": _public,
+    "expert": _experts,
+    "dense": _dense,
+    "assemble": _assemble,
+    "evaluate": _evaluate,
 }
 
 
-def run_stages(profile: Profile, stages: Sequence[str] = ACCELERATOR_STAGES, domains: Sequence[str] | None = None,
-               summary_path: Path | None = None) -> dict[str, Any]:
+def run_stages(
+    profile: Profile,
+    stages: Sequence[str] = ACCELERATOR_STAGES,
+    domains: Sequence[str] | None = None,
+    summary_path: Path | None = None,
+) -> dict[str, Any]:
     """Run `stages` in pipeline order for `domains` (default: every owner); stop at the first failure, with the summary
     (seconds per stage, what each produced) written to `summary_path` either way so a cut-off run says how far it got."""
     unknown = [s for s in stages if s not in STAGES]
@@ -121,10 +134,14 @@ def run_stages(profile: Profile, stages: Sequence[str] = ACCELERATOR_STAGES, dom
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None)
-    parser.add_argument("--params", default=None, help="another params.yaml (default: $FLEXO_PARAMS or the repository's)")
+    parser.add_argument(
+        "--params", default=None, help="another params.yaml (default: $FLEXO_PARAMS or the repository's)"
+    )
     parser.add_argument("--stages", nargs="+", default=list(ACCELERATOR_STAGES), choices=STAGES)
     parser.add_argument("--domains", nargs="+", default=None, help="owners (default: every closed domain)")
-    parser.add_argument("--summary", type=Path, default=None, help="write the run summary here (default: <runs>/headless.json)")
+    parser.add_argument(
+        "--summary", type=Path, default=None, help="write the run summary here (default: <runs>/headless.json)"
+    )
     args = parser.parse_args(argv)
     profile = load_profile(args.profile, args.params)
     summary_path = args.summary or RunPaths(profile).root / "headless.json"

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows import steps as pt
 from flows.ablate import ablate
 from flows.assemble import assemble
 from flows.attack import attack
@@ -22,10 +23,9 @@ from flows.evaluate import evaluate
 from flows.expert import expert
 from flows.public import public
 from model.memory import PeakWindow
-from flows import steps as pt
-from tasks.training.ablations import assembled as assembled_ablations
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
+from tasks.training.ablations import assembled as assembled_ablations
 
 STAGES = ("data", "public", "expert", "assemble", "ablate", "evaluate", "attack")
 
@@ -49,8 +49,12 @@ def _gate(stage: str, needs: list[pt.Outcome]) -> list[pt.Outcome] | None:
 
 
 @flow(name="pipeline", result_serializer="json", log_prints=True)
-def pipeline(profile: str | Profile | None = None, domains: list[str] | None = None,
-             stages: list[str] | None = None, fail_on_error: bool = False) -> dict[str, Any]:
+def pipeline(
+    profile: str | Profile | None = None,
+    domains: list[str] | None = None,
+    stages: list[str] | None = None,
+    fail_on_error: bool = False,
+) -> dict[str, Any]:
     """The whole FlexOlmo pipeline for one profile; returns the summary (steps, failures, reused, where to look)."""
     p = pt.as_profile(profile)
     owners = domains or p.closed_domains
@@ -78,11 +82,25 @@ def pipeline(profile: str | Profile | None = None, domains: list[str] | None = N
     stage("assemble", lambda: pt.outcomes_from(assemble(profile=p, fail_on_error=False)))
     moe = [o for o in out if o.step == "assemble"]
     if p.ablation.variants:
-        stage("ablate", lambda: _gate("ablate", public_model) or pt.outcomes_from(ablate(profile=p, fail_on_error=False)))
+        stage(
+            "ablate", lambda: _gate("ablate", public_model) or pt.outcomes_from(ablate(profile=p, fail_on_error=False))
+        )
     ablations = {v: pt.weights_sha(d) for v, d in assembled_ablations(p).items()}  # what evaluate will score
     benchmark_data = [o for o in out if o.step == "check_benchmark"]
-    stage("evaluate", lambda: _gate("evaluate", moe + benchmark_data) or pt.outcomes_from(evaluate(
-        profile=p, moe_sha=moe[0].result.get("sha256", "") if moe else "", ablation_shas=ablations, fail_on_error=False)))
+    stage(
+        "evaluate",
+        lambda: (
+            _gate("evaluate", moe + benchmark_data)
+            or pt.outcomes_from(
+                evaluate(
+                    profile=p,
+                    moe_sha=moe[0].result.get("sha256", "") if moe else "",
+                    ablation_shas=ablations,
+                    fail_on_error=False,
+                )
+            )
+        ),
+    )
     attacked = [o for o in out if o.step == "train_expert" and o.domain == p.attack.domain]
     stage("attack", lambda: _gate("attack", attacked) or pt.outcomes_from(attack(profile=p, fail_on_error=False)))
 

@@ -11,8 +11,9 @@ from tasks.core.config import Profile
 
 
 @flow(name="revoke", flow_run_name="revoke-{domain}-v{version}", result_serializer="json", log_prints=True)
-def revoke(domain: str, version: str, reason: str, by: str | None = None,
-           profile: str | Profile | None = None) -> list[dict[str, Any]]:
+def revoke(
+    domain: str, version: str, reason: str, by: str | None = None, profile: str | Profile | None = None
+) -> list[dict[str, Any]]:
     """Revoke `flexo-expert-<domain>` version `version` (never cached; retried on transient registry errors)."""
     p = pt.as_profile(profile)
     out = [pt.run_step("revoke", "revoke", p, domain, str(version), reason, by, domain=domain)]

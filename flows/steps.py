@@ -27,30 +27,100 @@ GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU tr
 
 # Each step: the area function it runs ("module:function"), the code its result depends on, and how Prefect runs it.
 STEPS: dict[str, dict[str, Any]] = {
-    "prepare_domain": {"target": "tasks.data.pipeline:prepare_domain",
-                       "code": ["tasks/data/pipeline.py", "tasks/data/sources", "tasks/data/ingest.py", "tasks/data/validate.py",
-                                "tasks/data/pii.py", "tasks/data/textsig.py", "tasks/data/split.py"]},
-    "split_domain": {"target": "tasks.data.pipeline:finish_domain", "code": ["tasks/data/pipeline.py", "tasks/data/split.py", "tasks/core/datasets.py"]},
+    "prepare_domain": {
+        "target": "tasks.data.pipeline:prepare_domain",
+        "code": [
+            "tasks/data/pipeline.py",
+            "tasks/data/sources",
+            "tasks/data/ingest.py",
+            "tasks/data/validate.py",
+            "tasks/data/pii.py",
+            "tasks/data/textsig.py",
+            "tasks/data/split.py",
+        ],
+    },
+    "split_domain": {
+        "target": "tasks.data.pipeline:finish_domain",
+        "code": ["tasks/data/pipeline.py", "tasks/data/split.py", "tasks/core/datasets.py"],
+    },
     "check_disjoint": {"target": "tasks.data.pipeline:check_disjoint", "code": ["tasks/data/pipeline.py"]},
-    "check_benchmark": {"target": "tasks.evaluation.evaluate:check_benchmark_data", "code": ["tasks/evaluation/evaluate.py", "tasks/evaluation/tasks.py"]},
+    "check_benchmark": {
+        "target": "tasks.evaluation.evaluate:check_benchmark_data",
+        "code": ["tasks/evaluation/evaluate.py", "tasks/evaluation/tasks.py"],
+    },
     "train_tokenizer": {"target": "tasks.data.pipeline:train_tokenizer", "code": ["tasks/data/pipeline.py"]},
-    "version_domain": {"target": "tasks.data.pipeline:version_domain", "code": ["tasks/data/pipeline.py"], "retry": True},
+    "version_domain": {
+        "target": "tasks.data.pipeline:version_domain",
+        "code": ["tasks/data/pipeline.py"],
+        "retry": True,
+    },
     "write_card": {"target": "tasks.data.cards:write_card", "code": ["tasks/data/cards.py"]},
-    "record_shared_stages": {"target": "tasks.data.versioning:record_shared_stages", "code": ["tasks/data/versioning.py"], "cache": False},
+    "record_shared_stages": {
+        "target": "tasks.data.versioning:record_shared_stages",
+        "code": ["tasks/data/versioning.py"],
+        "cache": False,
+    },
     "dataset_hash": {"target": "tasks.core.datasets:dataset_hash", "code": [], "cache": False},
-    "train_public": {"target": "tasks.training.train:train_public", "code": ["tasks/training/train.py", "model"], "gpu": True},
-    "register_public": {"target": "tasks.registry.registry:register_public", "code": ["tasks/registry/registry.py"], "retry": True},
-    "embed_domain": {"target": "tasks.training.route:embed_domain", "code": ["tasks/training/route.py", "model/router.py"]},
-    "train_expert": {"target": "tasks.training.train:train_expert", "code": ["tasks/training/train.py", "model"], "gpu": True},
-    "train_dense": {"target": "tasks.training.train:train_dense", "code": ["tasks/training/train.py", "model"], "gpu": True},
-    "register_expert": {"target": "tasks.registry.registry:register_expert", "code": ["tasks/registry/registry.py"], "retry": True},
-    "assemble": {"target": "tasks.registry.governance:assemble_and_register", "code": ["tasks/registry/governance.py", "tasks/training/assemble.py", "tasks/registry/registry.py", "model"], "retry": True},
-    "train_ablation": {"target": "tasks.training.ablations:train_variant", "code": ["tasks/training/ablations.py", "tasks/training/train.py", "model"], "gpu": True},
-    "assemble_ablation": {"target": "tasks.training.ablations:assemble_variant", "code": ["tasks/training/ablations.py", "tasks/training/assemble.py", "model"]},
-    "evaluate": {"target": "tasks.evaluation.evaluate:evaluate", "code": ["tasks/evaluation/evaluate.py", "model"], "gpu": True},
-    "attack": {"target": "tasks.privacy.attack:attack_and_record", "code": ["tasks/privacy/attack.py", "model"], "gpu": True},
+    "train_public": {
+        "target": "tasks.training.train:train_public",
+        "code": ["tasks/training/train.py", "model"],
+        "gpu": True,
+    },
+    "register_public": {
+        "target": "tasks.registry.registry:register_public",
+        "code": ["tasks/registry/registry.py"],
+        "retry": True,
+    },
+    "embed_domain": {
+        "target": "tasks.training.route:embed_domain",
+        "code": ["tasks/training/route.py", "model/router.py"],
+    },
+    "train_expert": {
+        "target": "tasks.training.train:train_expert",
+        "code": ["tasks/training/train.py", "model"],
+        "gpu": True,
+    },
+    "train_dense": {
+        "target": "tasks.training.train:train_dense",
+        "code": ["tasks/training/train.py", "model"],
+        "gpu": True,
+    },
+    "register_expert": {
+        "target": "tasks.registry.registry:register_expert",
+        "code": ["tasks/registry/registry.py"],
+        "retry": True,
+    },
+    "assemble": {
+        "target": "tasks.registry.governance:assemble_and_register",
+        "code": ["tasks/registry/governance.py", "tasks/training/assemble.py", "tasks/registry/registry.py", "model"],
+        "retry": True,
+    },
+    "train_ablation": {
+        "target": "tasks.training.ablations:train_variant",
+        "code": ["tasks/training/ablations.py", "tasks/training/train.py", "model"],
+        "gpu": True,
+    },
+    "assemble_ablation": {
+        "target": "tasks.training.ablations:assemble_variant",
+        "code": ["tasks/training/ablations.py", "tasks/training/assemble.py", "model"],
+    },
+    "evaluate": {
+        "target": "tasks.evaluation.evaluate:evaluate",
+        "code": ["tasks/evaluation/evaluate.py", "model"],
+        "gpu": True,
+    },
+    "attack": {
+        "target": "tasks.privacy.attack:attack_and_record",
+        "code": ["tasks/privacy/attack.py", "model"],
+        "gpu": True,
+    },
     "revoke": {"target": "tasks.registry.governance:revoke", "code": [], "cache": False, "retry": True},
-    "active_experts": {"target": "tasks.registry.registry:resolve_active_experts", "code": [], "cache": False, "retry": True},
+    "active_experts": {
+        "target": "tasks.registry.registry:resolve_active_experts",
+        "code": [],
+        "cache": False,
+        "retry": True,
+    },
 }
 
 
@@ -127,7 +197,11 @@ def jsonable(value: Any) -> Any:
         return str(value)
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
-    if type(value).__module__.startswith(("torch", "numpy")) and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+    if (
+        type(value).__module__.startswith(("torch", "numpy"))
+        and hasattr(value, "item")
+        and getattr(value, "ndim", 1) == 0
+    ):
         return value.item()
     if type(value).__module__.startswith("torch"):
         raise TypeError(f"a step returned a {type(value).__name__}; steps return paths and hashes, never tensors")
@@ -149,7 +223,6 @@ class MlflowTrainLogger:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
-
         from tasks.core.tracking import flatten
 
         mlflow.log_params(flatten(params))
@@ -163,14 +236,15 @@ class MlflowTrainLogger:
 def _tracked(step: str, profile: Profile, domain: str | None, **kwargs: Any) -> dict[str, Any]:
     """Run a model step inside an MLflow stage run (lineage tags, params, metrics); the result links to the run."""
     import mlflow
-
     from tasks.core import tracking
     from tasks.core.train_logging import ConsoleLogger, FanOutLogger
 
     args = (profile,) if domain is None else (profile, domain)
     with tracking.stage_run(profile, step, domain) as run:
         if step.startswith("train_"):
-            kwargs["logger"] = FanOutLogger([ConsoleLogger(prefix=f"{step} {domain or ''}".strip()), MlflowTrainLogger()])
+            kwargs["logger"] = FanOutLogger(
+                [ConsoleLogger(prefix=f"{step} {domain or ''}".strip()), MlflowTrainLogger()]
+            )
         try:
             out = _call(step, *args, **kwargs)
         except Exception as exc:
@@ -179,14 +253,19 @@ def _tracked(step: str, profile: Profile, domain: str | None, **kwargs: Any) -> 
             # The cache missed because an input changed, so the old checkpoint belongs to another run: start fresh.
             mlflow.set_tag("resumed", f"no: {exc}")
             out = _call(step, *args, **{**kwargs, "resume": False})
-        metrics = {k: float(v) for k, v in (out.get("metrics") or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            k: float(v)
+            for k, v in (out.get("metrics") or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         if metrics and not step.startswith("train_"):
             mlflow.log_metrics({k.replace("/", ".").replace(" ", "_"): v for k, v in metrics.items()})
         if domain and data_hash_available():
             mlflow.set_tag("data_md5", data_hash(profile, domain))
     out["mlflow_run_id"] = run.info.run_id
-    out["mlflow_run"] = f"{tracking.tracking_uri(profile)} experiment={profile.registry.experiment} run={run.info.run_id}"
+    out["mlflow_run"] = (
+        f"{tracking.tracking_uri(profile)} experiment={profile.registry.experiment} run={run.info.run_id}"
+    )
     return out
 
 
@@ -195,6 +274,7 @@ def data_hash_available() -> bool:
 
 
 # ---- the plain bodies of the Prefect tasks (the extra hash arguments are cache-key inputs only) -------------------
+
 
 def prepare_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
     """Ingest, validate (GX, quarantine) and fingerprint one domain: the part that needs no other domain."""
@@ -243,7 +323,9 @@ def train_public(profile: Profile, public_hash: str, tokenizer_hash: str, code: 
     return _tracked("train_public", profile, None)
 
 
-def register_public(profile: Profile, model_dir: str, weights_sha: str, data_md5: str, metrics: Mapping[str, float]) -> dict[str, Any]:
+def register_public(
+    profile: Profile, model_dir: str, weights_sha: str, data_md5: str, metrics: Mapping[str, float]
+) -> dict[str, Any]:
     return _call("register_public", profile, Path(model_dir), data_md5, dict(metrics))
 
 
@@ -252,7 +334,9 @@ def embed_domain(profile: Profile, domain: str, data_hash: str, code: str) -> di
     return {**out, "path": out["value"], "sha256": file_sha256(out["value"])}
 
 
-def train_expert(profile: Profile, domain: str, data_hash: str, public_sha: str, router_sha: str, code: str) -> dict[str, Any]:
+def train_expert(
+    profile: Profile, domain: str, data_hash: str, public_sha: str, router_sha: str, code: str
+) -> dict[str, Any]:
     """Coordinated training of one expert against the frozen M_pub (MLflow stage run `train_expert/<domain>`)."""
     return _tracked("train_expert", profile, domain)
 
@@ -262,10 +346,26 @@ def train_dense(profile: Profile, domain: str, data_hash: str, public_sha: str, 
     return _tracked("train_dense", profile, domain)
 
 
-def register_expert(profile: Profile, domain: str, expert_file: str, expert_sha: str, data_md5: str,
-                    metrics: Mapping[str, float], router_file: str | None, dp_epsilon: float | None = None) -> dict[str, Any]:
-    return _call("register_expert", profile, domain, Path(expert_file), data_md5, metrics=dict(metrics),
-                 router_file=Path(router_file) if router_file else None, dp_epsilon=dp_epsilon)
+def register_expert(
+    profile: Profile,
+    domain: str,
+    expert_file: str,
+    expert_sha: str,
+    data_md5: str,
+    metrics: Mapping[str, float],
+    router_file: str | None,
+    dp_epsilon: float | None = None,
+) -> dict[str, Any]:
+    return _call(
+        "register_expert",
+        profile,
+        domain,
+        Path(expert_file),
+        data_md5,
+        metrics=dict(metrics),
+        router_file=Path(router_file) if router_file else None,
+        dp_epsilon=dp_epsilon,
+    )
 
 
 def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dict[str, Any]:
@@ -273,7 +373,9 @@ def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dic
     return _call("assemble", profile)
 
 
-def train_ablation(profile: Profile, variant: str, domain: str, data_hash: str, public_sha: str, code: str) -> dict[str, Any]:
+def train_ablation(
+    profile: Profile, variant: str, domain: str, data_hash: str, public_sha: str, code: str
+) -> dict[str, Any]:
     """One expert retrained under a router ablation (MLflow stage run `train_ablation/<domain>`, param `variant`)."""
     return _tracked("train_ablation", profile, domain, variant=variant)
 
@@ -283,7 +385,9 @@ def assemble_ablation(profile: Profile, variant: str, expert_shas: Mapping[str, 
     return _call("assemble_ablation", profile, variant)
 
 
-def evaluate(profile: Profile, moe_sha: str, code: str, ablation_shas: Mapping[str, str] | None = None) -> dict[str, Any]:
+def evaluate(
+    profile: Profile, moe_sha: str, code: str, ablation_shas: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """FLEXMIX-small (cached on the serving MoE's sha256, the ablation MoEs' and the code)."""
     return _tracked("evaluate", profile, None)
 
@@ -302,7 +406,7 @@ def active_experts(profile: Profile) -> dict[str, Any]:
     return {ref.domain: {"version": str(ref.version), "sha256": ref.sha256} for ref in refs}
 
 
-def as_profile(profile: "str | Profile | None") -> Profile:
+def as_profile(profile: str | Profile | None) -> Profile:
     """A flow parameter (a profile name, or a resolved Profile from a test or a caller) as a validated Profile."""
     from tasks.core.config import load_profile
 
@@ -365,6 +469,7 @@ def _cache_hit(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool
 
 # ---- what each stage did ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     """One step of one run: completed, cached (reused), skipped (not written yet / upstream missing) or failed."""
@@ -397,8 +502,16 @@ def notify(stage: str, step: str, domain: str | None, status: str) -> None:
         listener(stage, step, domain, status)
 
 
-def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | None = None,
-             expect: Path | None = None, refresh: bool = False, **kwargs: Any) -> Outcome:
+def run_step(
+    stage: str,
+    step: str,
+    profile: Profile,
+    *args: Any,
+    domain: str | None = None,
+    expect: Path | None = None,
+    refresh: bool = False,
+    **kwargs: Any,
+) -> Outcome:
     """Run one step as a Prefect task and record what happened; a failure is recorded, not raised (a failed domain
     must not stop the others). `expect`: the file the step writes; if it is gone, the cache is refreshed instead of
     trusting a cached result that points at nothing. `refresh`: run it even on a cache hit (the caller knows better)."""
@@ -418,7 +531,9 @@ def run_step(stage: str, step: str, profile: Profile, *args: Any, domain: str | 
     task = prefect_task(step, profile)
     if task.tags and not refresh and _cache_hit(task, (profile, *args), kwargs):
         task = prefect_task(step, profile, occupy_gpu=False)  # a cache hit occupies no GPU slot
-    task = task.with_options(task_run_name=f"{step}-{domain}" if domain else step, refresh_cache=True if refresh else None)
+    task = task.with_options(
+        task_run_name=f"{step}-{domain}" if domain else step, refresh_cache=True if refresh else None
+    )
     state = task(profile, *args, return_state=True, **kwargs)
     seconds = time.perf_counter() - started
     if state.is_completed():
@@ -460,8 +575,14 @@ def first_path(result: Mapping[str, Any], keys: Sequence[str], default: Path) ->
 
 def summary_table(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     return [
-        {"stage": o.stage, "step": o.step, "domain": o.domain or "", "status": o.status,
-         "seconds": round(o.seconds, 2), "detail": o.detail[:300]}
+        {
+            "stage": o.stage,
+            "step": o.step,
+            "domain": o.domain or "",
+            "status": o.status,
+            "seconds": round(o.seconds, 2),
+            "detail": o.detail[:300],
+        }
         for o in outcomes
     ]
 
@@ -478,7 +599,9 @@ def summary_markdown(title: str, outcomes: Sequence[Outcome], links: Mapping[str
     lines += ["## Steps", "", "| stage | step | domain | status | seconds | detail |", "|---|---|---|---|---:|---|"]
     for row in summary_table(outcomes):
         detail = str(row["detail"]).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {row['stage']} | {row['step']} | {row['domain']} | {row['status']} | {row['seconds']} | {detail} |")
+        lines.append(
+            f"| {row['stage']} | {row['step']} | {row['domain']} | {row['status']} | {row['seconds']} | {detail} |"
+        )
     if links:
         lines += ["", "## Where to look", ""] + [f"- {k}: `{v}`" for k, v in links.items()]
     return "\n".join(lines) + "\n"
@@ -558,7 +681,9 @@ def check_owner(domain: str | None) -> None:
 
     mine = os.environ.get(OWNER_ENV)
     if mine and domain != mine:
-        raise ConfigError(f"this worker belongs to the owner of '{mine}' ({OWNER_ENV}); it refuses to run domain '{domain}'")
+        raise ConfigError(
+            f"this worker belongs to the owner of '{mine}' ({OWNER_ENV}); it refuses to run domain '{domain}'"
+        )
 
 
 class StepsFailed(FlexoError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tasks.core.config import REPO_ROOT, Profile
@@ -64,7 +63,9 @@ def defaults(template: dict[str, Any]) -> dict[str, Any]:
     return {k: v["default"] for k, v in template["variables"].get("properties", {}).items() if "default" in v}
 
 
-def validate_template(template: dict[str, Any], job_variables: dict[str, Any] | None = None, source: str = "template") -> dict[str, Any]:
+def validate_template(
+    template: dict[str, Any], job_variables: dict[str, Any] | None = None, source: str = "template"
+) -> dict[str, Any]:
     """Validate with Prefect's own checks; return the job configuration rendered with defaults + `job_variables`."""
     from prefect._internal.schemas.validators import validate_values_conform_to_schema
     from prefect.server.schemas.actions import validate_base_job_template
@@ -102,13 +103,25 @@ def check_gpu_templates() -> dict[str, int]:
 def pools(profile: Profile, gpu: bool = False) -> list[PoolSpec]:
     """The pools `flexo deploy` creates: one process pool per owner, one shared; the GPU pools when asked."""
     template = process_template()
-    specs = [PoolSpec(pool_name(profile, profile.domains[d].owner), "process",
-                      f"flexo: {profile.domains[d].owner}'s own machine (domain {d}); reads only data/{d}", template)
-             for d in profile.closed_domains]
-    specs.append(PoolSpec(pool_name(profile, SHARED), "process", "flexo: public model, assembly, evaluation, revocation", template))
+    specs = [
+        PoolSpec(
+            pool_name(profile, profile.domains[d].owner),
+            "process",
+            f"flexo: {profile.domains[d].owner}'s own machine (domain {d}); reads only data/{d}",
+            template,
+        )
+        for d in profile.closed_domains
+    ]
+    specs.append(
+        PoolSpec(
+            pool_name(profile, SHARED), "process", "flexo: public model, assembly, evaluation, revocation", template
+        )
+    )
     if gpu:
         for kind in GPU_TEMPLATES:
-            specs.append(PoolSpec(pool_name(profile, f"{kind}-gpu"), kind, f"flexo: {kind} GPU jobs", load_template(kind)))
+            specs.append(
+                PoolSpec(pool_name(profile, f"{kind}-gpu"), kind, f"flexo: {kind} GPU jobs", load_template(kind))
+            )
     return specs
 
 
@@ -121,9 +134,16 @@ def create_pools(specs: list[PoolSpec]) -> list[str]:
     with get_client(sync_client=True) as client:
         for spec in specs:
             try:
-                client.create_work_pool(WorkPoolCreate(name=spec.name, type=spec.type, description=spec.description,
-                                                       base_job_template=spec.base_job_template))
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=spec.name,
+                        type=spec.type,
+                        description=spec.description,
+                        base_job_template=spec.base_job_template,
+                    )
+                )
             except ObjectAlreadyExists:
-                client.update_work_pool(spec.name, WorkPoolUpdate(description=spec.description,
-                                                                  base_job_template=spec.base_job_template))
+                client.update_work_pool(
+                    spec.name, WorkPoolUpdate(description=spec.description, base_job_template=spec.base_job_template)
+                )
     return [s.name for s in specs]

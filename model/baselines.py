@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM, PreTrainedModel
 
 from model.config import flexolmo_config, ids_of, sizes_of
-from model.precision import Precision, autocast
 from model.coordinated import EXPERT_FFN_KEYS
 from model.losses import packed_lm_losses
 from model.merge import set_layer_experts
+from model.precision import Precision, autocast
 from model.scoring import Batch, BatchScore, reduce_logprobs, token_logprobs
 
 
@@ -38,7 +38,9 @@ def _check_same_shapes(models: Sequence[torch.nn.Module]) -> list[dict[str, torc
             raise ValueError(f"model {index} has different parameter names than model 0")
         for key, value in state.items():
             if value.shape != reference[key].shape:
-                raise ValueError(f"model {index}: {key} has shape {tuple(value.shape)}, model 0 has {tuple(reference[key].shape)}")
+                raise ValueError(
+                    f"model {index}: {key} has shape {tuple(value.shape)}, model 0 has {tuple(reference[key].shape)}"
+                )
     return states
 
 
@@ -113,7 +115,9 @@ class EnsembleScorer:
         results: dict[str, BatchScore] = {}
         all_logits, nlls = [], []
         for name, model in self.members:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits.float()
+            logits = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).logits.float()
             results[name] = reduce_logprobs(token_logprobs(logits), batch)
             all_logits.append(logits)
             nlls.append(results[name][2])
@@ -177,12 +181,16 @@ def btx_merge(
     return moe_from_dense(averaged, members, router_rows, top_k)
 
 
-def upcycle(public_model: Olmo2ForCausalLM, num_experts: int, router_rows: torch.Tensor, top_k: int | None) -> FlexOlmoForCausalLM:
+def upcycle(
+    public_model: Olmo2ForCausalLM, num_experts: int, router_rows: torch.Tensor, top_k: int | None
+) -> FlexOlmoForCausalLM:
     """The unrestricted MoE's start: M_pub with `num_experts` identical copies of its FFN (trained afterwards on all data)."""
     return moe_from_dense(public_model, [public_model] * num_experts, router_rows, top_k)
 
 
-def dense_as_expert(dense_model: Olmo2ForCausalLM, r_pub: torch.Tensor, r_expert: torch.Tensor) -> dict[str, torch.Tensor]:
+def dense_as_expert(
+    dense_model: Olmo2ForCausalLM, r_pub: torch.Tensor, r_expert: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The "no training to coordinate" ablation: a dense continued-pretrained model's FFN in the expert-file layout, so
     `model.merge.merge_experts` merges it as if it had been trained in the 2-expert coordinated model."""
     state: dict[str, torch.Tensor] = {}

@@ -37,7 +37,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or does not match the run that wants to resume from it."""
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer, param_names: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_to_tensors(
+    optimizer: torch.optim.Optimizer, param_names: list[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split `optimizer.state_dict()` into safetensors-able tensors and a JSON-able remainder."""
     state_dict = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}

@@ -32,7 +32,7 @@ class ModelSizes:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
 
     @classmethod
-    def from_mapping(cls, values: Any) -> "ModelSizes":
+    def from_mapping(cls, values: Any) -> ModelSizes:
         """Build from any mapping or pydantic model with the same field names."""
         data = values.model_dump() if hasattr(values, "model_dump") else dict(values)
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})

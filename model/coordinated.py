@@ -36,7 +36,9 @@ def _inverse_softplus(value: float) -> float:
 class CoordinatedMoE(nn.Module):
     """One layer's 2-expert block: y = p_pub * FFN_pub(h) + p_i * FFN_i(h), (p_pub, p_i) = softmax(r_pub.h, r_i.h + b_i)."""
 
-    def __init__(self, ffn_public: nn.Module, r_pub: torch.Tensor, r_expert: torch.Tensor, bias_init: float | None) -> None:
+    def __init__(
+        self, ffn_public: nn.Module, r_pub: torch.Tensor, r_expert: torch.Tensor, bias_init: float | None
+    ) -> None:
         super().__init__()
         self.ffn_public = ffn_public
         self.ffn_expert = copy.deepcopy(ffn_public)
@@ -92,11 +94,15 @@ def lm_z_loss(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.T
     return (squared * mask).sum() / mask.sum().clamp(min=1)
 
 
-def causal_lm_losses(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+def causal_lm_losses(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(next-token cross-entropy, LM z-loss) over positions whose shifted label is not `ignore_index`."""
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
-    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=ignore_index)
+    ce = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=ignore_index
+    )
     mask = (shift_labels != ignore_index).float()
     return ce, lm_z_loss(shift_logits, mask)
 
@@ -119,7 +125,7 @@ class CoordinatedExpertModel(nn.Module):
         bias_init: float | None = -0.5,
         lm_z_weight: float = 1e-5,
         router_z_weight: float = 1e-3,
-    ) -> "CoordinatedExpertModel":
+    ) -> CoordinatedExpertModel:
         """Copy M_pub (the caller's model is not touched), freeze it, and insert the 2-expert blocks in every layer.
 
         Every layer gets the same initial rows [r_pub; r_i], as the paper's upcycler writes them.
@@ -164,7 +170,9 @@ class CoordinatedExpertModel(nn.Module):
         state: dict[str, torch.Tensor] = {}
         for index, block in enumerate(self.moe_blocks):
             for key in EXPERT_FFN_KEYS:
-                state[f"layers.{index}.{key}.weight"] = getattr(block.ffn_expert, key).weight.detach().clone().contiguous()
+                state[f"layers.{index}.{key}.weight"] = (
+                    getattr(block.ffn_expert, key).weight.detach().clone().contiguous()
+                )
             state[f"layers.{index}.router"] = block.router_expert.detach().clone()
             state[f"layers.{index}.bias"] = block.bias.detach().clone().reshape(1)
             state[f"layers.{index}.router_public"] = block.router_public.detach().clone()

@@ -31,14 +31,21 @@ def calibrate_noise(spec: DPSpec, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier whose RDP epsilon after `steps` stays within the target."""
     return float(
         get_noise_multiplier(
-            target_epsilon=spec.target_epsilon, target_delta=spec.target_delta, sample_rate=sample_rate, steps=steps,
+            target_epsilon=spec.target_epsilon,
+            target_delta=spec.target_delta,
+            sample_rate=sample_rate,
+            steps=steps,
             accountant="rdp",
         )
     )
 
 
 def make_optimizer(
-    optimizer: torch.optim.Optimizer, noise_multiplier: float, spec: DPSpec, expected_batch_size: int, generator: torch.Generator
+    optimizer: torch.optim.Optimizer,
+    noise_multiplier: float,
+    spec: DPSpec,
+    expected_batch_size: int,
+    generator: torch.Generator,
 ) -> DPOptimizer:
     """Wrap the plain optimizer; noise comes from `generator` so a resumed run draws the same noise."""
     return DPOptimizer(
@@ -59,7 +66,10 @@ def accountant_from_history(history: list[list[float]]) -> RDPAccountant:
 
 
 def per_sample_gradients(
-    model: nn.Module, params: list[nn.Parameter], loss_of: Callable[[nn.Module, torch.Tensor], torch.Tensor], batch: torch.Tensor
+    model: nn.Module,
+    params: list[nn.Parameter],
+    loss_of: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
 ) -> float:
     """Fill `p.grad_sample` (samples first) for every parameter; returns the summed loss over the samples."""
     samples: list[list[torch.Tensor]] = [[] for _ in params]

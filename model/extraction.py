@@ -145,7 +145,9 @@ def sample_continuations(
             )
             new = out[:, settings.prefix_tokens :]
             if new.shape[1] < settings.new_tokens:  # every row stopped at EOS before the window's end
-                filler = torch.full((new.shape[0], settings.new_tokens - new.shape[1]), pad_id, dtype=new.dtype, device=new.device)
+                filler = torch.full(
+                    (new.shape[0], settings.new_tokens - new.shape[1]), pad_id, dtype=new.dtype, device=new.device
+                )
                 new = torch.cat([new, filler], dim=1)
             chunks.append(new.reshape(chunk.shape[0], settings.samples_per_prefix, settings.new_tokens).cpu())
             if on_batch is not None:

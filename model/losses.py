@@ -48,7 +48,9 @@ class _PackedLMLosses(torch.autograd.Function):
     def backward(ctx, grad_ce: torch.Tensor, grad_z: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         count = lse.numel()
-        scale = (grad_ce.float() + 2.0 * grad_z.float() * lse) / count  # d/dx of ce + z: softmax * scale - onehot * g_ce/n
+        scale = (
+            grad_ce.float() + 2.0 * grad_z.float() * lse
+        ) / count  # d/dx of ce + z: softmax * scale - onehot * g_ce/n
         target_step = (-grad_ce.float() / count).expand(1, 1)
         grad = torch.empty_like(logits)
         grad[:, -1].zero_()  # the last position predicts nothing

@@ -26,7 +26,7 @@ import torch
 SAMPLE_SECONDS = 0.02
 _STATM = Path("/proc/self/statm")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_open: "weakref.WeakSet[PeakWindow]" = weakref.WeakSet()
+_open: weakref.WeakSet[PeakWindow] = weakref.WeakSet()
 _wake = threading.Condition()  # guards _open and _sampler; wakes the sampler when a window opens
 _sampler: threading.Thread | None = None
 
@@ -35,7 +35,9 @@ _sampler: threading.Thread | None = None
 class PeakMemory:
     rss_gib: float  # peak resident set size of this process during the window
     device_gib: float | None  # peak CUDA memory allocated by torch during the window, on a CUDA device
-    exact: bool  # True: the window set the process's high-water mark, so rss_gib is exact; False: sampled (a lower bound)
+    exact: (
+        bool  # True: the window set the process's high-water mark, so rss_gib is exact; False: sampled (a lower bound)
+    )
 
 
 def process_peak_rss_gib() -> float:

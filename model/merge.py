@@ -29,7 +29,9 @@ def _check_expert(index: int, expert: dict[str, torch.Tensor], public: Olmo2ForC
                 raise MergeError(f"expert {index}: missing tensor {name}")
             expected = getattr(layer.mlp, key).weight.shape
             if expert[name].shape != expected:
-                raise MergeError(f"expert {index}: {name} has shape {tuple(expert[name].shape)}, expected {tuple(expected)}")
+                raise MergeError(
+                    f"expert {index}: {name} has shape {tuple(expert[name].shape)}, expected {tuple(expected)}"
+                )
         row = expert.get(f"layers.{layer_index}.router_public")
         if row is None or not torch.equal(row.float(), r_pub.float()):
             raise MergeError(
@@ -65,7 +67,9 @@ def merge_experts(
     return moe.eval()
 
 
-def set_layer_experts(block: torch.nn.Module, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]) -> None:
+def set_layer_experts(
+    block: torch.nn.Module, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]
+) -> None:
     """Write router rows and expert FFNs into one `FlexOlmoSparseMoeBlock` (transformers 5.x fused layout:
     `gate_up_proj[e] = [gate_proj; up_proj]`, `down_proj[e]`)."""
     block.gate.weight.copy_(torch.stack([row.float() for row in rows]))
@@ -80,7 +84,10 @@ def layer_experts(block: torch.nn.Module) -> tuple[torch.Tensor, list[dict[str, 
     for e in range(block.experts.down_proj.shape[0]):
         gate_up = block.experts.gate_up_proj[e]
         ffns.append(
-            {"gate_proj": gate_up[:intermediate], "up_proj": gate_up[intermediate:], "down_proj": block.experts.down_proj[e]}
+            {
+                "gate_proj": gate_up[:intermediate],
+                "up_proj": gate_up[intermediate:],
+                "down_proj": block.experts.down_proj[e],
+            }
         )
     return block.gate.weight, ffns
-

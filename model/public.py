@@ -28,6 +28,9 @@ def load_moe(model_dir: str) -> FlexOlmoForCausalLM:
     """Load a saved FlexOlmo MoE (safetensors only, offline, fp32, eval mode) with the experts implementation that bf16
     autocast lowers (`model.config.EXPERTS_IMPLEMENTATION`), whatever the saved config says."""
     model = FlexOlmoForCausalLM.from_pretrained(
-        model_dir, use_safetensors=True, local_files_only=True, experts_implementation=EXPERTS_IMPLEMENTATION,
+        model_dir,
+        use_safetensors=True,
+        local_files_only=True,
+        experts_implementation=EXPERTS_IMPLEMENTATION,
     )
     return model.float().eval()

@@ -51,7 +51,9 @@ def project(embedding: np.ndarray | torch.Tensor, hidden_size: int, seed: int) -
 
 
 @torch.no_grad()
-def hidden_state_embedding(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def hidden_state_embedding(
+    model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
     """The paper's "Public" router init (Table 3): documents embedded by M_pub itself, shape (hidden_size,).
 
     Each document is the mean of M_pub's last hidden states over its non-pad tokens, unit-normalised; the domain row is the

@@ -203,7 +203,9 @@ def train(
     if spec.dp is not None and world > 1:
         raise ValueError("DP-SGD runs in one process here; launch DP expert training without torchrun")
     if spec.dp is not None and spec.compile:
-        raise ValueError("runtime.compile does not combine with DP-SGD (Opacus' per-sample hooks); switch one of them off")
+        raise ValueError(
+            "runtime.compile does not combine with DP-SGD (Opacus' per-sample hooks); switch one of them off"
+        )
     if spec.batch_size % world:
         raise ValueError(f"batch_size ({spec.batch_size}) must be divisible by the number of processes ({world})")
     if train_data.seq_len != spec.seq_len:
@@ -267,7 +269,9 @@ def train(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(model, device_ids=[torch.device(spec.device).index] if spec.device.startswith("cuda") else None)
+        wrapped = DistributedDataParallel(
+            model, device_ids=[torch.device(spec.device).index] if spec.device.startswith("cuda") else None
+        )
 
     step_loss: Callable[[torch.Tensor], dict[str, torch.Tensor]] = lambda x: loss_fn(wrapped, x)  # noqa: E731
     if spec.compile:
@@ -280,12 +284,23 @@ def train(
         if rank != 0:
             return
         state = {
-            "fingerprint": fingerprint, "step": step, "tokens": step * tokens_per_step, "best_val": best_val,
-            "best_step": best_step, "history": history, "total_steps": spec.total_steps,
+            "fingerprint": fingerprint,
+            "step": step,
+            "tokens": step * tokens_per_step,
+            "best_val": best_val,
+            "best_step": best_step,
+            "history": history,
+            "total_steps": spec.total_steps,
             "dp_history": [list(h) for h in accountant.history] if accountant is not None else [],
         }
-        ckpt.save_checkpoint(directory, {n: p for n, p in named}, base_optimizer if with_optimizer else None, names,
-                             _rng_state(spec, noise_gen), state)
+        ckpt.save_checkpoint(
+            directory,
+            {n: p for n, p in named},
+            base_optimizer if with_optimizer else None,
+            names,
+            _rng_state(spec, noise_gen),
+            state,
+        )
 
     def barrier() -> None:
         if world > 1:
@@ -350,10 +365,21 @@ def train(
         train_seconds += time.perf_counter() - tick
         train_metrics = {**parts_out, "lr": lr}
         if not math.isfinite(train_metrics["loss"]):
-            raise FloatingPointError(f"training loss is {train_metrics['loss']} at step {step}; lower the learning rate")
+            raise FloatingPointError(
+                f"training loss is {train_metrics['loss']} at step {step}; lower the learning rate"
+            )
         if callback is not None:
-            callback(StepEvent("step", step, spec.total_steps, step * tokens_per_step, lr, train_metrics,
-                               steps_this_session * tokens_per_step / max(train_seconds, 1e-9)))
+            callback(
+                StepEvent(
+                    "step",
+                    step,
+                    spec.total_steps,
+                    step * tokens_per_step,
+                    lr,
+                    train_metrics,
+                    steps_this_session * tokens_per_step / max(train_seconds, 1e-9),
+                )
+            )
         if step % spec.eval_every == 0 and step < spec.total_steps:
             run_eval()
         if step % spec.checkpoint_every == 0 and step < spec.total_steps:

@@ -31,9 +31,12 @@ console = Console(stderr=True)
 def _root() -> None:
     """flexo: FlexOlmo as an MLOps pipeline. Run `flexo COMMAND --help` for any command."""
 
+
 ProfileOption = Annotated[
     str | None,
-    typer.Option("--profile", "-p", help="Profile in params.yaml: tiny, demo, small or gpu (default: params.yaml's `profile`)."),
+    typer.Option(
+        "--profile", "-p", help="Profile in params.yaml: tiny, demo, small or gpu (default: params.yaml's `profile`)."
+    ),
 ]
 
 

@@ -10,7 +10,9 @@ from flows.commands import ProfileOption, app, load
 
 
 @app.command("config")
-def show_config(profile: ProfileOption = None, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def show_config(
+    profile: ProfileOption = None, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+) -> None:
     """Validate params.yaml for a profile and print the resolved values (exit 3 names a bad key)."""
     resolved = load(profile)
     if as_json:

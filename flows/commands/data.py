@@ -18,13 +18,17 @@ STAGES = ("ingest", "validate", "split", "disjoint", "tokenizer", "cards")
 @app.command("data")
 def data_command(
     profile: ProfileOption = None,
-    domain: Annotated[list[str] | None, typer.Option("--domain", "-d", help="Domain(s) to build (default: all).")] = None,
-    stage: Annotated[str | None, typer.Option(help=f"Run one step only: {', '.join(STAGES)} (dvc.yaml uses this).")] = None,
+    domain: Annotated[
+        list[str] | None, typer.Option("--domain", "-d", help="Domain(s) to build (default: all).")
+    ] = None,
+    stage: Annotated[
+        str | None, typer.Option(help=f"Run one step only: {', '.join(STAGES)} (dvc.yaml uses this).")
+    ] = None,
     version: Annotated[bool, typer.Option("--version/--no-version", help="dvc commit/add + push each domain.")] = False,
 ) -> None:
     """Build FLEXMIX-small domains; a domain failing its suite is reported (with its report path) and the rest go on."""
-    from tasks.data import pipeline as dp
     from tasks.core.errors import DataError
+    from tasks.data import pipeline as dp
 
     p = load(profile)
     chosen = list(domain or p.domains)
@@ -55,15 +59,23 @@ def data_command(
         if d in prepared:
             built = dp.finish_domain(p, d)
             rows.append(built)
-            console.print(f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
-                          f"quarantined; train/val/test {built.splits}; report {built.report}", highlight=False)
+            console.print(
+                f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
+                f"quarantined; train/val/test {built.splits}; report {built.report}",
+                highlight=False,
+            )
     if prepared:  # against every built domain, not only the ones built now
         res = dp.check_disjoint(p)
-        console.print(f"disjointness: {res.exact_pairs} exact + {res.near_pairs} near cross-domain duplicates "
-                      f"(quarantined {res.quarantined}); {res.contaminated_eval} eval docs moved to train", highlight=False)
+        console.print(
+            f"disjointness: {res.exact_pairs} exact + {res.near_pairs} near cross-domain duplicates "
+            f"(quarantined {res.quarantined}); {res.contaminated_eval} eval docs moved to train",
+            highlight=False,
+        )
     if "public" in prepared:
         tok = dp.train_tokenizer(p)
-        console.print(f"tokenizer: {tok.path} (vocab {tok.vocab_size}); bytes/token {tok.bytes_per_token}", highlight=False)
+        console.print(
+            f"tokenizer: {tok.path} (vocab {tok.vocab_size}); bytes/token {tok.bytes_per_token}", highlight=False
+        )
     from tasks.data.cards import write_card
 
     for d in prepared:
@@ -87,13 +99,15 @@ def _check_profile_visible_to_dvc(name: str) -> None:
     params = os.environ.get("FLEXO_PARAMS", DEFAULT_PARAMS)
     declared = (yaml.safe_load(open(params, encoding="utf-8")) or {}).get("profile", "demo")
     if name != declared:
-        raise ConfigError(f"--stage runs for DVC read the profile from {params} `profile:` ('{declared}'), got '{name}'; "
-                          f"set `profile: {name}` there so dvc.lock records it")
+        raise ConfigError(
+            f"--stage runs for DVC read the profile from {params} `profile:` ('{declared}'), got '{name}'; "
+            f"set `profile: {name}` there so dvc.lock records it"
+        )
 
 
 def _one_stage(p, stage: str, chosen: list[str]) -> None:
-    from tasks.data import pipeline as dp
     from tasks.core.errors import ConfigError
+    from tasks.data import pipeline as dp
 
     if stage not in STAGES:
         raise ConfigError(f"--stage: '{stage}' is not one of {STAGES}")

@@ -10,7 +10,9 @@ from flows.commands import ProfileOption, app, console, load
 @app.command("eval")
 def eval_command(
     profile: ProfileOption = None,
-    track: bool = typer.Option(True, "--track/--no-track", help="Log metrics, tables, figures and the report to MLflow."),
+    track: bool = typer.Option(
+        True, "--track/--no-track", help="Log metrics, tables, figures and the report to MLflow."
+    ),
 ) -> None:
     """Score M_pub, the dense models, soups, BTM, BTX, prompt routing, FlexOlmo (+RT), the unrestricted MoE and the
     ablations on FLEXMIX-small; write reports/flexmix-<profile>.md with its figures."""

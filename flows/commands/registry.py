@@ -44,24 +44,43 @@ def experts_command(profile: ProfileOption = None, as_json: JsonOption = False) 
     for column in ("model", "version", "status", "owner", "aliases", "sha256", "data_md5", "metrics / experts"):
         table.add_column(column)
     for ref in rows:
-        metrics = ", ".join(f"{k[len('metric.'):]}={v}" for k, v in sorted(ref.tags.items()) if k.startswith("metric."))
+        metrics = ", ".join(
+            f"{k[len('metric.') :]}={v}" for k, v in sorted(ref.tags.items()) if k.startswith("metric.")
+        )
         detail = ref.tags.get("experts", metrics) if ref.name == resolved.registry.moe_model else metrics
         if ref.status.startswith("revoked"):
             detail = f"{ref.tags.get('revoked_reason') or ref.tags.get('revoked_dependency', '')} {detail}".strip()
         style = "red" if ref.status.startswith("revoked") else None
-        table.add_row(ref.name, ref.version, ref.status, ref.owner, ",".join(ref.aliases), ref.sha256[:12],
-                      ref.tags.get("data_md5", "")[:12], detail, style=style)
-    console.print(table if rows else "no registered versions yet: run the pipeline (`flexo run`) first",
-                  width=max(console.width, TABLE_WIDTH))
+        table.add_row(
+            ref.name,
+            ref.version,
+            ref.status,
+            ref.owner,
+            ",".join(ref.aliases),
+            ref.sha256[:12],
+            ref.tags.get("data_md5", "")[:12],
+            detail,
+            style=style,
+        )
+    console.print(
+        table if rows else "no registered versions yet: run the pipeline (`flexo run`) first",
+        width=max(console.width, TABLE_WIDTH),
+    )
 
 
 @app.command("revoke")
 def revoke_command(
     domain: Annotated[str, typer.Argument(help="The expert's domain, e.g. news.")],
     version: Annotated[str, typer.Argument(help="The version to revoke (see `flexo experts`).")],
-    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded in the version tags and the audit trail).")],
-    by: Annotated[str | None, typer.Option("--by", help="Who revokes (default: $MLFLOW_TRACKING_USERNAME, else the OS user).")] = None,
-    reassemble: Annotated[bool, typer.Option("--reassemble/--no-reassemble", help="Re-assemble flexo-moe without it and move `serving`.")] = True,
+    reason: Annotated[
+        str, typer.Option("--reason", "-r", help="Why (recorded in the version tags and the audit trail).")
+    ],
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who revokes (default: $MLFLOW_TRACKING_USERNAME, else the OS user).")
+    ] = None,
+    reassemble: Annotated[
+        bool, typer.Option("--reassemble/--no-reassemble", help="Re-assemble flexo-moe without it and move `serving`.")
+    ] = True,
     profile: ProfileOption = None,
 ) -> None:
     """Revoke an expert version: status=revoked with who/when/why, aliases removed, audit record, MoE versions holding it
@@ -70,8 +89,10 @@ def revoke_command(
 
     resolved = load(profile)
     result = revoke(resolved, domain, version, reason, by=by, reassemble=assemble_and_register if reassemble else None)
-    console.print(f"[bold]{result.expert.label}[/] revoked by {result.expert.tags['revoked_by']} at "
-                  f"{result.expert.tags['revoked_at']}; aliases removed: {result.removed_aliases or 'none'}")
+    console.print(
+        f"[bold]{result.expert.label}[/] revoked by {result.expert.tags['revoked_by']} at "
+        f"{result.expert.tags['revoked_at']}; aliases removed: {result.removed_aliases or 'none'}"
+    )
     if result.revoked_dependencies:
         console.print(f"marked revoked_dependency: {', '.join(result.revoked_dependencies)}")
     if result.new_moe is not None:
@@ -100,10 +121,18 @@ def audit_command(profile: ProfileOption = None, as_json: JsonOption = False) ->
 @app.command("generate")
 def generate_command(
     prompt: Annotated[str, typer.Argument(help="The prompt to continue.")],
-    experts: Annotated[str | None, typer.Option("--experts", help="Opt in: only these experts (comma-separated) + public.")] = None,
-    exclude: Annotated[str | None, typer.Option("--exclude", help="Opt out: drop these experts (comma-separated).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Default: registry.generate_max_new_tokens.")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="A flexo-moe version (default: the `serving` alias).")] = None,
+    experts: Annotated[
+        str | None, typer.Option("--experts", help="Opt in: only these experts (comma-separated) + public.")
+    ] = None,
+    exclude: Annotated[
+        str | None, typer.Option("--exclude", help="Opt out: drop these experts (comma-separated).")
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", help="Default: registry.generate_max_new_tokens.")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="A flexo-moe version (default: the `serving` alias).")
+    ] = None,
     profile: ProfileOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -128,7 +157,9 @@ def _venv_env() -> dict[str, str]:
 @app.command("serve")
 def serve_command(
     port: Annotated[int | None, typer.Option("--port", help="Default: registry.serve_port.")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="A flexo-moe version (default: the `serving` alias).")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="A flexo-moe version (default: the `serving` alias).")
+    ] = None,
     profile: ProfileOption = None,
 ) -> None:
     """Serve the MoE (MLflow pyfunc) on 127.0.0.1: POST /invocations with {"dataframe_records": [{"prompt": ...}],
@@ -138,13 +169,30 @@ def serve_command(
     resolved = load(profile)
     ref, pyfunc_dir = resolve_serving_moe(resolved, version)
     chosen = port or resolved.registry.serve_port
-    console.print(f"serving {ref.label} (experts {ref.tags.get('experts', '')}) on http://127.0.0.1:{chosen}/invocations")
+    console.print(
+        f"serving {ref.label} (experts {ref.tags.get('experts', '')}) on http://127.0.0.1:{chosen}/invocations"
+    )
     mlflow_cli = str(Path(sys.executable).parent / "mlflow")
     sys.stdout.flush()
     sys.stderr.flush()
     # exec, not a child process: stopping `flexo serve` stops the server (no orphaned uvicorn)
-    os.execve(mlflow_cli, [mlflow_cli, "models", "serve", "-m", str(pyfunc_dir), "-h", "127.0.0.1", "-p", str(chosen),
-                           "--env-manager", "local"], _venv_env())
+    os.execve(
+        mlflow_cli,
+        [
+            mlflow_cli,
+            "models",
+            "serve",
+            "-m",
+            str(pyfunc_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(chosen),
+            "--env-manager",
+            "local",
+        ],
+        _venv_env(),
+    )
 
 
 @app.command("ui")
@@ -158,8 +206,16 @@ def ui_command(
     resolved = load(profile)
     uri = tracking_uri(resolved)
     bin_dir = Path(sys.executable).parent
-    command = [str(bin_dir / "mlflow"), "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
-               "--port", str(resolved.registry.ui_port)]
+    command = [
+        str(bin_dir / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(resolved.registry.ui_port),
+    ]
     if is_local_store(uri):
         command += ["--default-artifact-root", resolved.path("mlflow_artifacts_dir").as_uri()]
     import signal
@@ -169,10 +225,21 @@ def ui_command(
     processes = [subprocess.Popen(command, env=_venv_env(), start_new_session=True)]
     console.print(f"MLflow UI:  http://127.0.0.1:{resolved.registry.ui_port}  ({uri})")
     if prefect:
-        processes.append(subprocess.Popen(
-            [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(resolved.registry.prefect_ui_port)],
-            env=_venv_env(), start_new_session=True,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "prefect"),
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(resolved.registry.prefect_ui_port),
+                ],
+                env=_venv_env(),
+                start_new_session=True,
+            )
+        )
         console.print(f"Prefect UI: http://127.0.0.1:{resolved.registry.prefect_ui_port}")
     try:
         codes = [process.wait() for process in processes]

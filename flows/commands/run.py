@@ -47,8 +47,14 @@ def _print_summary(summary: dict) -> None:
         table.add_column(column, overflow="fold")
     for row in summary["steps"]:
         style = STATUS_STYLE.get(row["status"], "")
-        table.add_row(row["stage"], row["step"], row["domain"] or "", f"[{style}]{row['status']}[/]",
-                      f"{row['seconds']:.1f}", row["detail"][:160])
+        table.add_row(
+            row["stage"],
+            row["step"],
+            row["domain"] or "",
+            f"[{style}]{row['status']}[/]",
+            f"{row['seconds']:.1f}",
+            row["detail"][:160],
+        )
     console.print(table)
     if summary["reused"]:
         console.print(f"[cyan]reused (cache hits):[/] {', '.join(summary['reused'])}", highlight=False)
@@ -62,8 +68,17 @@ def _print_summary(summary: dict) -> None:
 @app.command("run")
 def run_command(
     profile: ProfileOption = None,
-    domains: Annotated[list[str] | None, typer.Option("--domain", "-d", help="Only these owners' domains (repeatable).")] = None,
-    stages: Annotated[list[str] | None, typer.Option("--stage", "-s", help="Only these stages (repeatable): data, public, expert, assemble, ablate, evaluate, attack.")] = None,
+    domains: Annotated[
+        list[str] | None, typer.Option("--domain", "-d", help="Only these owners' domains (repeatable).")
+    ] = None,
+    stages: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            "-s",
+            help="Only these stages (repeatable): data, public, expert, assemble, ablate, evaluate, attack.",
+        ),
+    ] = None,
 ) -> None:
     """The main job: the whole pipeline (data → public → experts → assemble → ablate → evaluate → attack) as Prefect flows.
 
@@ -78,14 +93,18 @@ def run_command(
         raise ConfigError(f"unknown stage(s)/domain(s) {bad}; stages: {list(STAGES)}; domains: {p.closed_domains}")
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
-    from flows.pipeline import pipeline
     from flows import steps as pt
+    from flows.pipeline import pipeline
 
-    console.print(f"[bold]flexo run[/] profile [bold]{p.name}[/]: Prefect API "
-                  f"{os.environ.get('PREFECT_API_URL') or 'ephemeral (PREFECT_HOME=' + os.environ['PREFECT_HOME'] + ')'}")
+    console.print(
+        f"[bold]flexo run[/] profile [bold]{p.name}[/]: Prefect API "
+        f"{os.environ.get('PREFECT_API_URL') or 'ephemeral (PREFECT_HOME=' + os.environ['PREFECT_HOME'] + ')'}"
+    )
     remove = pt.add_listener(StageDisplay())
     try:
-        with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}):
+        with temporary_settings(
+            {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}
+        ):
             summary = pipeline(profile=p, domains=domains or None, stages=stages or None)
     finally:
         remove()
@@ -111,9 +130,20 @@ def _api_url(p, api_url: str | None) -> str:
 @app.command("deploy")
 def deploy_command(
     profile: ProfileOption = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL, else the local server on registry.prefect_ui_port).")] = None,
-    gpu_pools: Annotated[bool, typer.Option("--gpu-pools", help="Also create the Docker and Kubernetes GPU work pools.")] = False,
-    names: Annotated[list[str] | None, typer.Option("--name", "-n", help="Only these deployments (flow/name, e.g. expert/weekly-math); default all.")] = None,
+    api_url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            help="Prefect API (default: PREFECT_API_URL, else the local server on registry.prefect_ui_port).",
+        ),
+    ] = None,
+    gpu_pools: Annotated[
+        bool, typer.Option("--gpu-pools", help="Also create the Docker and Kubernetes GPU work pools.")
+    ] = False,
+    names: Annotated[
+        list[str] | None,
+        typer.Option("--name", "-n", help="Only these deployments (flow/name, e.g. expert/weekly-math); default all."),
+    ] = None,
 ) -> None:
     """Register prefect.yaml's deployments (nightly validation, weekly retraining per owner, on-demand assemble/revoke):
     checks the GPU job templates with Prefect's validation, creates the work pools and the `gpu` concurrency limit."""
@@ -132,20 +162,37 @@ def deploy_command(
     console.print(f"concurrency limit: tag `{pt.GPU_TAG}` = {p.orchestration.gpu_slots}")
     selection = [arg for n in names for arg in ("--name", n)] if names else ["--all"]
     env = {**os.environ, "FLEXO_REPO": str(REPO_ROOT), "PREFECT_API_URL": url}
-    cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", *selection, "--prefect-file", str(REPO_ROOT / "prefect.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "--no-prompt",
+        "deploy",
+        *selection,
+        "--prefect-file",
+        str(REPO_ROOT / "prefect.yaml"),
+    ]
     result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if result.returncode:
-        raise FlexoError(f"`prefect deploy` failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}")
-    console.print(f"deployments registered on {url}; start workers with `flexo worker --owner <domain>` "
-                  "and `flexo worker --owner shared`")
+        raise FlexoError(
+            f"`prefect deploy` failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-3000:]}"
+        )
+    console.print(
+        f"deployments registered on {url}; start workers with `flexo worker --owner <domain>` "
+        "and `flexo worker --owner shared`"
+    )
 
 
 @app.command("worker")
 def worker_command(
     owner: Annotated[str, typer.Option("--owner", "-o", help="A data owner's domain (or owner name), or `shared`.")],
     profile: ProfileOption = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL, else the local server).")] = None,
-    run_once: Annotated[bool, typer.Option("--run-once", help="Run the scheduled flow runs due now, then exit.")] = False,
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL, else the local server).")
+    ] = None,
+    run_once: Annotated[
+        bool, typer.Option("--run-once", help="Run the scheduled flow runs due now, then exit.")
+    ] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Most flow runs at once on this worker.")] = None,
 ) -> None:
     """Start a process worker on one owner's own work pool: it runs only that owner's flows (and refuses others)."""
@@ -163,7 +210,19 @@ def worker_command(
         domain, who = work_pools.owner_of(p, owner)
         pool = work_pools.pool_name(p, who)
         env[pt.OWNER_ENV] = domain
-    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process", "--name", f"{pool}-{os.uname().nodename}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--type",
+        "process",
+        "--name",
+        f"{pool}-{os.uname().nodename}",
+    ]
     if run_once:
         cmd.append("--run-once")
     if limit:

@@ -21,8 +21,10 @@ FreshOption = Annotated[bool, typer.Option("--fresh", help="Ignore existing chec
 def _report(outcome) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports (and wrote the files)
-    console.print(f"[bold green]done[/] {outcome.kind} {outcome.domain}: sha256 {outcome.sha256[:16]}…  "
-                  f"val_loss {outcome.metrics.get('val_loss', float('nan')):.4f}")
+    console.print(
+        f"[bold green]done[/] {outcome.kind} {outcome.domain}: sha256 {outcome.sha256[:16]}…  "
+        f"val_loss {outcome.metrics.get('val_loss', float('nan')):.4f}"
+    )
     typer.echo(json.dumps(asdict(outcome), default=str, sort_keys=True))
 
 
@@ -39,7 +41,9 @@ def train_expert_cmd(
     domain: Annotated[str, typer.Argument(help="The data owner's domain (e.g. math).")],
     profile: ProfileOption = None,
     fresh: FreshOption = False,
-    dp: Annotated[bool | None, typer.Option("--dp/--no-dp", help="DP-SGD (Opacus); default: train_expert.dp.enabled.")] = None,
+    dp: Annotated[
+        bool | None, typer.Option("--dp/--no-dp", help="DP-SGD (Opacus); default: train_expert.dp.enabled.")
+    ] = None,
 ) -> None:
     """Coordinated training of one expert against the frozen M_pub, reading only data/<domain>."""
     from tasks.training.train import train_expert

@@ -11,6 +11,14 @@ from pathlib import Path
 
 from tasks.core.config import REPO_ROOT, Profile
 
+# File names, spelled once. WEIGHTS_FILE equals `model.export.WEIGHTS_FILE` (transformers' save_pretrained name); it is
+# repeated here so the registry can name it without importing transformers.
+WEIGHTS_FILE = "model.safetensors"
+EXPERT_FILE = "expert.safetensors"  # one owner's expert: its FFNs + router row, with M_pub's sha256 in the metadata
+EXPERT_CARD_FILE = "expert_card.json"
+TRAIN_RESULT_FILE = "train_result.json"
+MANIFEST_FILE = "flexo_manifest.json"  # an assembled MoE's record of the exact experts inside it
+
 
 @dataclass(frozen=True)
 class RunPaths:

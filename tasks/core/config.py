@@ -27,7 +27,6 @@ PROFILES = ("tiny", "demo", "small", "gpu")
 DOMAINS = ("public", "news", "reddit", "code", "academic", "educational", "creative", "math")
 
 
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -77,11 +76,9 @@ class ModelConfig(_Strict):
     init_std: float = 0.02
 
     @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "ModelConfig":
+    def _heads_divide_hidden(self) -> ModelConfig:
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
-            )
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         return self
 
 
@@ -159,7 +156,9 @@ class TrainExpertConfig(_Strict):
     checkpoint_every: int = Field(gt=0)
     eval_batches: int = Field(4, gt=0)
     dp: DPConfig = DPConfig()
-    dense_weight_decay: float = Field(0.1, ge=0)  # dense domain models continue all parameters: M_pub's decay, not the expert's 0
+    dense_weight_decay: float = Field(
+        0.1, ge=0
+    )  # dense domain models continue all parameters: M_pub's decay, not the expert's 0
 
 
 class RouterConfig(_Strict):
@@ -254,9 +253,13 @@ class OrchestrationConfig(_Strict):
 
 class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the device has native bf16 (model.precision)
+    precision: Literal["fp32", "bf16", "auto"] = (
+        "auto"  # auto: bf16 autocast where the device has native bf16 (model.precision)
+    )
     num_threads: int | None = None  # None = torch's default
-    compile: bool = False  # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training)
+    compile: bool = (
+        False  # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training)
+    )
 
 
 class Profile(_Strict):
@@ -280,7 +283,7 @@ class Profile(_Strict):
     runtime: RuntimeConfig
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Profile":
+    def _consistent(self) -> Profile:
         if "public" not in self.domains:
             raise ValueError("domains: a 'public' domain is required (it trains the tokenizer and M_pub)")
         if self.tokenizer.vocab_size > self.model.vocab_size:
@@ -305,7 +308,9 @@ class Profile(_Strict):
             )
         unknown = sorted(set(self.ablation.domains) - set(self.closed_domains))
         if self.ablation.variants and (unknown or not self.ablation.domains):
-            raise ValueError(f"ablation.domains must be data owners' domains {self.closed_domains}, got {self.ablation.domains}")
+            raise ValueError(
+                f"ablation.domains must be data owners' domains {self.closed_domains}, got {self.ablation.domains}"
+            )
         if self.attack.domain not in self.domains:
             raise ValueError(f"attack.domain '{self.attack.domain}' is not a configured domain")
         return self

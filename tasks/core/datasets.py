@@ -10,6 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tasks.core.artifacts import RunPaths
@@ -27,9 +28,29 @@ def load_split(profile: Profile, domain: str, split: str) -> pd.DataFrame:
         raise DataError(f"domain '{domain}' is not configured in params.yaml (domains: {sorted(profile.domains)})")
     path = RunPaths(profile).split(domain, split)
     if not path.exists():
-        raise DataError(f"{path}: missing; build it with `flexo data --profile {profile.name} --domain {domain}` "
-                        f"or fetch it with `dvc pull data/{domain}`")
+        raise DataError(
+            f"{path}: missing; build it with `flexo data --profile {profile.name} --domain {domain}` "
+            f"or fetch it with `dvc pull data/{domain}`"
+        )
     return pd.read_parquet(path)
+
+
+def read_texts(profile: Profile, domain: str, split: str) -> list[str]:
+    """The `text` column of one split, checked: a missing file or column, an empty split, or an empty/null row is a
+    DataError naming the file and the rows (what trains or embeds must not silently skip bad rows)."""
+    path = RunPaths(profile).split(domain, split)
+    if not path.exists():
+        raise DataError(f"{path}: the {split} split of '{domain}' is missing; run `flexo data` for '{domain}' first")
+    frame = pd.read_parquet(path)
+    if "text" not in frame.columns:
+        raise DataError(f"{path}: no `text` column (columns: {list(frame.columns)})")
+    texts = frame["text"]
+    bad = [int(i) for i in np.flatnonzero(texts.isna().to_numpy() | (texts.astype(str).str.len() == 0).to_numpy())]
+    if bad:
+        raise DataError(f"{path}: row(s) {bad[:5]} have an empty or null `text`; fix or re-run the data stage")
+    if len(texts) == 0:
+        raise DataError(f"{path}: the split has no rows")
+    return texts.astype(str).tolist()
 
 
 def _file_md5(path: Path) -> str:
@@ -45,8 +66,9 @@ def directory_md5(root: Path) -> str:
 
     DVC 3 hashes a directory as the md5 of the JSON list of {"md5", "relpath"} entries sorted by relpath.
     """
-    entries = [{"md5": _file_md5(p), "relpath": p.relative_to(root).as_posix()}
-               for p in sorted(root.rglob("*")) if p.is_file()]
+    entries = [
+        {"md5": _file_md5(p), "relpath": p.relative_to(root).as_posix()} for p in sorted(root.rglob("*")) if p.is_file()
+    ]
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 

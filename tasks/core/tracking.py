@@ -36,7 +36,7 @@ def tracking_uri(profile: Profile) -> str:
     uri = user_uri if user_uri and user_uri not in _SET_BY_US else profile.paths.mlflow_tracking_uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(REPO_ROOT / uri[len(prefix):])
+        uri = prefix + str(REPO_ROOT / uri[len(prefix) :])
     return uri
 
 
@@ -51,7 +51,7 @@ def setup(profile: Profile, experiment: str | None = None) -> str:
 
     uri = tracking_uri(profile)
     if is_local_store(uri):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get("MLFLOW_TRACKING_URI") != uri:
         _SET_BY_US.add(uri)
     mlflow.set_tracking_uri(uri)
@@ -93,7 +93,11 @@ def git_commit(repo: Path = REPO_ROOT) -> tuple[str, bool]:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, check=True
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
@@ -168,13 +172,16 @@ def log_dataset(
     remote: str | None = None,
 ) -> None:
     """`mlflow.log_input` of data/<domain>/<split> with its DVC md5 (the pointer to the exact data version read)."""
-    import mlflow
     from mlflow.data.meta_dataset import MetaDataset
+
+    import mlflow
 
     if not md5:
         from tasks.core.errors import DataError
 
-        raise DataError(f"data/{domain}/{split}: no DVC md5 given; version the domain (`dvc add`) before a run reads it")
+        raise DataError(
+            f"data/{domain}/{split}: no DVC md5 given; version the domain (`dvc add`) before a run reads it"
+        )
     data_dir = profile.path("data_dir")
     rel = f"{data_dir.name}/{domain}" if data_dir.is_relative_to(REPO_ROOT) else str(data_dir / domain)
     source = dvc_source(rel, md5, remote)
@@ -187,7 +194,9 @@ def log_dataset(
     mlflow.set_tag(f"data_md5.{domain}", md5)
 
 
-def log_domain_inputs(profile: Profile, domain: str, splits: tuple[str, ...] = ("train", "val"), context: str = "training") -> str:
+def log_domain_inputs(
+    profile: Profile, domain: str, splits: tuple[str, ...] = ("train", "val"), context: str = "training"
+) -> str:
     """Log every split of data/<domain> a stage reads, with the domain's DVC md5 (`tasks.core.datasets.dataset_hash`) and
     the owner's remote; returns the md5. A missing split is an error naming the file, not a silent gap in lineage."""
     import pandas as pd
@@ -248,15 +257,15 @@ def _dvc_source_class() -> type:
             return isinstance(raw_source, str) and raw_source.startswith("dvc://")
 
         @classmethod
-        def _resolve(cls, raw_source: Any) -> "DVCDatasetSource":
-            path, _, md5 = raw_source[len("dvc://"):].partition("@")
+        def _resolve(cls, raw_source: Any) -> DVCDatasetSource:
+            path, _, md5 = raw_source[len("dvc://") :].partition("@")
             return cls(path=path, md5=md5)
 
         def to_dict(self) -> dict[str, Any]:
             return {"uri": f"dvc://{self.path}@{self.md5}", "path": self.path, "md5": self.md5, "remote": self.remote}
 
         @classmethod
-        def from_dict(cls, source_dict: dict[Any, Any]) -> "DVCDatasetSource":
+        def from_dict(cls, source_dict: dict[Any, Any]) -> DVCDatasetSource:
             return cls(path=source_dict["path"], md5=source_dict["md5"], remote=source_dict.get("remote"))
 
     _SOURCE_CLASS = DVCDatasetSource

@@ -42,13 +42,22 @@ from model.merge import merge_experts
 from model.optout import masked_experts
 from model.precision import Precision, autocast, resolve_precision
 from model.public import load_moe, load_public_model
-from model.scoring import Batch, BatchScore, Request, Scores, model_scorer, reduce_logprobs, score_requests, token_logprobs
+from model.scoring import (
+    Batch,
+    BatchScore,
+    Request,
+    Scores,
+    model_scorer,
+    reduce_logprobs,
+    score_requests,
+    token_logprobs,
+)
 from tasks.core.artifacts import RunPaths
-from tasks.training.assemble import locate_moe
 from tasks.core.config import Profile
 from tasks.core.errors import DataError
 from tasks.evaluation.metrics import Layout, TaskScore, bootstrap_indices, domain_table, score_model
 from tasks.evaluation.tasks import Task, build_tasks, write_lm_eval_files
+from tasks.training.assemble import locate_moe
 
 PUBLIC = "M_pub"
 BTM = "BTM (top-{k})"
@@ -98,11 +107,14 @@ def _device(profile: Profile) -> torch.device:
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
 
+
 def load_test_frames(profile: Profile, domains: list[str] | None = None) -> dict[str, pd.DataFrame]:
     frames = {}
     for domain, split in held_out_split_paths(profile, domains).items():
         if not split.exists():
-            raise DataError(f"{split}: the test split of '{domain}' is missing; run `flexo data --domain {domain}` first")
+            raise DataError(
+                f"{split}: the test split of '{domain}' is missing; run `flexo data --domain {domain}` first"
+            )
         frames[domain] = pd.read_parquet(split)
     return frames
 
@@ -145,6 +157,7 @@ def load_tokenizer(profile: Profile):
 def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list[Request], Layout]:
     """Flat request list + layout. The context keeps at most half the window (its last tokens); the target is cut to fit,
     and its bytes are counted after the cut, so bits per byte always divide by exactly the bytes that were scored."""
+
     def encode(texts: list[str]) -> list[list[int]]:
         return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
@@ -158,7 +171,7 @@ def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list
         choices = encode([c for item in task.items for c in item.choices])
         index = np.arange(len(requests), len(requests) + width * len(task.items)).reshape(len(task.items), width)
         for row, (item, ctx) in enumerate(zip(task.items, contexts)):
-            ctx = ctx[-(max_len // 2):] or [fallback]
+            ctx = ctx[-(max_len // 2) :] or [fallback]
             for column in range(width):
                 full = choices[row * width + column]
                 target = full[: max_len - len(ctx)]
@@ -214,7 +227,9 @@ def token_batches(profile: Profile, tokenizer, domains: Sequence[str], steps: in
     for domain in domains:
         split = paths.split(domain, "train")
         if not split.exists():
-            raise DataError(f"{split}: the train split of '{domain}' is missing; run `flexo data --domain {domain}` first")
+            raise DataError(
+                f"{split}: the train split of '{domain}' is missing; run `flexo data --domain {domain}` first"
+            )
         texts = pd.read_parquet(split, columns=["text"])["text"].tolist()
         ids: list[int] = []
         for index in rng.permutation(len(texts)).tolist():
@@ -233,6 +248,7 @@ def token_batches(profile: Profile, tokenizer, domains: Sequence[str], steps: in
 
 
 # ---- scoring helpers ---------------------------------------------------------------------------------------------
+
 
 class _Runner:
     """Scores request lists with a rich progress bar and records wall time per name; every model in one precision."""
@@ -279,6 +295,7 @@ class RoutingScorer:
 
 # ---- the evaluation ----------------------------------------------------------------------------------------------
 
+
 def _weighted_soup_scores(runner: _Runner, requests, members, member_scores: list[Scores]) -> Scores:
     """Per example: soup weights softmax(log-likelihood of the example's context); equal (rounded) soups built once."""
     cfg = runner.profile.eval
@@ -292,13 +309,25 @@ def _weighted_soup_scores(runner: _Runner, requests, members, member_scores: lis
     out = Scores(np.zeros(len(requests)), np.zeros(len(requests), dtype=bool), np.zeros(len(requests)))
     for key, indices in groups.items():
         soup = weighted_soup(members, key)
-        scores = runner.run(SOUP_WEIGHTED, [requests[i] for i in indices], model_scorer(soup, SOUP_WEIGHTED))[SOUP_WEIGHTED]
-        out.loglik[indices], out.greedy[indices], out.context_nll[indices] = scores.loglik, scores.greedy, scores.context_nll
+        scores = runner.run(SOUP_WEIGHTED, [requests[i] for i in indices], model_scorer(soup, SOUP_WEIGHTED))[
+            SOUP_WEIGHTED
+        ]
+        out.loglik[indices], out.greedy[indices], out.context_nll[indices] = (
+            scores.loglik,
+            scores.greedy,
+            scores.context_nll,
+        )
     return out
 
 
-def _prompt_routing(profile: Profile, tasks: Sequence[Task], layout: Layout, names: list[str], domains: list[str],
-                    member_scores: dict[str, Scores]) -> tuple[Scores, dict[str, float]]:
+def _prompt_routing(
+    profile: Profile,
+    tasks: Sequence[Task],
+    layout: Layout,
+    names: list[str],
+    domains: list[str],
+    member_scores: dict[str, Scores],
+) -> tuple[Scores, dict[str, float]]:
     """A small classifier (nearest owner centroid of all-MiniLM-L6-v2 embeddings) picks one model per input context."""
     from tasks.training.route import encode
 
@@ -313,7 +342,11 @@ def _prompt_routing(profile: Profile, tasks: Sequence[Task], layout: Layout, nam
     for task, index in zip(tasks, layout.offsets):
         for row in index:
             chosen = member_scores[names[picks[item]]]
-            out.loglik[row], out.greedy[row], out.context_nll[row] = chosen.loglik[row], chosen.greedy[row], chosen.context_nll[row]
+            out.loglik[row], out.greedy[row], out.context_nll[row] = (
+                chosen.loglik[row],
+                chosen.greedy[row],
+                chosen.context_nll[row],
+            )
             truth_hits += int(domains[picks[item]] == task.spec.domain)
             counted += 1
             item += 1
@@ -364,7 +397,9 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
 
     results: dict[str, Scores] = {}
     extras: dict[str, dict[str, float]] = {}
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress
+    )
     precision = resolve_precision(profile.runtime.precision, device)
     with bar:
         runner = _Runner(profile, device, tokenizer.pad_token_id, bar, precision)
@@ -380,12 +415,16 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
             soup = uniform_soup(members)
             results.update(runner.run(SOUP_UNIFORM, requests, model_scorer(soup, SOUP_UNIFORM)))
             del soup
-            results[SOUP_WEIGHTED] = _weighted_soup_scores(runner, requests, members, [results[n] for n in member_names])
+            results[SOUP_WEIGHTED] = _weighted_soup_scores(
+                runner, requests, members, [results[n] for n in member_names]
+            )
             member_domains = ["public", *models.dense]
             if _router_rows(profile, member_domains, "raw") is None:
                 skipped[PROMPT] = "router embeddings (runs/<profile>/router/*.safetensors) are missing"
             else:
-                results[PROMPT], extras[PROMPT] = _prompt_routing(profile, tasks, layout, member_names, member_domains, results)
+                results[PROMPT], extras[PROMPT] = _prompt_routing(
+                    profile, tasks, layout, member_names, member_domains, results
+                )
 
         routing = RoutingScorer(models.moe, FLEX)
         results.update(runner.run(FLEX, requests, routing))
@@ -393,9 +432,18 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
         if models.dense and cfg.btx_router_steps:
             rows = random_router_rows(len(members), profile.model.hidden_size, profile.model.init_std, profile.seed)
             btx = btx_merge(models.public, list(models.dense.values()), rows, min(default_k, len(members))).to(device)
-            losses = train_moe(btx, (b.to(device) for b in token_batches(profile, tokenizer, ["public"], cfg.btx_router_steps, profile.seed)),
-                               cfg.router_train_lr, cfg.router_train_weight_decay, profile.train_expert.optim.grad_clip, False,
-                               precision)
+            losses = train_moe(
+                btx,
+                (
+                    b.to(device)
+                    for b in token_batches(profile, tokenizer, ["public"], cfg.btx_router_steps, profile.seed)
+                ),
+                cfg.router_train_lr,
+                cfg.router_train_weight_decay,
+                profile.train_expert.optim.grad_clip,
+                False,
+                precision,
+            )
             extras[BTX] = {"router_loss_first": losses[0], "router_loss_last": losses[-1]}
             results.update(runner.run(BTX, requests, model_scorer(btx, BTX)))
             del btx
@@ -405,9 +453,15 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
         if cfg.rt_steps:
             tuned = copy.deepcopy(models.moe)
             set_top_k(tuned, num_experts)  # router tuning with all experts active (paper §3.3.3)
-            losses = train_moe(tuned, (b.to(device) for b in token_batches(profile, tokenizer, ["public"], cfg.rt_steps, profile.seed + 1)),
-                               cfg.router_train_lr, cfg.router_train_weight_decay, profile.train_expert.optim.grad_clip, False,
-                               precision)
+            losses = train_moe(
+                tuned,
+                (b.to(device) for b in token_batches(profile, tokenizer, ["public"], cfg.rt_steps, profile.seed + 1)),
+                cfg.router_train_lr,
+                cfg.router_train_weight_decay,
+                profile.train_expert.optim.grad_clip,
+                False,
+                precision,
+            )
             set_top_k(tuned, default_k)
             extras[FLEX_RT] = {"router_loss_first": losses[0], "router_loss_last": losses[-1]}
             results.update(runner.run(FLEX_RT, requests, model_scorer(tuned, FLEX_RT)))
@@ -419,8 +473,15 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
             rows = random_router_rows(num_experts, profile.model.hidden_size, profile.model.init_std, profile.seed)
             unrestricted = upcycle(models.public, num_experts, rows, default_k).to(device)
             batches = token_batches(profile, tokenizer, domains, cfg.unrestricted_steps, profile.seed + 2)
-            losses = train_moe(unrestricted, (b.to(device) for b in batches), cfg.unrestricted_lr,
-                               profile.train_expert.optim.weight_decay, profile.train_expert.optim.grad_clip, True, precision)
+            losses = train_moe(
+                unrestricted,
+                (b.to(device) for b in batches),
+                cfg.unrestricted_lr,
+                profile.train_expert.optim.weight_decay,
+                profile.train_expert.optim.grad_clip,
+                True,
+                precision,
+            )
             extras[UNRESTRICTED] = {"train_loss_first": losses[0], "train_loss_last": losses[-1], "steps": len(losses)}
             results.update(runner.run(UNRESTRICTED, requests, model_scorer(unrestricted, UNRESTRICTED)))
             del unrestricted
@@ -464,7 +525,9 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
             with masked_experts(models.moe, [index]):
                 scores = runner.run(f"opt-out {expert}", sub_requests, model_scorer(models.moe, "o"))["o"]
             row = _bpb_row(sub_tasks, sub_layout, scores, sub_resamples, domains)
-            optout[expert] = {d: TaskScore(row[d].value - full[d].value, row[d].replicates - full[d].replicates) for d in row}
+            optout[expert] = {
+                d: TaskScore(row[d].value - full[d].value, row[d].replicates - full[d].replicates) for d in row
+            }
 
     with runner.autocast():
         routing_by_domain = _routing_by_domain(models.moe, sub_tasks, tokenizer, profile, device, domains)
@@ -490,8 +553,15 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     )
 
 
-def _score_ablations(profile: Profile, models: _Models, runner: _Runner, requests, results: dict[str, Scores],
-                     skipped: dict[str, str], device: torch.device) -> dict[str, str]:
+def _score_ablations(
+    profile: Profile,
+    models: _Models,
+    runner: _Runner,
+    requests,
+    results: dict[str, Scores],
+    skipped: dict[str, str],
+    device: torch.device,
+) -> dict[str, str]:
     """Score every assembled router ablation and its reference, the serving MoE sliced to the same experts;
     returns {ablation row: reference row}."""
     from model.optout import keep_experts
@@ -542,8 +612,10 @@ def machine_description(device: torch.device) -> str:
     """Where the numbers were measured (reported with them)."""
     cpu = platform.processor() or platform.machine()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""
-    return (f"{platform.system()} {platform.release()}, {cpu}, {torch.get_num_threads()} torch threads "
-            f"({len(os.sched_getaffinity(0))} CPUs usable){gpu}; torch {torch.__version__}")
+    return (
+        f"{platform.system()} {platform.release()}, {cpu}, {torch.get_num_threads()} torch threads "
+        f"({len(os.sched_getaffinity(0))} CPUs usable){gpu}; torch {torch.__version__}"
+    )
 
 
 def jsonable_scores(per_model: dict[str, dict[str, TaskScore]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -554,4 +626,3 @@ def write_json(path: Path, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=float))
     return path
-

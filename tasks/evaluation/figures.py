@@ -20,8 +20,9 @@ def routing_heatmap(shares: np.ndarray, domains: list[str], experts: list[str], 
     """shares (layers, domains, experts): share of each domain's tokens for which the expert is in the top-k, per layer."""
     plt = _pyplot()
     layers = shares.shape[0]
-    fig, axes = plt.subplots(1, layers, figsize=(2.2 + 1.0 * len(experts) * layers * 0.55, 0.45 * len(domains) + 1.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, layers, figsize=(2.2 + 1.0 * len(experts) * layers * 0.55, 0.45 * len(domains) + 1.8), squeeze=False
+    )
     for layer, ax in enumerate(axes[0]):
         image = ax.imshow(shares[layer], vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         ax.set_title(f"layer {layer}")
@@ -57,7 +58,15 @@ def opt_out(delta: np.ndarray, errors: np.ndarray, removed: list[str], domains: 
     for i in range(delta.shape[0]):
         for j in range(delta.shape[1]):
             bold = abs(delta[i, j]) > 2 * errors[i, j]
-            ax.text(j, i, f"{delta[i, j]:+.3f}", ha="center", va="center", fontsize=6, fontweight="bold" if bold else "normal")
+            ax.text(
+                j,
+                i,
+                f"{delta[i, j]:+.3f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                fontweight="bold" if bold else "normal",
+            )
     ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right")
     ax.set_yticks(range(len(removed)), [f"without {r}" for r in removed])
     fig.colorbar(image, ax=ax, label="Δ bits per byte vs full model (+ = worse)")

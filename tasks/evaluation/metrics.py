@@ -71,7 +71,9 @@ def _mean(scores: list[TaskScore]) -> TaskScore:
     return TaskScore(float(np.mean([s.value for s in scores])), np.mean([s.replicates for s in scores], axis=0))
 
 
-def domain_table(tasks: list[Task], per_task: dict[str, TaskScore], domains: list[str], metric: str) -> dict[str, TaskScore]:
+def domain_table(
+    tasks: list[Task], per_task: dict[str, TaskScore], domains: list[str], metric: str
+) -> dict[str, TaskScore]:
     """Columns: each domain's bpb (metric="bpb") or mean task accuracy (metric="acc"), plus "average" over domains."""
     row: dict[str, TaskScore] = {}
     for domain in domains:
@@ -90,7 +92,9 @@ def domain_table(tasks: list[Task], per_task: dict[str, TaskScore], domains: lis
 def relative_gain(model: TaskScore, reference: TaskScore, higher_is_better: bool) -> TaskScore:
     """(model - reference) / reference, sign flipped for bpb so that positive always means better; paired replicates."""
     sign = 1.0 if higher_is_better else -1.0
-    with np.errstate(divide="ignore", invalid="ignore"):  # a reference at 0 (e.g. exact match) gives nan/inf, shown as such
+    with np.errstate(
+        divide="ignore", invalid="ignore"
+    ):  # a reference at 0 (e.g. exact match) gives nan/inf, shown as such
         value = sign * (model.value - reference.value) / reference.value if reference.value else float("nan")
         replicates = sign * (model.replicates - reference.replicates) / reference.replicates
     return TaskScore(float(value), replicates)

@@ -43,8 +43,14 @@ def _pct(score: TaskScore | None) -> str:
     return f"{100 * score.value:+.1f}% ± {100 * score.se:.1f}"
 
 
-def _markdown_table(title: str, tables: dict[str, dict[str, TaskScore]], columns: list[str], ref_public: str, ref_btm: str | None,
-                    higher: bool) -> list[str]:
+def _markdown_table(
+    title: str,
+    tables: dict[str, dict[str, TaskScore]],
+    columns: list[str],
+    ref_public: str,
+    ref_btm: str | None,
+    higher: bool,
+) -> list[str]:
     header = ["model", *columns, "average", f"vs {ref_public}"] + ([f"vs {ref_btm}"] if ref_btm else [])
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, row in tables.items():
@@ -63,13 +69,23 @@ def _write_csv(path: Path, tables: dict[str, dict[str, TaskScore]], columns: lis
         writer = csv.writer(handle)
         writer.writerow(["model"] + [x for c in [*columns, "average"] for x in (c, f"{c}_se")])
         for model, row in tables.items():
-            writer.writerow([model] + [x for c in [*columns, "average"] for x in
-                                       ((row[c].value, row[c].se) if c in row else ("", ""))])
+            writer.writerow(
+                [model]
+                + [x for c in [*columns, "average"] for x in ((row[c].value, row[c].se) if c in row else ("", ""))]
+            )
     return path
 
 
-def _comparison(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, TaskScore]], public: str, btm: str,
-                soup: str, flex: str, flex_rt: str, unrestricted: str) -> list[str]:
+def _comparison(
+    acc: dict[str, dict[str, TaskScore]],
+    bpb: dict[str, dict[str, TaskScore]],
+    public: str,
+    btm: str,
+    soup: str,
+    flex: str,
+    flex_rt: str,
+    unrestricted: str,
+) -> list[str]:
     """Where our numbers agree with the paper's headline, computed, not asserted."""
     lines = ["## Against the paper's headline", ""]
     best_flex = flex_rt if flex_rt in acc else flex
@@ -77,13 +93,23 @@ def _comparison(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, T
         avg = {m: row["average"] for m, row in table.items() if "average" in row}
         if best_flex in avg and btm in avg:
             gain = relative_gain(avg[best_flex], avg[btm], higher)
-            verdict = "agrees in sign" if gain.value > 2 * gain.se else ("within noise" if abs(gain.value) <= 2 * gain.se else "disagrees")
-            lines.append(f"- **{label}**: {best_flex} vs {btm}: {_pct(gain)} relative (paper: +{100 * PAPER_GAIN_OVER_BTM:.1f}% on "
-                         f"task average) — {verdict}.")
+            verdict = (
+                "agrees in sign"
+                if gain.value > 2 * gain.se
+                else ("within noise" if abs(gain.value) <= 2 * gain.se else "disagrees")
+            )
+            lines.append(
+                f"- **{label}**: {best_flex} vs {btm}: {_pct(gain)} relative (paper: +{100 * PAPER_GAIN_OVER_BTM:.1f}% on "
+                f"task average) — {verdict}."
+            )
         chain = [m for m in (public, soup, btm, best_flex) if m in avg]
         for low, high in zip(chain, chain[1:]):
             diff = relative_gain(avg[high], avg[low], higher)
-            state = "holds" if diff.value > 2 * diff.se else ("within noise" if abs(diff.value) <= 2 * diff.se else "reversed")
+            state = (
+                "holds"
+                if diff.value > 2 * diff.se
+                else ("within noise" if abs(diff.value) <= 2 * diff.se else "reversed")
+            )
             lines.append(f"  - {label}: {low} < {high} (paper's order): {state} ({_pct(diff)}).")
         if unrestricted in avg and best_flex in avg:
             diff = relative_gain(avg[best_flex], avg[unrestricted], higher)
@@ -91,7 +117,9 @@ def _comparison(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, T
     return lines + [""]
 
 
-def _ablations(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, TaskScore]], rows: dict[str, str]) -> list[str]:
+def _ablations(
+    acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, TaskScore]], rows: dict[str, str]
+) -> list[str]:
     """Each router ablation against FlexOlmo with the same owners' normal experts, next to the paper's Table 1/3 drop."""
     from tasks.training.ablations import LABELS, PAPER_TABLE1, row_name
 
@@ -99,19 +127,26 @@ def _ablations(acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, Ta
         return []
     variant_of = {row_name(v): v for v in LABELS}
     reference = next(iter(rows.values()))
-    lines = ["## Router ablations (paper Tables 1 and 3)", "",
-             f"Each row retrains the same owners' experts with one change; the reference is **{reference}** (the serving "
-             "MoE sliced to those experts). Relative change of the average (positive = the ablation is better); the paper "
-             "reports task-average drops.", "",
-             "| ablation | accuracy vs reference | bits per byte vs reference | paper (task average) |", "|---|---|---|---|"]
+    lines = [
+        "## Router ablations (paper Tables 1 and 3)",
+        "",
+        f"Each row retrains the same owners' experts with one change; the reference is **{reference}** (the serving "
+        "MoE sliced to those experts). Relative change of the average (positive = the ablation is better); the paper "
+        "reports task-average drops.",
+        "",
+        "| ablation | accuracy vs reference | bits per byte vs reference | paper (task average) |",
+        "|---|---|---|---|",
+    ]
     for name, ref in rows.items():
         cells = []
         for table, higher in ((acc, True), (bpb, False)):
             mine, base = table.get(name, {}).get("average"), table.get(ref, {}).get("average")
             cells.append(_pct(relative_gain(mine, base, higher)) if mine and base else "–")
         paper = PAPER_TABLE1[variant_of[name]] / PAPER_TABLE1["reference"] - 1
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {100 * paper:+.1f}% ({PAPER_TABLE1[variant_of[name]]} vs "
-                     f"{PAPER_TABLE1['reference']}) |")
+        lines.append(
+            f"| {name} | {cells[0]} | {cells[1]} | {100 * paper:+.1f}% ({PAPER_TABLE1[variant_of[name]]} vs "
+            f"{PAPER_TABLE1['reference']}) |"
+        )
     return lines + [""]
 
 
@@ -133,8 +168,17 @@ def write_report(
     ablation_rows: dict[str, str] | None = None,
     seconds: dict[str, float],
     machine: str,
-) -> "EvalResult":
-    from tasks.evaluation.evaluate import FLEX, FLEX_RT, PUBLIC, SOUP_WEIGHTED, UNRESTRICTED, EvalResult, jsonable_scores, write_json
+) -> EvalResult:
+    from tasks.evaluation.evaluate import (
+        FLEX,
+        FLEX_RT,
+        PUBLIC,
+        SOUP_WEIGHTED,
+        UNRESTRICTED,
+        EvalResult,
+        jsonable_scores,
+        write_json,
+    )
 
     paths = RunPaths(profile)
     reports = paths.reports_dir
@@ -146,9 +190,14 @@ def write_report(
 
     figures = {"routing": routing_heatmap(routing_by_domain, domains, experts, figure_dir / "routing.png")}
     ks = sorted(sweep)
-    figures["k_sweep"] = k_sweep(ks, np.array([sweep[k]["average"].value for k in ks]),
-                                 np.array([sweep[k]["average"].se for k in ks]), default_k, figure_dir / "k_sweep.png",
-                                 "average bits per byte (lower is better)")
+    figures["k_sweep"] = k_sweep(
+        ks,
+        np.array([sweep[k]["average"].value for k in ks]),
+        np.array([sweep[k]["average"].se for k in ks]),
+        default_k,
+        figure_dir / "k_sweep.png",
+        "average bits per byte (lower is better)",
+    )
     removed = list(optout)
     if removed:
         delta = np.array([[optout[r][d].value for d in domains] for r in removed])
@@ -179,31 +228,74 @@ def write_report(
         "|---|---|---|---|---|---|",
     ]
     for task in tasks:
-        lines.append(f"| {task.spec.name} | {task.spec.domain} | {task.spec.kind} | {len(task.items)} ({task.eligible}) | "
-                     f"{task.spec.chance:.2f} | {task.spec.description} |")
+        lines.append(
+            f"| {task.spec.name} | {task.spec.domain} | {task.spec.kind} | {len(task.items)} ({task.eligible}) | "
+            f"{task.spec.chance:.2f} | {task.spec.description} |"
+        )
     lines += [""]
-    lines += _markdown_table("Downstream tasks: accuracy (mean of each domain's mc/em tasks; higher is better)", acc, domains,
-                             PUBLIC, ref_btm, True)
-    lines += _markdown_table("Bits per byte on held-out text (lower is better; gains: positive = fewer bits)", bpb, domains,
-                             PUBLIC, ref_btm, False)
+    lines += _markdown_table(
+        "Downstream tasks: accuracy (mean of each domain's mc/em tasks; higher is better)",
+        acc,
+        domains,
+        PUBLIC,
+        ref_btm,
+        True,
+    )
+    lines += _markdown_table(
+        "Bits per byte on held-out text (lower is better; gains: positive = fewer bits)",
+        bpb,
+        domains,
+        PUBLIC,
+        ref_btm,
+        False,
+    )
     lines += _comparison(acc, bpb, PUBLIC, btm_label, SOUP_WEIGHTED, FLEX, FLEX_RT, UNRESTRICTED)
     lines += _ablations(acc, bpb, ablation_rows or {})
-    lines += ["## Every task", "", "| model | " + " | ".join(t.spec.name for t in tasks) + " |", "|" + "---|" * (len(tasks) + 1)]
+    lines += [
+        "## Every task",
+        "",
+        "| model | " + " | ".join(t.spec.name for t in tasks) + " |",
+        "|" + "---|" * (len(tasks) + 1),
+    ]
     for model, row in per_model.items():
         lines.append(f"| {model} | " + " | ".join(_fmt(row.get(t.spec.name)) for t in tasks) + " |")
-    lines += ["", "## Routing", "", f"![routing]({figure_dir.name}/routing.png)", "",
-              "Share of each evaluated domain's tokens (bpb subset) for which an expert is among the top-k, per layer. "
-              "Over all evaluation tokens, per expert (mean over layers): "
-              + ", ".join(f"{e} {routing_overall.mean(axis=0)[i]:.2f}" for i, e in enumerate(experts)) + ".", ""]
-    lines += ["## Number of active experts", "", f"![k-sweep]({figure_dir.name}/k_sweep.png)", "",
-              "| k | " + " | ".join(domains) + " | average |", "|" + "---|" * (len(domains) + 2)]
+    lines += [
+        "",
+        "## Routing",
+        "",
+        f"![routing]({figure_dir.name}/routing.png)",
+        "",
+        "Share of each evaluated domain's tokens (bpb subset) for which an expert is among the top-k, per layer. "
+        "Over all evaluation tokens, per expert (mean over layers): "
+        + ", ".join(f"{e} {routing_overall.mean(axis=0)[i]:.2f}" for i, e in enumerate(experts))
+        + ".",
+        "",
+    ]
+    lines += [
+        "## Number of active experts",
+        "",
+        f"![k-sweep]({figure_dir.name}/k_sweep.png)",
+        "",
+        "| k | " + " | ".join(domains) + " | average |",
+        "|" + "---|" * (len(domains) + 2),
+    ]
     for k in ks:
-        lines.append(f"| {k} | " + " | ".join(_fmt(sweep[k].get(d)) for d in domains) + f" | {_fmt(sweep[k]['average'])} |")
+        lines.append(
+            f"| {k} | " + " | ".join(_fmt(sweep[k].get(d)) for d in domains) + f" | {_fmt(sweep[k]['average'])} |"
+        )
     if removed:
-        lines += ["", "## Opt-out", "", f"![opt-out]({figure_dir.name}/opt_out.png)", "",
-                  "Δ bits per byte when one expert is removed (masked to −∞ in every layer, exactly equal to slicing it "
-                  "out); positive = worse. Own domain vs the largest change elsewhere:", "",
-                  "| removed | Δ own domain | largest |Δ| elsewhere | own > 2 SE |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Opt-out",
+            "",
+            f"![opt-out]({figure_dir.name}/opt_out.png)",
+            "",
+            "Δ bits per byte when one expert is removed (masked to −∞ in every layer, exactly equal to slicing it "
+            "out); positive = worse. Own domain vs the largest change elsewhere:",
+            "",
+            "| removed | Δ own domain | largest |Δ| elsewhere | own > 2 SE |",
+            "|---|---|---|---|",
+        ]
         for r in removed:
             own = optout[r].get(r)
             others = [optout[r][d] for d in domains if d != r and d in optout[r] and d != "average"]
@@ -218,23 +310,45 @@ def write_report(
     report = reports / f"flexmix-{profile.name}.md"
     report.write_text("\n".join(lines))
 
-    results_json = write_json(paths.eval_dir / "results.json", {
-        "profile": profile.name, "machine": machine, "experts": experts, "top_k": default_k,
-        "per_task": jsonable_scores(per_model), "bpb": jsonable_scores(bpb), "accuracy": jsonable_scores(acc),
-        "k_sweep": {str(k): {d: {"value": s.value, "se": s.se} for d, s in row.items()} for k, row in sweep.items()},
-        "opt_out": {r: {d: {"value": s.value, "se": s.se} for d, s in row.items()} for r, row in optout.items()},
-        "routing_by_domain": routing_by_domain.tolist(), "extras": extras, "ablations": ablation_rows or {}, "skipped": skipped, "seconds": seconds,
-        "tasks": [{"name": t.spec.name, "domain": t.spec.domain, "kind": t.spec.kind, "items": len(t.items),
-                   "eligible": t.eligible, "chance": t.spec.chance} for t in tasks],
-    })
+    results_json = write_json(
+        paths.eval_dir / "results.json",
+        {
+            "profile": profile.name,
+            "machine": machine,
+            "experts": experts,
+            "top_k": default_k,
+            "per_task": jsonable_scores(per_model),
+            "bpb": jsonable_scores(bpb),
+            "accuracy": jsonable_scores(acc),
+            "k_sweep": {
+                str(k): {d: {"value": s.value, "se": s.se} for d, s in row.items()} for k, row in sweep.items()
+            },
+            "opt_out": {r: {d: {"value": s.value, "se": s.se} for d, s in row.items()} for r, row in optout.items()},
+            "routing_by_domain": routing_by_domain.tolist(),
+            "extras": extras,
+            "ablations": ablation_rows or {},
+            "skipped": skipped,
+            "seconds": seconds,
+            "tasks": [
+                {
+                    "name": t.spec.name,
+                    "domain": t.spec.domain,
+                    "kind": t.spec.kind,
+                    "items": len(t.items),
+                    "eligible": t.eligible,
+                    "chance": t.spec.chance,
+                }
+                for t in tasks
+            ],
+        },
+    )
     return EvalResult(report, results_json, tables, figures, metrics, skipped, seconds)
 
 
-def log_to_mlflow(profile: Profile, result: "EvalResult") -> None:
+def log_to_mlflow(profile: Profile, result: EvalResult) -> None:
     """One `evaluate` stage run (nested under an active pipeline run, if any): eval params, every metric, the figures
     under plots/, the report, tables and results JSON, and a `skipped.<model>` tag per model not evaluated."""
     import mlflow
-
     from tasks.core.tracking import log_image_file, log_metrics, stage_run
 
     with stage_run(profile, "evaluate", params={"eval": profile.eval.model_dump()}):

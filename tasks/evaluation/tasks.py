@@ -133,7 +133,9 @@ def _multiple_choice(
     return sorted(items, key=lambda item: item.doc_id)
 
 
-def build_continuation_mc(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
+def build_continuation_mc(
+    frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator
+) -> tuple[list[Item], int]:
     ids, texts = _texts(frame)
     segments = _segments(texts, cfg)
     candidates = [(ids[i], context, cont) for i, context, cont in segments]
@@ -145,24 +147,32 @@ def _math_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
         if column not in frame.columns:
             raise DataError(f"column '{column}' is missing; the math tasks need question/answer")
     rows = []
-    for doc_id, question, answer in zip(frame["id"].astype(str), frame["question"].astype(str), frame["answer"].astype(str)):
+    for doc_id, question, answer in zip(
+        frame["id"].astype(str), frame["question"].astype(str), frame["answer"].astype(str)
+    ):
         if question.strip() and answer.strip():
             rows.append((doc_id, question + "\n", answer))  # the training text is `question\nanswer`
     return rows
 
 
-def build_math_mc(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
+def build_math_mc(
+    frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator
+) -> tuple[list[Item], int]:
     rows = _math_rows(frame)
     return _multiple_choice(rows, [a for _, _, a in rows], cfg, rng, "math_mc"), len(rows)
 
 
-def build_math_em(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
+def build_math_em(
+    frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator
+) -> tuple[list[Item], int]:
     rows = _math_rows(frame)
     chosen = sorted(rng.permutation(len(rows))[: cfg.task_items].tolist())
     return [Item(rows[i][0], rows[i][1], (rows[i][2],), 0) for i in chosen], len(rows)
 
 
-def build_code_em(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
+def build_code_em(
+    frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator
+) -> tuple[list[Item], int]:
     """One line per file segment: the code before it (whole lines, at most `code_context_chars`) is the context."""
     ids, texts = _texts(frame)
     candidates = []
@@ -195,19 +205,64 @@ def task_specs(domain: str, cfg: EvalConfig) -> list[tuple[TaskSpec, str]]:
     """The registry: every domain's tasks as (spec, builder key)."""
     mc_chance = 1.0 / cfg.choices
     specs = [
-        (TaskSpec(f"{domain}_bpb", domain, "bpb", "bits per byte of held-out text after a short prefix", UNIFORM_BYTE_BPB, False), "bpb"),
+        (
+            TaskSpec(
+                f"{domain}_bpb",
+                domain,
+                "bpb",
+                "bits per byte of held-out text after a short prefix",
+                UNIFORM_BYTE_BPB,
+                False,
+            ),
+            "bpb",
+        ),
     ]
     if domain == "math":
         specs += [
-            (TaskSpec("math_mc", "math", "mc", "pick the true answer to a held-out question among other items' answers", mc_chance, True), "math_mc"),
-            (TaskSpec("math_em", "math", "em", "greedy answer to a held-out question equals the reference answer", 0.0, True), "math_em"),
+            (
+                TaskSpec(
+                    "math_mc",
+                    "math",
+                    "mc",
+                    "pick the true answer to a held-out question among other items' answers",
+                    mc_chance,
+                    True,
+                ),
+                "math_mc",
+            ),
+            (
+                TaskSpec(
+                    "math_em",
+                    "math",
+                    "em",
+                    "greedy answer to a held-out question equals the reference answer",
+                    0.0,
+                    True,
+                ),
+                "math_em",
+            ),
         ]
     else:
         specs.append(
-            (TaskSpec(f"{domain}_mc", domain, "mc", "pick the true continuation among same-domain distractors", mc_chance, True), "mc")
+            (
+                TaskSpec(
+                    f"{domain}_mc",
+                    domain,
+                    "mc",
+                    "pick the true continuation among same-domain distractors",
+                    mc_chance,
+                    True,
+                ),
+                "mc",
+            )
         )
     if domain == "code":
-        specs.append((TaskSpec("code_em", "code", "em", "greedy next line of held-out code equals the true line", 0.0, True), "code_em"))
+        specs.append(
+            (
+                TaskSpec("code_em", "code", "em", "greedy next line of held-out code equals the true line", 0.0, True),
+                "code_em",
+            )
+        )
     return specs
 
 
@@ -255,8 +310,12 @@ def write_lm_eval_files(tasks: list[Task], out_dir: Path) -> list[Path]:
             "doc_to_target": "{{gold}}" if task.spec.kind == "mc" else "{{choices[0]}}",
             "target_delimiter": "",
             "metric_list": [{"metric": metric, "higher_is_better": task.spec.higher_is_better}],
-            "metadata": {"domain": task.spec.domain, "chance": task.spec.chance, "items": len(task.items),
-                         "description": task.spec.description},
+            "metadata": {
+                "domain": task.spec.domain,
+                "chance": task.spec.chance,
+                "items": len(task.items),
+                "description": task.spec.description,
+            },
         }
         if task.spec.kind == "mc":
             config["doc_to_choice"] = "{{choices}}"

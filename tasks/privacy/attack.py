@@ -44,11 +44,19 @@ TAG_ADMISSION_REASON = "extraction_reason"
 GATE_CHECK = "extraction"  # the registry's check name: version tag `check.extraction` = passed | failed
 
 EXPERT_FILE = "expert.safetensors"
-DP_SUBDIR = "dp"  # an extra DP-trained expert to compare: RunPaths.expert_dir(d)/dp/expert.safetensors (attacked if present)
+DP_SUBDIR = (
+    "dp"  # an extra DP-trained expert to compare: RunPaths.expert_dir(d)/dp/expert.safetensors (attacked if present)
+)
 REPORT_FILE = "report.json"
 
 # Model keys in the result, in report order.
-PUBLIC, DENSE, FLEXOLMO, FLEXOLMO_WITHOUT, FLEXOLMO_DP = "public", "dense", "flexolmo", "flexolmo_without", "flexolmo_dp"
+PUBLIC, DENSE, FLEXOLMO, FLEXOLMO_WITHOUT, FLEXOLMO_DP = (
+    "public",
+    "dense",
+    "flexolmo",
+    "flexolmo_without",
+    "flexolmo_dp",
+)
 
 
 class CalibrationError(FlexoError):
@@ -72,18 +80,31 @@ class ModelRate:
     doc_scores: list[dict] = field(default_factory=list, repr=False)
 
     @classmethod
-    def of(cls, name: str, description: str, result: ExtractionResult, seconds: float, doc_ids: list[str]) -> "ModelRate":
+    def of(
+        cls, name: str, description: str, result: ExtractionResult, seconds: float, doc_ids: list[str]
+    ) -> ModelRate:
         scores = [
-            {"id": doc_ids[s.doc_index], "offset": s.offset, "best": round(s.best_with_prefix, 4),
-             "best_no_prefix": round(s.best_without_prefix, 4), "best_sample": s.best_sample}
+            {
+                "id": doc_ids[s.doc_index],
+                "offset": s.offset,
+                "best": round(s.best_with_prefix, 4),
+                "best_no_prefix": round(s.best_without_prefix, 4),
+                "best_sample": s.best_sample,
+            }
             for s in result.scores
         ]
         return cls(
-            name=name, description=description, num_docs=result.num_docs,
-            extracted=result.extracted(True), rate=result.rate(True),
-            extracted_no_prefix=result.extracted(False), rate_no_prefix=result.rate(False),
-            mean_similarity=result.mean_best(True), mean_similarity_no_prefix=result.mean_best(False),
-            seconds=seconds, doc_scores=scores,
+            name=name,
+            description=description,
+            num_docs=result.num_docs,
+            extracted=result.extracted(True),
+            rate=result.rate(True),
+            extracted_no_prefix=result.extracted(False),
+            rate_no_prefix=result.rate(False),
+            mean_similarity=result.mean_best(True),
+            mean_similarity_no_prefix=result.mean_best(False),
+            seconds=seconds,
+            doc_scores=scores,
         )
 
 
@@ -171,8 +192,9 @@ def sampling_settings(profile: Profile) -> SamplingSettings:
             f"attack.window_tokens ({a.window_tokens}) exceeds model.max_seq_len ({profile.model.max_seq_len}); "
             "shorten the window in params.yaml"
         )
-    return SamplingSettings(a.prefix_tokens, a.window_tokens, a.samples_per_prefix, a.top_k, a.top_p, a.temperature,
-                            a.batch_prefixes)
+    return SamplingSettings(
+        a.prefix_tokens, a.window_tokens, a.samples_per_prefix, a.top_k, a.top_p, a.temperature, a.batch_prefixes
+    )
 
 
 def load_tokenizer(profile: Profile):
@@ -275,8 +297,9 @@ def _experts_of(moe: FlexOlmoForCausalLM, index: int, r_pub: torch.Tensor) -> di
     return state
 
 
-def build_flexolmo(profile: Profile, public: Olmo2ForCausalLM, public_sha: str, domain: str, expert_path: Path
-                   ) -> tuple[FlexOlmoForCausalLM, int, str]:
+def build_flexolmo(
+    profile: Profile, public: Olmo2ForCausalLM, public_sha: str, domain: str, expert_path: Path
+) -> tuple[FlexOlmoForCausalLM, int, str]:
     """FlexOlmo holding the expert under attack: (model, the expert's index, what it is made of).
 
     With a deployed MoE (`tasks.training.assemble.locate_moe`) that already holds exactly this expert file, that MoE as deployed. With one
@@ -364,8 +387,13 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
         return moe_cache["main"]
 
     plan.append((PUBLIC, "M_pub: never saw the domain", lambda: public))
-    plan.append((DENSE, "dense domain model (all parameters continued on the domain)",
-                 lambda: _load_dense(paths.dense_dir(domain) / "model")))
+    plan.append(
+        (
+            DENSE,
+            "dense domain model (all parameters continued on the domain)",
+            lambda: _load_dense(paths.dense_dir(domain) / "model"),
+        )
+    )
     plan.append((FLEXOLMO, "FlexOlmo with the expert", lambda: flexolmo()[0]))
 
     def without() -> FlexOlmoForCausalLM:
@@ -375,10 +403,17 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
     plan.append((FLEXOLMO_WITHOUT, "FlexOlmo with the expert removed (exact opt-out)", without))
     dp_path = paths.expert_dir(domain) / DP_SUBDIR / EXPERT_FILE
     if dp_path.exists():  # a DP-trained expert beside the plain one: attack both
-        plan.append((FLEXOLMO_DP, f"FlexOlmo with the DP-trained expert ({_dp_label(dp_path)})",
-                     lambda: build_flexolmo(profile, public, public_sha, domain, dp_path)[0]))
+        plan.append(
+            (
+                FLEXOLMO_DP,
+                f"FlexOlmo with the DP-trained expert ({_dp_label(dp_path)})",
+                lambda: build_flexolmo(profile, public, public_sha, domain, dp_path)[0],
+            )
+        )
     elif profile.train_expert.dp.enabled and not expert_path.exists():
-        raise DataError(f"{expert_path}: the (DP-trained) expert is missing; train it first (`flexo train-expert {domain}`)")
+        raise DataError(
+            f"{expert_path}: the (DP-trained) expert is missing; train it first (`flexo train-expert {domain}`)"
+        )
 
     from rich.progress import Progress
 
@@ -389,16 +424,38 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
         t0 = time.perf_counter()
         overfit = copy.deepcopy(public).to(device)
         windows = torch.tensor([p.window for p in calibration_probes], dtype=torch.long)
-        loss = memorize(overfit, windows, a.calibration_epochs, a.calibration_lr, profile.seed,
-                        on_epoch=lambda *_: bar.advance(calib_task))
+        loss = memorize(
+            overfit,
+            windows,
+            a.calibration_epochs,
+            a.calibration_lr,
+            profile.seed,
+            on_epoch=lambda *_: bar.advance(calib_task),
+        )
         bar.update(calib_task, description="calibration: attacking")
-        result = extraction_attack(overfit, calibration_probes, decode, settings, a.similarity_threshold, profile.seed,
-                                   on_batch=lambda n: bar.advance(calib_task, n))
+        result = extraction_attack(
+            overfit,
+            calibration_probes,
+            decode,
+            settings,
+            a.similarity_threshold,
+            profile.seed,
+            on_batch=lambda n: bar.advance(calib_task, n),
+        )
         seconds = time.perf_counter() - t0
         calibration = Calibration(
-            ModelRate.of("calibration", f"M_pub overfitted {a.calibration_epochs} epochs on {len(calibration_probes)} "
-                         "training windows", result, seconds, doc_ids),
-            a.calibration_epochs, loss, a.min_calibration_rate, seconds)
+            ModelRate.of(
+                "calibration",
+                f"M_pub overfitted {a.calibration_epochs} epochs on {len(calibration_probes)} training windows",
+                result,
+                seconds,
+                doc_ids,
+            ),
+            a.calibration_epochs,
+            loss,
+            a.min_calibration_rate,
+            seconds,
+        )
         del overfit
         # 2. the models
         for name, description, build in plan:
@@ -407,17 +464,34 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
             model = build().to(device).eval()
             if name == FLEXOLMO:
                 description = f"{description} ({_dp_label(expert_path)}): {flexolmo()[2]}"
-            result = extraction_attack(model, probes, decode, settings, a.similarity_threshold, profile.seed,
-                                       on_batch=lambda n, t=task: bar.advance(t, n))
+            result = extraction_attack(
+                model,
+                probes,
+                decode,
+                settings,
+                a.similarity_threshold,
+                profile.seed,
+                on_batch=lambda n, t=task: bar.advance(t, n),
+            )
             rates[name] = ModelRate.of(name, description, result, time.perf_counter() - t0, doc_ids)
 
     gate_rate = rates[FLEXOLMO].rate
     admitted, reason = admission_decision(gate_rate, profile)
     out = AttackResult(
-        profile=profile.name, domain=domain, expert_sha256=expert_sha, train_docs=len(frame), eligible_docs=eligible,
-        too_short_docs=len(frame) - eligible, settings=a.model_dump(), calibration=calibration, models=rates,
-        extraction_rate=gate_rate, admitted=admitted, reason=reason,
-        report_path=paths.attack_dir / domain / REPORT_FILE, seconds=time.perf_counter() - started,
+        profile=profile.name,
+        domain=domain,
+        expert_sha256=expert_sha,
+        train_docs=len(frame),
+        eligible_docs=eligible,
+        too_short_docs=len(frame) - eligible,
+        settings=a.model_dump(),
+        calibration=calibration,
+        models=rates,
+        extraction_rate=gate_rate,
+        admitted=admitted,
+        reason=reason,
+        report_path=paths.attack_dir / domain / REPORT_FILE,
+        seconds=time.perf_counter() - started,
     )
     write_report(out)
     if not calibration.passed:
@@ -443,8 +517,14 @@ def summary_rows(result: AttackResult) -> list[tuple[str, str, str, str, str, st
     """(model, extracted/docs, rate, rate without prefix, mean best similarity with / without prefix) rows for tables."""
     models = [result.calibration.rate, *result.models.values()]
     return [
-        (m.name, f"{m.extracted}/{m.num_docs}", f"{m.rate:.1%}", f"{m.rate_no_prefix:.1%}", f"{m.mean_similarity:.3f}",
-         f"{m.mean_similarity_no_prefix:.3f}")
+        (
+            m.name,
+            f"{m.extracted}/{m.num_docs}",
+            f"{m.rate:.1%}",
+            f"{m.rate_no_prefix:.1%}",
+            f"{m.mean_similarity:.3f}",
+            f"{m.mean_similarity_no_prefix:.3f}",
+        )
         for m in models
     ]
 
@@ -456,19 +536,23 @@ def record_attack(profile: Profile, result: AttackResult) -> str | None:
     """Log the rates to an MLflow run; tag the registered expert version(s) whose sha256 matches and pass the gate's
     verdict to the registry (`record_check`: a refusal takes the `active` alias away). Returns the newest such version."""
     import mlflow
-
-    from tasks.registry import registry
-
-
     from tasks.core import tracking
+    from tasks.registry import registry
 
     with tracking.stage_run(profile, "attack", result.domain, params={"attack": result.settings}):
         metrics = {f"extraction_rate.{n}": m.rate for n, m in result.models.items()}
         metrics.update({f"extraction_rate_no_prefix.{n}": m.rate_no_prefix for n, m in result.models.items()})
-        metrics.update({"extraction_rate.calibration": result.calibration.rate.rate,
-                        "extraction_rate": result.extraction_rate, "attack_seconds": result.seconds})
+        metrics.update(
+            {
+                "extraction_rate.calibration": result.calibration.rate.rate,
+                "extraction_rate": result.extraction_rate,
+                "attack_seconds": result.seconds,
+            }
+        )
         tracking.log_metrics(metrics)
-        mlflow.set_tags({TAG_ADMISSION: "admitted" if result.admitted else "refused", "expert_sha256": result.expert_sha256})
+        mlflow.set_tags(
+            {TAG_ADMISSION: "admitted" if result.admitted else "refused", "expert_sha256": result.expert_sha256}
+        )
         mlflow.log_artifact(str(result.report_path), artifact_path="attack")
     name = registry.expert_model_name(profile, result.domain)
     matching = [v for v in registry.versions_if_any(profile, name) if v.sha256 == result.expert_sha256]
@@ -492,9 +576,15 @@ def attack_and_record(profile: Profile, domain: str) -> dict:
     """The stage as the pipeline runs it: attack, log to MLflow, tag the expert version; a small JSON-able summary."""
     result = attack(profile, domain, progress=False)
     version = record_attack(profile, result)
-    return {"domain": domain, "rates": result.rates(), "extraction_rate": result.extraction_rate,
-            "admitted": result.admitted, "reason": result.reason, "expert_version": version,
-            "report": str(result.report_path)}
+    return {
+        "domain": domain,
+        "rates": result.rates(),
+        "extraction_rate": result.extraction_rate,
+        "admitted": result.admitted,
+        "reason": result.reason,
+        "expert_version": version,
+        "report": str(result.report_path),
+    }
 
 
 def attack_task():

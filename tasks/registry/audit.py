@@ -38,7 +38,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def record(client: Any, model: str, version: str | int, event: str, who: str | None = None, **detail: Any) -> AuditRecord:
+def record(
+    client: Any, model: str, version: str | int, event: str, who: str | None = None, **detail: Any
+) -> AuditRecord:
     """Append one event to `model`'s trail (a new tag; never overwrites)."""
     entry = AuditRecord(at=now_iso(), event=event, model=model, version=str(version), actor=actor(who), detail=detail)
     key = f"{AUDIT_PREFIX}{time.time_ns():020d}.{event}"
@@ -57,7 +59,10 @@ def trail(client: Any, name_prefix: str = "flexo-") -> list[AuditRecord]:
             data = json.loads(value)
             detail = {k: v for k, v in data.items() if k not in {"at", "event", "model", "version", "actor"}}
             records.append(
-                (key[len(AUDIT_PREFIX):], AuditRecord(data["at"], data["event"], data["model"], data["version"], data["actor"], detail))
+                (
+                    key[len(AUDIT_PREFIX) :],
+                    AuditRecord(data["at"], data["event"], data["model"], data["version"], data["actor"], detail),
+                )
             )
     return [entry for _, entry in sorted(records, key=lambda item: item[0])]
 

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tasks.registry import audit
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, FlexoError
+from tasks.registry import audit
 from tasks.registry.registry import (
     SERVING_ALIAS,
     STATUS_REVOKED,
@@ -87,8 +87,15 @@ def revoke(
         mlclient.set_model_version_tag(moe.name, moe.version, "revoked_dependency", f"{name}:{ref.version}")
         for alias in moe.aliases:
             mlclient.delete_registered_model_alias(moe.name, alias)
-        audit.record(mlclient, moe.name, moe.version, "revoked_dependency", who, expert=f"{name}:{ref.version}",
-                     removed_aliases=list(moe.aliases))
+        audit.record(
+            mlclient,
+            moe.name,
+            moe.version,
+            "revoked_dependency",
+            who,
+            expert=f"{name}:{ref.version}",
+            removed_aliases=list(moe.aliases),
+        )
         dependents.append(f"{moe.name}:{moe.version}")
     try:
         new_moe = reassemble(profile) if reassemble is not None and dependents else None
@@ -99,8 +106,15 @@ def revoke(
             f"no longer served), but re-assembling flexo-moe without it failed: {err}. Fix that and run the assembly again."
         ) from err
     if new_moe is not None:
-        audit.record(mlclient, new_moe.name, new_moe.version, "reassembled_after_revocation", who,
-                     revoked=f"{name}:{ref.version}", alias=SERVING_ALIAS)
+        audit.record(
+            mlclient,
+            new_moe.name,
+            new_moe.version,
+            "reassembled_after_revocation",
+            who,
+            revoked=f"{name}:{ref.version}",
+            alias=SERVING_ALIAS,
+        )
     return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe)
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from model.hashing import sha256_file
-from tasks.registry import audit
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import REPO_ROOT, Profile
 from tasks.core.errors import ConfigError, IntegrityError, RevokedError
 from tasks.core.tracking import TAG_GIT_COMMIT, lineage_tags, setup, tracking_uri
+from tasks.registry import audit
 
 WEIGHTS_FILE = "model.safetensors"  # = model.export.WEIGHTS_FILE; not imported, since that pulls in transformers
 ACTIVE_ALIAS = "active"
@@ -135,7 +135,9 @@ class _RegistrationRun:
             mlflow.end_run(status="FAILED" if exc[0] else "FINISHED")
 
 
-def _version_tags(profile: Profile, domain: str, sha: str, data_md5: str, metrics: Mapping[str, float] | None) -> dict[str, str]:
+def _version_tags(
+    profile: Profile, domain: str, sha: str, data_md5: str, metrics: Mapping[str, float] | None
+) -> dict[str, str]:
     tags = {
         "domain": domain,
         "owner": profile.domains[domain].owner if domain in profile.domains else "flexo",
@@ -170,7 +172,9 @@ def register_public(
         if metrics:
             mlflow.log_metrics(dict(metrics))
         source = f"{mlclient.get_run(run_id).info.artifact_uri}/public"
-        ref = _create_version(mlclient, name, source, run_id, _version_tags(profile, "public", sha256_file(weights), data_md5, metrics))
+        ref = _create_version(
+            mlclient, name, source, run_id, _version_tags(profile, "public", sha256_file(weights), data_md5, metrics)
+        )
     mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, ref.version)
     audit.record(mlclient, name, ref.version, "registered", sha256=ref.sha256)
     audit.record(mlclient, name, ref.version, "alias_set", alias=ACTIVE_ALIAS)
@@ -193,8 +197,9 @@ def register_expert(
     Alias `active` moves to it only if every check passed (e.g. the extraction-attack gate); otherwise the version is
     registered with `alias_withheld` naming the failed checks and the previous active version stays.
     """
-    import mlflow
     from safetensors import safe_open
+
+    import mlflow
 
     if domain not in profile.closed_domains:
         raise ConfigError(f"domain '{domain}' is not a data owner's domain; choose one of {profile.closed_domains}")
@@ -284,13 +289,16 @@ def register_moe(
 ) -> VersionRef:
     """A new `flexo-moe` version (pyfunc model from code around the assembled safetensors), tagged with exactly the
     expert versions inside; alias `serving` moves to it when `serving`."""
-    import mlflow
     import torch
     import transformers
 
+    import mlflow
+
     inside = list(assembled.experts[1:])
     if inside != [e.domain for e in experts]:
-        raise IntegrityError(f"assembled experts {inside} do not match the registry versions {[e.domain for e in experts]}")
+        raise IntegrityError(
+            f"assembled experts {inside} do not match the registry versions {[e.domain for e in experts]}"
+        )
     for expert in experts:
         check_usable(expert)
     model_dir = Path(assembled.model_dir)
@@ -301,7 +309,13 @@ def register_moe(
     name = profile.registry.moe_model
     _ensure_model(mlclient, name, "The assembled FlexOlmo MoE; each version lists the exact expert versions inside.")
     tags = _version_tags(profile, "moe", assembled.sha256, "", metrics)
-    tags.update({"owner": "flexo", EXPERTS_TAG: ",".join(f"{e.domain}:{e.version}" for e in experts), "top_k": str(assembled.top_k)})
+    tags.update(
+        {
+            "owner": "flexo",
+            EXPERTS_TAG: ",".join(f"{e.domain}:{e.version}" for e in experts),
+            "top_k": str(assembled.top_k),
+        }
+    )
     tags.update({f"{EXPERT_TAG_PREFIX}{e.domain}": e.version for e in experts})
     with _RegistrationRun(profile, "register/moe"), warnings.catch_warnings():
         # an input example would make MLflow load and run the model at registration; the signature says it all
@@ -312,8 +326,12 @@ def register_moe(
             artifacts={MOE_ARTIFACT: str(model_dir)},
             signature=_moe_signature(),
             model_config={MAX_NEW_TOKENS_KEY: profile.registry.generate_max_new_tokens},
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
-                              f"transformers=={transformers.__version__}", "safetensors"],
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"torch=={torch.__version__.split('+')[0]}",
+                f"transformers=={transformers.__version__}",
+                "safetensors",
+            ],
         )
         if metrics:
             mlflow.log_metrics(dict(metrics))
@@ -362,7 +380,7 @@ def check_usable(ref: VersionRef) -> None:
     if ref.status == STATUS_REVOKED:
         raise RevokedError(
             f"{ref.label} was revoked by {ref.tags.get('revoked_by', '?')} at {ref.tags.get('revoked_at', '?')}: "
-            f"\"{ref.tags.get('revoked_reason', '')}\". It may not be loaded; `flexo experts` shows the active versions."
+            f'"{ref.tags.get("revoked_reason", "")}". It may not be loaded; `flexo experts` shows the active versions.'
         )
     if ref.status == STATUS_REVOKED_DEPENDENCY:
         raise RevokedError(
@@ -433,7 +451,9 @@ def resolve_active_experts(profile: Profile, domains: Sequence[str] | None = Non
             revoked = [v for v in versions_if_any(profile, name) if v.status == STATUS_REVOKED]
             if revoked:
                 check_usable(revoked[0])
-            raise ConfigError(f"{name} has no `{ACTIVE_ALIAS}` version; register (and pass the checks of) a version first")
+            raise ConfigError(
+                f"{name} has no `{ACTIVE_ALIAS}` version; register (and pass the checks of) a version first"
+            )
         check_usable(ref)
         refs.append(ref)
     return refs
@@ -464,10 +484,16 @@ def resolve_serving_moe(profile: Profile, version: str | None = None) -> tuple[V
 
 def moe_versions_containing(profile: Profile, domain: str, version: str) -> list[VersionRef]:
     """Every `flexo-moe` version whose tags say it holds `domain` at `version`."""
-    return [ref for ref in versions_if_any(profile, profile.registry.moe_model) if ref.tags.get(f"{EXPERT_TAG_PREFIX}{domain}") == str(version)]
+    return [
+        ref
+        for ref in versions_if_any(profile, profile.registry.moe_model)
+        if ref.tags.get(f"{EXPERT_TAG_PREFIX}{domain}") == str(version)
+    ]
 
 
-def record_check(profile: Profile, domain: str, version: str | int, check: str, passed: bool, detail: str = "") -> VersionRef:
+def record_check(
+    profile: Profile, domain: str, version: str | int, check: str, passed: bool, detail: str = ""
+) -> VersionRef:
     """Record a gate's verdict on an expert version registered before the gate ran (e.g. the extraction attack).
 
     Tags `check.<check>` passed|failed. A failed check takes `active` away from this version and gives it back to the

@@ -8,14 +8,14 @@ The same class backs `flexo generate` and the MLflow pyfunc that `flexo serve` /
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import warnings
+import torch
 
 import mlflow
-import torch
 
 # The pyfunc declares its schema with an explicit signature (prompt column + params); MLflow's advice to add type hints
 # to `predict` instead is noise here.
@@ -45,7 +45,9 @@ class FlexoMoE:
         if sha256_file(weights) != manifest["sha256"]:
             raise IntegrityError(f"{weights}: sha256 differs from the assembly manifest; the weights were changed")
         if not (self.model_dir / "tokenizer_config.json").exists():
-            raise ConfigError(f"{self.model_dir}: no tokenizer beside the weights; assemble after training the tokenizer")
+            raise ConfigError(
+                f"{self.model_dir}: no tokenizer beside the weights; assemble after training the tokenizer"
+            )
         self.experts: list[str] = list(manifest["experts"])
         self.model = load_moe(str(self.model_dir))
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
@@ -67,7 +69,11 @@ class FlexoMoE:
 
     @torch.no_grad()
     def generate(
-        self, prompt: str, max_new_tokens: int, experts: Sequence[str] | None = None, exclude: Sequence[str] | None = None
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        experts: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """Greedy continuation of `prompt` with the chosen experts; text, token ids and attribution per expert."""
         drop = self.dropped(experts, exclude)
@@ -79,7 +85,7 @@ class FlexoMoE:
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        new_tokens = output[0, encoded["input_ids"].shape[1]:]
+        new_tokens = output[0, encoded["input_ids"].shape[1] :]
         mass, selected = record.per_token()
         return {
             "prompt": prompt,

@@ -63,12 +63,20 @@ def _document_batches(profile: Profile, domain: str) -> Iterator[tuple[torch.Ten
     tokenizer = load_tokenizer(profile)
     size = profile.router.embed_batch_size
     for start in range(0, len(texts), size):
-        encoded = tokenizer(texts[start:start + size], truncation=True, max_length=profile.train_expert.seq_len,
-                            padding=True, return_tensors="pt", add_special_tokens=False)
+        encoded = tokenizer(
+            texts[start : start + size],
+            truncation=True,
+            max_length=profile.train_expert.seq_len,
+            padding=True,
+            return_tensors="pt",
+            add_special_tokens=False,
+        )
         yield encoded["input_ids"], encoded["attention_mask"]
 
 
-def router_row(profile: Profile, variant: str, domain: str, public_model: torch.nn.Module | None = None) -> torch.Tensor:
+def router_row(
+    profile: Profile, variant: str, domain: str, public_model: torch.nn.Module | None = None
+) -> torch.Tensor:
     """The variant's router row for `domain` (or `public`), cached in the variant's router/ directory."""
     from tasks.training.train import domain_router_row
 
@@ -95,7 +103,7 @@ def router_row(profile: Profile, variant: str, domain: str, public_model: torch.
 
 def train_variant(profile: Profile, domain: str, variant: str, *, resume: bool = True, logger: Any = None) -> Any:
     """Train `domain`'s expert under `variant` into runs/<profile>/ablations/<variant>/experts/<domain>/."""
-    from tasks.training.train import ExpertSetting, trained_public_model, train_expert
+    from tasks.training.train import ExpertSetting, train_expert, trained_public_model
 
     _check_variant(variant)
     if domain not in profile.closed_domains:
@@ -122,8 +130,13 @@ def assemble_variant(profile: Profile, variant: str) -> dict[str, Any]:
     if missing:
         raise DataError(f"ablation '{variant}': expert files missing {missing}; run `flexo ablate --variant {variant}`")
     moe = assemble(profile, files, out_dir=root / "moe", r_pub=router_row(profile, variant, "public"))
-    return {"variant": variant, "model_dir": str(moe.model_dir), "sha256": moe.sha256, "experts": moe.experts,
-            "top_k": moe.top_k}
+    return {
+        "variant": variant,
+        "model_dir": str(moe.model_dir),
+        "sha256": moe.sha256,
+        "experts": moe.experts,
+        "top_k": moe.top_k,
+    }
 
 
 def run_ablations(profile: Profile, variants: list[str] | None = None) -> dict[str, dict[str, Any]]:

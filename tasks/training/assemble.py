@@ -88,7 +88,7 @@ def _sqlite_store_exists(profile: Profile) -> bool:
     from tasks.core.tracking import is_local_store, tracking_uri
 
     uri = tracking_uri(profile)
-    return not is_local_store(uri) or Path(uri[len("sqlite:///"):]).exists()
+    return not is_local_store(uri) or Path(uri[len("sqlite:///") :]).exists()
 
 
 def locate_moe(profile: Profile) -> Path:
@@ -104,7 +104,9 @@ def locate_moe(profile: Profile) -> Path:
             pass  # no serving version registered: use the run directory
     local = RunPaths(profile).moe_dir
     if not (local / MANIFEST).exists():
-        raise DataError(f"{local}: no assembled MoE (and no `serving` flexo-moe in the registry); run `flexo assemble` first")
+        raise DataError(
+            f"{local}: no assembled MoE (and no `serving` flexo-moe in the registry); run `flexo assemble` first"
+        )
     return local
 
 

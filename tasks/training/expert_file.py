@@ -18,7 +18,9 @@ from tasks.core.errors import IntegrityError
 REQUIRED_METADATA = ("domain", "public_sha256")
 
 
-def save_expert(state: dict[str, torch.Tensor], path: str | Path, domain: str, public_sha256: str, **metadata: str) -> str:
+def save_expert(
+    state: dict[str, torch.Tensor], path: str | Path, domain: str, public_sha256: str, **metadata: str
+) -> str:
     """Write the expert file; returns its sha256."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,9 @@ def encode(texts: list[str], batch_size: int, precision: Setting) -> np.ndarray:
         return load_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
 
 
-def embed_texts(texts: list[str], hidden_size: int, projection_seed: int, batch_size: int,
-                precision: Setting = "fp32") -> tuple[np.ndarray, torch.Tensor]:
+def embed_texts(
+    texts: list[str], hidden_size: int, projection_seed: int, batch_size: int, precision: Setting = "fp32"
+) -> tuple[np.ndarray, torch.Tensor]:
     """(raw d_e mean of unit-norm embeddings, projected to hidden_size)."""
     vectors = encode(texts, batch_size, precision)
     raw = domain_embedding(vectors)
@@ -75,8 +76,13 @@ def embed_domain(profile: Profile, domain: str) -> Path:
     """Compute and save r_<domain> from the domain's train split; returns the safetensors path."""
     paths = RunPaths(profile)
     sample = router_sample(profile, domain)
-    raw, projected = embed_texts(sample, profile.model.hidden_size, profile.router.projection_seed, profile.router.embed_batch_size,
-                                 profile.runtime.precision)
+    raw, projected = embed_texts(
+        sample,
+        profile.model.hidden_size,
+        profile.router.projection_seed,
+        profile.router.embed_batch_size,
+        profile.runtime.precision,
+    )
     out = paths.router_embedding(domain)
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {

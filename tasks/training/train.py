@@ -61,6 +61,7 @@ class TrainOutcome:
 
 # ---- inputs -----------------------------------------------------------------------------------------------------
 
+
 def load_tokenizer(profile: Profile):
     """The project tokenizer (data/tokenizer), checked against the model's vocabulary."""
     from transformers import AutoTokenizer
@@ -116,14 +117,23 @@ def data_digest(*datasets: PackedDataset) -> str:
     return digest.hexdigest()
 
 
-def check_budget(section: str, tokens: int, batch_size: int, seq_len: int, train: PackedDataset, split_path: Path,
-                 max_epochs: float | None = None) -> int:
+def check_budget(
+    section: str,
+    tokens: int,
+    batch_size: int,
+    seq_len: int,
+    train: PackedDataset,
+    split_path: Path,
+    max_epochs: float | None = None,
+) -> int:
     """Optimizer steps for the budget, at most `max_epochs` passes over `train` (at least one step); a budget below one
     batch or a split smaller than one batch is refused."""
     per_step = batch_size * seq_len
     steps = tokens // per_step
     if steps < 1:
-        raise ConfigError(f"{section}: token budget {tokens} is below one batch ({batch_size} x {seq_len} = {per_step})")
+        raise ConfigError(
+            f"{section}: token budget {tokens} is below one batch ({batch_size} x {seq_len} = {per_step})"
+        )
     if train.num_sequences < batch_size:
         raise DataError(
             f"{split_path}: only {train.num_sequences} sequences of {seq_len} tokens ({len(train.tokens)} tokens), fewer "
@@ -140,6 +150,7 @@ def epochs(steps: int, batch_size: int, train: PackedDataset) -> float:
 
 
 # ---- runtime ----------------------------------------------------------------------------------------------------
+
 
 def resolve_device(profile: Profile) -> str:
     wanted = profile.runtime.device
@@ -169,15 +180,36 @@ def setup_runtime(profile: Profile) -> tuple[str, int, int]:
     return device, 0, 1
 
 
-def make_spec(profile: Profile, optim: OptimConfig, steps: int, batch_size: int, seq_len: int, eval_every: int,
-              checkpoint_every: int, eval_batches: int, device: str, weight_decay: float | None = None,
-              dp: DPSpec | None = None) -> TrainSpec:
+def make_spec(
+    profile: Profile,
+    optim: OptimConfig,
+    steps: int,
+    batch_size: int,
+    seq_len: int,
+    eval_every: int,
+    checkpoint_every: int,
+    eval_batches: int,
+    device: str,
+    weight_decay: float | None = None,
+    dp: DPSpec | None = None,
+) -> TrainSpec:
     return TrainSpec(
-        total_steps=steps, batch_size=batch_size, seq_len=seq_len, lr=optim.lr, betas=tuple(optim.betas),
+        total_steps=steps,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        lr=optim.lr,
+        betas=tuple(optim.betas),
         weight_decay=optim.weight_decay if weight_decay is None else weight_decay,
-        warmup_steps=warmup_steps_for(steps, optim.warmup_fraction), min_lr_ratio=optim.min_lr_ratio,
-        grad_clip=optim.grad_clip, eval_every=eval_every, checkpoint_every=checkpoint_every, eval_batches=eval_batches,
-        seed=profile.seed, device=device, precision=resolve_precision(profile.runtime.precision, device), dp=dp,
+        warmup_steps=warmup_steps_for(steps, optim.warmup_fraction),
+        min_lr_ratio=optim.min_lr_ratio,
+        grad_clip=optim.grad_clip,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        eval_batches=eval_batches,
+        seed=profile.seed,
+        device=device,
+        precision=resolve_precision(profile.runtime.precision, device),
+        dp=dp,
         compile=profile.runtime.compile,
     )
 
@@ -187,18 +219,32 @@ class RichProgress:
 
     def __init__(self, title: str, total_steps: int, logger: TrainLogger, enabled: bool, log_every: int) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.logger = logger
         self.log_every = log_every
         self.progress = Progress(
-            TextColumn(f"[bold]{title}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False, disable=not enabled,
+            TextColumn(f"[bold]{title}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
+            disable=not enabled,
             console=Console(stderr=True),  # stdout stays clean for the command's JSON result
         )
         self.task = self.progress.add_task(title, total=total_steps, stats="")
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self.progress.__enter__()
         return self
 
@@ -216,15 +262,28 @@ class RichProgress:
             self.logger.log_metrics({**metrics, "train_tokens_per_s": event.tokens_per_s}, event.step)
 
 
-def _run(title: str, model: torch.nn.Module, loss_fn, train_data: PackedDataset, val_data: PackedDataset, spec: TrainSpec,
-         ckpt_dir: Path, params: dict[str, Any], fingerprint_extra: str, resume: bool, logger: TrainLogger | None,
-         callback: Callable[[StepEvent], None] | None, rank: int) -> TrainResult:
+def _run(
+    title: str,
+    model: torch.nn.Module,
+    loss_fn,
+    train_data: PackedDataset,
+    val_data: PackedDataset,
+    spec: TrainSpec,
+    ckpt_dir: Path,
+    params: dict[str, Any],
+    fingerprint_extra: str,
+    resume: bool,
+    logger: TrainLogger | None,
+    callback: Callable[[StepEvent], None] | None,
+    rank: int,
+) -> TrainResult:
     """Log the settings, train with a progress bar, and turn a refused checkpoint into a ConfigError."""
     logger = logger or ConsoleLogger(prefix=title)
     if rank == 0:
         logger.log_params(params)
     log_every = max(1, min(spec.eval_every, 10))
     with RichProgress(title, spec.total_steps, logger, enabled=rank == 0, log_every=log_every) as bar:
+
         def on_event(event: StepEvent) -> None:
             if rank == 0:
                 bar(event)
@@ -232,8 +291,17 @@ def _run(title: str, model: torch.nn.Module, loss_fn, train_data: PackedDataset,
                 callback(event)
 
         try:
-            return train(model, loss_fn, train_data, val_data, spec, ckpt_dir, resume=resume,
-                         fingerprint_extra=fingerprint_extra, callback=on_event)
+            return train(
+                model,
+                loss_fn,
+                train_data,
+                val_data,
+                spec,
+                ckpt_dir,
+                resume=resume,
+                fingerprint_extra=fingerprint_extra,
+                callback=on_event,
+            )
         except CheckpointError as exc:
             raise ConfigError(f"{exc}") from exc
         except ValueError as exc:
@@ -244,8 +312,12 @@ def _run(title: str, model: torch.nn.Module, loss_fn, train_data: PackedDataset,
 
 def _metrics(result: TrainResult, prefix: str = "") -> dict[str, float]:
     out = {f"final_train_{k}": float(v) for k, v in result.train_metrics.items()}
-    out.update(steps=float(result.steps), tokens=float(result.tokens), tokens_per_s=result.tokens_per_s,
-               train_seconds=result.train_seconds)
+    out.update(
+        steps=float(result.steps),
+        tokens=float(result.tokens),
+        tokens_per_s=result.tokens_per_s,
+        train_seconds=result.train_seconds,
+    )
     if result.val_loss is not None:
         out["val_loss"] = result.val_loss
     if result.best_val_loss is not None:
@@ -265,24 +337,45 @@ def _write_result(directory: Path, outcome: TrainOutcome) -> None:
     from dataclasses import asdict
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / RESULT_FILE).write_text(json.dumps(asdict(outcome), indent=2, sort_keys=True, default=str), encoding="utf-8")
+    (directory / RESULT_FILE).write_text(
+        json.dumps(asdict(outcome), indent=2, sort_keys=True, default=str), encoding="utf-8"
+    )
 
 
-def _flat_params(kind: str, domain: str, spec: TrainSpec, train_data: PackedDataset, extra: dict[str, Any]) -> dict[str, Any]:
+def _flat_params(
+    kind: str, domain: str, spec: TrainSpec, train_data: PackedDataset, extra: dict[str, Any]
+) -> dict[str, Any]:
     return {
-        "kind": kind, "domain": domain, "steps": spec.total_steps, "batch_size": spec.batch_size, "seq_len": spec.seq_len,
-        "lr": spec.lr, "weight_decay": spec.weight_decay, "warmup_steps": spec.warmup_steps,
-        "min_lr_ratio": spec.min_lr_ratio, "grad_clip": spec.grad_clip, "device": spec.device,
-        "precision": spec.precision, "train_sequences": train_data.num_sequences,
+        "kind": kind,
+        "domain": domain,
+        "steps": spec.total_steps,
+        "batch_size": spec.batch_size,
+        "seq_len": spec.seq_len,
+        "lr": spec.lr,
+        "weight_decay": spec.weight_decay,
+        "warmup_steps": spec.warmup_steps,
+        "min_lr_ratio": spec.min_lr_ratio,
+        "grad_clip": spec.grad_clip,
+        "device": spec.device,
+        "precision": spec.precision,
+        "train_sequences": train_data.num_sequences,
         "epochs": round(epochs(spec.total_steps, spec.batch_size, train_data), 4),
-        "unused_tail_tokens": train_data.tail_tokens, "dp": spec.dp is not None, **extra,
+        "unused_tail_tokens": train_data.tail_tokens,
+        "dp": spec.dp is not None,
+        **extra,
     }
 
 
 # ---- the three steps --------------------------------------------------------------------------------------------
 
-def train_public(profile: Profile, *, resume: bool = True, logger: TrainLogger | None = None,
-                 callback: Callable[[StepEvent], None] | None = None) -> TrainOutcome:
+
+def train_public(
+    profile: Profile,
+    *,
+    resume: bool = True,
+    logger: TrainLogger | None = None,
+    callback: Callable[[StepEvent], None] | None = None,
+) -> TrainOutcome:
     """Pretrain M_pub on data/public/train.parquet; writes RunPaths.public_dir/{ckpt,model}."""
     from model.public import build_public_model
 
@@ -292,27 +385,68 @@ def train_public(profile: Profile, *, resume: bool = True, logger: TrainLogger |
     tokenizer = load_tokenizer(profile)
     train_data = tokenize(tokenizer, read_texts(profile, PUBLIC, "train"), cfg.seq_len)
     val_data = tokenize(tokenizer, read_texts(profile, PUBLIC, "val"), cfg.seq_len)
-    steps = check_budget("train_public.tokens", cfg.tokens, cfg.batch_size, cfg.seq_len, train_data, paths.split(PUBLIC, "train"))
+    steps = check_budget(
+        "train_public.tokens", cfg.tokens, cfg.batch_size, cfg.seq_len, train_data, paths.split(PUBLIC, "train")
+    )
     device, rank, _ = setup_runtime(profile)
-    spec = make_spec(profile, cfg.optim, steps, cfg.batch_size, cfg.seq_len, cfg.eval_every, cfg.checkpoint_every,
-                     cfg.eval_batches, device)
+    spec = make_spec(
+        profile,
+        cfg.optim,
+        steps,
+        cfg.batch_size,
+        cfg.seq_len,
+        cfg.eval_every,
+        cfg.checkpoint_every,
+        cfg.eval_batches,
+        device,
+    )
     sizes = ModelSizes.from_mapping(profile.model)
     model = build_public_model(sizes, token_ids(tokenizer), profile.seed)
     extra = json.dumps(sizes.__dict__, sort_keys=True) + data_digest(train_data, val_data) + str(cfg.lm_z_loss)
     params = _flat_params("public", PUBLIC, spec, train_data, {"lm_z_loss": cfg.lm_z_loss, **sizes.__dict__})
-    result = _run("train-public", model, dense_loss(cfg.lm_z_loss), train_data, val_data, spec, paths.public_dir / "ckpt",
-                  params, extra, resume, logger, callback, rank)
+    result = _run(
+        "train-public",
+        model,
+        dense_loss(cfg.lm_z_loss),
+        train_data,
+        val_data,
+        spec,
+        paths.public_dir / "ckpt",
+        params,
+        extra,
+        resume,
+        logger,
+        callback,
+        rank,
+    )
     return _finish_dense("public", PUBLIC, model, result, paths.public_model_dir, paths, params, rank, logger)
 
 
-def _finish_dense(kind: str, domain: str, model: torch.nn.Module, result: TrainResult, model_dir: Path, paths: RunPaths,
-                  params: dict[str, Any], rank: int, logger: TrainLogger | None) -> TrainOutcome:
+def _finish_dense(
+    kind: str,
+    domain: str,
+    model: torch.nn.Module,
+    result: TrainResult,
+    model_dir: Path,
+    paths: RunPaths,
+    params: dict[str, Any],
+    rank: int,
+    logger: TrainLogger | None,
+) -> TrainOutcome:
     from model.export import export_pretrained
 
     metrics = _metrics(result)
     sha = export_pretrained(model.cpu(), model_dir, paths.tokenizer_dir) if rank == 0 else ""
-    outcome = TrainOutcome(kind=kind, domain=domain, sha256=sha, metrics=metrics, checkpoint_dir=str(result.last_dir.parent),
-                           model_dir=str(model_dir), resumed_from=result.resumed_from, params=params)
+    outcome = TrainOutcome(
+        kind=kind,
+        domain=domain,
+        sha256=sha,
+        metrics=metrics,
+        checkpoint_dir=str(result.last_dir.parent),
+        model_dir=str(model_dir),
+        resumed_from=result.resumed_from,
+        params=params,
+    )
     if rank == 0:
         _write_result(model_dir.parent, outcome)
         (logger or ConsoleLogger(prefix=kind)).log_metrics(metrics, result.steps)
@@ -338,8 +472,15 @@ def _expert_setup(profile: Profile, domain: str) -> tuple[Any, PackedDataset, Pa
     tokenizer = load_tokenizer(profile)
     train_data = tokenize(tokenizer, read_texts(profile, domain, "train"), cfg.seq_len)
     val_data = tokenize(tokenizer, read_texts(profile, domain, "val"), cfg.seq_len)
-    steps = check_budget("train_expert.token_ratio x train_public.tokens", profile.expert_tokens(), cfg.batch_size,
-                         cfg.seq_len, train_data, RunPaths(profile).split(domain, "train"), cfg.max_epochs)
+    steps = check_budget(
+        "train_expert.token_ratio x train_public.tokens",
+        profile.expert_tokens(),
+        cfg.batch_size,
+        cfg.seq_len,
+        train_data,
+        RunPaths(profile).split(domain, "train"),
+        cfg.max_epochs,
+    )
     return tokenizer, train_data, val_data, steps
 
 
@@ -352,8 +493,10 @@ def domain_router_row(profile: Profile, domain: str) -> torch.Tensor:
         path = embed_domain(profile, domain)
     row = load_router_embedding(path)
     if tuple(row.shape) != (profile.model.hidden_size,):
-        raise DataError(f"{path}: router row has shape {tuple(row.shape)}, expected ({profile.model.hidden_size},); "
-                        "delete it and re-run the router step")
+        raise DataError(
+            f"{path}: router row has shape {tuple(row.shape)}, expected ({profile.model.hidden_size},); "
+            "delete it and re-run the router step"
+        )
     return row
 
 
@@ -369,9 +512,16 @@ class ExpertSetting:
     bias_init: float | None
 
 
-def train_expert(profile: Profile, domain: str, *, resume: bool = True, dp: bool | None = None,
-                 logger: TrainLogger | None = None, callback: Callable[[StepEvent], None] | None = None,
-                 setting: ExpertSetting | None = None) -> TrainOutcome:
+def train_expert(
+    profile: Profile,
+    domain: str,
+    *,
+    resume: bool = True,
+    dp: bool | None = None,
+    logger: TrainLogger | None = None,
+    callback: Callable[[StepEvent], None] | None = None,
+    setting: ExpertSetting | None = None,
+) -> TrainOutcome:
     """Coordinated training of expert <domain> against the frozen M_pub; writes RunPaths.expert_dir(domain)/expert.safetensors.
 
     `dp` overrides train_expert.dp.enabled (DP-SGD with Opacus; the accountant's epsilon is in the metrics).
@@ -385,28 +535,72 @@ def train_expert(profile: Profile, domain: str, *, resume: bool = True, dp: bool
     _, train_data, val_data, steps = _expert_setup(profile, domain)
     public_model, public_sha = trained_public_model(profile)
     if setting is None:
-        r_pub, r_expert, bias_init = domain_router_row(profile, PUBLIC), domain_router_row(profile, domain), cfg.bias_init
+        r_pub, r_expert, bias_init = (
+            domain_router_row(profile, PUBLIC),
+            domain_router_row(profile, domain),
+            cfg.bias_init,
+        )
     else:
         r_pub, r_expert, bias_init = setting.r_pub, setting.r_expert, setting.bias_init
     use_dp = cfg.dp.enabled if dp is None else dp
     dp_spec = DPSpec(cfg.dp.target_epsilon, cfg.dp.target_delta, cfg.dp.max_grad_norm) if use_dp else None
     device, rank, _ = setup_runtime(profile)
-    spec = make_spec(profile, cfg.optim, steps, cfg.batch_size, cfg.seq_len, cfg.eval_every, cfg.checkpoint_every,
-                     cfg.eval_batches, device, dp=dp_spec)
-    model = CoordinatedExpertModel.from_public(public_model, r_pub, r_expert, bias_init=bias_init,
-                                               lm_z_weight=cfg.lm_z_loss, router_z_weight=cfg.router_z_loss)
+    spec = make_spec(
+        profile,
+        cfg.optim,
+        steps,
+        cfg.batch_size,
+        cfg.seq_len,
+        cfg.eval_every,
+        cfg.checkpoint_every,
+        cfg.eval_batches,
+        device,
+        dp=dp_spec,
+    )
+    model = CoordinatedExpertModel.from_public(
+        public_model, r_pub, r_expert, bias_init=bias_init, lm_z_weight=cfg.lm_z_loss, router_z_weight=cfg.router_z_loss
+    )
     extra = public_sha + data_digest(train_data, val_data) + f"{bias_init}/{cfg.lm_z_loss}/{cfg.router_z_loss}"
     extra += hashlib.sha256(torch.cat([r_pub, r_expert]).numpy().tobytes()).hexdigest()
-    params = _flat_params("expert", domain, spec, train_data, {
-        "public_sha256": public_sha, "bias_init": bias_init, "lm_z_loss": cfg.lm_z_loss,
-        "router_z_loss": cfg.router_z_loss, "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
-        **({"dp_target_epsilon": dp_spec.target_epsilon, "dp_target_delta": dp_spec.target_delta,
-            "dp_max_grad_norm": dp_spec.max_grad_norm} if dp_spec else {}),
-    })
+    params = _flat_params(
+        "expert",
+        domain,
+        spec,
+        train_data,
+        {
+            "public_sha256": public_sha,
+            "bias_init": bias_init,
+            "lm_z_loss": cfg.lm_z_loss,
+            "router_z_loss": cfg.router_z_loss,
+            "trainable_parameters": sum(p.numel() for p in model.trainable_parameters()),
+            **(
+                {
+                    "dp_target_epsilon": dp_spec.target_epsilon,
+                    "dp_target_delta": dp_spec.target_delta,
+                    "dp_max_grad_norm": dp_spec.max_grad_norm,
+                }
+                if dp_spec
+                else {}
+            ),
+        },
+    )
     out_dir = paths.expert_dir(domain) if setting is None else setting.out_dir
     title = f"train-expert {domain}" + (f" ({setting.label})" if setting else "")
-    result = _run(title, model, coordinated_loss, train_data, val_data, spec, out_dir / "ckpt", params,
-                  extra, resume, logger, callback, rank)
+    result = _run(
+        title,
+        model,
+        coordinated_loss,
+        train_data,
+        val_data,
+        spec,
+        out_dir / "ckpt",
+        params,
+        extra,
+        resume,
+        logger,
+        callback,
+        rank,
+    )
     model.cpu()
     model.assert_frozen_unchanged(public_model, r_pub)
     metrics = _metrics(result)
@@ -415,22 +609,47 @@ def train_expert(profile: Profile, domain: str, *, resume: bool = True, dp: bool
         meta["ablation"] = setting.label
     if result.epsilon is not None:
         meta.update(dp_epsilon=f"{result.epsilon:.6g}", dp_delta=str(dp_spec.target_delta))
-    sha = save_expert(model.expert_state(), out_dir / EXPERT_FILE, domain=domain, public_sha256=public_sha, **meta) if rank == 0 else ""
-    outcome = TrainOutcome(kind="expert", domain=domain, sha256=sha, metrics=metrics, checkpoint_dir=str(out_dir / "ckpt"),
-                           expert_file=str(out_dir / EXPERT_FILE), dp_epsilon=result.epsilon,
-                           resumed_from=result.resumed_from, params=params)
+    sha = (
+        save_expert(model.expert_state(), out_dir / EXPERT_FILE, domain=domain, public_sha256=public_sha, **meta)
+        if rank == 0
+        else ""
+    )
+    outcome = TrainOutcome(
+        kind="expert",
+        domain=domain,
+        sha256=sha,
+        metrics=metrics,
+        checkpoint_dir=str(out_dir / "ckpt"),
+        expert_file=str(out_dir / EXPERT_FILE),
+        dp_epsilon=result.epsilon,
+        resumed_from=result.resumed_from,
+        params=params,
+    )
     if rank == 0:
-        card = {"domain": domain, "owner": profile.domains[domain].owner, "public_sha256": public_sha, "sha256": sha,
-                "metrics": metrics, "dp_epsilon": result.epsilon, "dp_delta": dp_spec.target_delta if dp_spec else None,
-                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        card = {
+            "domain": domain,
+            "owner": profile.domains[domain].owner,
+            "public_sha256": public_sha,
+            "sha256": sha,
+            "metrics": metrics,
+            "dp_epsilon": result.epsilon,
+            "dp_delta": dp_spec.target_delta if dp_spec else None,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         (out_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True), encoding="utf-8")
         _write_result(out_dir, outcome)
         (logger or ConsoleLogger(prefix=f"expert {domain}")).log_metrics(metrics, result.steps)
     return outcome
 
 
-def train_dense(profile: Profile, domain: str, *, resume: bool = True, logger: TrainLogger | None = None,
-                callback: Callable[[StepEvent], None] | None = None) -> TrainOutcome:
+def train_dense(
+    profile: Profile,
+    domain: str,
+    *,
+    resume: bool = True,
+    logger: TrainLogger | None = None,
+    callback: Callable[[StepEvent], None] | None = None,
+) -> TrainOutcome:
     """Dense domain model: all of M_pub's parameters continued on data/<domain> (baselines, extraction study).
 
     Same budget, batch and schedule as the expert; weight decay `train_expert.dense_weight_decay` as in pretraining.
@@ -440,10 +659,33 @@ def train_dense(profile: Profile, domain: str, *, resume: bool = True, logger: T
     _, train_data, val_data, steps = _expert_setup(profile, domain)
     model, public_sha = trained_public_model(profile)
     device, rank, _ = setup_runtime(profile)
-    spec = make_spec(profile, cfg.optim, steps, cfg.batch_size, cfg.seq_len, cfg.eval_every, cfg.checkpoint_every,
-                     cfg.eval_batches, device, weight_decay=cfg.dense_weight_decay)
+    spec = make_spec(
+        profile,
+        cfg.optim,
+        steps,
+        cfg.batch_size,
+        cfg.seq_len,
+        cfg.eval_every,
+        cfg.checkpoint_every,
+        cfg.eval_batches,
+        device,
+        weight_decay=cfg.dense_weight_decay,
+    )
     extra = public_sha + data_digest(train_data, val_data) + str(cfg.lm_z_loss)
     params = _flat_params("dense", domain, spec, train_data, {"public_sha256": public_sha, "lm_z_loss": cfg.lm_z_loss})
-    result = _run(f"train-dense {domain}", model, dense_loss(cfg.lm_z_loss), train_data, val_data, spec,
-                  paths.dense_dir(domain) / "ckpt", params, extra, resume, logger, callback, rank)
+    result = _run(
+        f"train-dense {domain}",
+        model,
+        dense_loss(cfg.lm_z_loss),
+        train_data,
+        val_data,
+        spec,
+        paths.dense_dir(domain) / "ckpt",
+        params,
+        extra,
+        resume,
+        logger,
+        callback,
+        rank,
+    )
     return _finish_dense("dense", domain, model, result, paths.dense_dir(domain) / "model", paths, params, rank, logger)

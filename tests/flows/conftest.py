@@ -43,9 +43,13 @@ def tmp_params(tmp_path: Path) -> Path:
     """The repository's params.yaml with every path under tmp_path, for commands run in a subprocess (FLEXO_PARAMS)."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["defaults"]["paths"].update(
-        data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
-        dvc_remotes_dir=str(tmp_path / "remotes"), export_dir=str(tmp_path / "export"),
+        data_dir=str(tmp_path / "data"),
+        runs_dir=str(tmp_path / "runs"),
+        reports_dir=str(tmp_path / "reports"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
+        dvc_remotes_dir=str(tmp_path / "remotes"),
+        export_dir=str(tmp_path / "export"),
     )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -14,18 +14,27 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_ablate_trains_each_owner_merges_and_caches(world) -> None:
-    profile = world.model_copy(update={"ablation": world.ablation.model_copy(
-        update={"variants": ["no_bias", "random_router"], "domains": ["code", "math"]})})
+    profile = world.model_copy(
+        update={
+            "ablation": world.ablation.model_copy(
+                update={"variants": ["no_bias", "random_router"], "domains": ["code", "math"]}
+            )
+        }
+    )
     build_world(profile, dense=False)
     first = ablate(profile=profile, fail_on_error=False)
     assert [(r["step"], r["domain"], r["status"]) for r in first] == [
-        ("train_ablation", "no_bias/code", "completed"), ("train_ablation", "no_bias/math", "completed"),
+        ("train_ablation", "no_bias/code", "completed"),
+        ("train_ablation", "no_bias/math", "completed"),
         ("assemble_ablation", "no_bias", "completed"),
-        ("train_ablation", "random_router/code", "completed"), ("train_ablation", "random_router/math", "completed"),
+        ("train_ablation", "random_router/code", "completed"),
+        ("train_ablation", "random_router/math", "completed"),
         ("assemble_ablation", "random_router", "completed"),
     ]
     merged = first[2]["result"]
-    assert merged["experts"] == ["public", "code", "math"] and (RunPaths(profile).ablation_dir("no_bias") / "moe").is_dir()
+    assert (
+        merged["experts"] == ["public", "code", "math"] and (RunPaths(profile).ablation_dir("no_bias") / "moe").is_dir()
+    )
     assert first[0]["result"]["mlflow_run_id"]  # tracked like any training
     second = ablate(profile=profile, fail_on_error=False)
     assert {r["status"] for r in second} == {"cached"}

@@ -19,12 +19,20 @@ def test_data_flow_builds_versions_and_cards_each_domain_then_reuses_all(world, 
     write_txt_folder(pub, 80, seed=5)
     write_txt_folder(mine, 40, seed=6)
     base = world.model_copy(update={"attack": world.attack.model_copy(update={"domain": "mine"})})
-    p = with_domains(base, {"public": folder_domain(pub, owner="pub"), "mine": folder_domain(mine, owner="me")},
-                     near_duplicate_threshold=0.99)
+    p = with_domains(
+        base,
+        {"public": folder_domain(pub, owner="pub"), "mine": folder_domain(mine, owner="me")},
+        near_duplicate_threshold=0.99,
+    )
     first = data(profile=p, fail_on_error=False)
     statuses = {(r["step"], r["domain"]): r["status"] for r in first}
     assert set(statuses.values()) == {"completed"}, first
-    assert {("version_domain", "mine"), ("write_card", "public"), ("write_card", "mine"), ("check_benchmark", None)} <= statuses.keys()
+    assert {
+        ("version_domain", "mine"),
+        ("write_card", "public"),
+        ("write_card", "mine"),
+        ("check_benchmark", None),
+    } <= statuses.keys()
     card = json.loads((RunPaths(p).data_reports_dir / "cards" / "mine.json").read_text())
     assert card["owner"] == "me" and card["dvc_md5"].endswith(".dir") and card["tokens"]["train"] > 0
 
@@ -52,7 +60,10 @@ def test_splits_do_not_depend_on_the_order_domains_are_built_in(world, tmp_path)
     from tests.tasks.data_world import prose
 
     folders = {"public": tmp_path / "pub", "mine": tmp_path / "mine"}
-    texts = {"public": write_txt_folder(folders["public"], 80, seed=5), "mine": write_txt_folder(folders["mine"], 60, seed=6)}
+    texts = {
+        "public": write_txt_folder(folders["public"], 80, seed=5),
+        "mine": write_txt_folder(folders["mine"], 60, seed=6),
+    }
     shared = prose(random.Random(77), 20)
     first_candidate = {}
     for d, folder in folders.items():
@@ -61,8 +72,9 @@ def test_splits_do_not_depend_on_the_order_domains_are_built_in(world, tmp_path)
         (folder / f"doc{first:03d}.txt").write_text(texts[d][first] + " " + shared + "\n", encoding="utf-8")
         first_candidate[d] = ids[first]
     base = world.model_copy(update={"attack": world.attack.model_copy(update={"domain": "mine"})})
-    p = with_domains(base, {d: folder_domain(f, owner=f"{d}-owner") for d, f in folders.items()},
-                     near_duplicate_threshold=0.99)
+    p = with_domains(
+        base, {d: folder_domain(f, owner=f"{d}-owner") for d, f in folders.items()}, near_duplicate_threshold=0.99
+    )
 
     runs = []
     for order in (["public", "mine"], ["mine", "public"]):
@@ -86,14 +98,24 @@ def test_a_test_split_too_small_for_the_benchmark_fails_at_the_data_stage(world,
     pub, mine = tmp_path / "pub", tmp_path / "mine"
     write_txt_folder(pub, 80, seed=5)
     write_txt_folder(mine, 40, seed=6)
-    base = world.model_copy(update={"attack": world.attack.model_copy(update={"domain": "mine"}),
-                                    "eval": world.eval.model_copy(update={"choices": 12})})  # more than a test split holds
-    p = with_domains(base, {"public": folder_domain(pub, owner="pub"), "mine": folder_domain(mine, owner="me")},
-                     near_duplicate_threshold=0.99)
+    base = world.model_copy(
+        update={
+            "attack": world.attack.model_copy(update={"domain": "mine"}),
+            "eval": world.eval.model_copy(update={"choices": 12}),
+        }
+    )  # more than a test split holds
+    p = with_domains(
+        base,
+        {"public": folder_domain(pub, owner="pub"), "mine": folder_domain(mine, owner="me")},
+        near_duplicate_threshold=0.99,
+    )
     summary = pipeline(profile=p, domains=["mine"], stages=["data", "evaluate"])
     check = [r for r in summary["steps"] if r["step"] == "check_benchmark"]
     assert len(check) == 1 and check[0]["status"] == "failed", summary["steps"]
-    assert "needs 12 distinct choices" in check[0]["detail"] and f"{RunPaths(p).split('mine', 'test')}:" in check[0]["detail"]
+    assert (
+        "needs 12 distinct choices" in check[0]["detail"]
+        and f"{RunPaths(p).split('mine', 'test')}:" in check[0]["detail"]
+    )
     assert {r["step"]: r["status"] for r in summary["steps"] if r["domain"] == "mine"}["version_domain"] == "completed"
     evaluate = [r for r in summary["steps"] if r["step"] == "evaluate"]
     assert evaluate[0]["status"] == "skipped" and "check_benchmark" in evaluate[0]["detail"]

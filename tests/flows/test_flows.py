@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from flows import steps as pt
 from flows.expert import expert
 from flows.pipeline import pipeline
-from flows import steps as pt
 from tasks.core.artifacts import RunPaths
 from tasks.core.errors import ConfigError
 from tests.flows.conftest import write_split
@@ -34,7 +34,9 @@ def test_failed_domain_does_not_stop_others_and_rerun_is_cached(world) -> None:
     assert _by(first, "train_expert", "math")["status"] == "skipped"
     assert {"step": "embed_domain", "domain": "math", "why": math["detail"]} in first["failed"]
     on_disk = json.loads((RunPaths(world).reports_dir / "pipeline_summary.json").read_text())
-    assert any(s["step"] == "embed_domain" and s["domain"] == "math" and s["status"] == "failed" for s in on_disk["steps"])
+    assert any(
+        s["step"] == "embed_domain" and s["domain"] == "math" and s["status"] == "failed" for s in on_disk["steps"]
+    )
 
     second = pipeline(profile=world, domains=["math", "code"], stages=["expert"])
     assert _by(second, "embed_domain", "code")["status"] == "cached"
@@ -44,13 +46,24 @@ def test_failed_domain_does_not_stop_others_and_rerun_is_cached(world) -> None:
 
 def test_changed_data_or_deleted_output_misses_the_cache(world) -> None:
     write_split(world, "code", TEXTS)
-    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "completed"
+    assert (
+        _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"]
+        == "completed"
+    )
     RunPaths(world).router_embedding("code").unlink()
-    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "completed"
+    assert (
+        _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"]
+        == "completed"
+    )
     assert RunPaths(world).router_embedding("code").exists()
     write_split(world, "code", TEXTS[:30])  # new content: a new data hash
-    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "completed"
-    assert _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "cached"
+    assert (
+        _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"]
+        == "completed"
+    )
+    assert (
+        _by(pipeline(profile=world, domains=["code"], stages=["expert"]), "embed_domain", "code")["status"] == "cached"
+    )
 
 
 def test_missing_area_function_is_skipped_not_faked(world, monkeypatch) -> None:
@@ -108,7 +121,9 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     with get_client(sync_client=True) as client:
         while True:
             runs = client.read_task_runs(task_run_filter=run_filter)
-            if (len(runs) == 2 and all(run.state and run.state.is_final() for run in runs)) or time.monotonic() > deadline:
+            if (
+                len(runs) == 2 and all(run.state and run.state.is_final() for run in runs)
+            ) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     tags = sorted((run.state_name, sorted(run.tags)) for run in runs)

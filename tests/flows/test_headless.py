@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.training.assemble import MANIFEST
+from flows.headless import run_stages
 from tasks.core.config import DEFAULT_PARAMS, REPO_ROOT, load_profile
 from tasks.core.errors import ConfigError, DataError
-from flows.headless import run_stages
+from tasks.training.assemble import MANIFEST
 from tests.tasks.eval_world import write_domain, write_tokenizer
 
 DOMAINS = ("public", "code", "math")
@@ -27,9 +27,12 @@ ORCHESTRATION = ("prefect", "mlflow", "dvc", "great_expectations")
 def params_file(tmp_path):
     """params.yaml with every path under tmp_path and three domains (public and two owners)."""
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
-    raw["defaults"]["paths"].update(data_dir=str(tmp_path / "data"), runs_dir=str(tmp_path / "runs"),
-                                    reports_dir=str(tmp_path / "reports"),
-                                    mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    raw["defaults"]["paths"].update(
+        data_dir=str(tmp_path / "data"),
+        runs_dir=str(tmp_path / "runs"),
+        reports_dir=str(tmp_path / "reports"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
     raw["domains"] = {d: raw["domains"][d] for d in DOMAINS}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -60,7 +63,9 @@ def test_every_stage_runs_without_the_orchestration_libraries(params_file, tmp_p
     )
     # a registry configured but unreachable: the headless path must neither read nor need it
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     summary = json.loads(summary_path.read_text())

@@ -6,27 +6,36 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.tasks.registry_world import build_world, make_expert, md5_of
-
-from tasks.registry import registry
 from tasks.core.tracking import tracking_uri
+from tasks.registry import registry
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 
 def _flexo(profile, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(profile), "FLEXO_PROFILE": "tiny",
-           "MLFLOW_TRACKING_USERNAME": "steward-news"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri(profile),
+        "FLEXO_PROFILE": "tiny",
+        "MLFLOW_TRACKING_USERNAME": "steward-news",
+    }
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env)
 
 
 def test_steward_commands(tmp_profile) -> None:
     world = build_world(tmp_profile)
-    registry.register_expert(tmp_profile, "news", make_expert(world, "news", 1), md5_of("news"), metrics={"val_loss": 2.5})
+    registry.register_expert(
+        tmp_profile, "news", make_expert(world, "news", 1), md5_of("news"), metrics={"val_loss": 2.5}
+    )
     listed = _flexo(tmp_profile, "experts", "--json")
     assert listed.returncode == 0, listed.stderr
     (news,) = json.loads(listed.stdout)
-    assert (news["name"], news["version"], news["status"], news["aliases"]) == ("flexo-expert-news", "1", "active", ["active"])
+    assert (news["name"], news["version"], news["status"], news["aliases"]) == (
+        "flexo-expert-news",
+        "1",
+        "active",
+        ["active"],
+    )
     revoked = _flexo(tmp_profile, "revoke", "news", "1", "--reason", "owner withdrew consent")
     assert revoked.returncode == 0, revoked.stderr
     assert "revoked by steward-news" in revoked.stderr

@@ -21,12 +21,19 @@ pytestmark = pytest.mark.slow  # starts its own ephemeral Prefect server (about 
 def test_flexo_run_reports_each_step_and_fails_loudly(tmp_path: Path) -> None:
     params = tmp_params(tmp_path)
     (tmp_path / "data" / "code").mkdir(parents=True)
-    pd.DataFrame({"id": [f"c{i}" for i in range(30)], "text": [f"def f{i}(x):\n    return x + {i}" for i in range(30)]}).to_parquet(
-        tmp_path / "data" / "code" / "train.parquet")
+    pd.DataFrame(
+        {"id": [f"c{i}" for i in range(30)], "text": [f"def f{i}(x):\n    return x + {i}" for i in range(30)]}
+    ).to_parquet(tmp_path / "data" / "code" / "train.parquet")
     env = {**os.environ, "FLEXO_PARAMS": str(params), "PREFECT_HOME": str(tmp_path / "prefect"), "COLUMNS": "200"}
     env.pop("PREFECT_API_URL", None)
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-p", "tiny", "-d", "code", "-d", "math", "-s", "expert"],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "-p", "tiny", "-d", "code", "-d", "math", "-s", "expert"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 1, out  # math has no data: its step failed, and the command says so
     assert "failed:" in out and "embed_domain math" in out
@@ -34,6 +41,11 @@ def test_flexo_run_reports_each_step_and_fails_loudly(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "reports" / "pipeline_summary.json").read_text())
     statuses = {(s["step"], s["domain"]): s["status"] for s in summary["steps"]}
     assert statuses[("embed_domain", "code")] == "completed" and statuses[("embed_domain", "math")] == "failed"
-    bad = subprocess.run([sys.executable, "-m", "flows.cli", "run", "-p", "tiny", "-s", "nope"], cwd=REPO_ROOT, env=env,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", "-p", "tiny", "-s", "nope"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 3 and "nope" in bad.stderr

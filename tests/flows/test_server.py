@@ -32,12 +32,21 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": url,
-           "FLEXO_PARAMS": str(tmp_params(tmp_path)), "FLEXO_PROFILE": "tiny"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": url,
+        "FLEXO_PARAMS": str(tmp_params(tmp_path)),
+        "FLEXO_PROFILE": "tiny",
+    }
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
     log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     worker = None
     try:
         deadline = time.time() + SERVER_START_S
@@ -48,10 +57,18 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 time.sleep(1)
         else:
-            pytest.fail(f"prefect server did not start in {SERVER_START_S}s: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            pytest.fail(
+                f"prefect server did not start in {SERVER_START_S}s: {(tmp_path / 'server.log').read_text()[-2000:]}"
+            )
         flexo = [sys.executable, "-m", "flows.cli"]
-        deployed = subprocess.run([*flexo, "deploy", "--profile", "tiny", "--name", "data/nightly-code"],
-                                  env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        deployed = subprocess.run(
+            [*flexo, "deploy", "--profile", "tiny", "--name", "data/nightly-code"],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
         from prefect.client.orchestration import get_client
@@ -64,9 +81,16 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
                 pools = {pool.name for pool in client.read_work_pools()}
                 assert {"flexo-code-owner", "flexo-math-owner", "flexo-shared"} <= pools
                 assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
-                run = client.create_flow_run_from_deployment(deployment.id, parameters={"profile": "tiny", "domains": ["code"]})
-            worker = subprocess.Popen([*flexo, "worker", "--owner", "code", "--profile", "tiny"], env=env, cwd=REPO_ROOT,
-                                      stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
+                run = client.create_flow_run_from_deployment(
+                    deployment.id, parameters={"profile": "tiny", "domains": ["code"]}
+                )
+            worker = subprocess.Popen(
+                [*flexo, "worker", "--owner", "code", "--profile", "tiny"],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=(tmp_path / "worker.log").open("w"),
+                stderr=subprocess.STDOUT,
+            )
             deadline = time.time() + RUN_DONE_S
             with get_client(sync_client=True) as client:
                 while time.time() < deadline:
@@ -75,7 +99,8 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
                         break
                     time.sleep(2)
             assert state is not None and state.is_completed(), (
-                f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}")
+                f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
+            )
         assert (tmp_path / "data" / "code" / "train.parquet").exists()
     finally:
         for proc in (worker, server):

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 from safetensors.torch import save_file
+from test_training import fresh_model, make_data, make_spec
 
 import model.checkpoint as checkpoint_module
 from model.training import dense_loss, train
-from test_training import fresh_model, make_data, make_spec
 
 
 def _die() -> None:
@@ -70,12 +70,23 @@ def _arm(fault: str):
 def main(out_dir: str, result_path: str, fault: str = "none") -> None:
     callback = _arm(fault)
     model = fresh_model()
-    result = train(model, dense_loss(1e-4), make_data(0), make_data(1, 400), make_spec(), Path(out_dir), callback=callback)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(result_path).with_suffix(".safetensors")))
-    Path(result_path).write_text(json.dumps({
-        "resumed_from": result.resumed_from, "steps": result.steps, "val_loss": result.val_loss,
-        "best_step": result.best_step, "history": result.history,
-    }))
+    result = train(
+        model, dense_loss(1e-4), make_data(0), make_data(1, 400), make_spec(), Path(out_dir), callback=callback
+    )
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(result_path).with_suffix(".safetensors"))
+    )
+    Path(result_path).write_text(
+        json.dumps(
+            {
+                "resumed_from": result.resumed_from,
+                "steps": result.steps,
+                "val_loss": result.val_loss,
+                "best_step": result.best_step,
+                "history": result.history,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

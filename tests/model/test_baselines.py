@@ -22,7 +22,6 @@ from model.baselines import (
 from model.merge import merge_experts
 from model.optout import keep_experts
 from model.scoring import Request, model_scorer, score_requests
-
 from tests.model.conftest import IDS, SIZES, random_row
 
 
@@ -115,7 +114,9 @@ def test_train_router_changes_only_router(public_model, batch, precision):
     rows = torch.stack([random_row(s) for s in (1, 2)])
     moe = btx_merge(public_model, [_perturbed(public_model, 10)], rows, top_k=1)
     before = {k: v.clone() for k, v in moe.state_dict().items()}
-    losses = train_moe(moe, [batch] * 6, lr=5e-2, weight_decay=0.0, grad_clip=1.0, train_experts=False, precision=precision)
+    losses = train_moe(
+        moe, [batch] * 6, lr=5e-2, weight_decay=0.0, grad_clip=1.0, train_experts=False, precision=precision
+    )
     assert losses[-1] < losses[0] and len(set(losses)) == len(losses)
     changed = {k for k, v in moe.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.endswith("mlp.gate.weight") for k in changed)

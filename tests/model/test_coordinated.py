@@ -74,7 +74,9 @@ def test_only_expert_side_trains_and_frozen_stays_bit_identical(public_model, ba
 
 
 def test_losses_are_ce_plus_weighted_z_losses(public_model, batch) -> None:
-    coordinated = CoordinatedExpertModel.from_public(public_model, random_row(0), random_row(1), lm_z_weight=1e-5, router_z_weight=1e-3)
+    coordinated = CoordinatedExpertModel.from_public(
+        public_model, random_row(0), random_row(1), lm_z_weight=1e-5, router_z_weight=1e-3
+    )
     out = coordinated(batch)
     assert torch.allclose(out.loss, out.ce + 1e-5 * out.lm_z + 1e-3 * out.router_z)
     assert out.router_z > 0 and out.lm_z > 0

@@ -22,8 +22,9 @@ from model.public import build_public_model
 
 SIZES = ModelSizes(vocab_size=512, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_seq_len=64)
 IDS = TokenizerIds(pad_token_id=0, eos_token_id=1)
-SETTINGS = SamplingSettings(prefix_tokens=8, window_tokens=24, samples_per_prefix=3, top_k=50, top_p=0.95,
-                            temperature=1.0, batch_prefixes=2)
+SETTINGS = SamplingSettings(
+    prefix_tokens=8, window_tokens=24, samples_per_prefix=3, top_k=50, top_p=0.95, temperature=1.0, batch_prefixes=2
+)
 
 
 def decode(ids: list[int]) -> str:

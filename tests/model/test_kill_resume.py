@@ -26,9 +26,18 @@ CHILD = Path(__file__).with_name("killable_run.py")
 
 def run_child(out: Path, name: str, fault: str = "none") -> dict | None:
     """Run one training process; the result dict, or None when it was SIGKILLed (any other failure fails the test)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two runs share the two cores; 1 thread keeps each deterministic and fast
-    done = subprocess.run([sys.executable, str(CHILD), str(out / "run"), str(out / f"{name}.json"), fault],
-                          cwd=CHILD.parent, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+    }  # two runs share the two cores; 1 thread keeps each deterministic and fast
+    done = subprocess.run(
+        [sys.executable, str(CHILD), str(out / "run"), str(out / f"{name}.json"), fault],
+        cwd=CHILD.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode == -signal.SIGKILL:
         return None
     assert done.returncode == 0, done.stderr[-3000:]
@@ -93,9 +102,14 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path: Path) -> No
     for name, result in results.items():
         assert result["resumed_from"] == CHAINS[name][1], name
         assert (result["steps"], result["val_loss"], result["best_step"], result["history"]) == (
-            reference["steps"], reference["val_loss"], reference["best_step"], reference["history"]), name
+            reference["steps"],
+            reference["val_loss"],
+            reference["best_step"],
+            reference["history"],
+        ), name
         weights = load_file(str(tmp_path / name / "final.safetensors"))
         mismatched = [key for key in expected if not weights[key].equal(expected[key])]
         assert not mismatched, f"{name}: {mismatched[:3]}"
-        assert not (tmp_path / name / "run" / "last.tmp").exists() and not (tmp_path / name / "run" / "last.old").exists()
-
+        assert (
+            not (tmp_path / name / "run" / "last.tmp").exists() and not (tmp_path / name / "run" / "last.old").exists()
+        )

@@ -9,7 +9,10 @@ from model.router import hidden_state_embedding
 
 def test_hidden_state_embedding_is_pad_invariant_and_a_mean_of_unit_vectors(public_model, batch):
     ones = torch.ones_like(batch)
-    alone = [hidden_state_embedding(public_model, [(batch[i:i + 1, :n], ones[i:i + 1, :n])]) for i, n in enumerate((16, 9, 5))]
+    alone = [
+        hidden_state_embedding(public_model, [(batch[i : i + 1, :n], ones[i : i + 1, :n])])
+        for i, n in enumerate((16, 9, 5))
+    ]
     padded_ids, mask = batch.clone(), ones.clone()
     for i, n in enumerate((16, 9, 5)):
         padded_ids[i, n:], mask[i, n:] = 0, 0

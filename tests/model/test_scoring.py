@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from model.scoring import Request, bits_per_byte, make_batch, model_scorer, score_requests
-
 from tests.model.conftest import IDS, SIZES
 
 

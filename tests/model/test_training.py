@@ -21,7 +21,13 @@ from model.memory import PeakWindow, current_rss_gib, process_peak_rss_gib
 from model.public import build_public_model
 from model.schedule import lr_factor, warmup_steps_for
 from model.training import (
-    TrainSpec, coordinated_loss, dense_loss, evaluate, ordered_trainable, param_groups, train,
+    TrainSpec,
+    coordinated_loss,
+    dense_loss,
+    evaluate,
+    ordered_trainable,
+    param_groups,
+    train,
 )
 
 SIZES = ModelSizes(vocab_size=64, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32, max_seq_len=16)
@@ -30,8 +36,21 @@ SEQ = 16
 
 
 def make_spec(**overrides) -> TrainSpec:
-    values = dict(total_steps=8, batch_size=4, seq_len=SEQ, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, warmup_steps=2,
-                  min_lr_ratio=0.1, grad_clip=1.0, eval_every=4, checkpoint_every=3, eval_batches=2, seed=7)
+    values = dict(
+        total_steps=8,
+        batch_size=4,
+        seq_len=SEQ,
+        lr=3e-3,
+        betas=(0.9, 0.95),
+        weight_decay=0.1,
+        warmup_steps=2,
+        min_lr_ratio=0.1,
+        grad_clip=1.0,
+        eval_every=4,
+        checkpoint_every=3,
+        eval_batches=2,
+        seed=7,
+    )
     values.update(overrides)
     return TrainSpec(**values)
 
@@ -109,7 +128,9 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
     assert resumed.val_loss == full.val_loss
-    assert [h["step"] for h in full.history] == [4.0, 8.0] and full.best_val_loss == min(h["val_loss"] for h in full.history)
+    assert [h["step"] for h in full.history] == [4.0, 8.0] and full.best_val_loss == min(
+        h["val_loss"] for h in full.history
+    )
     last = load_weights(tmp_path / "run" / "last")
     assert torch.equal(last["model.embed_tokens.weight"], resumed_model.model.embed_tokens.weight.detach())
     assert (tmp_path / "run" / "best" / "weights.safetensors").exists()
@@ -145,7 +166,15 @@ def test_expert_training_updates_only_the_expert_and_frozen_tensors_get_no_gradi
         if event.kind == "step" and event.step == 1:
             grads_seen.update({n: p.grad is not None for n, p in model.named_parameters()})
 
-    train(model, coordinated_loss, make_data(0), None, make_spec(weight_decay=0.0, total_steps=4), tmp_path, callback=watch)
+    train(
+        model,
+        coordinated_loss,
+        make_data(0),
+        None,
+        make_spec(weight_decay=0.0, total_steps=4),
+        tmp_path,
+        callback=watch,
+    )
     model.assert_frozen_unchanged(public, r_pub)
     assert not any(seen for n, seen in grads_seen.items() if "ffn_public" in n or "embed" in n or "router_public" in n)
     after = model.expert_state()
@@ -186,9 +215,17 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model = fresh_model()
-        train(model, dense_loss(1e-4), make_data(0), None, make_spec(total_steps=3, checkpoint_every=10, eval_every=10),
-              Path(out) / "ckpt")
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors"))
+        train(
+            model,
+            dense_loss(1e-4),
+            make_data(0),
+            None,
+            make_spec(total_steps=3, checkpoint_every=10, eval_every=10),
+            Path(out) / "ckpt",
+        )
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(out) / f"rank{rank}.safetensors")
+        )
     finally:
         dist.destroy_process_group()
 
@@ -199,8 +236,14 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2))
     single = fresh_model()
-    train(single, dense_loss(1e-4), make_data(0), None, make_spec(total_steps=3, checkpoint_every=10, eval_every=10),
-          tmp_path / "single")
+    train(
+        single,
+        dense_loss(1e-4),
+        make_data(0),
+        None,
+        make_spec(total_steps=3, checkpoint_every=10, eval_every=10),
+        tmp_path / "single",
+    )
     start = fresh_model().state_dict()
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
@@ -231,7 +274,14 @@ def test_bf16_autocast_on_cpu_computes_in_bf16_and_keeps_fp32_weights(tmp_path: 
 def test_compile_is_part_of_the_fingerprint_and_refuses_dp(tmp_path: Path) -> None:
     assert make_spec(compile=True).fingerprint() != make_spec().fingerprint()
     with pytest.raises(ValueError, match="does not combine with DP-SGD"):
-        train(fresh_model(), dense_loss(1e-4), make_data(0), None, make_spec(compile=True, dp=DPSpec(8.0, 1e-5, 1.0)), tmp_path)
+        train(
+            fresh_model(),
+            dense_loss(1e-4),
+            make_data(0),
+            None,
+            make_spec(compile=True, dp=DPSpec(8.0, 1e-5, 1.0)),
+            tmp_path,
+        )
 
 
 @pytest.mark.slow  # two inductor compiles: ~75 s on 2 cores; `runtime.compile` is off by default
@@ -252,7 +302,14 @@ def test_compiled_training_step_matches_eager(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(torch, "compile", counting_compile)
     result = train(compiled, dense_loss(1e-4), data, val, make_spec(total_steps=6, compile=True), tmp_path / "compiled")
     expert, public, r_pub = coordinated()
-    train(expert, coordinated_loss, data, None, make_spec(weight_decay=0.0, total_steps=3, compile=True), tmp_path / "expert")
+    train(
+        expert,
+        coordinated_loss,
+        data,
+        None,
+        make_spec(weight_decay=0.0, total_steps=3, compile=True),
+        tmp_path / "expert",
+    )
     assert len(calls) == 2 and math.isfinite(result.val_loss)
     for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)

@@ -10,9 +10,11 @@ import pandas as pd
 
 from tasks.core.config import DomainConfig, Profile, SourceConfig
 
-WORDS = ("river stone market window garden letter winter summer teacher doctor village engine library station "
-         "harbor mountain forest kitchen bridge castle farmer painter sailor island valley meadow candle "
-         "lantern morning evening silver golden quiet gentle rapid ancient modern simple careful").split()
+WORDS = (
+    "river stone market window garden letter winter summer teacher doctor village engine library station "
+    "harbor mountain forest kitchen bridge castle farmer painter sailor island valley meadow candle "
+    "lantern morning evening silver golden quiet gentle rapid ancient modern simple careful"
+).split()
 
 
 def prose(rng: random.Random, words: int = 60) -> str:
@@ -32,8 +34,11 @@ def write_txt_folder(folder: Path, n: int, seed: int = 0, words: int = 60) -> li
 
 
 def folder_domain(path: Path, owner: str = "owner", redact_pii: bool = False, **options) -> DomainConfig:
-    return DomainConfig(owner=owner, source=SourceConfig(adapter="folder", options={"path": str(path), **options}),
-                        redact_pii=redact_pii)
+    return DomainConfig(
+        owner=owner,
+        source=SourceConfig(adapter="folder", options={"path": str(path), **options}),
+        redact_pii=redact_pii,
+    )
 
 
 def with_domains(profile: Profile, domains: dict[str, DomainConfig], **data_updates) -> Profile:

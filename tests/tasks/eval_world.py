@@ -19,8 +19,8 @@ from model.config import ModelSizes, TokenizerIds
 from model.export import export_pretrained
 from model.public import build_public_model
 from tasks.core.artifacts import RunPaths
-from tasks.training.assemble import assemble
 from tasks.core.config import Profile
+from tasks.training.assemble import assemble
 from tasks.training.expert_file import save_expert
 
 WORDS = {
@@ -43,8 +43,13 @@ def _prose(words: list[str], rng: np.random.Generator, sentences: int) -> str:
 
 def _code(rng: np.random.Generator) -> str:
     name = rng.choice(["total", "value", "count", "items", "result"])
-    lines = [f"def compute_{name}(data):", f"    {name} = 0", "    for item in data:",
-             f"        {name} += item * {int(rng.integers(2, 9))}", f"    return {name}"]
+    lines = [
+        f"def compute_{name}(data):",
+        f"    {name} = 0",
+        "    for item in data:",
+        f"        {name} += item * {int(rng.integers(2, 9))}",
+        f"    return {name}",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -79,8 +84,11 @@ def write_tokenizer(profile: Profile) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=profile.tokenizer.vocab_size, special_tokens=["<pad>", "<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=profile.tokenizer.vocab_size,
+        special_tokens=["<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
     fast.save_pretrained(str(paths.tokenizer_dir))

@@ -27,7 +27,9 @@ def start(args: list[str], workdir: Path, env: dict[str, str] | None = None) -> 
     log = open(log_path, "w")
     process = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *args],
-        stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(workdir),
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"

@@ -13,7 +13,12 @@ def test_forced_flags_win_over_the_user(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     applied = apply_offline_environment()
     assert applied["HF_HUB_OFFLINE"] == "1" and os.environ["HF_HUB_OFFLINE"] == "1"
-    for key in ("MLFLOW_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS", "GX_ANALYTICS_ENABLED", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+    for key in (
+        "MLFLOW_DISABLE_TELEMETRY",
+        "DVC_NO_ANALYTICS",
+        "GX_ANALYTICS_ENABLED",
+        "PREFECT_SERVER_ANALYTICS_ENABLED",
+    ):
         assert key in applied
 
 

@@ -14,6 +14,7 @@ def test_pipeline_tree_params_lineage_and_dvc_inputs(tmp_profile) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from mlflow import MlflowClient
 
     frame = pd.DataFrame({"id": ["a", "b"], "text": ["one doc", "two docs"]})
@@ -53,8 +54,10 @@ def test_pipeline_tree_params_lineage_and_dvc_inputs(tmp_profile) -> None:
 
 
 def test_dataset_without_dvc_hash_is_refused(tmp_profile) -> None:
-    with tracking.pipeline_run(tmp_profile.model_copy(update={"registry": tmp_profile.registry.model_copy(
-            update={"system_metrics": False})}), "no-hash"):
+    with tracking.pipeline_run(
+        tmp_profile.model_copy(update={"registry": tmp_profile.registry.model_copy(update={"system_metrics": False})}),
+        "no-hash",
+    ):
         with pytest.raises(DataError, match="no DVC md5"):
             tracking.log_dataset(tmp_profile, "news", "train", "")
 
@@ -68,7 +71,6 @@ def test_relative_sqlite_uri_is_anchored_at_the_repository(tiny_profile, monkeyp
 
 def test_domain_inputs_carry_the_dvc_hash_of_the_data_read(tmp_profile) -> None:
     from mlflow import MlflowClient
-
     from tasks.core.artifacts import RunPaths
     from tasks.core.datasets import dataset_hash
 

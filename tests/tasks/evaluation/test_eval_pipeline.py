@@ -8,26 +8,49 @@ import json
 import pytest
 import torch
 
-from tasks.training import ablations
 from tasks.core.artifacts import RunPaths
 from tasks.core.errors import DataError
-from tasks.evaluation.evaluate import BTX, FLEX, FLEX_RT, NO_COORD, PROMPT, PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, UNRESTRICTED, evaluate
-
+from tasks.evaluation.evaluate import (
+    BTX,
+    FLEX,
+    FLEX_RT,
+    NO_COORD,
+    PROMPT,
+    PUBLIC,
+    SOUP_UNIFORM,
+    SOUP_WEIGHTED,
+    UNRESTRICTED,
+    evaluate,
+)
+from tasks.training import ablations
 from tests.tasks.eval_world import build_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_profile):
     root = tmp_path_factory.mktemp("evalworld")
-    paths = tiny_profile.paths.model_copy(update={
-        "data_dir": str(root / "data"), "runs_dir": str(root / "runs"), "reports_dir": str(root / "reports"),
-        "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "mlflow_artifacts_dir": str(root / "mlart"),
-    })
+    paths = tiny_profile.paths.model_copy(
+        update={
+            "data_dir": str(root / "data"),
+            "runs_dir": str(root / "runs"),
+            "reports_dir": str(root / "reports"),
+            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "mlflow_artifacts_dir": str(root / "mlart"),
+        }
+    )
     runtime = tiny_profile.runtime.model_copy(update={"num_threads": 1})  # tiny matrices: 1 thread avoids sync overhead
     extra = {"ablation: assembled again": "moe", "ablation: absent": "ablations/none/moe"}
-    ablation = tiny_profile.ablation.model_copy(update={"variants": list(ablations.LABELS), "domains": ["math", "code"]})
-    profile = tiny_profile.model_copy(update={"paths": paths, "runtime": runtime, "ablation": ablation,
-                                              "eval": tiny_profile.eval.model_copy(update={"extra_moes": extra})})
+    ablation = tiny_profile.ablation.model_copy(
+        update={"variants": list(ablations.LABELS), "domains": ["math", "code"]}
+    )
+    profile = tiny_profile.model_copy(
+        update={
+            "paths": paths,
+            "runtime": runtime,
+            "ablation": ablation,
+            "eval": tiny_profile.eval.model_copy(update={"extra_moes": extra}),
+        }
+    )
     build_world(profile)
     ablations.run_ablations(profile)
     return profile, evaluate(profile, progress=False)
@@ -86,16 +109,25 @@ def test_missing_inputs_are_named(tmp_profile):
 
 def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
     """`flexo eval` on the same world: the report is rewritten and metrics + figures land in a real SQLite MLflow store."""
-    import mlflow
     from typer.testing import CliRunner
 
     import flows.commands.eval as eval_command
+    import mlflow
     from flows.commands import app
     from tasks.core.tracking import TAG_STAGE, setup
 
     profile, _ = world
-    small = {"btx_router_steps": 0, "rt_steps": 0, "unrestricted_steps": 0, "task_items": 4, "bpb_docs": 2, "sweep_docs": 2}
-    profile = profile.model_copy(update={"eval": profile.eval.model_copy(update=small)})  # fewer items: this tests the wiring
+    small = {
+        "btx_router_steps": 0,
+        "rt_steps": 0,
+        "unrestricted_steps": 0,
+        "task_items": 4,
+        "bpb_docs": 2,
+        "sweep_docs": 2,
+    }
+    profile = profile.model_copy(
+        update={"eval": profile.eval.model_copy(update=small)}
+    )  # fewer items: this tests the wiring
     monkeypatch.setattr(eval_command, "load", lambda name: profile)
     outcome = CliRunner().invoke(app, ["eval", "--profile", "tiny"])
     assert outcome.exit_code == 0, outcome.output
@@ -111,8 +143,8 @@ def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
 
 def test_requests_fit_the_window_and_count_scored_bytes(world):
     """Every request fits max_seq_len; bits per byte divides by the bytes of exactly the scored (possibly cut) target."""
-    from tasks.evaluation.tasks import build_tasks
     from tasks.evaluation.evaluate import load_test_frames, load_tokenizer, tokenize_tasks
+    from tasks.evaluation.tasks import build_tasks
 
     profile, _ = world
     tokenizer = load_tokenizer(profile)
@@ -163,8 +195,10 @@ def test_router_ablations_change_only_what_they_say(world):
     random_pub = load_file(str(paths.ablation_dir("random_router") / "router" / "public.safetensors"))["row"]
     assert torch.allclose(random_pub.std(), torch.tensor(profile.model.init_std), rtol=0.5)
     batches = ablations._document_batches(profile, "code")
-    assert torch.allclose(hidden_state_embedding(public, batches),
-                          load_file(str(paths.ablation_dir("public_router") / "router" / "code.safetensors"))["row"])
+    assert torch.allclose(
+        hidden_state_embedding(public, batches),
+        load_file(str(paths.ablation_dir("public_router") / "router" / "code.safetensors"))["row"],
+    )
 
 
 def test_router_ablations_are_reported_against_the_same_experts(world):

@@ -12,7 +12,15 @@ import yaml
 
 from model.scoring import Scores
 from tasks.core.errors import DataError
-from tasks.evaluation.metrics import Layout, bootstrap_indices, domain_table, item_outcomes, relative_gain, score_model, TaskScore
+from tasks.evaluation.metrics import (
+    Layout,
+    TaskScore,
+    bootstrap_indices,
+    domain_table,
+    item_outcomes,
+    relative_gain,
+    score_model,
+)
 from tasks.evaluation.tasks import UNIFORM_BYTE_BPB, build_tasks, cut_at_space, task_specs, write_lm_eval_files
 
 
@@ -20,13 +28,23 @@ def _frames(rows: int = 30) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(1)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
     prose = [" ".join(rng.choice(words, 60)) + "." for _ in range(rows)]
-    code = [f"def f_{i}(x):\n    y = x + {i}\n    return y * 2\n\n" + f"value_{i} = compute(value_{i - 1})\nprint(value_{i}, flush=True)\n" for i in range(rows)]
+    code = [
+        f"def f_{i}(x):\n    y = x + {i}\n    return y * 2\n\n"
+        + f"value_{i} = compute(value_{i - 1})\nprint(value_{i}, flush=True)\n"
+        for i in range(rows)
+    ]
     qs = [(f"What is {i} plus {i + 3}?", str(2 * i + 3)) for i in range(rows)]
     return {
         "news": pd.DataFrame({"id": [f"n{i}" for i in range(rows)], "text": prose}),
         "code": pd.DataFrame({"id": [f"c{i}" for i in range(rows)], "text": code}),
-        "math": pd.DataFrame({"id": [f"m{i}" for i in range(rows)], "text": [f"{q}\n{a}" for q, a in qs],
-                              "question": [q for q, _ in qs], "answer": [a for _, a in qs]}),
+        "math": pd.DataFrame(
+            {
+                "id": [f"m{i}" for i in range(rows)],
+                "text": [f"{q}\n{a}" for q, a in qs],
+                "question": [q for q, _ in qs],
+                "answer": [a for _, a in qs],
+            }
+        ),
     }
 
 
@@ -39,7 +57,16 @@ def test_fixed_seed_reproducible_and_seed_matters(tiny_profile):
     first, again, other = build_tasks(_frames(), cfg, 7), build_tasks(_frames(), cfg, 7), build_tasks(_frames(), cfg, 8)
     assert [t.items for t in first] == [t.items for t in again]
     assert [t.items for t in first] != [t.items for t in other]
-    assert set(_by_name(first)) == {"news_bpb", "news_mc", "code_bpb", "code_mc", "code_em", "math_bpb", "math_mc", "math_em"}
+    assert set(_by_name(first)) == {
+        "news_bpb",
+        "news_mc",
+        "code_bpb",
+        "code_mc",
+        "code_em",
+        "math_bpb",
+        "math_mc",
+        "math_em",
+    }
 
 
 def test_chance_levels(tiny_profile):
@@ -75,7 +102,10 @@ def test_items_come_from_the_held_out_text(tiny_profile):
     for item in tasks["code_em"].items:
         doc, line = item.doc_id.rsplit(":L", 1)
         assert code[doc].splitlines()[int(line) - 1] == item.choices[0]
-        assert code[doc].find(item.context + item.choices[0]) >= 0 and len(item.choices[0].strip()) >= cfg.code_min_line_chars
+        assert (
+            code[doc].find(item.context + item.choices[0]) >= 0
+            and len(item.choices[0].strip()) >= cfg.code_min_line_chars
+        )
     for item in tasks["news_bpb"].items:
         assert item.context + item.choices[0] == news[item.doc_id] and item.choices[0][0].isspace()
 
@@ -85,7 +115,9 @@ def test_unusable_splits_are_clear_errors(tiny_profile):
     with pytest.raises(DataError, match="the 'news' test split: column 'text' is missing"):
         build_tasks({"news": pd.DataFrame({"id": ["a"]})}, cfg, 0)
     with pytest.raises(DataError, match="question"):
-        build_tasks({"math": pd.DataFrame({"id": ["a", "b"], "text": ["What is 1 plus 1?\n2", "What is 2 plus 2?\n4"]})}, cfg, 0)
+        build_tasks(
+            {"math": pd.DataFrame({"id": ["a", "b"], "text": ["What is 1 plus 1?\n2", "What is 2 plus 2?\n4"]})}, cfg, 0
+        )
     short = pd.DataFrame({"id": ["a", "b"], "text": ["one two three " * 20, "four five six " * 20]})
     with pytest.raises(DataError, match="distinct choices"):
         build_tasks({"news": short}, cfg, 0)
@@ -141,7 +173,10 @@ def test_benchmark_data_check_names_every_unusable_split(tmp_profile):
         frame.to_parquet(paths.split(domain, "test"))
 
     counts = check_benchmark_data(tmp_profile, ["news", "code"])["tasks"]
-    assert set(counts) == {t.spec.name for t in build_tasks({"news": frames["news"], "code": frames["code"]}, tmp_profile.eval, tmp_profile.seed)}
+    assert set(counts) == {
+        t.spec.name
+        for t in build_tasks({"news": frames["news"], "code": frames["code"]}, tmp_profile.eval, tmp_profile.seed)
+    }
     assert all(n > 0 for n in counts.values())
     with pytest.raises(DataError) as error:
         check_benchmark_data(tmp_profile, ["news", "reddit", "math"])

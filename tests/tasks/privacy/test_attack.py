@@ -21,12 +21,13 @@ from model.coordinated import CoordinatedExpertModel
 from model.export import export_pretrained
 from model.public import build_public_model
 from tasks.core.artifacts import RunPaths
+from tasks.core.errors import DataError, GateError
 from tasks.privacy.attack import (
     DENSE,
-    GATE_CHECK,
     FLEXOLMO,
     FLEXOLMO_DP,
     FLEXOLMO_WITHOUT,
+    GATE_CHECK,
     PUBLIC,
     TAG_ADMISSION,
     TAG_EXTRACTION_RATE,
@@ -37,7 +38,6 @@ from tasks.privacy.attack import (
     check_admission,
     record_attack,
 )
-from tasks.core.errors import DataError, GateError
 from tasks.training.expert_file import save_expert
 
 LOGIT_SCALE = 30.0
@@ -78,7 +78,9 @@ def _tokenizer(paths: RunPaths, vocab_size: int) -> PreTrainedTokenizerFast:
     return tok
 
 
-def _train_expert(public, r_pub, r_math, token_lists: list[list[int]], window: int, steps: int) -> dict[str, torch.Tensor]:
+def _train_expert(
+    public, r_pub, r_math, token_lists: list[list[int]], window: int, steps: int
+) -> dict[str, torch.Tensor]:
     """A coordinated expert trained `steps` full-batch steps on every window of every document: many steps overfit."""
     model = CoordinatedExpertModel.from_public(public, r_pub, r_math, bias_init=None)
     if steps:
@@ -124,8 +126,15 @@ def test_start_state_expert_is_admitted_and_opt_out_falls_back_to_public(profile
     paths = _workspace(profile)
     expert = paths.expert_dir("math") / "expert.safetensors"
     state, meta = load_expert(expert)  # a DP-trained expert beside it (here: the same weights, labelled by metadata)
-    save_expert(state, expert.parent / "dp" / "expert.safetensors", domain="math", public_sha256=meta["public_sha256"],
-                dp="True", dp_epsilon="8", dp_delta="1e-06")
+    save_expert(
+        state,
+        expert.parent / "dp" / "expert.safetensors",
+        domain="math",
+        public_sha256=meta["public_sha256"],
+        dp="True",
+        dp_epsilon="8",
+        dp_delta="1e-06",
+    )
     result = attack(profile, "math", progress=False)
     assert set(result.models) == {PUBLIC, DENSE, FLEXOLMO, FLEXOLMO_WITHOUT, FLEXOLMO_DP}
     assert "epsilon 8" in result.models[FLEXOLMO_DP].description and "no DP" in result.models[FLEXOLMO].description
@@ -146,7 +155,6 @@ def test_start_state_expert_is_admitted_and_opt_out_falls_back_to_public(profile
 
 def test_overfitted_expert_is_refused_and_tagged_in_mlflow(profile) -> None:
     import mlflow
-
     from model.hashing import sha256_file
 
     paths = _workspace(profile, expert_steps=EXPERT_STEPS)
@@ -222,7 +230,9 @@ def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path) ->
     params.write_text(yaml.safe_dump(raw))
     done = subprocess.run(
         [sys.executable, "-m", "flows.cli", "attack", "math", "--profile", "tiny", "--no-mlflow"],
-        capture_output=True, text=True, env={**os.environ, "FLEXO_PARAMS": str(params), "OMP_NUM_THREADS": "1", "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLEXO_PARAMS": str(params), "OMP_NUM_THREADS": "1", "COLUMNS": "160"},
     )
     assert done.returncode == 7, done.stderr
     assert "flexolmo_without" in done.stderr and "calibration" in done.stderr
@@ -240,12 +250,15 @@ def test_flexolmo_is_the_serving_moe_plus_the_expert(profile) -> None:
     save_file({"raw": row.clone(), "projected": row.clone()}, str(paths.router_embedding("news")))
     from tasks.training.route import load_router_embedding
 
-    news_state = CoordinatedExpertModel.from_public(public, load_router_embedding(paths.router_embedding("public")),
-                                                    row).expert_state()
+    news_state = CoordinatedExpertModel.from_public(
+        public, load_router_embedding(paths.router_embedding("public")), row
+    ).expert_state()
     from model.hashing import sha256_file
 
     news = paths.expert_dir("news") / "expert.safetensors"
-    save_expert(news_state, news, domain="news", public_sha256=sha256_file(paths.public_model_dir / "model.safetensors"))
+    save_expert(
+        news_state, news, domain="news", public_sha256=sha256_file(paths.public_model_dir / "model.safetensors")
+    )
     math = paths.expert_dir("math") / "expert.safetensors"
 
     assemble(profile, [news])
@@ -258,7 +271,9 @@ def test_flexolmo_is_the_serving_moe_plus_the_expert(profile) -> None:
     for result in (joined, deployed):
         without = result.models[FLEXOLMO_WITHOUT]
         assert without.mean_similarity == pytest.approx(result.models[PUBLIC].mean_similarity)
-        assert [d["best_sample"] for d in without.doc_scores] == [d["best_sample"] for d in result.models[PUBLIC].doc_scores]
+        assert [d["best_sample"] for d in without.doc_scores] == [
+            d["best_sample"] for d in result.models[PUBLIC].doc_scores
+        ]
 
 
 def test_flexolmo_is_the_registrys_serving_moe(profile) -> None:

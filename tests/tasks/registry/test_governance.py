@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.tasks.registry_world import build_world, make_expert, md5_of
 
-from tasks.registry import registry
 from tasks.core.errors import ConfigError, RevokedError
+from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register, audit_trail, revoke
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 
 @pytest.fixture

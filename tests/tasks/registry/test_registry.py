@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.tasks.registry_world import build_world, make_expert, md5_of
 
-from tasks.registry import registry
 from tasks.core.errors import IntegrityError
+from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 
 @pytest.fixture
@@ -17,16 +17,26 @@ def world(tmp_profile):
 
 def test_expert_versions_tags_and_active_alias(world) -> None:
     profile = world.profile
-    first = registry.register_expert(profile, "news", make_expert(world, "news", 1), md5_of("news-v1"),
-                                     metrics={"val_loss": 3.2}, checks={"extraction": True}, dp_epsilon=8.0)
+    first = registry.register_expert(
+        profile,
+        "news",
+        make_expert(world, "news", 1),
+        md5_of("news-v1"),
+        metrics={"val_loss": 3.2},
+        checks={"extraction": True},
+        dp_epsilon=8.0,
+    )
     assert (first.name, first.version, first.aliases) == ("flexo-expert-news", "1", ("active",))
     commit = registry.lineage_tags(profile)["git_commit"]
-    assert first.tags["domain"] == "news" and first.owner == "news-owner" and first.tags["data_md5"] == md5_of("news-v1")
+    assert (
+        first.tags["domain"] == "news" and first.owner == "news-owner" and first.tags["data_md5"] == md5_of("news-v1")
+    )
     assert first.tags["git_commit"] == commit and first.status == "active" and first.tags["dp_epsilon"] == "8"
     assert first.tags["metric.val_loss"] == "3.2" and first.tags["check.extraction"] == "passed"
     # a version failing its checks is registered, but `active` stays on the last good one
-    failed = registry.register_expert(profile, "news", make_expert(world, "news", 2), md5_of("news-v2"),
-                                      checks={"extraction": False})
+    failed = registry.register_expert(
+        profile, "news", make_expert(world, "news", 2), md5_of("news-v2"), checks={"extraction": False}
+    )
     assert failed.version == "2" and failed.aliases == () and failed.tags["alias_withheld"] == "extraction"
     assert registry.by_alias(profile, "flexo-expert-news", "active").version == "1"
     passed = registry.register_expert(profile, "news", make_expert(world, "news", 3), md5_of("news-v3"))
@@ -68,7 +78,10 @@ def test_moe_version_records_exact_experts_and_model_card(world) -> None:
     ref, pyfunc_dir = registry.resolve_serving_moe(profile)
     assert ref.version == moe.version
     card = (registry.moe_dir(pyfunc_dir) / "model_card.md").read_text()
-    assert "| news | flexo-expert-news | 2 | news-owner |" in card and "| math | flexo-expert-math | 1 | math-owner |" in card
+    assert (
+        "| news | flexo-expert-news | 2 | news-owner |" in card
+        and "| math | flexo-expert-math | 1 | math-owner |" in card
+    )
     assert not list(pyfunc_dir.rglob("*.pkl")) and not list(pyfunc_dir.rglob("*.bin"))
 
 

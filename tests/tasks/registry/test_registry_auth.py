@@ -6,11 +6,11 @@ from __future__ import annotations
 import secrets
 
 import pytest
-from tests.tasks.mlflow_servers import start, stop
-from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 from tasks.registry import registry
 from tasks.registry.governance import audit_trail, revoke
+from tests.tasks.mlflow_servers import start, stop
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 
 @pytest.mark.server
@@ -28,8 +28,14 @@ def test_steward_may_revoke_own_domain_only(tmp_profile, tmp_path, monkeypatch) 
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     server, url = start(
-        ["--app-name", "basic-auth", "--backend-store-uri", f"sqlite:///{tmp_path / 'tracking.db'}",
-         "--artifacts-destination", str(tmp_path / "served-artifacts")],
+        [
+            "--app-name",
+            "basic-auth",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'tracking.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "served-artifacts"),
+        ],
         tmp_path,
         env={"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)},
     )

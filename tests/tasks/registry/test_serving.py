@@ -15,13 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.tasks.registry_world import build_world, make_expert, md5_of
 
-from tasks.registry import registry
-from tasks.training.assemble import assemble
 from tasks.core.errors import ConfigError, RevokedError
+from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register, revoke
 from tasks.registry.serving import FlexoMoE
+from tasks.training.assemble import assemble
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 PROMPTS = ["Stocks fell", "The theorem"]
 
@@ -34,14 +34,16 @@ def served(tmp_profile):
         registry.register_expert(tmp_profile, domain, path, md5_of(domain))
     moe = assemble_and_register(tmp_profile)
     ref, pyfunc_dir = registry.resolve_serving_moe(tmp_profile)
-    without_news = assemble(tmp_profile, [files["math"]], top_k=int(moe.tags["top_k"]),
-                            out_dir=world.paths.root / "without-news")
+    without_news = assemble(
+        tmp_profile, [files["math"]], top_k=int(moe.tags["top_k"]), out_dir=world.paths.root / "without-news"
+    )
     return world, pyfunc_dir, FlexoMoE(without_news.model_dir)
 
 
 def test_pyfunc_exclude_equals_the_moe_assembled_without_it(served) -> None:
-    import mlflow
     import pandas as pd
+
+    import mlflow
 
     world, pyfunc_dir, reference = served
     model = mlflow.pyfunc.load_model(str(pyfunc_dir))
@@ -91,9 +93,25 @@ def test_served_endpoint_opt_out_is_exact(served) -> None:
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     log = open(world.paths.root / "serve.log", "w")
     server = subprocess.Popen(
-        [str(mlflow_cli), "models", "serve", "-m", str(pyfunc_dir), "-h", "127.0.0.1", "-p", str(port),
-         "--env-manager", "local", "-w", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"}, cwd=str(Path(__file__).resolve().parents[3]),
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            str(pyfunc_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+            "-w",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+        cwd=str(Path(__file__).resolve().parents[3]),
     )
     try:
         deadline = time.monotonic() + 90
@@ -108,13 +126,17 @@ def test_served_endpoint_opt_out_is_exact(served) -> None:
 
         def ask(params):
             body = json.dumps({"dataframe_records": [{"prompt": p} for p in PROMPTS], "params": params}).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+            )
             return json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
 
         full, excluded, again = ask({}), ask({"exclude": ["news"]}), ask({})
         for prompt, answer in zip(PROMPTS, excluded):
-            assert answer["token_ids"] == reference.generate(prompt, world.profile.registry.generate_max_new_tokens)["token_ids"]
+            assert (
+                answer["token_ids"]
+                == reference.generate(prompt, world.profile.registry.generate_max_new_tokens)["token_ids"]
+            )
             assert answer["attribution"]["news"] == 0.0
         assert full == again  # opt-out was per request: the model was not changed
         assert [a["token_ids"] for a in full] != [a["token_ids"] for a in excluded]

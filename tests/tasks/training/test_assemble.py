@@ -13,8 +13,8 @@ from model.coordinated import CoordinatedExpertModel
 from model.export import export_pretrained
 from model.public import build_public_model
 from tasks.core.artifacts import RunPaths
-from tasks.training.assemble import assemble, read_manifest
 from tasks.core.errors import DataError, IntegrityError
+from tasks.training.assemble import assemble, read_manifest
 from tasks.training.expert_file import save_expert
 from tasks.training.route import embed_domain, load_router_embedding
 
@@ -84,7 +84,9 @@ def test_embed_domain_reads_only_its_train_split(tmp_profile) -> None:
         embed_domain(tmp_profile, "news")
     split = paths.split("news", "train")
     split.parent.mkdir(parents=True)
-    pd.DataFrame({"id": ["a", "b", "c"], "text": ["Stocks fell today.", "The minister said.", "Rain in Sydney."]}).to_parquet(split)
+    pd.DataFrame(
+        {"id": ["a", "b", "c"], "text": ["Stocks fell today.", "The minister said.", "Rain in Sydney."]}
+    ).to_parquet(split)
     out = embed_domain(tmp_profile, "news")
     row = load_router_embedding(out)
     assert row.shape == (tmp_profile.model.hidden_size,)

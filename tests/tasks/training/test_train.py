@@ -50,8 +50,9 @@ def write_world(profile) -> None:
             frame.to_parquet(paths.split(domain, split))
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<pad>", "<eos>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(pd.read_parquet(paths.split("public", "train"))["text"].tolist(), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
     fast.save_pretrained(str(paths.tokenizer_dir))
@@ -61,7 +62,9 @@ def write_router_rows(profile) -> None:
     """Router rows as the router step writes them (raw 384-d means, projected by the shared map)."""
     paths = RunPaths(profile)
     for seed, domain in enumerate(("public", "math")):
-        raw = torch.nn.functional.normalize(torch.randn(5, 384, generator=torch.Generator().manual_seed(seed)), dim=-1).mean(0)
+        raw = torch.nn.functional.normalize(
+            torch.randn(5, 384, generator=torch.Generator().manual_seed(seed)), dim=-1
+        ).mean(0)
         projected = project(raw.numpy(), profile.model.hidden_size, profile.router.projection_seed)
         paths.router_embedding(domain).parent.mkdir(parents=True, exist_ok=True)
         save_file({"raw": raw.contiguous(), "projected": projected.contiguous()}, str(paths.router_embedding(domain)))
@@ -113,7 +116,9 @@ def test_public_expert_and_dense_runs_write_their_artifacts(trained) -> None:
     assert meta["domain"] == "math" and meta["public_sha256"] == public.sha256
     assert f"layers.{world.model.num_layers - 1}.router" in tensors
     assert float(tensors["layers.0.bias"]) < 0
-    assert expert.metrics["steps"] == world.expert_tokens() // (world.train_expert.batch_size * world.train_expert.seq_len)
+    assert expert.metrics["steps"] == world.expert_tokens() // (
+        world.train_expert.batch_size * world.train_expert.seq_len
+    )
     assert expert.dp_epsilon is None
     card = json.loads((paths.expert_dir("math") / "expert_card.json").read_text())
     assert card["owner"] == world.domains["math"].owner and card["sha256"] == expert.sha256
@@ -189,7 +194,9 @@ def _params_with(tmp_path: Path, section: str, key: str, value) -> Path:
     defaults = {k: v for k, v in resolved.items() if k not in ("name", "seed", "domains")}
     defaults[section][key] = value
     path = tmp_path / f"{section}-{key}.yaml"
-    path.write_text(yaml.safe_dump({"seed": 1, "domains": resolved["domains"], "defaults": defaults, "profiles": {"tiny": {}}}))
+    path.write_text(
+        yaml.safe_dump({"seed": 1, "domains": resolved["domains"], "defaults": defaults, "profiles": {"tiny": {}}})
+    )
     return path
 
 
@@ -203,8 +210,14 @@ def test_bad_values_in_params_yaml_are_config_errors(tmp_path: Path) -> None:
 def test_cli_exit_code_names_the_missing_split(tmp_path: Path) -> None:
     params = _params_with(tmp_path, "paths", "data_dir", str(tmp_path / "data"))
     env = {**os.environ, "FLEXO_PARAMS": str(params)}
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "train-public", "--profile", "tiny"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "train-public", "--profile", "tiny"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == DataError.exit_code, done.stderr
     assert "tokenizer" in done.stderr or "public/train.parquet" in done.stderr
 
@@ -217,7 +230,16 @@ def test_precision_auto_resolves_per_device_before_it_reaches_the_run() -> None:
 
     demo, tiny = load_profile("demo"), load_profile("tiny")
     assert demo.runtime.precision == "auto" and tiny.runtime.precision == "fp32"
-    spec = make_spec(demo, demo.train_expert.optim, steps=4, batch_size=2, seq_len=8, eval_every=2, checkpoint_every=2,
-                     eval_batches=1, device="cpu")
+    spec = make_spec(
+        demo,
+        demo.train_expert.optim,
+        steps=4,
+        batch_size=2,
+        seq_len=8,
+        eval_every=2,
+        checkpoint_every=2,
+        eval_batches=1,
+        device="cpu",
+    )
     assert spec.precision == resolve_precision("auto", "cpu") != "auto"
     assert make_spec(tiny, tiny.train_expert.optim, 4, 2, 8, 2, 2, 1, "cpu").precision == "fp32"

@@ -1,0 +1,39 @@
+"""The one place that turns `runtime.device` and `runtime.precision` into the device and precision a stage runs on.
+
+Why one: training, evaluation, the attack and the router encoder each picked a device for themselves, and they
+disagreed (training refused a missing CUDA, evaluation and the attack silently fell back to the CPU). Every stage now
+asks here, so `runtime.device: cuda` on a machine without CUDA is the same clear ConfigError everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from model.precision import Precision, resolve_precision
+from tasks.core.config import Profile
+from tasks.core.errors import ConfigError
+
+
+def resolve_device(profile: Profile) -> str:
+    """`runtime.device` as a torch device string: `auto` is CUDA when present, else CPU; under torchrun each process
+    takes its own GPU (`LOCAL_RANK`). `cuda` without CUDA is refused, never downgraded."""
+    wanted = profile.runtime.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("runtime.device is 'cuda' but no CUDA device is available; set runtime.device: auto or cpu")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return wanted
+
+
+def torch_device(profile: Profile) -> torch.device:
+    """`resolve_device` as a `torch.device` (what model code moves tensors to)."""
+    return torch.device(resolve_device(profile))
+
+
+def resolve_run_precision(profile: Profile, device: str | torch.device | None = None) -> Precision:
+    """`runtime.precision` resolved for `device` (default: the profile's device): `auto` is bf16 where it is native."""
+    return resolve_precision(profile.runtime.precision, device if device is not None else resolve_device(profile))
