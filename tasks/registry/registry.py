@@ -22,7 +22,7 @@ from typing import Any
 
 from model.hashing import sha256_file
 from tasks.core.artifacts import RunPaths
-from tasks.core.config import REPO_ROOT, Profile
+from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, IntegrityError, RevokedError
 from tasks.core.tracking import TAG_GIT_COMMIT, lineage_tags, setup, tracking_uri
 from tasks.registry import audit
@@ -39,7 +39,7 @@ ROUTER_FILE = "router.safetensors"
 MODEL_CARD = "model_card.md"
 MOE_ARTIFACT = "moe"  # the pyfunc's artifact key: the assembled model directory
 MAX_NEW_TOKENS_KEY = "max_new_tokens"  # the pyfunc's model_config key: default answer length
-PYFUNC_ENTRY = REPO_ROOT / "tasks" / "serving_entry.py"  # MLflow "model from code": no pickled python object
+PYFUNC_ENTRY = Path(__file__).with_name("serving_entry.py")  # MLflow "model from code": no pickled python object
 EXPERTS_TAG = "experts"  # on MoE versions: "news:3,math:1" (exact expert versions inside)
 EXPERT_TAG_PREFIX = "expert."  # on MoE versions: expert.<domain> = version
 
@@ -192,7 +192,8 @@ def register_expert(
     router_file: Path | None = None,
     card: Mapping[str, Any] | None = None,
 ) -> VersionRef:
-    """A new version of `flexo-expert-<domain>`: expert.safetensors + expert_card.json (+ router row), tagged for lineage.
+    """A new version of `flexo-expert-<domain>`: expert.safetensors + expert_card.json (+ router row), tagged for
+    lineage.
 
     Alias `active` moves to it only if every check passed (e.g. the extraction-attack gate); otherwise the version is
     registered with `alias_withheld` naming the failed checks and the previous active version stays.
@@ -438,7 +439,8 @@ def verify(ref: VersionRef, path: Path) -> None:
 def resolve_active_experts(profile: Profile, domains: Sequence[str] | None = None) -> list[VersionRef]:
     """The `active`, non-revoked version of each domain's expert (all owners' domains that have one, by default).
 
-    A domain asked for by name must have an active version (RevokedError if its latest was revoked, ConfigError if none).
+    A domain asked for by name must have an active version (RevokedError if its latest was revoked, ConfigError if
+    none).
     """
     chosen = list(domains) if domains is not None else profile.closed_domains
     refs = []
