@@ -49,7 +49,6 @@ def tmp_params(tmp_path: Path) -> Path:
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         mlflow_artifacts_dir=str(tmp_path / "mlartifacts"),
         dvc_remotes_dir=str(tmp_path / "remotes"),
-        export_dir=str(tmp_path / "export"),
     )
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
