@@ -50,7 +50,6 @@ def _synthetic_workspace(profile: Profile, domain: str, root: Path) -> Profile:
             "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
             "mlflow_artifacts_dir": str(root / "mlartifacts"),
             "dvc_remotes_dir": str(root / "remotes"),
-            "export_dir": str(root / "export"),
         }
     )
     profile = profile.model_copy(update={"paths": paths_cfg})

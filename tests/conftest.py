@@ -46,7 +46,6 @@ def tmp_profile(tiny_profile: Profile, tmp_path) -> Profile:
             "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
             "mlflow_artifacts_dir": str(tmp_path / "mlartifacts"),
             "dvc_remotes_dir": str(tmp_path / "remotes"),
-            "export_dir": str(tmp_path / "export"),
         }
     )
     return tiny_profile.model_copy(update={"paths": paths})

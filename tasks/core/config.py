@@ -1,7 +1,7 @@
 """The one typed schema for `params.yaml`.
 
-Why: every number the pipeline uses lives in `params.yaml`; this module is the only reader, so a typo or a bad value is a
-clear error naming the key *before* any compute starts. DVC reads the same file for its stage parameters.
+Why: every number the pipeline uses lives in `params.yaml`; this module is the only reader, so a typo or a bad value is
+a clear error naming the key *before* any compute starts. DVC reads the same file for its stage parameters.
 
 Layout of `params.yaml`:
     defaults:  every section, fully specified (the `demo` values unless noted)
@@ -24,7 +24,6 @@ from tasks.core.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
 PROFILES = ("tiny", "demo", "small", "gpu")
-DOMAINS = ("public", "news", "reddit", "code", "academic", "educational", "creative", "math")
 
 
 class _Strict(BaseModel):
@@ -40,7 +39,6 @@ class PathsConfig(_Strict):
     mlflow_tracking_uri: str = "sqlite:///mlflow/mlflow.db"
     mlflow_artifacts_dir: str = "mlflow/artifacts"
     dvc_remotes_dir: str = ".dvc-remotes"  # one local remote per owner below this, by default
-    export_dir: str = "runs/export"
 
 
 class SourceConfig(_Strict):
@@ -155,10 +153,9 @@ class TrainExpertConfig(_Strict):
     eval_every: int = Field(gt=0)
     checkpoint_every: int = Field(gt=0)
     eval_batches: int = Field(4, gt=0)
-    dp: DPConfig = DPConfig()
-    dense_weight_decay: float = Field(
-        0.1, ge=0
-    )  # dense domain models continue all parameters: M_pub's decay, not the expert's 0
+    dp: DPConfig = Field(default_factory=DPConfig)
+    # dense domain models continue all parameters: M_pub's decay, not the expert's 0
+    dense_weight_decay: float = Field(0.1, ge=0)
 
 
 class RouterConfig(_Strict):
@@ -166,10 +163,6 @@ class RouterConfig(_Strict):
     embed_batch_size: int = Field(64, gt=0)
     projection_seed: int = 20250707  # the shared, public orthogonal map d_e -> d
     top_k: int | None = None  # experts per token in the merged MoE; None = about half of n+1
-    tune: bool = False
-    tune_tokens: int = Field(0, ge=0)
-    tune_lr: float = Field(2e-3, gt=0)
-    tune_weight_decay: float = Field(0.1, ge=0)
 
 
 class EvalConfig(_Strict):
@@ -195,11 +188,9 @@ class EvalConfig(_Strict):
     unrestricted_steps: int = Field(0, ge=0)  # unrestricted MoE upper bound: steps on all data (0 = not run)
     unrestricted_lr: float = Field(9e-4, gt=0)
     sweep_docs: int = Field(16, gt=0)  # bpb docs per domain for the k-sweep and opt-out curves
-    # more assembled MoEs to score, e.g. the ablations {"ablation: no bias": "ablations/no_bias/moe"} (paths under runs/<profile>)
+    # more assembled MoEs to score, e.g. the ablations {"ablation: no bias": "ablations/no_bias/moe"}
+    # (paths under runs/<profile>)
     extra_moes: dict[str, str] = Field(default_factory=dict)
-
-
-ABLATION_VARIANTS = ("no_bias", "random_router", "public_router")
 
 
 class AblationConfig(_Strict):
@@ -253,13 +244,10 @@ class OrchestrationConfig(_Strict):
 
 class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "auto"] = (
-        "auto"  # auto: bf16 autocast where the device has native bf16 (model.precision)
-    )
+    precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the device has it natively
     num_threads: int | None = None  # None = torch's default
-    compile: bool = (
-        False  # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training)
-    )
+    # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training)
+    compile: bool = False
 
 
 class Profile(_Strict):

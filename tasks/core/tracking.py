@@ -24,6 +24,7 @@ TAG_PROFILE = "profile"
 TAG_STAGE = "stage"
 TAG_DOMAIN = "domain"
 DVC_SOURCE_TYPE = "dvc"
+SQLITE_PREFIX = "sqlite:///"  # an embedded store: the rest of the URI is the database file
 
 
 _SET_BY_US: set[str] = set()  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; only the user's value wins
@@ -34,9 +35,8 @@ def tracking_uri(profile: Profile) -> str:
     repository root."""
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     uri = user_uri if user_uri and user_uri not in _SET_BY_US else profile.paths.mlflow_tracking_uri
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(REPO_ROOT / uri[len(prefix) :])
+    if uri.startswith(SQLITE_PREFIX) and not uri.startswith(SQLITE_PREFIX + "/"):
+        uri = SQLITE_PREFIX + str(REPO_ROOT / uri[len(SQLITE_PREFIX) :])
     return uri
 
 
@@ -45,13 +45,26 @@ def is_local_store(uri: str) -> bool:
     return uri.startswith("sqlite:")
 
 
+def local_store_path(uri: str) -> Path | None:
+    """The database file of an embedded SQLite store URI; None for a tracking server."""
+    return Path(uri[len(SQLITE_PREFIX) :]) if is_local_store(uri) else None
+
+
+def store_exists(profile: Profile) -> bool:
+    """Whether the profile's tracking store can already hold runs and models: a server always can, an embedded store
+    once its database file exists (asking must not create an empty one)."""
+    database = local_store_path(tracking_uri(profile))
+    return database is None or database.exists()
+
+
 def setup(profile: Profile, experiment: str | None = None) -> str:
     """Point MLflow at the store, create the experiment if needed, make it current; returns the experiment id."""
     import mlflow
 
     uri = tracking_uri(profile)
-    if is_local_store(uri):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    database = local_store_path(uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get("MLFLOW_TRACKING_URI") != uri:
         _SET_BY_US.add(uri)
     mlflow.set_tracking_uri(uri)
@@ -153,12 +166,12 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
 
 
-def dvc_source(path: str, md5: str, remote: str | None = None):
+def dvc_source(path: str, md5: str, remote: str | None = None) -> Any:
     """A dataset source that points into DVC: path in the repo, the md5 DVC recorded, the owner's remote."""
     from mlflow.data.dataset_source_registry import register_dataset_source
 
     source_class = _dvc_source_class()
-    register_dataset_source(source_class)
+    register_dataset_source(source_class)  # type: ignore[arg-type]  # takes the class; mlflow annotates an instance
     return source_class(path=path, md5=md5, remote=remote)
 
 
@@ -172,7 +185,9 @@ def log_dataset(
     remote: str | None = None,
 ) -> None:
     """`mlflow.log_input` of data/<domain>/<split> with its DVC md5 (the pointer to the exact data version read)."""
+    from mlflow.data.dataset import Dataset
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.pandas_dataset import from_pandas
 
     import mlflow
 
@@ -187,9 +202,10 @@ def log_dataset(
     source = dvc_source(rel, md5, remote)
     name = f"{domain}/{split}"
     if frame is not None:
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+        dataset: Dataset = from_pandas(frame, source=source, name=name)
     else:
-        dataset = MetaDataset(source, name=name, digest=md5[:36])
+        # mlflow's Dataset (no ABC) declares `profile` abstract and MetaDataset leaves it out: it instantiates fine
+        dataset = MetaDataset(source, name=name, digest=md5[:36])  # type: ignore[abstract]
     mlflow.log_input(dataset, context=context, tags={"dvc_md5": md5, TAG_DOMAIN: domain, "split": split})
     mlflow.set_tag(f"data_md5.{domain}", md5)
 
@@ -197,8 +213,9 @@ def log_dataset(
 def log_domain_inputs(
     profile: Profile, domain: str, splits: tuple[str, ...] = ("train", "val"), context: str = "training"
 ) -> str:
-    """Log every split of data/<domain> a stage reads, with the domain's DVC md5 (`tasks.core.datasets.dataset_hash`) and
-    the owner's remote; returns the md5. A missing split is an error naming the file, not a silent gap in lineage."""
+    """Log every split of data/<domain> a stage reads, with the domain's DVC md5 (`tasks.core.datasets.dataset_hash`)
+    and the owner's remote; returns the md5. A missing split is an error naming the file, not a silent gap in
+    lineage."""
     import pandas as pd
 
     from tasks.core.artifacts import RunPaths

@@ -1,7 +1,7 @@
-"""Where training reports its parameters and metrics: one small interface, so the registry can add MLflow behind it.
+"""Where training reports its parameters and metrics: one small interface, so MLflow can sit behind it.
 
-Why a Protocol: `tasks.training.train` must not care whether metrics go to the console, to MLflow or to both; the registry engineer
-implements `TrainLogger` with `mlflow.log_params` / `mlflow.log_metrics` and passes it in.
+Why a Protocol: training must not care whether metrics go to the console, to MLflow or to both; the Prefect layer
+implements `TrainLogger` with `mlflow.log_params` / `mlflow.log_metrics` (`flows.mlflow_logging`) and passes it in.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ class TrainLogger(Protocol):
         """Once per run, before training: the resolved settings (flat keys, str-able values)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Scalars at an optimizer step (train_* every few steps, val_* at every evaluation, final values at the end)."""
+        """Scalars at an optimizer step (train_* every few steps, val_* at every evaluation, final values at the
+        end)."""
 
 
 class ConsoleLogger:

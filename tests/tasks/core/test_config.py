@@ -39,6 +39,17 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
         load_profile("tiny", path)
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("paths", "export_dir", "runs/export"), ("router", "tune", False), ("router", "tune_lr", 2.0e-3)],
+)
+def test_a_key_the_schema_does_not_hold_is_refused_by_name(tmp_path: Path, section: str, key: str, value) -> None:
+    """An old params.yaml that still sets a key the schema dropped fails loudly instead of being silently ignored."""
+    path = _write_variant(tmp_path, lambda raw: raw["defaults"][section].update({key: value}))
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: Extra inputs are not permitted"):
+        load_profile("tiny", path)
+
+
 def test_budget_below_one_batch_is_refused(tmp_path: Path) -> None:
     path = _write_variant(tmp_path, lambda raw: raw["profiles"]["tiny"]["train_public"].update(tokens=10))
     with pytest.raises(ConfigError, match="below one batch"):

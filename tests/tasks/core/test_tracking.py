@@ -69,6 +69,17 @@ def test_relative_sqlite_uri_is_anchored_at_the_repository(tiny_profile, monkeyp
     assert tracking.tracking_uri(tiny_profile) == "http://127.0.0.1:5999"
 
 
+def test_store_exists_only_once_its_database_does_and_asking_creates_none(tmp_profile, monkeypatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    database = tracking.local_store_path(tracking.tracking_uri(tmp_profile))
+    assert database is not None and database.name == "mlflow.db"
+    assert not tracking.store_exists(tmp_profile) and not database.exists()
+    tracking.setup(tmp_profile)
+    assert tracking.store_exists(tmp_profile)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.local_store_path(tracking.tracking_uri(tmp_profile)) is None and tracking.store_exists(tmp_profile)
+
+
 def test_domain_inputs_carry_the_dvc_hash_of_the_data_read(tmp_profile) -> None:
     from mlflow import MlflowClient
     from tasks.core.artifacts import RunPaths
