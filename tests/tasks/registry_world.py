@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from model.config import ModelSizes, TokenizerIds
+from model.config import TokenizerIds
 from model.coordinated import CoordinatedExpertModel
 from model.export import export_pretrained
 from model.public import build_public_model
 from tasks.core.artifacts import RunPaths
+from tasks.core.build import model_sizes
 from tasks.core.config import Profile
 from tasks.training.expert_file import save_expert
 from tasks.training.route import load_router_embedding
@@ -53,7 +54,7 @@ def build_tokenizer(target: Path) -> None:
 
 def build_world(profile: Profile) -> World:
     paths = RunPaths(profile)
-    public = build_public_model(ModelSizes.from_mapping(profile.model), IDS, seed=0)
+    public = build_public_model(model_sizes(profile), IDS, seed=0)
     public_sha = export_pretrained(public, paths.public_model_dir)
     build_tokenizer(paths.tokenizer_dir)
     for index, domain in enumerate(["public", *profile.closed_domains]):
@@ -65,7 +66,8 @@ def build_world(profile: Profile) -> World:
 
 
 def make_expert(world: World, domain: str, seed: int) -> Path:
-    """An expert file for `domain`: the coordinated start state with seeded noise on its FFN (a stand-in for training)."""
+    """An expert file for `domain`: the coordinated start state with seeded noise on its FFN (a stand-in for
+    training)."""
     r_pub = load_router_embedding(world.paths.router_embedding("public"))
     r_i = load_router_embedding(world.paths.router_embedding(domain))
     state = CoordinatedExpertModel.from_public(world.public, r_pub, r_i).expert_state()
