@@ -29,7 +29,8 @@ def load_split(profile: Profile, domain: str, split: str) -> pd.DataFrame:
     path = RunPaths(profile).split(domain, split)
     if not path.exists():
         raise DataError(
-            f"{path}: missing; build it with `flexo data --profile {profile.name} --domain {domain}` "
+            f"{path}: the {split} split of '{domain}' is missing; build it with "
+            f"`flexo data --profile {profile.name} --domain {domain}` "
             f"or fetch it with `dvc pull data/{domain}`"
         )
     return pd.read_parquet(path)

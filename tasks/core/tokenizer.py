@@ -26,7 +26,9 @@ def load_tokenizer(profile: Profile, directory: Path | None = None) -> Any:
 
     directory = Path(directory) if directory is not None else RunPaths(profile).tokenizer_dir
     if not any((directory / name).exists() for name in TOKENIZER_FILES):
-        raise DataError(f"{directory}: no tokenizer; run the data stage (`flexo data`) to train it on the public split")
+        raise DataError(
+            f"{directory}: the tokenizer is missing; run the data stage (`flexo data`) to train it on the public split"
+        )
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
         raise DataError(
