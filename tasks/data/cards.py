@@ -17,6 +17,7 @@ from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
 from tasks.data.ingest import staging_dir
+from tasks.data.tokenizer_training import count_tokens
 
 
 def _reason_key(reason: str) -> str:
@@ -29,8 +30,6 @@ def _reason_key(reason: str) -> str:
 
 def card(profile: Profile, domain: str) -> dict[str, Any]:
     """The facts of one built domain as a dict (what the markdown card renders)."""
-    from tasks.data.tokenizer import count_tokens
-
     paths = RunPaths(profile)
     prov_path = staging_dir(profile, domain) / "provenance.json"
     provenance = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.exists() else {}
@@ -67,22 +66,38 @@ def write_card(profile: Profile, domain: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{domain}.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
     docs, size, toks = info["documents"], info["bytes"], info["tokens"]
-    lines = [f"# Data card: `{domain}`", "",
-             f"- **owner**: {info['owner']}", f"- **source adapter**: `{info['adapter']}`",
-             f"- **what it is**: {info['description']}", f"- **license**: {info['license']}",
-             f"- **DVC md5** of `data/{domain}`: `{info['dvc_md5']}`",
-             f"- **ingested**: {info['ingested']} documents; **quarantined**: {info['quarantined']}; "
-             f"**PII redactions at ingest**: {info['pii_redactions']}", "",
-             "| split | documents | bytes | tokens |", "|---|---|---|---|"]
+    lines = [
+        f"# Data card: `{domain}`",
+        "",
+        f"- **owner**: {info['owner']}",
+        f"- **source adapter**: `{info['adapter']}`",
+        f"- **what it is**: {info['description']}",
+        f"- **license**: {info['license']}",
+        f"- **DVC md5** of `data/{domain}`: `{info['dvc_md5']}`",
+        f"- **ingested**: {info['ingested']} documents; **quarantined**: {info['quarantined']}; "
+        f"**PII redactions at ingest**: {info['pii_redactions']}",
+        "",
+        "| split | documents | bytes | tokens |",
+        "|---|---|---|---|",
+    ]
     for s in SPLIT_NAMES:
         lines.append(f"| {s} | {docs[s]} | {size[s]} | {toks[s] if toks else 'n/a (no tokenizer yet)'} |")
     lines += ["", "## Quarantine by reason", ""]
     lines += [f"- {k}: {v}" for k, v in info["quarantine_by_reason"].items()] or ["- none"]
     dec = info["decontamination"]
-    lines += ["", "## Decontamination", "",
-              f"{dec['ngram']}-gram check of val/test against: {', '.join(dec['decontaminated_against'] or [])}; "
-              f"{dec['moved_to_train']} candidates moved to train.", "", "## Provenance", "", "```json",
-              json.dumps(info["provenance"], indent=2, default=str), "```"]
+    lines += [
+        "",
+        "## Decontamination",
+        "",
+        f"{dec['ngram']}-gram check of val/test against: {', '.join(dec['decontaminated_against'] or [])}; "
+        f"{dec['moved_to_train']} candidates moved to train.",
+        "",
+        "## Provenance",
+        "",
+        "```json",
+        json.dumps(info["provenance"], indent=2, default=str),
+        "```",
+    ]
     path = out / f"{domain}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -50,8 +50,11 @@ def _roots(profile: Profile) -> list[tuple[str, str]]:
     from tasks.core.config import REPO_ROOT
     from tasks.data.sources.fetch import cache_root
 
-    return [(str(cache_root(profile.data.source_cache_dir)), "<source-cache>"),
-            (sysconfig.get_paths()["stdlib"], "<python-stdlib>"), (str(REPO_ROOT), "<repo>")]
+    return [
+        (str(cache_root(profile.data.source_cache_dir)), "<source-cache>"),
+        (sysconfig.get_paths()["stdlib"], "<python-stdlib>"),
+        (str(REPO_ROOT), "<repo>"),
+    ]
 
 
 def ingest(profile: Profile, domain: str, progress=None) -> IngestResult:
@@ -63,15 +66,25 @@ def ingest(profile: Profile, domain: str, progress=None) -> IngestResult:
     roots = _roots(profile)
     for doc in source.documents():
         if doc.problem and profile.data.on_bad_input == "error":
-            raise DataError(f"domain '{domain}': {doc.problem}. Fix or remove that input, or set "
-                            f"data.on_bad_input: quarantine to quarantine it instead")
+            raise DataError(
+                f"domain '{domain}': {doc.problem}. Fix or remove that input, or set "
+                f"data.on_bad_input: quarantine to quarantine it instead"
+            )
         if doc.id in ids:
-            raise DataError(f"domain '{domain}': adapter '{source.name}' yielded id '{doc.id}' twice ({doc.source_file} "
-                            f"row {doc.row}); ids must be unique")
+            raise DataError(
+                f"domain '{domain}': adapter '{source.name}' yielded id '{doc.id}' twice ({doc.source_file} "
+                f"row {doc.row}); ids must be unique"
+            )
         ids.add(doc.id)
         text, n = redact(doc.text) if cfg.redact_pii and not doc.problem else (doc.text, 0)
-        row = {"id": doc.id, "text": text, "problem": portable(doc.problem, roots),
-               "source_file": portable(doc.source_file, roots), "row": doc.row, "redactions": n}
+        row = {
+            "id": doc.id,
+            "text": text,
+            "problem": portable(doc.problem, roots),
+            "source_file": portable(doc.source_file, roots),
+            "row": doc.row,
+            "redactions": n,
+        }
         for key, value in doc.meta.items():
             if key not in meta_keys:
                 meta_keys.append(key)
@@ -87,8 +100,19 @@ def ingest(profile: Profile, domain: str, progress=None) -> IngestResult:
     out = staging_dir(profile, domain)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out / "ingested.parquet", index=False)
-    provenance = {**source.provenance(), "domain": domain, "owner": cfg.owner, "documents": len(frame),
-                  "redactions": int(frame["redactions"].sum())}
+    provenance = {
+        **source.provenance(),
+        "domain": domain,
+        "owner": cfg.owner,
+        "documents": len(frame),
+        "redactions": int(frame["redactions"].sum()),
+    }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str), encoding="utf-8")
-    return IngestResult(domain, out / "ingested.parquet", len(frame), int(frame["problem"].notna().sum()),
-                        int(frame["text"].str.len().sum()), int(frame["redactions"].sum()))
+    return IngestResult(
+        domain,
+        out / "ingested.parquet",
+        len(frame),
+        int(frame["problem"].notna().sum()),
+        int(frame["text"].str.len().sum()),
+        int(frame["redactions"].sum()),
+    )

@@ -8,8 +8,9 @@ Prefect, DVC stages and the CLI all run the same code.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,8 @@ from tasks.core.errors import DataError
 from tasks.data.ingest import ingest, staging_dir
 from tasks.data.split import _hits, fingerprint, split_domain
 from tasks.data.textsig import MinHasher, exact_key, ngram_hashes
-from tasks.data.tokenizer import TokenizerResult
-from tasks.data.tokenizer import train_tokenizer as _train_tokenizer
+from tasks.data.tokenizer_training import TokenizerResult
+from tasks.data.tokenizer_training import train_tokenizer as _train_tokenizer
 from tasks.data.validate import QUARANTINE_COLUMNS, validate
 from tasks.data.versioning import VersionResult
 from tasks.data.versioning import version_domain as _version_domain
@@ -60,18 +61,30 @@ def build_domain(profile: Profile, domain: str, progress: Callable[[int], None] 
 
 
 def finish_domain(profile: Profile, domain: str) -> DomainBuild:
-    """Split one prepared domain (its validation read back from runs/data/<d>/validation.json, written by `validate`)."""
+    """Split one prepared domain (its validation read back from runs/data/<d>/validation.json, written by
+    `validate`)."""
     validation_json = staging_dir(profile, domain) / "validation.json"
     if not validation_json.exists():
         raise DataError(f"{validation_json}: missing; prepare domain '{domain}' first (`flexo data --domain {domain}`)")
     validation = json.loads(validation_json.read_text(encoding="utf-8"))
     if not validation["success"]:
-        raise DataError(f"domain '{domain}' failed its validation suite; not splitting it. Report: {validation['report']}")
+        raise DataError(
+            f"domain '{domain}' failed its validation suite; not splitting it. Report: {validation['report']}"
+        )
     split = split_domain(profile, domain)
     keys = ("domain", "success", "ingested", "accepted", "quarantined", "reasons", "report")
     summary = {k: validation[k] for k in keys}
-    return DomainBuild(domain, validation["ingested"], validation["accepted"], validation["quarantined"], split.counts,
-                       split.moved_to_train, summary, validation["report"], dataset_hash(profile, domain))
+    return DomainBuild(
+        domain,
+        validation["ingested"],
+        validation["accepted"],
+        validation["quarantined"],
+        split.counts,
+        split.moved_to_train,
+        summary,
+        validation["report"],
+        dataset_hash(profile, domain),
+    )
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,29 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
     paths = RunPaths(profile)
     built = [d for d in profile.domains if paths.split(d, "train").exists()]
     frames = {d: {s: load_split(profile, d, s) for s in SPLIT_NAMES} for d in built}
+    drop, exact_pairs, near_pairs = _cross_domain_duplicates(profile, built, frames)
+    if (exact_pairs or near_pairs) and not repair:
+        raise DataError(
+            f"domains are not disjoint: {exact_pairs} exact and {near_pairs} near-duplicate pairs; "
+            f"run the check with repair or remove the shared documents from one source"
+        )
+    quarantined = {d: len(v) for d, v in drop.items() if v}
+    for d, ids in drop.items():
+        if ids:
+            _quarantine_ids(profile, d, frames[d], ids)
+    moved = _decontaminate(profile, built, frames, repair)
+    report = paths.data_reports_dir / "disjoint.json"
+    result = DisjointResult(built, exact_pairs, near_pairs, sum(moved.values()), quarantined, moved, str(report))
+    paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({**asdict(result), "report": repo_relative(report)}, indent=2), encoding="utf-8")
+    return result
+
+
+def _cross_domain_duplicates(
+    profile: Profile, built: list[str], frames: dict[str, dict[str, pd.DataFrame]]
+) -> tuple[dict[str, dict[str, str]], int, int]:
+    """({domain: {id: reason}} of the documents each domain gives up, exact pairs, near pairs): documents are compared
+    in params.yaml order, each against every earlier one of another domain; `_priority` picks the side that loses it."""
     hasher = MinHasher(profile.data.minhash_perms, profile.data.minhash_bands, profile.data.shingle_words, profile.seed)
     owner_of: list[tuple[str, str]] = []
     exact: dict[str, tuple[str, str]] = {}
@@ -108,7 +144,7 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
     exact_pairs = near_pairs = 0
     for d in built:
         for s in SPLIT_NAMES:
-            for doc_id, text in zip(frames[d][s]["id"], frames[d][s]["text"]):
+            for doc_id, text in zip(frames[d][s]["id"], frames[d][s]["text"], strict=True):
                 key = exact_key(text)
                 hit = exact.get(key)
                 if hit and hit[0] != d:
@@ -129,16 +165,19 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
                     loser = _priority(profile, other[0], d)
                     lost_id, kept_id = (other[1], doc_id) if loser == other[0] else (doc_id, other[1])
                     drop[loser][lost_id] = f"cross-domain near duplicate of {kept_id}"
-    if (exact_pairs or near_pairs) and not repair:
-        raise DataError(f"domains are not disjoint: {exact_pairs} exact and {near_pairs} near-duplicate pairs; "
-                        f"run the check with repair or remove the shared documents from one source")
-    quarantined = {d: len(v) for d, v in drop.items() if v}
-    for d, ids in drop.items():
-        if ids:
-            _quarantine_ids(profile, d, frames[d], ids)
+    return drop, exact_pairs, near_pairs
+
+
+def _decontaminate(
+    profile: Profile, built: list[str], frames: dict[str, dict[str, pd.DataFrame]], repair: bool
+) -> dict[str, int]:
+    """Move every val/test document sharing an n-gram with another domain's train into its own train (rewriting the
+    splits); without `repair` the first such split is a DataError. Returns {domain: documents moved}."""
     n = profile.data.decontamination_ngram
-    train_grams = {d: np.unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or
-                                               [np.zeros(0, dtype=np.uint64)])) for d in built}
+    empty = np.zeros(0, dtype=np.uint64)
+    train_grams = {
+        d: np.unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or [empty])) for d in built
+    }
     moved: dict[str, int] = {}
     for d in built:
         others = [train_grams[e] for e in built if e != d]
@@ -147,20 +186,18 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
             frame = frames[d][s]
             dirty = [i for i, t in enumerate(frame["text"]) if _hits(banned, ngram_hashes(t, n))]
             if dirty and not repair:
-                raise DataError(f"data/{d}/{s}.parquet: {len(dirty)} documents share {n}-grams with another domain's train")
+                raise DataError(
+                    f"data/{d}/{s}.parquet: {len(dirty)} documents share {n}-grams with another domain's train"
+                )
             if dirty:
                 frames[d]["train"] = pd.concat([frames[d]["train"], frame.iloc[dirty]], ignore_index=True)
                 frames[d][s] = frame.drop(index=frame.index[dirty]).reset_index(drop=True)
                 moved[d] = moved.get(d, 0) + len(dirty)
         if moved.get(d):
             for s in SPLIT_NAMES:
-                frames[d][s].to_parquet(paths.split(d, s), index=False)
+                frames[d][s].to_parquet(RunPaths(profile).split(d, s), index=False)
             _update_split_json(profile, d, frames[d], moved_extra=moved[d])
-    report = paths.data_reports_dir / "disjoint.json"
-    result = DisjointResult(built, exact_pairs, near_pairs, sum(moved.values()), quarantined, moved, str(report))
-    paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({**asdict(result), "report": repo_relative(report)}, indent=2), encoding="utf-8")
-    return result
+    return moved
 
 
 def _quarantine_ids(profile: Profile, domain: str, frames: dict[str, pd.DataFrame], reasons: dict[str, str]) -> None:
@@ -173,8 +210,15 @@ def _quarantine_ids(profile: Profile, domain: str, frames: dict[str, pd.DataFram
         mask = frames[s]["id"].isin(reasons)
         if mask.any():
             for rec in frames[s][mask].itertuples():
-                moved.append({"id": rec.id, "text": rec.text, "reason": reasons[rec.id], "source_file": f"data/{domain}/{s}",
-                              "row": -1})
+                moved.append(
+                    {
+                        "id": rec.id,
+                        "text": rec.text,
+                        "reason": reasons[rec.id],
+                        "source_file": f"data/{domain}/{s}",
+                        "row": -1,
+                    }
+                )
             frames[s] = frames[s][~mask].reset_index(drop=True)
             frames[s].to_parquet(paths.split(domain, s), index=False)
     quarantine = pd.concat([quarantine, pd.DataFrame(moved, columns=QUARANTINE_COLUMNS)], ignore_index=True)
@@ -192,7 +236,7 @@ def _update_split_json(profile: Profile, domain: str, frames: dict[str, pd.DataF
 
 
 def train_tokenizer(profile: Profile) -> TokenizerResult:
-    """Byte-level BPE on the public train split only (see tasks.data.tokenizer)."""
+    """Byte-level BPE on the public train split only (see tasks.data.tokenizer_training)."""
     return _train_tokenizer(profile)
 
 

@@ -44,12 +44,13 @@ def eval_sizes(profile: Profile, n: int) -> tuple[int, int]:
 
 def hash_order(ids: list[str], seed: int) -> list[int]:
     """Positions of `ids` sorted by a seeded hash: deterministic, independent of input order and of other documents."""
-    keys = [xxhash.xxh3_64_intdigest(f"{seed}:{i}".encode("utf-8")) for i in ids]
+    keys = [xxhash.xxh3_64_intdigest(f"{seed}:{i}".encode()) for i in ids]
     return sorted(range(len(ids)), key=lambda k: (keys[k], ids[k]))
 
 
 def fingerprint(profile: Profile, domain: str) -> Path:
-    """runs/data/<d>/ngrams.npy: unique n-gram hashes of every accepted document (other domains decontaminate against it)."""
+    """runs/data/<d>/ngrams.npy: unique n-gram hashes of every accepted document (other domains decontaminate
+    against it)."""
     stage = staging_dir(profile, domain)
     accepted = pd.read_parquet(stage / "accepted.parquet", columns=["text"])
     n = profile.data.decontamination_ngram
@@ -79,7 +80,9 @@ def _hits(sorted_unique: np.ndarray, values: np.ndarray) -> bool:
     return bool((sorted_unique[idx] == values).any())
 
 
-def choose_eval(doc_grams: list[np.ndarray], order: list[int], n_eval: int, others: np.ndarray) -> tuple[list[int], int]:
+def choose_eval(
+    doc_grams: list[np.ndarray], order: list[int], n_eval: int, others: np.ndarray
+) -> tuple[list[int], int]:
     """Pick up to `n_eval` clean eval positions in `order`; returns (positions, how many candidates moved to train)."""
     eval_pos = list(order[:n_eval])
     next_candidate, moved = n_eval, 0
@@ -107,7 +110,9 @@ def split_domain(profile: Profile, domain: str) -> SplitResult:
     accepted = pd.read_parquet(accepted_path)
     n_val, n_test = eval_sizes(profile, len(accepted))
     if len(accepted) < n_val + n_test + 1:
-        raise DataError(f"domain '{domain}': {len(accepted)} accepted documents are too few for val={n_val} + test={n_test}")
+        raise DataError(
+            f"domain '{domain}': {len(accepted)} accepted documents are too few for val={n_val} + test={n_test}"
+        )
     n = profile.data.decontamination_ngram
     doc_grams = [ngram_hashes(t, n) for t in accepted["text"]]
     others, checked = other_fingerprints(profile, domain)
@@ -127,7 +132,18 @@ def split_domain(profile: Profile, domain: str) -> SplitResult:
     shutil.copyfile(stage / "quarantine.parquet", out / "quarantine.parquet")
     counts = {name: len(pos) for name, pos in parts.items()}
     result = SplitResult(domain, counts, moved, checked, files)
-    (out / "split.json").write_text(json.dumps({"domain": domain, "counts": counts, "moved_to_train": moved,
-                                                "decontaminated_against": [domain, *checked], "ngram": n,
-                                                "seed": profile.seed}, indent=2), encoding="utf-8")
+    (out / "split.json").write_text(
+        json.dumps(
+            {
+                "domain": domain,
+                "counts": counts,
+                "moved_to_train": moved,
+                "decontaminated_against": [domain, *checked],
+                "ngram": n,
+                "seed": profile.seed,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
     return result

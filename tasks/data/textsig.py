@@ -67,7 +67,8 @@ class MinHasher:
         return float(np.mean(s1 == s2))
 
     def query_add(self, text: str, threshold: float) -> int | None:
-        """Index of an earlier added text with estimated Jaccard >= threshold, else None; the text is added either way."""
+        """Index of an earlier added text with estimated Jaccard >= threshold, else None; the text is added either
+        way."""
         sig = self.signature(text)
         found = None
         keys = [(band, sig[band * self.rows : (band + 1) * self.rows].tobytes()) for band in range(self.bands)]

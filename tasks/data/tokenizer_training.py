@@ -1,8 +1,12 @@
-"""Tokenizer: a byte-level BPE trained with `tokenizers` on the public train split only, saved as a transformers
-tokenizer (eos and pad defined), plus bytes-per-token per domain.
+"""Tokenizer training: a byte-level BPE trained with `tokenizers` on the public train split only, saved as a
+transformers tokenizer (eos and pad defined), plus bytes-per-token per domain and token counts for the data cards.
 
 Why public only: the tokenizer is shared by every expert, so it must not encode any closed domain's data (invariant 1).
 Bytes per token per domain shows how well that public vocabulary fits each owner's text.
+
+The stages that feed a model load the tokenizer with `tasks.core.tokenizer.load_tokenizer`, which also refuses one
+larger than `model.vocab_size`; the statistics here describe the data, whatever model is trained on it, so they read
+the tokenizer without that check.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
@@ -36,12 +41,17 @@ def train_tokenizer(profile: Profile) -> TokenizerResult:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=profile.tokenizer.vocab_size, min_frequency=profile.tokenizer.min_frequency,
-                                  special_tokens=[EOS, PAD], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=profile.tokenizer.vocab_size,
+        min_frequency=profile.tokenizer.min_frequency,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
-                                   model_max_length=profile.model.max_seq_len)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, model_max_length=profile.model.max_seq_len
+    )
     out = RunPaths(profile).tokenizer_dir
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
@@ -51,16 +61,13 @@ def train_tokenizer(profile: Profile) -> TokenizerResult:
 
 def bytes_per_token(profile: Profile, split: str = "val") -> dict[str, float]:
     """UTF-8 bytes per token of each built domain's `split` under the trained tokenizer; written to reports/data/."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(RunPaths(profile).tokenizer_dir))
+    tok = _trained_tokenizer(profile)
     result: dict[str, float] = {}
     for domain in profile.domains:
         if not RunPaths(profile).split(domain, split).exists():
             continue
         texts = load_split(profile, domain, split)["text"].tolist()
-        tokens = sum(len(ids) for i in range(0, len(texts), BATCH)
-                     for ids in tok(texts[i : i + BATCH], add_special_tokens=False)["input_ids"])
+        tokens = _count(tok, texts)
         result[domain] = round(sum(len(t.encode("utf-8")) for t in texts) / max(tokens, 1), 4)
     out = RunPaths(profile).data_reports_dir / "bytes_per_token.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -70,8 +77,20 @@ def bytes_per_token(profile: Profile, split: str = "val") -> dict[str, float]:
 
 def count_tokens(profile: Profile, texts: list[str]) -> int:
     """Tokens of `texts` under the trained tokenizer (for data cards)."""
+    return _count(_trained_tokenizer(profile), texts)
+
+
+def _trained_tokenizer(profile: Profile) -> Any:
+    """The tokenizer `train_tokenizer` saved in data/tokenizer."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(RunPaths(profile).tokenizer_dir))
-    return sum(len(ids) for i in range(0, len(texts), BATCH)
-               for ids in tok(texts[i : i + BATCH], add_special_tokens=False)["input_ids"])
+    return AutoTokenizer.from_pretrained(str(RunPaths(profile).tokenizer_dir))
+
+
+def _count(tok: Any, texts: list[str]) -> int:
+    """Tokens of `texts` without special tokens, tokenized `BATCH` documents at a time."""
+    return sum(
+        len(ids)
+        for i in range(0, len(texts), BATCH)
+        for ids in tok(texts[i : i + BATCH], add_special_tokens=False)["input_ids"]
+    )

@@ -94,7 +94,7 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
         near.append(out["id"].iat[indexed[hit]] if hit is not None else None)
         indexed.append(i)
     out["near_dup"] = [n is not None for n in near]
-    out["duplicate_of"] = [d or n for d, n in zip(dup_of, near)]
+    out["duplicate_of"] = [d or n for d, n in zip(dup_of, near, strict=True)]
     if profile.domains[domain].source.adapter == "stdlib_code" or domain == "code":
         out["parses"] = out["text"].map(_parses)
     return out
@@ -104,42 +104,82 @@ def build_checks(profile: Profile, domain: str, frame: pd.DataFrame) -> list[Che
     """The domain's suite: generic text checks plus domain-specific ones (code parses; math has question and answer)."""
     import great_expectations as gx
 
-    e = gx.expectations
+    return _text_checks(profile, domain, gx.expectations) + _content_checks(profile, domain, frame, gx.expectations)
+
+
+def _text_checks(profile: Profile, domain: str, e: Any) -> list[Check]:
+    """Every domain's checks: readable, non-empty, length, clean UTF-8, PII, duplicates, language sanity, row count."""
     data, cfg = profile.data, profile.domains[domain]
     row_ok = 1.0 - data.max_quarantine_rate
     min_chars = cfg.min_chars or data.min_chars
     max_chars = cfg.max_chars or data.max_chars
     letters = data.min_letter_ratio if cfg.min_letter_ratio is None else cfg.min_letter_ratio
-    checks = [
+    return [
         Check("unreadable input (see problem)", e.ExpectColumnValuesToBeNull(column="problem", mostly=row_ok)),
         Check("empty text", e.ExpectColumnValuesToNotBeNull(column="text")),
-        Check(f"length outside [{min_chars}, {max_chars}] chars",
-              e.ExpectColumnValueLengthsToBeBetween(column="text", min_value=min_chars, max_value=max_chars, mostly=row_ok)),
-        Check("not clean UTF-8 text (NUL or replacement characters)",
-              e.ExpectColumnValuesToNotMatchRegex(column="text", regex="[\\x00\\ufffd]", mostly=row_ok)),
-        Check("PII pattern (email, phone or card number)",
-              e.ExpectColumnValuesToNotMatchRegexList(column="text", regex_list=list(PATTERNS.values()),
-                                                      mostly=1.0 - data.max_pii_rate)),
-        Check("exact duplicate", e.ExpectColumnValuesToBeInSet(column="exact_dup", value_set=[False],
-                                                               mostly=1.0 - data.max_duplicate_rate)),
-        Check(f"near duplicate (Jaccard >= {data.near_duplicate_threshold})",
-              e.ExpectColumnValuesToBeInSet(column="near_dup", value_set=[False], mostly=1.0 - data.max_duplicate_rate)),
-        Check(f"letter ratio below {letters} (not natural-language text)",
-              e.ExpectColumnValuesToBeBetween(column="letter_ratio", min_value=letters, max_value=1.0, mostly=row_ok)),
-        Check(f"control/binary characters (printable ratio below {data.min_printable_ratio})",
-              e.ExpectColumnValuesToBeBetween(column="printable_ratio", min_value=data.min_printable_ratio, max_value=1.0,
-                                              mostly=row_ok)),
-        Check(f"row count outside [{data.min_rows}, {data.max_docs_per_domain}]",
-              e.ExpectTableRowCountToBeBetween(min_value=data.min_rows, max_value=data.max_docs_per_domain)),
+        Check(
+            f"length outside [{min_chars}, {max_chars}] chars",
+            e.ExpectColumnValueLengthsToBeBetween(
+                column="text", min_value=min_chars, max_value=max_chars, mostly=row_ok
+            ),
+        ),
+        Check(
+            "not clean UTF-8 text (NUL or replacement characters)",
+            e.ExpectColumnValuesToNotMatchRegex(column="text", regex="[\\x00\\ufffd]", mostly=row_ok),
+        ),
+        Check(
+            "PII pattern (email, phone or card number)",
+            e.ExpectColumnValuesToNotMatchRegexList(
+                column="text", regex_list=list(PATTERNS.values()), mostly=1.0 - data.max_pii_rate
+            ),
+        ),
+        Check(
+            "exact duplicate",
+            e.ExpectColumnValuesToBeInSet(column="exact_dup", value_set=[False], mostly=1.0 - data.max_duplicate_rate),
+        ),
+        Check(
+            f"near duplicate (Jaccard >= {data.near_duplicate_threshold})",
+            e.ExpectColumnValuesToBeInSet(column="near_dup", value_set=[False], mostly=1.0 - data.max_duplicate_rate),
+        ),
+        Check(
+            f"letter ratio below {letters} (not natural-language text)",
+            e.ExpectColumnValuesToBeBetween(column="letter_ratio", min_value=letters, max_value=1.0, mostly=row_ok),
+        ),
+        Check(
+            f"control/binary characters (printable ratio below {data.min_printable_ratio})",
+            e.ExpectColumnValuesToBeBetween(
+                column="printable_ratio", min_value=data.min_printable_ratio, max_value=1.0, mostly=row_ok
+            ),
+        ),
+        Check(
+            f"row count outside [{data.min_rows}, {data.max_docs_per_domain}]",
+            e.ExpectTableRowCountToBeBetween(min_value=data.min_rows, max_value=data.max_docs_per_domain),
+        ),
     ]
+
+
+def _content_checks(profile: Profile, domain: str, frame: pd.DataFrame, e: Any) -> list[Check]:
+    """Checks of what a domain's documents are: code that parses, math items with a question and an answer."""
+    data, cfg = profile.data, profile.domains[domain]
+    row_ok = 1.0 - data.max_quarantine_rate
+    max_chars = cfg.max_chars or data.max_chars
+    checks: list[Check] = []
     if "parses" in frame.columns:
-        checks.append(Check("does not parse as Python", e.ExpectColumnValuesToBeInSet(column="parses", value_set=[True],
-                                                                                        mostly=row_ok)))
+        checks.append(
+            Check(
+                "does not parse as Python",
+                e.ExpectColumnValuesToBeInSet(column="parses", value_set=[True], mostly=row_ok),
+            )
+        )
     if {"question", "answer"} & set(frame.columns) or cfg.source.adapter == "math_dataset":
         for col in ("question", "answer"):
             checks.append(Check(f"math item without {col}", e.ExpectColumnValuesToNotBeNull(column=col, mostly=row_ok)))
-            checks.append(Check(f"math item with empty {col}", e.ExpectColumnValueLengthsToBeBetween(
-                column=col, min_value=1, max_value=max_chars, mostly=row_ok)))
+            checks.append(
+                Check(
+                    f"math item with empty {col}",
+                    e.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=max_chars, mostly=row_ok),
+                )
+            )
     return checks
 
 
@@ -147,19 +187,23 @@ def _run_suite(frame: pd.DataFrame, checks: list[Check], domain: str) -> list[An
     """Run the suite on an in-memory dataframe with an ephemeral GX context; one result per check, in order."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)  # our own progress display is enough
-    batch_def = (context.data_sources.add_pandas(name=f"flexo-{domain}")
-                 .add_dataframe_asset(name=domain).add_batch_definition_whole_dataframe("all"))
+    batch_def = (
+        context.data_sources.add_pandas(name=f"flexo-{domain}")
+        .add_dataframe_asset(name=domain)
+        .add_batch_definition_whole_dataframe("all")
+    )
     suite = context.suites.add(gx.ExpectationSuite(name=f"flexo-{domain}"))
     for check in checks:
         suite.add_expectation(check.expectation)
     vd = context.validation_definitions.add(gx.ValidationDefinition(data=batch_def, suite=suite, name=f"{domain}-vd"))
-    result = vd.run(batch_parameters={"dataframe": frame},
-                    result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False})
+    result = vd.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
+    )
     by_id = {r.expectation_config.id: r for r in result.results}
     return [by_id[c.expectation.id] for c in checks]
 
@@ -185,8 +229,36 @@ def validate(profile: Profile, domain: str) -> ValidationResult:
     # the problem column is checked by GX; rows with no text at all are kept visible to the length check
     checks = build_checks(profile, domain, feats)
     results = _run_suite(feats, checks, domain)
+    reasons = _row_reasons(checks, results, feats)
+    accepted, quarantine = _partition(frame, feats, reasons, domain)
+    rate = len(quarantine) / len(frame)
+    success = all(r.success for r in results) and rate <= profile.data.max_quarantine_rate
+    stage.mkdir(parents=True, exist_ok=True)
+    accepted.to_parquet(stage / "accepted.parquet", index=False)
+    quarantine.to_parquet(stage / "quarantine.parquet", index=False)
+    counts = _reason_counts(reasons)
+    summary = _summary(checks, results)
+    report = write_report(profile, domain, success, len(frame), len(accepted), quarantine, counts, summary, rate)
+    outcome = ValidationResult(domain, success, len(frame), len(accepted), len(quarantine), counts, report, summary)
+    record = {**{k: v for k, v in outcome.__dict__.items() if k != "report"}, "report": repo_relative(report)}
+    (stage / "validation.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+    if not success:
+        failed = [s["reason"] for s in summary if not s["success"]]
+        if rate > profile.data.max_quarantine_rate:
+            failed.append(
+                f"quarantine rate {rate:.1%} > data.max_quarantine_rate {profile.data.max_quarantine_rate:.0%}"
+            )
+        raise DataError(
+            f"domain '{domain}' failed its validation suite: {'; '.join(failed)}. "
+            f"{len(quarantine)} of {len(frame)} documents quarantined. Report: {report}"
+        )
+    return outcome
+
+
+def _row_reasons(checks: list[Check], results: list[Any], feats: pd.DataFrame) -> dict[int, list[str]]:
+    """{row position: quarantine reasons}, one per failed check, naming the input problem or the duplicated id."""
     reasons: dict[int, list[str]] = {}
-    for check, res in zip(checks, results):
+    for check, res in zip(checks, results, strict=True):
         for pos in _failing_rows(res, feats):
             label = check.reason
             if check.reason.startswith("unreadable"):
@@ -194,61 +266,91 @@ def validate(profile: Profile, domain: str) -> ValidationResult:
             elif check.reason.endswith("duplicate") or check.reason.startswith("near duplicate"):
                 label = f"{check.reason} of {feats['duplicate_of'].iat[pos]}"
             reasons.setdefault(pos, []).append(label)
+    return reasons
+
+
+def _partition(
+    frame: pd.DataFrame, feats: pd.DataFrame, reasons: dict[int, list[str]], domain: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accepted documents, quarantine with reasons and source rows); every ingested row lands in exactly one."""
     bad = sorted(reasons)
-    quarantine = pd.DataFrame({
-        "id": feats["id"].iloc[bad].tolist(),
-        "text": feats["text"].iloc[bad].tolist(),
-        "reason": ["; ".join(reasons[i]) for i in bad],
-        "source_file": feats["source_file"].iloc[bad].tolist(),
-        "row": feats["row"].iloc[bad].astype("int64").tolist(),
-    }, columns=QUARANTINE_COLUMNS)
+    quarantine = pd.DataFrame(
+        {
+            "id": feats["id"].iloc[bad].tolist(),
+            "text": feats["text"].iloc[bad].tolist(),
+            "reason": ["; ".join(reasons[i]) for i in bad],
+            "source_file": feats["source_file"].iloc[bad].tolist(),
+            "row": feats["row"].iloc[bad].astype("int64").tolist(),
+        },
+        columns=QUARANTINE_COLUMNS,
+    )
     keep_cols = [c for c in frame.columns if c not in ("problem", "source_file", "row", "redactions")]
     accepted = frame.drop(index=bad)[keep_cols].reset_index(drop=True)
     if len(accepted) + len(quarantine) != len(frame):  # invariant 8: nothing lost
-        raise DataError(f"domain '{domain}': {len(accepted)} accepted + {len(quarantine)} quarantined != {len(frame)} ingested")
-    rate = len(quarantine) / len(frame)
-    suite_ok = all(r.success for r in results)
-    success = suite_ok and rate <= profile.data.max_quarantine_rate
-    stage.mkdir(parents=True, exist_ok=True)
-    accepted.to_parquet(stage / "accepted.parquet", index=False)
-    quarantine.to_parquet(stage / "quarantine.parquet", index=False)
+        raise DataError(
+            f"domain '{domain}': {len(accepted)} accepted + {len(quarantine)} quarantined != {len(frame)} ingested"
+        )
+    return accepted, quarantine
+
+
+def _reason_counts(reasons: dict[int, list[str]]) -> dict[str, int]:
+    """Quarantined rows per reason category (the label without its row specifics)."""
     counts: dict[str, int] = {}
     for items in reasons.values():
         for label in items:
             key = label.split(":")[0].split(" of ")[0]
             counts[key] = counts.get(key, 0) + 1
-    summary = [{"expectation": type(c.expectation).__name__, "column": getattr(c.expectation, "column", None),
-                "reason": c.reason, "success": bool(r.success),
-                "unexpected_count": int(r.result.get("unexpected_count") or 0),
-                "unexpected_percent": float(r.result.get("unexpected_percent") or 0.0),
-                "observed_value": r.result.get("observed_value")} for c, r in zip(checks, results)]
-    report = write_report(profile, domain, success, len(frame), len(accepted), quarantine, counts, summary, rate)
-    outcome = ValidationResult(domain, success, len(frame), len(accepted), len(quarantine), counts, report, summary)
-    (stage / "validation.json").write_text(json.dumps(
-        {**{k: v for k, v in outcome.__dict__.items() if k != "report"}, "report": repo_relative(report)}, indent=2, default=str),
-        encoding="utf-8")
-    if not success:
-        failed = [s["reason"] for s in summary if not s["success"]]
-        if rate > profile.data.max_quarantine_rate:
-            failed.append(f"quarantine rate {rate:.1%} > data.max_quarantine_rate {profile.data.max_quarantine_rate:.0%}")
-        raise DataError(f"domain '{domain}' failed its validation suite: {'; '.join(failed)}. "
-                        f"{len(quarantine)} of {len(frame)} documents quarantined. Report: {report}")
-    return outcome
+    return counts
 
 
-def write_report(profile: Profile, domain: str, success: bool, ingested: int, accepted: int, quarantine: pd.DataFrame,
-                 counts: dict[str, int], summary: list[dict[str, Any]], rate: float) -> Path:
+def _summary(checks: list[Check], results: list[Any]) -> list[dict[str, Any]]:
+    """One JSON-able row per expectation: what it checked, whether it passed and how many rows failed it."""
+    return [
+        {
+            "expectation": type(c.expectation).__name__,
+            "column": getattr(c.expectation, "column", None),
+            "reason": c.reason,
+            "success": bool(r.success),
+            "unexpected_count": int(r.result.get("unexpected_count") or 0),
+            "unexpected_percent": float(r.result.get("unexpected_percent") or 0.0),
+            "observed_value": r.result.get("observed_value"),
+        }
+        for c, r in zip(checks, results, strict=True)
+    ]
+
+
+def write_report(
+    profile: Profile,
+    domain: str,
+    success: bool,
+    ingested: int,
+    accepted: int,
+    quarantine: pd.DataFrame,
+    counts: dict[str, int],
+    summary: list[dict[str, Any]],
+    rate: float,
+) -> Path:
     """A rendered markdown report of the suite (the Data Docs equivalent that survives without a GX file context)."""
     out = RunPaths(profile).data_reports_dir / f"validation-{domain}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Validation report: `{domain}` — {'PASSED' if success else 'FAILED'}", "",
-             f"Great Expectations suite `flexo-{domain}`; profile `{profile.name}`.", "",
-             f"- ingested: {ingested}", f"- accepted: {accepted}", f"- quarantined: {len(quarantine)} ({rate:.1%})",
-             f"- accepted + quarantined = ingested: {accepted + len(quarantine) == ingested}", "",
-             "| expectation | column | passed | unexpected | % | quarantine reason |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Validation report: `{domain}` — {'PASSED' if success else 'FAILED'}",
+        "",
+        f"Great Expectations suite `flexo-{domain}`; profile `{profile.name}`.",
+        "",
+        f"- ingested: {ingested}",
+        f"- accepted: {accepted}",
+        f"- quarantined: {len(quarantine)} ({rate:.1%})",
+        f"- accepted + quarantined = ingested: {accepted + len(quarantine) == ingested}",
+        "",
+        "| expectation | column | passed | unexpected | % | quarantine reason |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in summary:
-        lines.append(f"| {s['expectation']} | {s['column'] or '(table)'} | {'yes' if s['success'] else '**NO**'} | "
-                     f"{s['unexpected_count']} | {s['unexpected_percent']:.2f} | {s['reason']} |")
+        lines.append(
+            f"| {s['expectation']} | {s['column'] or '(table)'} | {'yes' if s['success'] else '**NO**'} | "
+            f"{s['unexpected_count']} | {s['unexpected_percent']:.2f} | {s['reason']} |"
+        )
     lines += ["", "## Quarantine by reason", ""] + [f"- {k}: {v}" for k, v in sorted(counts.items())] or ["- none"]
     if len(quarantine):
         lines += ["", "## First quarantined documents", "", "| id | file | row | reason |", "|---|---|---|---|"]

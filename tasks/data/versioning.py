@@ -45,8 +45,14 @@ def repo_root(profile: Profile) -> Path:
 
 def dvc(repo: Path, *args: str) -> str:
     """Run the DVC CLI of this environment in `repo`; a failure is a DataError with DVC's own message."""
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True,
-                          env={**os.environ, **DVC_ENV}, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **DVC_ENV},
+        check=False,
+    )
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
         raise DataError(f"`dvc {' '.join(args)}` failed in {repo} (exit {proc.returncode}): {tail}")

@@ -7,8 +7,9 @@ validation and quarantine treat a Debian package, a PyPI wheel and a user's fold
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from tasks.core.errors import ConfigError
 
@@ -32,7 +33,7 @@ class Source:
     license: str = ""
     description: str = ""
 
-    def __init__(self, domain: str, owner: str, options: dict[str, Any], context: "SourceContext") -> None:
+    def __init__(self, domain: str, owner: str, options: dict[str, Any], context: SourceContext) -> None:
         self.domain = domain
         self.owner = owner
         self.options = dict(options)
@@ -91,7 +92,8 @@ def get_source(profile: Any, domain: str) -> Source:
     data = profile.data
     context = SourceContext(
         cache_dir=data.source_cache_dir,
-        target_bytes=cfg.target_bytes or (data.public_target_bytes if domain == "public" else data.target_bytes_per_domain),
+        target_bytes=cfg.target_bytes
+        or (data.public_target_bytes if domain == "public" else data.target_bytes_per_domain),
         max_docs=data.max_docs_per_domain,
         max_doc_bytes=data.max_doc_bytes,
         seed=profile.seed,

@@ -10,14 +10,24 @@ import ast
 import random
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tasks.data.sources import Document, Source, register
 from tasks.data.sources.textio import budget_reached, decode_document
 
-DEFAULT_EXCLUDE = ["test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__", "turtledemo",
-                   "encodings", "pydoc_data"]  # the last two are generated tables, not code written by people
+DEFAULT_EXCLUDE = [
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "turtledemo",
+    "encodings",
+    "pydoc_data",
+]  # the last two are generated tables, not code written by people
 
 
 @register("stdlib_code")
@@ -31,7 +41,9 @@ class StdlibCodeSource(Source):
         self.exclude = set(self.options.get("exclude_dirs", DEFAULT_EXCLUDE))
 
     def files(self) -> list[Path]:
-        files = [p for p in sorted(self.root.rglob("*.py")) if not (set(p.relative_to(self.root).parts[:-1]) & self.exclude)]
+        files = [
+            p for p in sorted(self.root.rglob("*.py")) if not (set(p.relative_to(self.root).parts[:-1]) & self.exclude)
+        ]
         random.Random(self.context.seed).shuffle(files)  # a spread of modules, not the alphabet's first ones
         return files
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 import gzip
 import random
 import re
-from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from tasks.core.errors import DataError
 from tasks.data.sources import Document, Source, register
 from tasks.data.sources.fetch import debian_package, debian_version
 from tasks.data.sources.gensim_corpora import chunk_paragraphs
 from tasks.data.sources.textio import budget_reached, decode_document
-
 
 
 class _DebianSource(Source):
@@ -29,9 +27,11 @@ class _DebianSource(Source):
         return list(self.options.get("packages", self.packages))
 
     def provenance(self) -> dict:
-        return {**super().provenance(),
-                "debian_packages": {p: debian_version(self.context.cache_dir, p) for p in self.package_list()},
-                "license_files": [f"usr/share/doc/{p}/copyright" for p in self.package_list()]}
+        return {
+            **super().provenance(),
+            "debian_packages": {p: debian_version(self.context.cache_dir, p) for p in self.package_list()},
+            "license_files": [f"usr/share/doc/{p}/copyright" for p in self.package_list()],
+        }
 
     def chunks(self, text: str) -> list[str]:
         return chunk_paragraphs(text, int(self.options.get("chunk_chars", self.context.chunk_chars)))
@@ -49,14 +49,22 @@ class PythonDocsSource(_DebianSource):
         if not sources.is_dir():
             raise DataError(f"{sources}: the python3.11-doc package has no reST sources here; package layout changed")
         skip = tuple(self.options.get("exclude", ["whatsnew/changelog", "license", "copyright"]))
-        files = [p for p in sorted(sources.rglob("*.rst.txt")) if not p.relative_to(sources).as_posix().startswith(skip)]
+        files = [
+            p for p in sorted(sources.rglob("*.rst.txt")) if not p.relative_to(sources).as_posix().startswith(skip)
+        ]
         random.Random(self.context.seed).shuffle(files)
         total = count = 0
         for path in files:
             rel = path.relative_to(sources).as_posix()
             whole = decode_document(path.read_bytes(), f"{self.domain}/{rel}", str(path), 0, self.context.max_doc_bytes)
-            pieces = [whole] if whole.problem else [
-                Document(f"{self.domain}/{rel}#{i}", t, str(path), i) for i, t in enumerate(self.chunks(_rst_clean(whole.text)))]
+            pieces = (
+                [whole]
+                if whole.problem
+                else [
+                    Document(f"{self.domain}/{rel}#{i}", t, str(path), i)
+                    for i, t in enumerate(self.chunks(_rst_clean(whole.text)))
+                ]
+            )
             for doc in pieces:
                 yield doc
                 total += len(doc.text.encode("utf-8"))
@@ -67,8 +75,12 @@ class PythonDocsSource(_DebianSource):
 
 def _rst_clean(text: str) -> str:
     """Drop reST index/label/comment directives (markup noise); prose, code examples and headings stay."""
-    text = re.sub(r"^\.\. (index|_[^:]+|highlight|sectionauthor|moduleauthor|module|currentmodule)::?.*$(\n   .*$)*", "",
-                  text, flags=re.M)
+    text = re.sub(
+        r"^\.\. (index|_[^:]+|highlight|sectionauthor|moduleauthor|module|currentmodule)::?.*$(\n   .*$)*",
+        "",
+        text,
+        flags=re.M,
+    )
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
@@ -77,8 +89,19 @@ class FortunesSource(_DebianSource):
     license = "BSD-style / public domain collection (Debian package fortunes, see its copyright file)"
     description = "poems, song lyrics, literary and humorous quotations from the BSD fortune collection"
     packages = ("fortunes", "fortunes-min")
-    FILES = ("songs-poems", "people", "art", "wisdom", "literature", "humorists", "tao", "kids", "love", "riddles",
-             "paradoxum")
+    FILES = (
+        "songs-poems",
+        "people",
+        "art",
+        "wisdom",
+        "literature",
+        "humorists",
+        "tao",
+        "kids",
+        "love",
+        "riddles",
+        "paradoxum",
+    )
 
     def documents(self) -> Iterator[Document]:
         roots = [debian_package(self.context.cache_dir, p) / "usr/share/games/fortunes" for p in self.package_list()]
@@ -86,12 +109,16 @@ class FortunesSource(_DebianSource):
         for name in self.options.get("files", self.FILES):
             path = next((r / name for r in roots if (r / name).is_file()), None)
             if path is None:
-                raise DataError(f"fortune file '{name}' is in none of {self.package_list()} ({roots[0]}); fix options.files")
+                raise DataError(
+                    f"fortune file '{name}' is in none of {self.package_list()} ({roots[0]}); fix options.files"
+                )
             for row, raw in enumerate(re.split(rb"^%\n", path.read_bytes(), flags=re.M)):
                 raw = re.sub(rb".\x08", b"", raw).strip()  # overstrike (char + backspace) underlining
                 if not raw:
                     continue
-                doc = decode_document(raw + b"\n", f"{self.domain}/{name}#{row}", str(path), row, self.context.max_doc_bytes)
+                doc = decode_document(
+                    raw + b"\n", f"{self.domain}/{name}#{row}", str(path), row, self.context.max_doc_bytes
+                )
                 yield doc
                 total += len(raw)
                 count += 1
@@ -102,12 +129,32 @@ class FortunesSource(_DebianSource):
 @register("r_vignettes")
 class RVignettesSource(_DebianSource):
     license = "GPL-2 / GPL-3 (each R package's vignette, Debian r-cran-* packages; see each copyright file)"
-    description = ("research papers (mostly Journal of Statistical Software / R News articles) shipped as R package "
-                   "vignettes, LaTeX sources with R code chunks and markup removed")
-    packages = ("r-cran-sandwich", "r-cran-zoo", "r-cran-strucchange", "r-cran-lme4", "r-cran-vcd", "r-cran-aer",
-                "r-cran-pscl", "r-cran-partykit", "r-cran-coin", "r-cran-mvtnorm", "r-cran-lmtest", "r-cran-car",
-                "r-cran-plm", "r-cran-quantreg", "r-cran-survival", "r-cran-flexmix", "r-cran-multcomp",
-                "r-cran-robustbase", "r-cran-vegan", "r-cran-ape")
+    description = (
+        "research papers (mostly Journal of Statistical Software / R News articles) shipped as R package "
+        "vignettes, LaTeX sources with R code chunks and markup removed"
+    )
+    packages = (
+        "r-cran-sandwich",
+        "r-cran-zoo",
+        "r-cran-strucchange",
+        "r-cran-lme4",
+        "r-cran-vcd",
+        "r-cran-aer",
+        "r-cran-pscl",
+        "r-cran-partykit",
+        "r-cran-coin",
+        "r-cran-mvtnorm",
+        "r-cran-lmtest",
+        "r-cran-car",
+        "r-cran-plm",
+        "r-cran-quantreg",
+        "r-cran-survival",
+        "r-cran-flexmix",
+        "r-cran-multcomp",
+        "r-cran-robustbase",
+        "r-cran-vegan",
+        "r-cran-ape",
+    )
 
     def documents(self) -> Iterator[Document]:
         total = count = 0
@@ -117,12 +164,16 @@ class RVignettesSource(_DebianSource):
                 if path.parent.name != "doc" or "/lib/R/" not in path.as_posix():
                     continue  # the installed vignettes only: not slides, course material or example copies
                 rel = f"{package}/{path.name}"
-                whole = decode_document(path.read_bytes(), f"{self.domain}/{rel}", str(path), 0, self.context.max_doc_bytes)
+                whole = decode_document(
+                    path.read_bytes(), f"{self.domain}/{rel}", str(path), 0, self.context.max_doc_bytes
+                )
                 if whole.problem:
                     pieces = [whole]
                 else:
-                    pieces = [Document(f"{self.domain}/{rel}#{i}", t, str(path), i)
-                              for i, t in enumerate(self.chunks(latex_to_text(whole.text)))]
+                    pieces = [
+                        Document(f"{self.domain}/{rel}#{i}", t, str(path), i)
+                        for i, t in enumerate(self.chunks(latex_to_text(whole.text)))
+                    ]
                 for doc in pieces:
                     yield doc
                     total += len(doc.text.encode("utf-8"))
@@ -131,14 +182,74 @@ class RVignettesSource(_DebianSource):
                         return
 
 
-_KEEP_ARG = ("emph", "textbf", "textit", "texttt", "code", "pkg", "proglang", "fct", "section", "subsection",
-             "subsubsection", "paragraph", "title", "dfn", "samp", "file", "url", "email", "mbox", "text", "textsf",
-             "textrm", "underline", "abstract", "class", "fct", "strong", "verb")
-_DROP_ARG = ("cite", "citep", "citet", "citealp", "citeauthor", "citeyear", "ref", "eqref", "label", "includegraphics",
-             "bibliography", "bibliographystyle", "usepackage", "documentclass", "VignetteIndexEntry", "VignetteDepends",
-             "VignetteKeyword", "VignetteEngine", "VignetteEncoding", "SweaveOpts", "Plainauthor", "Plaintitle",
-             "Shorttitle", "Keywords", "Plainkeywords", "Address", "newcommand", "renewcommand", "setkeys", "footnote",
-             "vspace", "hspace", "input", "SweaveInput", "setlength", "hyphenation")
+_KEEP_ARG = (
+    "emph",
+    "textbf",
+    "textit",
+    "texttt",
+    "code",
+    "pkg",
+    "proglang",
+    "fct",
+    "section",
+    "subsection",
+    "subsubsection",
+    "paragraph",
+    "title",
+    "dfn",
+    "samp",
+    "file",
+    "url",
+    "email",
+    "mbox",
+    "text",
+    "textsf",
+    "textrm",
+    "underline",
+    "abstract",
+    "class",
+    "fct",
+    "strong",
+    "verb",
+)
+_DROP_ARG = (
+    "cite",
+    "citep",
+    "citet",
+    "citealp",
+    "citeauthor",
+    "citeyear",
+    "ref",
+    "eqref",
+    "label",
+    "includegraphics",
+    "bibliography",
+    "bibliographystyle",
+    "usepackage",
+    "documentclass",
+    "VignetteIndexEntry",
+    "VignetteDepends",
+    "VignetteKeyword",
+    "VignetteEngine",
+    "VignetteEncoding",
+    "SweaveOpts",
+    "Plainauthor",
+    "Plaintitle",
+    "Shorttitle",
+    "Keywords",
+    "Plainkeywords",
+    "Address",
+    "newcommand",
+    "renewcommand",
+    "setkeys",
+    "footnote",
+    "vspace",
+    "hspace",
+    "input",
+    "SweaveInput",
+    "setlength",
+    "hyphenation",
+)
 
 
 def latex_to_text(source: str) -> str:
@@ -149,12 +260,17 @@ def latex_to_text(source: str) -> str:
     if "\\begin{document}" in text:
         text = text.split("\\begin{document}", 1)[1]
     text = text.split("\\end{document}", 1)[0]
-    text = re.sub(r"\\begin\{(figure|table|Schunk|Sinput|Soutput|verbatim|CodeChunk|CodeInput|CodeOutput)\*?\}.*?"
-                  r"\\end\{\1\*?\}", "", text, flags=re.S)
+    text = re.sub(
+        r"\\begin\{(figure|table|Schunk|Sinput|Soutput|verbatim|CodeChunk|CodeInput|CodeOutput)\*?\}.*?"
+        r"\\end\{\1\*?\}",
+        "",
+        text,
+        flags=re.S,
+    )
     text = re.sub(r"\\Sexpr\{[^{}]*\}", "", text)
     for _ in range(3):  # nested commands
-        text = re.sub(r"\\(%s)\*?(\[[^\]]*\])?\{([^{}]*)\}" % "|".join(_KEEP_ARG), r"\3", text)
-        text = re.sub(r"\\(%s)\*?(\[[^\]]*\])?\{[^{}]*\}" % "|".join(_DROP_ARG), "", text)
+        text = re.sub(r"\\(" + "|".join(_KEEP_ARG) + r")\*?(\[[^\]]*\])?\{([^{}]*)\}", r"\3", text)
+        text = re.sub(r"\\(" + "|".join(_DROP_ARG) + r")\*?(\[[^\]]*\])?\{[^{}]*\}", "", text)
     text = re.sub(r"\\(begin|end)\{[^{}]*\}", "", text)
     text = re.sub(r"\\[a-zA-Z]+\*?(\[[^\]]*\])?", "", text)
     text = re.sub(r"[{}]", "", text)
@@ -192,4 +308,3 @@ def gcide_entries(cache_dir: str) -> Iterator[tuple[str, str, str]]:
             continue
         seen.add(offset)
         yield parts[0], body[offset : offset + length].decode("utf-8", errors="replace").strip(), str(dz)
-

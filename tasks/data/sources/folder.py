@@ -14,8 +14,8 @@ defects (bad bytes, NUL, empty, oversized, bad JSON) become documents with `prob
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tasks.core.config import REPO_ROOT
 from tasks.core.errors import ConfigError, DataError
@@ -39,13 +39,17 @@ class FolderSource(Source):
         self.description = str(self.options.get("description", self.description))
         self.txt_mode = self.options.get("txt_mode", "file")
         if self.txt_mode not in ("file", "line"):
-            raise ConfigError(f"domains.{self.domain}.source.options.txt_mode: '{self.txt_mode}' is not 'file' or 'line'")
+            raise ConfigError(
+                f"domains.{self.domain}.source.options.txt_mode: '{self.txt_mode}' is not 'file' or 'line'"
+            )
         self.text_field = str(self.options.get("text_field", "text"))
         self.extra_fields = list(self.options.get("extra_fields", []))
 
     def files(self) -> list[Path]:
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: folder for domain '{self.domain}' does not exist; create it or fix options.path")
+            raise DataError(
+                f"{self.root}: folder for domain '{self.domain}' does not exist; create it or fix options.path"
+            )
         found = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
         if not found:
             raise DataError(f"{self.root}: no {'/'.join(SUFFIXES)} files for domain '{self.domain}'")
@@ -73,9 +77,13 @@ class FolderSource(Source):
         with open(path, "rb") as fh:
             raw = fh.read(self.context.max_doc_bytes + 1)
         if size > self.context.max_doc_bytes:
-            return Document(self._id(rel, 0), raw[:PREVIEW_CHARS].decode("utf-8", "replace"), str(path), 0,
-                            problem=f"too large: {size} bytes > data.max_doc_bytes={self.context.max_doc_bytes} "
-                                    f"({path} row 0)")
+            return Document(
+                self._id(rel, 0),
+                raw[:PREVIEW_CHARS].decode("utf-8", "replace"),
+                str(path),
+                0,
+                problem=f"too large: {size} bytes > data.max_doc_bytes={self.context.max_doc_bytes} ({path} row 0)",
+            )
         return decode_document(raw, self._id(rel, 0), str(path), 0, self.context.max_doc_bytes)
 
     def _raw_lines(self, path: Path) -> Iterator[tuple[int, bytes, int]]:
@@ -101,9 +109,14 @@ class FolderSource(Source):
             any_line = True
             raw = raw.rstrip(b"\r\n")
             if length > self.context.max_doc_bytes:
-                yield Document(self._id(rel, row), raw.decode("utf-8", "replace"), str(path), row,
-                               problem=f"too large: line of {length} bytes > data.max_doc_bytes="
-                                       f"{self.context.max_doc_bytes} ({path} row {row})")
+                yield Document(
+                    self._id(rel, row),
+                    raw.decode("utf-8", "replace"),
+                    str(path),
+                    row,
+                    problem=f"too large: line of {length} bytes > data.max_doc_bytes="
+                    f"{self.context.max_doc_bytes} ({path} row {row})",
+                )
             elif raw.strip():
                 yield decode_document(raw, self._id(rel, row), str(path), row, self.context.max_doc_bytes)
         if not any_line:
@@ -117,8 +130,10 @@ class FolderSource(Source):
                 continue
             doc = decode_document(raw.rstrip(b"\r\n"), self._id(rel, row), str(path), row, self.context.max_doc_bytes)
             if length > self.context.max_doc_bytes:
-                doc.problem = (f"too large: line of {length} bytes > data.max_doc_bytes={self.context.max_doc_bytes} "
-                               f"({path} row {row})")
+                doc.problem = (
+                    f"too large: line of {length} bytes > data.max_doc_bytes={self.context.max_doc_bytes} "
+                    f"({path} row {row})"
+                )
             if doc.problem:
                 yield doc
                 continue
@@ -133,8 +148,9 @@ class FolderSource(Source):
                 doc.problem = f"no string field '{self.text_field}' (found {keys}) ({path} row {row})"
                 yield doc
                 continue
-            yield Document(doc.id, record[self.text_field], str(path), row,
-                           meta={k: record.get(k) for k in self.extra_fields})
+            yield Document(
+                doc.id, record[self.text_field], str(path), row, meta={k: record.get(k) for k in self.extra_fields}
+            )
         if not any_line:
             yield Document(self._id(rel, 0), "", str(path), 0, problem=f"empty file ({path} row 0)")
 
@@ -145,13 +161,16 @@ class FolderSource(Source):
         try:
             pf = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"{path}: not a readable parquet file ({err}); the file is truncated or corrupt, "
-                            f"re-export it") from err
+            raise DataError(
+                f"{path}: not a readable parquet file ({err}); the file is truncated or corrupt, re-export it"
+            ) from err
         names = pf.schema_arrow.names
         missing = [c for c in [self.text_field, *self.extra_fields] if c not in names]
         if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; found columns {names}. Rename the text column to "
-                            f"'{self.text_field}' or set domains.{self.domain}.source.options.text_field")
+            raise DataError(
+                f"{path}: missing column(s) {missing}; found columns {names}. Rename the text column to "
+                f"'{self.text_field}' or set domains.{self.domain}.source.options.text_field"
+            )
         if pf.metadata.num_rows == 0:
             yield Document(self._id(rel, 0), "", str(path), 0, problem=f"empty file ({path} row 0)")
             return
@@ -162,15 +181,33 @@ class FolderSource(Source):
                     text = record[self.text_field]
                     meta = {k: record[k] for k in self.extra_fields}
                     if not isinstance(text, str):
-                        yield Document(self._id(rel, row), "", str(path), row, meta=meta,
-                                       problem=f"'{self.text_field}' is {type(text).__name__}, not text ({path} row {row})")
+                        yield Document(
+                            self._id(rel, row),
+                            "",
+                            str(path),
+                            row,
+                            meta=meta,
+                            problem=f"'{self.text_field}' is {type(text).__name__}, not text ({path} row {row})",
+                        )
                     elif len(text.encode("utf-8")) > self.context.max_doc_bytes:
-                        yield Document(self._id(rel, row), text[:PREVIEW_CHARS], str(path), row, meta=meta,
-                                       problem=f"too large: {len(text.encode('utf-8'))} bytes > data.max_doc_bytes="
-                                               f"{self.context.max_doc_bytes} ({path} row {row})")
+                        yield Document(
+                            self._id(rel, row),
+                            text[:PREVIEW_CHARS],
+                            str(path),
+                            row,
+                            meta=meta,
+                            problem=f"too large: {len(text.encode('utf-8'))} bytes > data.max_doc_bytes="
+                            f"{self.context.max_doc_bytes} ({path} row {row})",
+                        )
                     elif "\x00" in text:
-                        yield Document(self._id(rel, row), text.replace("\x00", "\ufffd"), str(path), row, meta=meta,
-                                       problem=f"NUL byte at offset {text.index(chr(0))} ({path} row {row})")
+                        yield Document(
+                            self._id(rel, row),
+                            text.replace("\x00", "\ufffd"),
+                            str(path),
+                            row,
+                            meta=meta,
+                            problem=f"NUL byte at offset {text.index(chr(0))} ({path} row {row})",
+                        )
                     else:
                         yield Document(self._id(rel, row), text, str(path), row, meta=meta)
                     row += 1

@@ -12,7 +12,8 @@ import io
 import pickle
 import re
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from tasks.core.errors import DataError
 from tasks.data.sources import Document, Source, register
@@ -35,8 +36,10 @@ class _GensimSource(Source):
 
 @register("lee_news")
 class LeeNewsSource(_GensimSource):
-    license = ("ABC (Australian Broadcasting Corporation) news articles as distributed in gensim's test data "
-               "(Lee, Pincombe & Welsh 2005 corpus; gensim is LGPL-2.1); research use")
+    license = (
+        "ABC (Australian Broadcasting Corporation) news articles as distributed in gensim's test data "
+        "(Lee, Pincombe & Welsh 2005 corpus; gensim is LGPL-2.1); research use"
+    )
     description = "the Lee news corpus: Australian broadcast news articles, one per line"
     members = ("lee_background.cor", "lee.cor")
 
@@ -47,8 +50,9 @@ class LeeNewsSource(_GensimSource):
             for row, line in enumerate(path.read_bytes().splitlines()):
                 if not line.strip():
                     continue
-                doc = decode_document(line.strip(), f"{self.domain}/{member}#{row}", str(path), row,
-                                      self.context.max_doc_bytes)
+                doc = decode_document(
+                    line.strip(), f"{self.domain}/{member}#{row}", str(path), row, self.context.max_doc_bytes
+                )
                 yield doc
                 total += len(line)
                 count += 1
@@ -111,9 +115,13 @@ def _plain(value: Any) -> Any:
 
 @register("newsgroups")
 class NewsgroupsSource(_GensimSource):
-    license = "20 Newsgroups (public Usenet posts, collected by Ken Lang; research use) as distributed in gensim's test data"
-    description = ("Usenet discussion posts (20 Newsgroups subset): real forum discussion standing in for Reddit; "
-                   "headers other than Subject removed")
+    license = (
+        "20 Newsgroups (public Usenet posts, collected by Ken Lang; research use) as distributed in gensim's test data"
+    )
+    description = (
+        "Usenet discussion posts (20 Newsgroups subset): real forum discussion standing in for Reddit; "
+        "headers other than Subject removed"
+    )
     members = ("mini_newsgroup",)
 
     def documents(self) -> Iterator[Document]:
@@ -137,7 +145,7 @@ class NewsgroupsSource(_GensimSource):
 
 def _strip_headers(post: str) -> str:
     head, _, body = post.partition("\n\n")
-    subject = next((line[len("Subject:"):].strip() for line in head.splitlines() if line.startswith("Subject:")), "")
+    subject = next((line[len("Subject:") :].strip() for line in head.splitlines() if line.startswith("Subject:")), "")
     return (f"{subject}\n\n{body.strip()}" if subject else body.strip()) + "\n"
 
 
@@ -172,7 +180,8 @@ def _drop_templates(text: str) -> str:
 
 
 def wikitext_to_text(markup: str) -> str:
-    """Plain prose from MediaWiki markup: templates, tables, refs, files and formatting removed; links keep their label."""
+    """Plain prose from MediaWiki markup: templates, tables, refs, files and formatting removed; links keep their
+    label."""
     text = _COMMENT.sub("", markup)
     text = _REF.sub("", text)
     text = _drop_templates(text)
@@ -206,11 +215,13 @@ def chunk_paragraphs(text: str, max_chars: int) -> list[str]:
 
 
 def wikipedia_articles(cache_dir: str, requirement: str = GENSIM) -> Iterator[tuple[str, str, str]]:
-    """(title, plain text, file) per main-namespace article of gensim's English Wikipedia excerpt (redirects skipped)."""
+    """(title, plain text, file) per main-namespace article of gensim's English Wikipedia excerpt (redirects
+    skipped)."""
     import xml.etree.ElementTree as ET
 
-    path = wheel_member(cache_dir, requirement,
-                        TEST_DATA + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    path = wheel_member(
+        cache_dir, requirement, TEST_DATA + "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+    )
     with bz2.open(path, "rb") as fh:
         title, ns, text = "", "", ""
         for _, elem in ET.iterparse(fh, events=("end",)):

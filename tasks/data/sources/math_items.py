@@ -13,7 +13,8 @@ import os
 import random
 import subprocess
 import sys
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from tasks.core.config import REPO_ROOT
 from tasks.core.errors import DataError
@@ -32,12 +33,17 @@ def _import_modules() -> Any:
     importlib.import_module("sympy.solvers.diophantine")
     package = sys.modules["sympy.solvers.diophantine"]
     if not hasattr(package, "base_solution_linear"):
-        package.base_solution_linear = importlib.import_module("sympy.solvers.diophantine.diophantine").base_solution_linear
+        package.base_solution_linear = importlib.import_module(
+            "sympy.solvers.diophantine.diophantine"
+        ).base_solution_linear
     try:
         return importlib.import_module("mathematics_dataset.modules.modules"), importlib.import_module(
-            "mathematics_dataset.generate_settings")
+            "mathematics_dataset.generate_settings"
+        )
     except ImportError as exc:
-        raise DataError(f"mathematics-dataset is not importable ({exc}); `pip install mathematics-dataset==1.0.1`") from exc
+        raise DataError(
+            f"mathematics-dataset is not importable ({exc}); `pip install mathematics-dataset==1.0.1`"
+        ) from exc
 
 
 def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, Callable]]:
@@ -103,8 +109,10 @@ def generate(seed: int, target_bytes: int, max_docs: int, exclude: tuple[str, ..
 @register("math_dataset")
 class MathDatasetSource(Source):
     license = "Apache-2.0 (mathematics-dataset 1.0.1, DeepMind)"
-    description = ("question/answer items from DeepMind's mathematics-dataset generator, fixed seed, three difficulty "
-                   "levels (non-composed modules)")
+    description = (
+        "question/answer items from DeepMind's mathematics-dataset generator, fixed seed, three difficulty "
+        "levels (non-composed modules)"
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -112,11 +120,21 @@ class MathDatasetSource(Source):
 
     def documents(self) -> Iterator[Document]:
         """Run the generator in a child process with PYTHONHASHSEED fixed, so the items are identical on every run."""
-        args = {"seed": self.context.seed, "target_bytes": self.context.target_bytes, "max_docs": self.context.max_docs,
-                "exclude": list(self.options.get("exclude_modules", SLOW_MODULES))}
+        args = {
+            "seed": self.context.seed,
+            "target_bytes": self.context.target_bytes,
+            "max_docs": self.context.max_docs,
+            "exclude": list(self.options.get("exclude_modules", SLOW_MODULES)),
+        }
         env = {**os.environ, "PYTHONHASHSEED": str(self.context.seed % 2**32), "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.Popen([sys.executable, "-m", "tasks.data.sources.math_items", json.dumps(args)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO_ROOT))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tasks.data.sources.math_items", json.dumps(args)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=str(REPO_ROOT),
+        )
         assert proc.stdout is not None
         count = 0
         for line in proc.stdout:
@@ -125,12 +143,17 @@ class MathDatasetSource(Source):
                 self.excluded = record["excluded"]
                 continue
             question, answer, name = record["question"], record["answer"], record["module"]
-            yield Document(f"{self.domain}/{name}#{count}", f"{question}\n{answer}", f"mathematics_dataset:{name}", count,
-                           meta={"question": question, "answer": answer, "module": name})
+            yield Document(
+                f"{self.domain}/{name}#{count}",
+                f"{question}\n{answer}",
+                f"mathematics_dataset:{name}",
+                count,
+                meta={"question": question, "answer": answer, "module": name},
+            )
             count += 1
         stderr = proc.stderr.read() if proc.stderr else ""
         if proc.wait() != 0:
-            raise DataError(f"mathematics-dataset generator failed: {stderr.strip().splitlines()[-1:] }")
+            raise DataError(f"mathematics-dataset generator failed: {stderr.strip().splitlines()[-1:]}")
 
     def provenance(self) -> dict:
         return {**super().provenance(), "seed": self.context.seed, "excluded_modules": dict(self.excluded)}

@@ -8,8 +8,8 @@ is used by a closed domain. The public mix trains the tokenizer and M_pub, so it
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from itertools import islice
-from typing import Iterator
 
 from tasks.data.sources import Document, Source, register
 from tasks.data.sources.debian_docs import gcide_entries
@@ -61,5 +61,8 @@ class PublicMixSource(Source):
                 group, first, row = [], "", row + 1
 
     def provenance(self) -> dict:
-        return {**super().provenance(), "package": GENSIM,
-                "debian_packages": {"dict-gcide": debian_version(self.context.cache_dir, "dict-gcide")}}
+        return {
+            **super().provenance(),
+            "package": GENSIM,
+            "debian_packages": {"dict-gcide": debian_version(self.context.cache_dir, "dict-gcide")},
+        }

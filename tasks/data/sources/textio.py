@@ -17,16 +17,31 @@ def decode_document(raw: bytes, doc_id: str, source_file: str, row: int, max_byt
     where = f"{source_file} row {row}"
     if len(raw) > max_bytes:
         preview = raw[:PREVIEW_CHARS].decode("utf-8", errors="replace")
-        return Document(doc_id, preview, source_file, row,
-                        problem=f"too large: {len(raw)} bytes > data.max_doc_bytes={max_bytes} ({where})")
+        return Document(
+            doc_id,
+            preview,
+            source_file,
+            row,
+            problem=f"too large: {len(raw)} bytes > data.max_doc_bytes={max_bytes} ({where})",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        return Document(doc_id, raw.decode("utf-8", errors="replace"), source_file, row,
-                        problem=f"not UTF-8: invalid byte 0x{raw[err.start]:02x} at offset {err.start} ({where})")
+        return Document(
+            doc_id,
+            raw.decode("utf-8", errors="replace"),
+            source_file,
+            row,
+            problem=f"not UTF-8: invalid byte 0x{raw[err.start]:02x} at offset {err.start} ({where})",
+        )
     if "\x00" in text:
-        return Document(doc_id, text.replace("\x00", "\ufffd"), source_file, row,
-                        problem=f"NUL byte at offset {text.index(chr(0))} ({where})")
+        return Document(
+            doc_id,
+            text.replace("\x00", "\ufffd"),
+            source_file,
+            row,
+            problem=f"NUL byte at offset {text.index(chr(0))} ({where})",
+        )
     return Document(doc_id, text, source_file, row)
 
 

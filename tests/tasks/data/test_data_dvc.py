@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.tasks.data_world import folder_domain, with_domains
 from tasks.core.datasets import dataset_hash
 from tasks.data.versioning import dvc, version_domain
+from tests.tasks.data_world import folder_domain, with_domains
 
 
 def _files(folder):
@@ -26,9 +26,13 @@ def repo(tmp_profile, tmp_path):
         d = root / "data" / domain
         d.mkdir(parents=True)
         pd.DataFrame({"id": [f"{domain}/{i}" for i in range(len(texts))], "text": texts}).to_parquet(
-            d / "train.parquet", index=False)
-    domains = {"public": tmp_profile.domains["public"], "news": folder_domain(root, owner="news-owner"),
-               "code": folder_domain(root, owner="code-owner")}
+            d / "train.parquet", index=False
+        )
+    domains = {
+        "public": tmp_profile.domains["public"],
+        "news": folder_domain(root, owner="news-owner"),
+        "code": folder_domain(root, owner="code-owner"),
+    }
     return with_domains(tmp_profile, domains)
 
 
@@ -83,8 +87,10 @@ def test_shared_stages_are_recorded_so_dvc_status_is_clean(repo, tmp_path):
     """After a full data build the cross-domain stages are committed too: `dvc status` has nothing left to rerun."""
     from tasks.data.versioning import record_shared_stages
 
-    stages = {"disjoint": {"cmd": "true", "deps": ["data"], "metrics": [{"reports/disjoint.json": {"cache": False}}]},
-              "cards": {"cmd": "true", "deps": ["data"], "outs": [{"reports/cards": {"cache": False}}]}}
+    stages = {
+        "disjoint": {"cmd": "true", "deps": ["data"], "metrics": [{"reports/disjoint.json": {"cache": False}}]},
+        "cards": {"cmd": "true", "deps": ["data"], "outs": [{"reports/cards": {"cache": False}}]},
+    }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     (tmp_path / "reports" / "cards").mkdir(parents=True)
     (tmp_path / "reports" / "cards" / "news.md").write_text("# news\n")

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.tasks.data_world import folder_domain, prose, with_domains, write_txt_folder
-from tasks.data.pipeline import build_domain, check_disjoint, prepare_domain, finish_domain
 from tasks.core.datasets import dataset_hash, load_split
 from tasks.core.errors import DataError
+from tasks.data.pipeline import build_domain, check_disjoint, finish_domain, prepare_domain
 from tasks.data.split import choose_eval, hash_order
 from tasks.data.textsig import ngram_hashes
+from tests.tasks.data_world import folder_domain, prose, with_domains, write_txt_folder
 
 
 def test_hash_order_is_deterministic_and_seeded():

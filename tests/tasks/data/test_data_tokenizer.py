@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
+from tasks.core.datasets import load_split
 from tasks.data.cards import write_card
 from tasks.data.pipeline import build_domain, train_tokenizer
-from tasks.core.datasets import load_split
+from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 
 
 def test_tokenizer_public_only_roundtrip_bytes_per_token_and_card(tmp_profile, tmp_path):
@@ -17,10 +17,14 @@ def test_tokenizer_public_only_roundtrip_bytes_per_token_and_card(tmp_profile, t
     write_txt_folder(pub, 80, seed=5)
     secret.mkdir()
     for i in range(40):  # a closed domain full of one word the public text never uses
-        (secret / f"s{i}.txt").write_text(f"quixotically zephyrous quixotically zephyrous number {i} " * 8,
-                                          encoding="utf-8")
-    p = with_domains(tmp_profile, {"public": folder_domain(pub, owner="pub"),
-                                   "secret": folder_domain(secret, owner="sec")}, near_duplicate_threshold=0.99)
+        (secret / f"s{i}.txt").write_text(
+            f"quixotically zephyrous quixotically zephyrous number {i} " * 8, encoding="utf-8"
+        )
+    p = with_domains(
+        tmp_profile,
+        {"public": folder_domain(pub, owner="pub"), "secret": folder_domain(secret, owner="sec")},
+        near_duplicate_threshold=0.99,
+    )
     build_domain(p, "public")
     build_domain(p, "secret")
     result = train_tokenizer(p)

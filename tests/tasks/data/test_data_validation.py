@@ -9,11 +9,11 @@ import random
 import pandas as pd
 import pytest
 
-from tests.tasks.data_world import folder_domain, prose, with_domains, write_jsonl, write_parquet, write_txt_folder
-from tasks.data.pipeline import build_domain
 from tasks.core.errors import DataError
 from tasks.data.ingest import ingest, staging_dir
+from tasks.data.pipeline import build_domain
 from tasks.data.validate import validate
+from tests.tasks.data_world import folder_domain, prose, with_domains, write_jsonl, write_parquet, write_txt_folder
 
 
 @pytest.fixture
@@ -21,13 +21,16 @@ def messy(tmp_profile, tmp_path):
     """A folder domain with 40 good documents and one of each bad kind."""
     folder = tmp_path / "mine"
     texts = write_txt_folder(folder, 40, seed=3)
-    (folder / "latin1.txt").write_bytes("naïve café text written in latin-1 encoding, long enough ".encode("latin-1") * 3)
+    (folder / "latin1.txt").write_bytes(
+        "naïve café text written in latin-1 encoding, long enough ".encode("latin-1") * 3
+    )
     (folder / "nul.txt").write_bytes(b"a document with a NUL \x00 byte inside it, long enough to pass length " * 2)
     (folder / "empty.txt").write_bytes(b"")
     (folder / "dup.txt").write_text(texts[5] + "\n", encoding="utf-8")
     (folder / "near.txt").write_text(texts[7].replace(".", " river.") + "\n", encoding="utf-8")
-    (folder / "pii.txt").write_text(prose(random.Random(9)) + " Mail jane.doe@example.org or call 555-867-5309.\n",
-                                    encoding="utf-8")
+    (folder / "pii.txt").write_text(
+        prose(random.Random(9)) + " Mail jane.doe@example.org or call 555-867-5309.\n", encoding="utf-8"
+    )
     (folder / "short.txt").write_text("Too short.\n", encoding="utf-8")
     with open(folder / "lines.txt", "wb") as fh:  # a 50 MB single line between two good ones
         fh.write((prose(random.Random(11)) + "\n").encode())
@@ -43,7 +46,7 @@ def test_every_bad_document_is_quarantined_with_reason_and_counts_add_up(messy):
     assert result.success
     assert len(accepted) + len(quarantine) == ingested.documents == result.ingested  # invariant 8
     assert set(accepted["id"]).isdisjoint(quarantine["id"])
-    reason = dict(zip(quarantine["id"].str.rsplit("/", n=1).str[-1], quarantine["reason"]))
+    reason = dict(zip(quarantine["id"].str.rsplit("/", n=1).str[-1], quarantine["reason"], strict=True))
     assert "not UTF-8: invalid byte 0xef" in reason["latin1.txt#0"] and "latin1.txt row 0" in reason["latin1.txt#0"]
     assert "NUL byte" in reason["nul.txt#0"]
     assert "empty file" in reason["empty.txt#0"]
@@ -63,7 +66,9 @@ def test_failing_suite_stops_the_domain_with_a_report(tmp_profile, tmp_path):
         (folder / f"x{i}.txt").write_bytes(b"\xff\xfe broken bytes " * 10)
     p = with_domains(tmp_profile, {"bad": folder_domain(folder)}, min_rows=5)
     ingest(p, "bad")
-    with pytest.raises(DataError, match=r"domain 'bad' failed its validation suite.*Report: .*validation-bad.md") as err:
+    with pytest.raises(
+        DataError, match=r"domain 'bad' failed its validation suite.*Report: .*validation-bad.md"
+    ) as err:
         validate(p, "bad")
     report = str(err.value).rsplit("Report: ", 1)[1]
     text = open(report, encoding="utf-8").read()
@@ -87,18 +92,26 @@ def test_code_must_parse_and_math_needs_an_answer(tmp_profile, tmp_path):
     rng = random.Random(2)
     for i in range(24):
         name = "_".join(rng.choice(["load", "parse", "merge", "split", "count", "scale"]) for _ in range(3))
-        (code / f"f{i}.txt").write_text(f"def {name}_{i}(values, factor={i}):\n    \"\"\"Scale and sum.\"\"\"\n"
-                                        f"    return sum(v * factor for v in values) + {i}\n", encoding="utf-8")
+        (code / f"f{i}.txt").write_text(
+            f'def {name}_{i}(values, factor={i}):\n    """Scale and sum."""\n'
+            f"    return sum(v * factor for v in values) + {i}\n",
+            encoding="utf-8",
+        )
     (code / "broken.txt").write_text("def broken(:\n    return 1 +\n" * 3, encoding="utf-8")
     math = tmp_path / "math_src"
     items = [{"question": f"What is {i} plus {i + 1}?", "answer": str(2 * i + 1)} for i in range(24)]
     items.append({"question": "What is nothing?", "answer": ""})
     write_jsonl(math / "items.jsonl", [{"text": f"{r['question']}\n{r['answer']}", **r} for r in items])
-    p = with_domains(tmp_profile, {
-        "code": folder_domain(code).model_copy(update={"min_letter_ratio": 0.3}),
-        "math": folder_domain(math, extra_fields=["question", "answer"]).model_copy(
-            update={"min_chars": 8, "min_letter_ratio": 0.0}),
-    }, min_rows=10)
+    p = with_domains(
+        tmp_profile,
+        {
+            "code": folder_domain(code).model_copy(update={"min_letter_ratio": 0.3}),
+            "math": folder_domain(math, extra_fields=["question", "answer"]).model_copy(
+                update={"min_chars": 8, "min_letter_ratio": 0.0}
+            ),
+        },
+        min_rows=10,
+    )
     for d in ("code", "math"):
         ingest(p, d)
     code_result, math_result = validate(p, "code"), validate(p, "math")
@@ -118,10 +131,15 @@ def test_user_domain_from_params_yaml_builds_without_code(tmp_path, monkeypatch)
     folder = tmp_path / "my_texts"
     write_txt_folder(folder, 60, seed=4)
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    raw["domains"]["mine"] = {"owner": "me", "source": {"adapter": "folder", "options": {"path": str(folder),
-                                                                                        "license": "CC-BY-4.0"}}}
-    raw["profiles"]["tiny"]["paths"] = {"data_dir": str(tmp_path / "data"), "runs_dir": str(tmp_path / "runs"),
-                                        "reports_dir": str(tmp_path / "reports")}
+    raw["domains"]["mine"] = {
+        "owner": "me",
+        "source": {"adapter": "folder", "options": {"path": str(folder), "license": "CC-BY-4.0"}},
+    }
+    raw["profiles"]["tiny"]["paths"] = {
+        "data_dir": str(tmp_path / "data"),
+        "runs_dir": str(tmp_path / "runs"),
+        "reports_dir": str(tmp_path / "reports"),
+    }
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw), encoding="utf-8")
     profile = load_profile("tiny", params)
@@ -135,8 +153,9 @@ def test_user_domain_from_params_yaml_builds_without_code(tmp_path, monkeypatch)
 def test_pii_is_redacted_at_ingest_when_configured(tmp_profile, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "a.txt").write_text("Write to someone@example.com or 555-867-5309, card 4111 1111 1111 1111 please.\n",
-                                  encoding="utf-8")
+    (folder / "a.txt").write_text(
+        "Write to someone@example.com or 555-867-5309, card 4111 1111 1111 1111 please.\n", encoding="utf-8"
+    )
     p = with_domains(tmp_profile, {"mine": folder_domain(folder, redact_pii=True)})
     ingest(p, "mine")
     frame = pd.read_parquet(staging_dir(p, "mine") / "ingested.parquet")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.tasks.data_world import folder_domain, prose, with_domains, write_jsonl, write_parquet, write_txt_folder
 from tasks.core.errors import ConfigError, DataError
 from tasks.data.ingest import ingest
 from tasks.data.sources import adapter_names, get_source
 from tasks.data.sources.fetch import cache_root
+from tests.tasks.data_world import folder_domain, prose, with_domains, write_jsonl, write_parquet, write_txt_folder
 
 FIFTY_MB = 50 * 1024 * 1024
 
@@ -24,13 +24,23 @@ def _docs(profile, domain="mine"):
 
 
 def test_registry_lists_every_builtin_adapter():
-    assert {"folder", "stdlib_code", "math_dataset", "lee_news", "newsgroups", "python_docs", "fortunes",
-            "r_vignettes", "public_mix"} <= set(adapter_names())
+    assert {
+        "folder",
+        "stdlib_code",
+        "math_dataset",
+        "lee_news",
+        "newsgroups",
+        "python_docs",
+        "fortunes",
+        "r_vignettes",
+        "public_mix",
+    } <= set(adapter_names())
 
 
 def test_unknown_adapter_is_a_config_error(tmp_profile, tmp_path):
-    bad = folder_domain(tmp_path).model_copy(update={"source": folder_domain(tmp_path).source.model_copy(
-        update={"adapter": "nope"})})
+    bad = folder_domain(tmp_path).model_copy(
+        update={"source": folder_domain(tmp_path).source.model_copy(update={"adapter": "nope"})}
+    )
     with pytest.raises(ConfigError, match="domains.mine.source.adapter"):
         get_source(with_domains(tmp_profile, {"mine": bad}), "mine")
 
@@ -39,8 +49,9 @@ def test_folder_reads_txt_jsonl_parquet_with_extra_columns(tmp_profile, tmp_path
     folder = tmp_path / "mine"
     write_txt_folder(folder / "txt", 3)
     write_jsonl(folder / "items.jsonl", [{"text": "What is 2+2?\n4", "question": "What is 2+2?", "answer": "4"}])
-    write_parquet(folder / "more.parquet", pd.DataFrame({"text": ["a parquet document"], "question": ["q"],
-                                                         "answer": ["a"]}))
+    write_parquet(
+        folder / "more.parquet", pd.DataFrame({"text": ["a parquet document"], "question": ["q"], "answer": ["a"]})
+    )
     p = with_domains(tmp_profile, {"mine": folder_domain(folder, extra_fields=["question", "answer"])})
     docs = _docs(p)
     assert len(docs) == 5 and not any(d.problem for d in docs)
@@ -50,11 +61,14 @@ def test_folder_reads_txt_jsonl_parquet_with_extra_columns(tmp_profile, tmp_path
     assert len({d.id for d in docs}) == 5
 
 
-@pytest.mark.parametrize("name,payload,expected", [
-    ("latin1.txt", "café au lait ".encode("latin-1") * 20, r"not UTF-8: invalid byte 0xe9 at offset 3"),
-    ("nul.txt", b"text with a \x00 NUL byte " * 10, r"NUL byte at offset 12"),
-    ("empty.txt", b"", r"empty file"),
-])
+@pytest.mark.parametrize(
+    "name,payload,expected",
+    [
+        ("latin1.txt", "café au lait ".encode("latin-1") * 20, r"not UTF-8: invalid byte 0xe9 at offset 3"),
+        ("nul.txt", b"text with a \x00 NUL byte " * 10, r"NUL byte at offset 12"),
+        ("empty.txt", b"", r"empty file"),
+    ],
+)
 def test_bad_bytes_raise_dataerror_naming_file_and_row_in_error_mode(tmp_profile, tmp_path, name, payload, expected):
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -97,15 +111,18 @@ def test_wrong_columns_are_a_dataerror_naming_file_and_columns(tmp_profile, tmp_
     folder = tmp_path / "mine"
     write_parquet(folder / "wrong.parquet", pd.DataFrame({"body": ["some text"], "title": ["t"]}))
     p = with_domains(tmp_profile, {"mine": folder_domain(folder)})
-    with pytest.raises(DataError, match=r"wrong.parquet: missing column\(s\) \['text'\]; found columns \['body', 'title'\]"):
+    with pytest.raises(
+        DataError, match=r"wrong.parquet: missing column\(s\) \['text'\]; found columns \['body', 'title'\]"
+    ):
         _docs(p)
 
 
 def test_jsonl_row_problems_name_the_row(tmp_profile, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "rows.jsonl").write_text('{"text": "fine row of text"}\n{"body": "no text key"}\n{not json}\n',
-                                       encoding="utf-8")
+    (folder / "rows.jsonl").write_text(
+        '{"text": "fine row of text"}\n{"body": "no text key"}\n{not json}\n', encoding="utf-8"
+    )
     docs = _docs(with_domains(tmp_profile, {"mine": folder_domain(folder)}))
     assert docs[0].problem is None
     assert "no string field 'text'" in docs[1].problem and "rows.jsonl row 1" in docs[1].problem
@@ -146,13 +163,16 @@ def _cached(kind: str, name: str) -> bool:
     return any((root / kind).glob(name)) if (root / kind).exists() else False
 
 
-@pytest.mark.parametrize("domain,adapter,needs", [
-    ("news", "lee_news", ("extracted", "gensim-4.4.0*")),
-    ("reddit", "newsgroups", ("extracted", "gensim-4.4.0*")),
-    ("educational", "python_docs", ("debian", "python3.11-doc")),
-    ("creative", "fortunes", ("debian", "fortunes-min")),
-    ("academic", "r_vignettes", ("debian", "r-cran-zoo")),
-])
+@pytest.mark.parametrize(
+    "domain,adapter,needs",
+    [
+        ("news", "lee_news", ("extracted", "gensim-4.4.0*")),
+        ("reddit", "newsgroups", ("extracted", "gensim-4.4.0*")),
+        ("educational", "python_docs", ("debian", "python3.11-doc")),
+        ("creative", "fortunes", ("debian", "fortunes-min")),
+        ("academic", "r_vignettes", ("debian", "r-cran-zoo")),
+    ],
+)
 def test_downloaded_sources_give_real_text(tmp_profile, domain, adapter, needs):
     if not _cached(*needs):
         pytest.skip(f"{needs[1]} is not in ~/.cache/flexo/sources (run `flexo data` once online to fetch it)")
