@@ -1,5 +1,5 @@
-"""Evaluation speed: the FlexOlmo MoE scored on every FLEXMIX-small task of a profile (target: <= 3 minutes for `demo` on
-2 CPU cores), through the same batched harness `flexo eval` uses.
+"""Evaluation speed: the FlexOlmo MoE scored on every FLEXMIX-small task of a profile (target: <= 3 minutes for `demo`
+on 2 CPU cores), through the same batched harness `flexo eval` uses.
 
 The tasks are built from the real test splits under data/ (the data stage must have run). The MoE is the assembled one
 when it exists (registry `serving` or runs/<profile>/moe), else a MoE of the profile's exact sizes and expert count with
@@ -43,8 +43,10 @@ def main() -> None:
     from model.scoring import model_scorer, score_requests
     from tasks.core.config import load_profile
     from tasks.core.errors import DataError
-    from tasks.evaluation.evaluate import load_test_frames, load_tokenizer, locate_moe, tokenize_tasks
+    from tasks.core.tokenizer import load_tokenizer
+    from tasks.evaluation.inputs import load_test_frames, tokenize_tasks
     from tasks.evaluation.tasks import build_tasks
+    from tasks.training.assemble import locate_moe
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
@@ -116,7 +118,8 @@ def main() -> None:
     print(
         f"\n{len(task_list)} tasks, {len(requests)} requests, {total_tokens} tokens; MoE ({source}) "
         f"{result['tokens_per_s']:.0f} tokens/s -> {estimate:.0f} s for all tasks"
-        f"{' (extrapolated)' if result['extrapolated'] else ''}; target <= 180 s: {'PASS' if result['meets_target'] else 'FAIL'}"
+        f"{' (extrapolated)' if result['extrapolated'] else ''}; "
+        f"target <= 180 s: {'PASS' if result['meets_target'] else 'FAIL'}"
     )
 
 

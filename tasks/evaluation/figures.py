@@ -17,7 +17,8 @@ def _pyplot():
 
 
 def routing_heatmap(shares: np.ndarray, domains: list[str], experts: list[str], path: Path) -> Path:
-    """shares (layers, domains, experts): share of each domain's tokens for which the expert is in the top-k, per layer."""
+    """shares (layers, domains, experts): share of each domain's tokens for which the expert is in the top-k, per
+    layer."""
     plt = _pyplot()
     layers = shares.shape[0]
     fig, axes = plt.subplots(

@@ -26,7 +26,8 @@ class Layout:
 def item_outcomes(task: Task, index: np.ndarray, scores: Scores, n_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(values, weights) per item; the task score is sum(values) / sum(weights).
 
-    bpb: bits and bytes per document; mc: 1 when the best log-likelihood per byte is the gold choice; em: greedy match."""
+    bpb: bits and bytes per document; mc: 1 when the best log-likelihood per byte is the gold choice; em: greedy
+    match."""
     if task.spec.kind == "bpb":
         requests = index[:, 0]
         return -scores.loglik[requests] / math.log(2), n_bytes[requests].astype(np.float64)
@@ -61,7 +62,7 @@ def task_score(values: np.ndarray, weights: np.ndarray, resample: np.ndarray) ->
 def score_model(tasks: list[Task], layout: Layout, scores: Scores, resamples: list[np.ndarray]) -> dict[str, TaskScore]:
     """Every task's score (with bootstrap replicates) for one model."""
     out = {}
-    for task, index, resample in zip(tasks, layout.offsets, resamples):
+    for task, index, resample in zip(tasks, layout.offsets, resamples, strict=True):
         values, weights = item_outcomes(task, index, scores, layout.n_bytes)
         out[task.spec.name] = task_score(values, weights, resample)
     return out

@@ -1,16 +1,16 @@
 """The FLEXMIX report: tables (rows models, columns domains + average, relative gains), figures, and the comparison with
 the paper's headline, written to `reports/flexmix-<profile>.md` (+ PNGs) and `runs/<profile>/eval/` (JSON, CSV).
 
-Why separate from `tasks.evaluation.evaluate`: scoring is expensive and reporting is not; keeping the writer pure (scores in, files
-out) lets it be tested on hand-made scores.
+Why separate from `tasks.evaluation.evaluate`: scoring is expensive and reporting is not; keeping the writer pure
+(scores in, files out) lets it be tested on hand-made scores.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,10 +18,17 @@ from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.evaluation.figures import k_sweep, opt_out, routing_heatmap
 from tasks.evaluation.metrics import TaskScore, domain_table, relative_gain
-from tasks.evaluation.tasks import Task
-
-if TYPE_CHECKING:
-    from tasks.evaluation.evaluate import EvalResult
+from tasks.evaluation.results import (
+    FLEX,
+    FLEX_RT,
+    PUBLIC,
+    SOUP_WEIGHTED,
+    UNRESTRICTED,
+    EvalResult,
+    ReportInputs,
+    results_payload,
+    write_json,
+)
 
 PAPER_GAIN_OVER_BTM = 0.101  # FlexOlmo (RT) vs BTM, average over tasks: 47.8/43.4 and 52.4/47.6 (Tables 1 and 2)
 
@@ -99,11 +106,11 @@ def _comparison(
                 else ("within noise" if abs(gain.value) <= 2 * gain.se else "disagrees")
             )
             lines.append(
-                f"- **{label}**: {best_flex} vs {btm}: {_pct(gain)} relative (paper: +{100 * PAPER_GAIN_OVER_BTM:.1f}% on "
-                f"task average) — {verdict}."
+                f"- **{label}**: {best_flex} vs {btm}: {_pct(gain)} relative "
+                f"(paper: +{100 * PAPER_GAIN_OVER_BTM:.1f}% on task average) — {verdict}."
             )
         chain = [m for m in (public, soup, btm, best_flex) if m in avg]
-        for low, high in zip(chain, chain[1:]):
+        for low, high in zip(chain, chain[1:], strict=False):
             diff = relative_gain(avg[high], avg[low], higher)
             state = (
                 "holds"
@@ -120,7 +127,8 @@ def _comparison(
 def _ablations(
     acc: dict[str, dict[str, TaskScore]], bpb: dict[str, dict[str, TaskScore]], rows: dict[str, str]
 ) -> list[str]:
-    """Each router ablation against FlexOlmo with the same owners' normal experts, next to the paper's Table 1/3 drop."""
+    """Each router ablation against FlexOlmo with the same owners' normal experts, next to the paper's Table 1/3
+    drop."""
     from tasks.training.ablations import LABELS, PAPER_TABLE1, row_name
 
     if not rows:
@@ -150,93 +158,101 @@ def _ablations(
     return lines + [""]
 
 
-def write_report(
-    *,
-    profile: Profile,
-    tasks: list[Task],
-    per_model: dict[str, dict[str, TaskScore]],
-    domains: list[str],
-    experts: list[str],
-    default_k: int,
-    btm_label: str,
-    sweep: dict[int, dict[str, TaskScore]],
-    optout: dict[str, dict[str, TaskScore]],
-    routing_overall: np.ndarray,
-    routing_by_domain: np.ndarray,
-    extras: dict[str, dict[str, float]],
-    skipped: dict[str, str],
-    ablation_rows: dict[str, str] | None = None,
-    seconds: dict[str, float],
-    machine: str,
-) -> EvalResult:
-    from tasks.evaluation.evaluate import (
-        FLEX,
-        FLEX_RT,
-        PUBLIC,
-        SOUP_WEIGHTED,
-        UNRESTRICTED,
-        EvalResult,
-        jsonable_scores,
-        write_json,
-    )
+@dataclass(frozen=True)
+class _Tables:
+    """The per-domain tables every section reads: bits per byte and accuracy, per model."""
 
-    paths = RunPaths(profile)
-    reports = paths.reports_dir
-    figure_dir = reports / f"flexmix-{profile.name}"
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    bpb = {m: domain_table(tasks, row, domains, "bpb") for m, row in per_model.items()}
-    acc = {m: domain_table(tasks, row, domains, "acc") for m, row in per_model.items()}
-    ref_btm = btm_label if btm_label in per_model else None
+    bpb: dict[str, dict[str, TaskScore]]
+    acc: dict[str, dict[str, TaskScore]]
 
-    figures = {"routing": routing_heatmap(routing_by_domain, domains, experts, figure_dir / "routing.png")}
+    @classmethod
+    def of(cls, inputs: ReportInputs) -> _Tables:
+        per_model, tasks, domains = inputs.per_model, inputs.tasks, inputs.domains
+        return cls(
+            {m: domain_table(tasks, row, domains, "bpb") for m, row in per_model.items()},
+            {m: domain_table(tasks, row, domains, "acc") for m, row in per_model.items()},
+        )
+
+
+def write_report(inputs: ReportInputs) -> EvalResult:
+    """The markdown report with its figures, the CSV tables and results.json; returns their paths and flat metrics."""
+    paths = RunPaths(inputs.profile)
+    inputs.figure_dir.mkdir(parents=True, exist_ok=True)
+    tables = _Tables.of(inputs)
+    figures = _write_figures(inputs)
+    csvs = {
+        "bpb": _write_csv(paths.eval_dir / "table_bpb.csv", tables.bpb, inputs.domains),
+        "accuracy": _write_csv(paths.eval_dir / "table_accuracy.csv", tables.acc, inputs.domains),
+    }
+    metrics: dict[str, float] = {}
+    for table_name, table in (("bpb", tables.bpb), ("acc", tables.acc)):
+        for model, row in table.items():
+            for column, score in row.items():
+                metrics[mlflow_key(f"{table_name}/{model}/{column}")] = score.value
+    metrics["seconds/total"] = inputs.seconds["total"]
+    lines = _header(inputs) + _score_sections(inputs, tables) + _moe_sections(inputs) + _notes(inputs)
+    report = paths.reports_dir / f"flexmix-{inputs.profile.name}.md"
+    report.write_text("\n".join(lines))
+    results_json = write_json(paths.eval_dir / "results.json", results_payload(inputs, tables.bpb, tables.acc))
+    return EvalResult(report, results_json, csvs, figures, metrics, inputs.skipped, inputs.seconds)
+
+
+def _write_figures(inputs: ReportInputs) -> dict[str, Path]:
+    """The routing heatmap, the k-sweep curve and (when an expert can be removed) the opt-out matrix."""
+    domains, figure_dir, sweep = inputs.domains, inputs.figure_dir, inputs.sweep
+    figures = {
+        "routing": routing_heatmap(inputs.routing_by_domain, domains, inputs.experts, figure_dir / "routing.png")
+    }
     ks = sorted(sweep)
     figures["k_sweep"] = k_sweep(
         ks,
         np.array([sweep[k]["average"].value for k in ks]),
         np.array([sweep[k]["average"].se for k in ks]),
-        default_k,
+        inputs.default_k,
         figure_dir / "k_sweep.png",
         "average bits per byte (lower is better)",
     )
-    removed = list(optout)
+    removed = list(inputs.optout)
     if removed:
-        delta = np.array([[optout[r][d].value for d in domains] for r in removed])
-        errors = np.array([[optout[r][d].se for d in domains] for r in removed])
+        delta = np.array([[inputs.optout[r][d].value for d in domains] for r in removed])
+        errors = np.array([[inputs.optout[r][d].se for d in domains] for r in removed])
         figures["opt_out"] = opt_out(delta, errors, removed, domains, figure_dir / "opt_out.png")
+    return figures
 
-    tables = {
-        "bpb": _write_csv(paths.eval_dir / "table_bpb.csv", bpb, domains),
-        "accuracy": _write_csv(paths.eval_dir / "table_accuracy.csv", acc, domains),
-    }
-    metrics: dict[str, float] = {}
-    for table_name, table in (("bpb", bpb), ("acc", acc)):
-        for model, row in table.items():
-            for column, score in row.items():
-                metrics[mlflow_key(f"{table_name}/{model}/{column}")] = score.value
-    metrics["seconds/total"] = seconds["total"]
 
+def _header(inputs: ReportInputs) -> list[str]:
+    """Title, where and how the numbers were measured, and the task list."""
+    profile, seconds = inputs.profile, inputs.seconds
     lines = [
         f"# FLEXMIX-small: profile `{profile.name}`",
         "",
-        f"Machine: {machine}. Wall time: {seconds['total']:.0f} s in all; FlexOlmo's pass over every task: "
-        f"{seconds.get(FLEX, float('nan')):.1f} s. Seed {profile.seed}; {profile.eval.bootstrap} paired bootstrap replicates "
-        "(± is one standard error). MoE: experts " + ", ".join(experts) + f", top-k {default_k}.",
+        f"Machine: {inputs.machine}. Wall time: {seconds['total']:.0f} s in all; FlexOlmo's pass over every task: "
+        f"{seconds.get(FLEX, float('nan')):.1f} s. Seed {profile.seed}; {profile.eval.bootstrap} paired bootstrap "
+        "replicates (± is one standard error). MoE: experts "
+        + ", ".join(inputs.experts)
+        + f", top-k {inputs.default_k}.",
         "",
         "## Tasks",
         "",
         "| task | domain | kind | items (eligible docs) | chance | what it measures |",
         "|---|---|---|---|---|---|",
     ]
-    for task in tasks:
+    for task in inputs.tasks:
         lines.append(
             f"| {task.spec.name} | {task.spec.domain} | {task.spec.kind} | {len(task.items)} ({task.eligible}) | "
             f"{task.spec.chance:.2f} | {task.spec.description} |"
         )
-    lines += [""]
-    lines += _markdown_table(
+    return lines + [""]
+
+
+def _score_sections(inputs: ReportInputs, tables: _Tables) -> list[str]:
+    """The two headline tables, the comparison with the paper, the router ablations and every task's score."""
+    acc, bpb = tables.acc, tables.bpb
+    ref_btm = inputs.btm_label if inputs.btm_label in inputs.per_model else None
+    lines = _markdown_table(
         "Downstream tasks: accuracy (mean of each domain's mc/em tasks; higher is better)",
         acc,
-        domains,
+        inputs.domains,
         PUBLIC,
         ref_btm,
         True,
@@ -244,105 +260,85 @@ def write_report(
     lines += _markdown_table(
         "Bits per byte on held-out text (lower is better; gains: positive = fewer bits)",
         bpb,
-        domains,
+        inputs.domains,
         PUBLIC,
         ref_btm,
         False,
     )
-    lines += _comparison(acc, bpb, PUBLIC, btm_label, SOUP_WEIGHTED, FLEX, FLEX_RT, UNRESTRICTED)
-    lines += _ablations(acc, bpb, ablation_rows or {})
+    lines += _comparison(acc, bpb, PUBLIC, inputs.btm_label, SOUP_WEIGHTED, FLEX, FLEX_RT, UNRESTRICTED)
+    lines += _ablations(acc, bpb, inputs.ablation_rows)
+    tasks = inputs.tasks
     lines += [
         "## Every task",
         "",
         "| model | " + " | ".join(t.spec.name for t in tasks) + " |",
         "|" + "---|" * (len(tasks) + 1),
     ]
-    for model, row in per_model.items():
+    for model, row in inputs.per_model.items():
         lines.append(f"| {model} | " + " | ".join(_fmt(row.get(t.spec.name)) for t in tasks) + " |")
-    lines += [
+    return lines
+
+
+def _moe_sections(inputs: ReportInputs) -> list[str]:
+    """Routing, the number of active experts and the opt-out, each with its figure."""
+    domains, experts, sweep, figures = inputs.domains, inputs.experts, inputs.sweep, inputs.figure_dir.name
+    lines = [
         "",
         "## Routing",
         "",
-        f"![routing]({figure_dir.name}/routing.png)",
+        f"![routing]({figures}/routing.png)",
         "",
         "Share of each evaluated domain's tokens (bpb subset) for which an expert is among the top-k, per layer. "
         "Over all evaluation tokens, per expert (mean over layers): "
-        + ", ".join(f"{e} {routing_overall.mean(axis=0)[i]:.2f}" for i, e in enumerate(experts))
+        + ", ".join(f"{e} {inputs.routing_overall.mean(axis=0)[i]:.2f}" for i, e in enumerate(experts))
         + ".",
         "",
-    ]
-    lines += [
         "## Number of active experts",
         "",
-        f"![k-sweep]({figure_dir.name}/k_sweep.png)",
+        f"![k-sweep]({figures}/k_sweep.png)",
         "",
         "| k | " + " | ".join(domains) + " | average |",
         "|" + "---|" * (len(domains) + 2),
     ]
-    for k in ks:
+    for k in sorted(sweep):
         lines.append(
             f"| {k} | " + " | ".join(_fmt(sweep[k].get(d)) for d in domains) + f" | {_fmt(sweep[k]['average'])} |"
         )
-    if removed:
-        lines += [
-            "",
-            "## Opt-out",
-            "",
-            f"![opt-out]({figure_dir.name}/opt_out.png)",
-            "",
-            "Δ bits per byte when one expert is removed (masked to −∞ in every layer, exactly equal to slicing it "
-            "out); positive = worse. Own domain vs the largest change elsewhere:",
-            "",
-            "| removed | Δ own domain | largest |Δ| elsewhere | own > 2 SE |",
-            "|---|---|---|---|",
-        ]
-        for r in removed:
-            own = optout[r].get(r)
-            others = [optout[r][d] for d in domains if d != r and d in optout[r] and d != "average"]
-            worst = max(others, key=lambda s: abs(s.value)) if others else None
-            lines.append(f"| {r} | {_fmt(own)} | {_fmt(worst)} | {'yes' if own and own.value > 2 * own.se else 'no'} |")
-    if extras:
-        lines += ["", "## Training of the baselines that need it", ""]
-        lines += [f"- {m}: " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()) for m, e in extras.items()]
-    if skipped:
-        lines += ["", "## Not evaluated", ""] + [f"- {m}: {why}" for m, why in skipped.items()]
-    lines += ["", "## Wall time per pass (s)", ""] + [f"- {k}: {v:.1f}" for k, v in seconds.items()] + [""]
-    report = reports / f"flexmix-{profile.name}.md"
-    report.write_text("\n".join(lines))
+    return lines + _optout_section(inputs)
 
-    results_json = write_json(
-        paths.eval_dir / "results.json",
-        {
-            "profile": profile.name,
-            "machine": machine,
-            "experts": experts,
-            "top_k": default_k,
-            "per_task": jsonable_scores(per_model),
-            "bpb": jsonable_scores(bpb),
-            "accuracy": jsonable_scores(acc),
-            "k_sweep": {
-                str(k): {d: {"value": s.value, "se": s.se} for d, s in row.items()} for k, row in sweep.items()
-            },
-            "opt_out": {r: {d: {"value": s.value, "se": s.se} for d, s in row.items()} for r, row in optout.items()},
-            "routing_by_domain": routing_by_domain.tolist(),
-            "extras": extras,
-            "ablations": ablation_rows or {},
-            "skipped": skipped,
-            "seconds": seconds,
-            "tasks": [
-                {
-                    "name": t.spec.name,
-                    "domain": t.spec.domain,
-                    "kind": t.spec.kind,
-                    "items": len(t.items),
-                    "eligible": t.eligible,
-                    "chance": t.spec.chance,
-                }
-                for t in tasks
-            ],
-        },
-    )
-    return EvalResult(report, results_json, tables, figures, metrics, skipped, seconds)
+
+def _optout_section(inputs: ReportInputs) -> list[str]:
+    if not inputs.optout:
+        return []
+    lines = [
+        "",
+        "## Opt-out",
+        "",
+        f"![opt-out]({inputs.figure_dir.name}/opt_out.png)",
+        "",
+        "Δ bits per byte when one expert is removed (masked to −∞ in every layer, exactly equal to slicing it "
+        "out); positive = worse. Own domain vs the largest change elsewhere:",
+        "",
+        "| removed | Δ own domain | largest |Δ| elsewhere | own > 2 SE |",
+        "|---|---|---|---|",
+    ]
+    for r, row in inputs.optout.items():
+        own = row.get(r)
+        others = [row[d] for d in inputs.domains if d != r and d in row and d != "average"]
+        worst = max(others, key=lambda s: abs(s.value)) if others else None
+        lines.append(f"| {r} | {_fmt(own)} | {_fmt(worst)} | {'yes' if own and own.value > 2 * own.se else 'no'} |")
+    return lines
+
+
+def _notes(inputs: ReportInputs) -> list[str]:
+    """What the trained baselines' training did, what was not evaluated and why, and the wall time of every pass."""
+    lines: list[str] = []
+    if inputs.extras:
+        lines += ["", "## Training of the baselines that need it", ""]
+        lines += [f"- {m}: " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()) for m, e in inputs.extras.items()]
+    if inputs.skipped:
+        lines += ["", "## Not evaluated", ""] + [f"- {m}: {why}" for m, why in inputs.skipped.items()]
+    return lines + ["", "## Wall time per pass (s)", ""] + [f"- {k}: {v:.1f}" for k, v in inputs.seconds.items()] + [""]
 
 
 def log_to_mlflow(profile: Profile, result: EvalResult) -> None:

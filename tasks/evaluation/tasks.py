@@ -1,16 +1,17 @@
 """FLEXMIX-small: the registry of task specs per domain, built from each domain's held-out test split with a fixed seed.
 
 Why a registry: tasks are defined once, here, and run through one harness (`model.scoring`); every task is a set of
-lm-evaluation-harness `loglikelihood` requests, and `write_lm_eval_files` writes each as a JSONL file plus an lm-eval task
-YAML, so the same items can be run through `lm-eval` where it is available.
+lm-evaluation-harness `loglikelihood` requests, and `write_lm_eval_files` writes each as a JSONL file plus an lm-eval
+task YAML, so the same items can be run through `lm-eval` where it is available.
 
 Kinds (chance levels in `TaskSpec.chance`):
 - `bpb`  bits per byte of each test document's continuation after a short prefix (lower is better; a uniform byte model
          scores 8.0);
 - `mc`   multiple choice: pick the true continuation among same-domain distractors (HellaSwag-style; scored by
-         log-likelihood per byte of each choice; chance 1/choices). For math: pick the true answer among other items' answers;
-- `em`   greedy exact match: math answers from the `question`/`answer` columns, code next line; a model scores an item iff
-         greedy decoding reproduces the target (chance ~0).
+         log-likelihood per byte of each choice; chance 1/choices). For math: pick the true answer among other items'
+         answers;
+- `em`   greedy exact match: math answers from the `question`/`answer` columns, code next line; a model scores an item
+         iff greedy decoding reproduces the target (chance ~0).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _texts(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def build_bpb(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.Generator) -> tuple[list[Item], int]:
-    """Each document: a prefix of at most `bpb_prefix_chars` (and at most half the document) conditions, the rest is scored."""
+    """Each document: a prefix of at most `bpb_prefix_chars` (and at most half the document) conditions, the rest is
+    scored."""
     ids, texts = _texts(frame)
     usable = [i for i, t in enumerate(texts) if len(t.strip()) >= 2]
     chosen = rng.permutation(usable)[: cfg.bpb_docs]
@@ -97,7 +99,8 @@ def build_bpb(frame: pd.DataFrame, domain: str, cfg: EvalConfig, rng: np.random.
 
 
 def _segments(texts: list[str], cfg: EvalConfig) -> list[tuple[int, str, str]]:
-    """(doc index, context, true continuation) for docs long enough that the context is at least as long as the continuation."""
+    """(doc index, context, true continuation) for docs long enough that the context is at least as long as the
+    continuation."""
     out = []
     for index, text in enumerate(texts):
         if len(text) < 2 * cfg.mc_continuation_chars:
@@ -119,8 +122,8 @@ def _multiple_choice(
     if len(distinct) < cfg.choices:
         raise DataError(
             f"task {task} needs {cfg.choices} distinct choices but the test split yields only "
-            f"{len(distinct)}; lower eval.choices, or add test documents (data.test_docs; a small domain's test split is "
-            "capped at data.max_eval_fraction of its documents)"
+            f"{len(distinct)}; lower eval.choices, or add test documents (data.test_docs; a small domain's test split "
+            "is capped at data.max_eval_fraction of its documents)"
         )
     items = []
     for position in rng.permutation(len(candidates))[: cfg.task_items].tolist():
@@ -147,9 +150,8 @@ def _math_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
         if column not in frame.columns:
             raise DataError(f"column '{column}' is missing; the math tasks need question/answer")
     rows = []
-    for doc_id, question, answer in zip(
-        frame["id"].astype(str), frame["question"].astype(str), frame["answer"].astype(str)
-    ):
+    columns = (frame["id"].astype(str), frame["question"].astype(str), frame["answer"].astype(str))
+    for doc_id, question, answer in zip(*columns, strict=True):
         if question.strip() and answer.strip():
             rows.append((doc_id, question + "\n", answer))  # the training text is `question\nanswer`
     return rows
@@ -176,7 +178,7 @@ def build_code_em(
     """One line per file segment: the code before it (whole lines, at most `code_context_chars`) is the context."""
     ids, texts = _texts(frame)
     candidates = []
-    for doc_id, text in zip(ids, texts):
+    for doc_id, text in zip(ids, texts, strict=True):
         lines = text.splitlines(keepends=True)
         starts = np.cumsum([0] + [len(line) for line in lines])
         eligible = [k for k in range(1, len(lines)) if len(lines[k].strip()) >= cfg.code_min_line_chars]
@@ -201,68 +203,33 @@ _BUILDERS: dict[str, Builder] = {
 }
 
 
+def _bpb(domain: str) -> TaskSpec:
+    description = "bits per byte of held-out text after a short prefix"
+    return TaskSpec(f"{domain}_bpb", domain, "bpb", description, UNIFORM_BYTE_BPB, False)
+
+
+def _mc(name: str, domain: str, description: str, cfg: EvalConfig) -> TaskSpec:
+    return TaskSpec(name, domain, "mc", description, 1.0 / cfg.choices, True)
+
+
+def _em(name: str, domain: str, description: str) -> TaskSpec:
+    return TaskSpec(name, domain, "em", description, 0.0, True)
+
+
 def task_specs(domain: str, cfg: EvalConfig) -> list[tuple[TaskSpec, str]]:
-    """The registry: every domain's tasks as (spec, builder key)."""
-    mc_chance = 1.0 / cfg.choices
-    specs = [
-        (
-            TaskSpec(
-                f"{domain}_bpb",
-                domain,
-                "bpb",
-                "bits per byte of held-out text after a short prefix",
-                UNIFORM_BYTE_BPB,
-                False,
-            ),
-            "bpb",
-        ),
-    ]
+    """The registry: every domain's tasks as (spec, builder key). Every domain has a bpb and a multiple-choice task;
+    math's multiple choice picks among answers and math adds exact-match answers; code adds the exact next line."""
+    specs = [(_bpb(domain), "bpb")]
     if domain == "math":
-        specs += [
-            (
-                TaskSpec(
-                    "math_mc",
-                    "math",
-                    "mc",
-                    "pick the true answer to a held-out question among other items' answers",
-                    mc_chance,
-                    True,
-                ),
-                "math_mc",
-            ),
-            (
-                TaskSpec(
-                    "math_em",
-                    "math",
-                    "em",
-                    "greedy answer to a held-out question equals the reference answer",
-                    0.0,
-                    True,
-                ),
-                "math_em",
-            ),
-        ]
+        answers = "pick the true answer to a held-out question among other items' answers"
+        specs.append((_mc("math_mc", "math", answers, cfg), "math_mc"))
+        answer = "greedy answer to a held-out question equals the reference answer"
+        specs.append((_em("math_em", "math", answer), "math_em"))
     else:
-        specs.append(
-            (
-                TaskSpec(
-                    f"{domain}_mc",
-                    domain,
-                    "mc",
-                    "pick the true continuation among same-domain distractors",
-                    mc_chance,
-                    True,
-                ),
-                "mc",
-            )
-        )
+        continuation = "pick the true continuation among same-domain distractors"
+        specs.append((_mc(f"{domain}_mc", domain, continuation, cfg), "mc"))
     if domain == "code":
-        specs.append(
-            (
-                TaskSpec("code_em", "code", "em", "greedy next line of held-out code equals the true line", 0.0, True),
-                "code_em",
-            )
-        )
+        specs.append((_em("code_em", "code", "greedy next line of held-out code equals the true line"), "code_em"))
     return specs
 
 

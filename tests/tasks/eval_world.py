@@ -1,8 +1,9 @@
 """A tiny but complete world for the evaluation tests: 8 domains of synthetic text with distinct vocabularies, a BPE
 tokenizer, M_pub, a dense model per domain, router embeddings, expert files and the assembled MoE, all under tmp_path.
 
-Real objects throughout (transformers models, a `tokenizers` BPE, safetensors files, `tasks.training.assemble`); only the text is
-synthetic, from seeded word lists, so that domains differ the way real ones do (vocabulary) and tests stay fast.
+Real objects throughout (transformers models, a `tokenizers` BPE, safetensors files, `tasks.training.assemble`); only
+the text is synthetic, from seeded word lists, so that domains differ the way real ones do (vocabulary) and tests stay
+fast.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from model.baselines import dense_as_expert
 from model.config import ModelSizes, TokenizerIds
 from model.export import export_pretrained
 from model.public import build_public_model
-from tasks.core.artifacts import RunPaths
+from tasks.core.artifacts import EXPERT_FILE, RunPaths
 from tasks.core.config import Profile
 from tasks.training.assemble import assemble
 from tasks.training.expert_file import save_expert
@@ -127,6 +128,6 @@ def build_world(profile: Profile, dense: bool = True) -> None:
         if dense:
             export_pretrained(model, paths.dense_dir(domain) / "model")
         state = dense_as_expert(model, rows["public"], rows[domain])
-        files.append(paths.expert_dir(domain) / "expert.safetensors")
+        files.append(paths.expert_dir(domain) / EXPERT_FILE)
         save_expert(state, files[-1], domain=domain, public_sha256=public_sha)
     assemble(profile, files)

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from tasks.core.artifacts import RunPaths
-from tasks.core.errors import DataError
-from tasks.evaluation.evaluate import (
+from tasks.core.errors import ConfigError, DataError
+from tasks.evaluation.evaluate import evaluate
+from tasks.evaluation.results import (
     BTX,
     FLEX,
     FLEX_RT,
@@ -20,7 +21,6 @@ from tasks.evaluation.evaluate import (
     SOUP_UNIFORM,
     SOUP_WEIGHTED,
     UNRESTRICTED,
-    evaluate,
 )
 from tasks.training import ablations
 from tests.tasks.eval_world import build_world
@@ -107,8 +107,19 @@ def test_missing_inputs_are_named(tmp_profile):
         evaluate(tmp_profile, progress=False)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_config_error_before_any_input_is_read(tmp_profile):
+    """`runtime.device: cuda` on a machine without CUDA is refused like training refuses it, never run on the CPU: a
+    ConfigError, raised before the tokenizer (missing here, which would be a DataError) or any model is loaded."""
+    cuda = tmp_profile.model_copy(update={"runtime": tmp_profile.runtime.model_copy(update={"device": "cuda"})})
+    with pytest.raises(ConfigError, match="runtime.device is 'cuda'"):
+        evaluate(cuda, progress=False)
+    assert not RunPaths(cuda).eval_dir.exists()
+
+
 def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
-    """`flexo eval` on the same world: the report is rewritten and metrics + figures land in a real SQLite MLflow store."""
+    """`flexo eval` on the same world: the report is rewritten and metrics + figures land in a real SQLite MLflow
+    store."""
     from typer.testing import CliRunner
 
     import flows.commands.eval as eval_command
@@ -142,8 +153,10 @@ def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
 
 
 def test_requests_fit_the_window_and_count_scored_bytes(world):
-    """Every request fits max_seq_len; bits per byte divides by the bytes of exactly the scored (possibly cut) target."""
-    from tasks.evaluation.evaluate import load_test_frames, load_tokenizer, tokenize_tasks
+    """Every request fits max_seq_len; bits per byte divides by the bytes of exactly the scored (possibly cut)
+    target."""
+    from tasks.core.tokenizer import load_tokenizer
+    from tasks.evaluation.inputs import load_test_frames, tokenize_tasks
     from tasks.evaluation.tasks import build_tasks
 
     profile, _ = world
@@ -153,9 +166,9 @@ def test_requests_fit_the_window_and_count_scored_bytes(world):
     requests, layout = tokenize_tasks(tasks, tokenizer, max_len)
     assert all(len(r.context) + len(r.target) <= max_len for r in requests)
     cut = 0
-    for task, index in zip(tasks, layout.offsets):
-        for item, row in zip(task.items, index):
-            for choice, request_id in zip(item.choices, row):
+    for task, index in zip(tasks, layout.offsets, strict=True):
+        for item, row in zip(task.items, index, strict=True):
+            for choice, request_id in zip(item.choices, row, strict=True):
                 request = requests[request_id]
                 scored = tokenizer.decode(list(request.target))
                 assert layout.n_bytes[request_id] == len(scored.encode("utf-8"))

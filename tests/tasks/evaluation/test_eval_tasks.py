@@ -82,7 +82,7 @@ def test_items_come_from_the_held_out_text(tiny_profile):
     cfg = tiny_profile.eval
     frames = _frames()
     tasks = _by_name(build_tasks(frames, cfg, 3))
-    news = dict(zip(frames["news"]["id"], frames["news"]["text"]))
+    news = dict(zip(frames["news"]["id"], frames["news"]["text"], strict=True))
     mc = tasks["news_mc"]
     assert len(mc.items) == min(cfg.task_items, mc.eligible)
     for item in mc.items:
@@ -93,12 +93,12 @@ def test_items_come_from_the_held_out_text(tiny_profile):
                 assert any(choice in text for doc, text in news.items() if doc != item.doc_id)
     golds = [item.gold for item in mc.items]
     assert len(set(golds)) > 1  # the true answer is not always in the same slot
-    answers = dict(zip(frames["math"]["id"], frames["math"]["answer"]))
+    answers = dict(zip(frames["math"]["id"], frames["math"]["answer"], strict=True))
     for item in tasks["math_em"].items:
         assert item.choices == (answers[item.doc_id],) and item.context.endswith("?\n")
     for item in tasks["math_mc"].items:
         assert item.choices[item.gold] == answers[item.doc_id]
-    code = dict(zip(frames["code"]["id"], frames["code"]["text"]))
+    code = dict(zip(frames["code"]["id"], frames["code"]["text"], strict=True))
     for item in tasks["code_em"].items:
         doc, line = item.doc_id.rsplit(":L", 1)
         assert code[doc].splitlines()[int(line) - 1] == item.choices[0]

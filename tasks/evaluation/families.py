@@ -1,0 +1,315 @@
+"""One function per model family the benchmark compares; each scores its models on every request of an `EvalRun`, or
+records in `run.skipped` why it could not.
+
+Why this order matters: the families run in `FAMILIES` order, which is the order of the report's rows, and the
+families that train (BTX, router tuning, the unrestricted MoE) draw their batches from seeds of their own, so each
+family's numbers do not depend on which other families ran.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.baselines import (
+    EnsembleScorer,
+    btx_merge,
+    dense_as_expert,
+    nearest_centroid,
+    random_router_rows,
+    routing_weights,
+    set_top_k,
+    train_moe,
+    uniform_soup,
+    upcycle,
+    weighted_soup,
+)
+from model.config import default_top_k
+from model.merge import merge_experts
+from model.public import load_moe
+from model.scoring import Scores, model_scorer
+from tasks.core.artifacts import RunPaths
+from tasks.evaluation.inputs import router_rows, token_batches
+from tasks.evaluation.results import (
+    BTM,
+    BTX,
+    FLEX,
+    FLEX_RT,
+    NO_COORD,
+    PROMPT,
+    PUBLIC,
+    SOUP_UNIFORM,
+    SOUP_WEIGHTED,
+    UNRESTRICTED,
+    dense_name,
+)
+from tasks.evaluation.runner import EvalRun
+
+NO_DENSE = "no dense domain models were found"
+
+
+def btm_label(run: EvalRun) -> str:
+    return BTM.format(k=run.profile.eval.btm_top_k)
+
+
+def _members(run: EvalRun) -> tuple[list[str], list[torch.nn.Module]]:
+    """The dense members the soups, BTM, BTX and prompt routing combine: M_pub first, then each dense model."""
+    names = [PUBLIC] + [dense_name(d) for d in run.models.dense]
+    return names, [run.models.public] + list(run.models.dense.values())
+
+
+# ---- the dense members and what combines them --------------------------------------------------------------------
+
+
+def score_dense_and_btm(run: EvalRun) -> None:
+    """M_pub, every dense model and BTM from one ensemble pass (BTM mixes the members' next-token distributions)."""
+    cfg = run.profile.eval
+    names, members = _members(run)
+    ensemble = EnsembleScorer(
+        list(zip(names, members, strict=True)), cfg.btm_temperature, cfg.btm_top_k, btm_label(run)
+    )
+    run.results.update(run.runner.run("M_pub + dense + BTM", run.requests, ensemble))
+    if not run.models.dense:
+        del run.results[btm_label(run)]
+        for name in (btm_label(run), SOUP_UNIFORM, SOUP_WEIGHTED, PROMPT, BTX, NO_COORD):
+            run.skipped[name] = NO_DENSE
+
+
+def score_soups(run: EvalRun) -> None:
+    """The uniform parameter average of the members, and the per-example weighted one."""
+    if not run.models.dense:
+        return
+    names, members = _members(run)
+    run.score(SOUP_UNIFORM, uniform_soup(members))
+    run.results[SOUP_WEIGHTED] = _weighted_soup_scores(run, members, [run.results[n] for n in names])
+
+
+def _weighted_soup_scores(run: EvalRun, members: list[torch.nn.Module], member_scores: list[Scores]) -> Scores:
+    """Per example: soup weights softmax(log-likelihood of the example's context); equal (rounded) soups built once."""
+    cfg, requests = run.profile.eval, run.requests
+    nll = torch.from_numpy(np.stack([s.context_nll for s in member_scores]))
+    weights = routing_weights(nll, cfg.btm_temperature).numpy().T  # (requests, members)
+    rounded = np.round(weights, cfg.soup_weight_decimals)
+    rounded = rounded / rounded.sum(axis=1, keepdims=True)
+    groups: dict[tuple[float, ...], list[int]] = {}
+    for index, row in enumerate(rounded):
+        groups.setdefault(tuple(row.tolist()), []).append(index)
+    out = Scores(np.zeros(len(requests)), np.zeros(len(requests), dtype=bool), np.zeros(len(requests)))
+    for key, indices in groups.items():
+        soup = weighted_soup(members, key)
+        subset = [requests[i] for i in indices]
+        scores = run.runner.run(SOUP_WEIGHTED, subset, model_scorer(soup, SOUP_WEIGHTED))[SOUP_WEIGHTED]
+        out.loglik[indices], out.greedy[indices], out.context_nll[indices] = (
+            scores.loglik,
+            scores.greedy,
+            scores.context_nll,
+        )
+    return out
+
+
+def score_prompt_routing(run: EvalRun) -> None:
+    """A small classifier (nearest owner centroid of all-MiniLM-L6-v2 embeddings) picks one member per input context;
+    the item takes that member's scores."""
+    if not run.models.dense:
+        return
+    names, _ = _members(run)
+    domains = ["public", *run.models.dense]
+    centroids = router_rows(run.profile, domains, "raw")
+    if centroids is None:
+        run.skipped[PROMPT] = "router embeddings (runs/<profile>/router/*.safetensors) are missing"
+        return
+    run.results[PROMPT], run.extras[PROMPT] = _prompt_routing(run, names, domains, centroids)
+
+
+def _prompt_routing(
+    run: EvalRun, names: list[str], domains: list[str], centroids: torch.Tensor
+) -> tuple[Scores, dict[str, float]]:
+    from tasks.training.route import encode
+
+    profile, tasks = run.profile, run.tasks
+    contexts = [item.context for task in tasks for item in task.items]
+    embeddings = encode(contexts, profile.router.embed_batch_size, profile.runtime.precision)
+    picks = nearest_centroid(torch.from_numpy(np.asarray(embeddings)), centroids).numpy()
+    total = len(run.layout.n_bytes)
+    out = Scores(np.zeros(total), np.zeros(total, dtype=bool), np.zeros(total))
+    item = 0
+    truth_hits, counted = 0, 0
+    for task, index in zip(tasks, run.layout.offsets, strict=True):
+        for row in index:
+            chosen = run.results[names[picks[item]]]
+            out.loglik[row], out.greedy[row], out.context_nll[row] = (
+                chosen.loglik[row],
+                chosen.greedy[row],
+                chosen.context_nll[row],
+            )
+            truth_hits += int(domains[picks[item]] == task.spec.domain)
+            counted += 1
+            item += 1
+    return out, {"classifier_accuracy": truth_hits / max(counted, 1)}
+
+
+# ---- MoEs --------------------------------------------------------------------------------------------------------
+
+
+def score_flexolmo(run: EvalRun) -> None:
+    """The serving MoE as assembled, counting which experts each token is routed to (the report's routing figure)."""
+    run.results.update(run.runner.run(FLEX, run.requests, run.routing))
+
+
+@dataclass(frozen=True)
+class RouterTraining:
+    """What a baseline trains on before it is scored: packed train text of `domains`, drawn with `seed`."""
+
+    domains: tuple[str, ...]
+    steps: int
+    seed: int
+    lr: float
+    weight_decay: float
+    train_experts: bool = False  # False: only the router rows train
+
+
+def _train_then_score(
+    run: EvalRun, name: str, moe: torch.nn.Module, training: RouterTraining, score_top_k: int | None = None
+) -> list[float]:
+    """Train `moe` as `training` says, optionally set the top-k it is scored with, score it; returns the losses."""
+    profile = run.profile
+    batches = token_batches(profile, run.tokenizer, training.domains, training.steps, training.seed)
+    losses = train_moe(
+        moe,
+        (b.to(run.device) for b in batches),
+        training.lr,
+        training.weight_decay,
+        profile.train_expert.optim.grad_clip,
+        training.train_experts,
+        run.precision,
+    )
+    if score_top_k is not None:
+        set_top_k(moe, score_top_k)
+    run.score(name, moe)
+    return losses
+
+
+def _router_losses(losses: list[float]) -> dict[str, float]:
+    return {"router_loss_first": losses[0], "router_loss_last": losses[-1]}
+
+
+def score_btx(run: EvalRun) -> None:
+    """BTX: the members' FFNs as experts under random router rows, the routers trained on public text."""
+    profile, cfg = run.profile, run.profile.eval
+    if not run.models.dense:
+        return
+    if not cfg.btx_router_steps:
+        run.skipped[BTX] = "eval.btx_router_steps is 0"
+        return
+    _, members = _members(run)
+    rows = random_router_rows(len(members), profile.model.hidden_size, profile.model.init_std, profile.seed)
+    dense = list(run.models.dense.values())
+    btx = btx_merge(run.models.public, dense, rows, min(run.default_k, len(members))).to(run.device)
+    training = RouterTraining(
+        ("public",), cfg.btx_router_steps, profile.seed, cfg.router_train_lr, cfg.router_train_weight_decay
+    )
+    run.extras[BTX] = _router_losses(_train_then_score(run, BTX, btx, training))
+
+
+def score_flexolmo_rt(run: EvalRun) -> None:
+    """FlexOlmo with router tuning on public text, all experts active while tuning (paper §3.3.3)."""
+    profile, cfg = run.profile, run.profile.eval
+    if not cfg.rt_steps:
+        run.skipped[FLEX_RT] = "eval.rt_steps is 0"
+        return
+    tuned = copy.deepcopy(run.models.moe)
+    set_top_k(tuned, run.num_experts)
+    training = RouterTraining(
+        ("public",), cfg.rt_steps, profile.seed + 1, cfg.router_train_lr, cfg.router_train_weight_decay
+    )
+    losses = _train_then_score(run, FLEX_RT, tuned, training, score_top_k=run.default_k)
+    run.extras[FLEX_RT] = _router_losses(losses)
+
+
+def score_unrestricted(run: EvalRun) -> None:
+    """M_pub upcycled to as many experts as the MoE, experts and routers trained on every domain's data together."""
+    profile, cfg = run.profile, run.profile.eval
+    if not cfg.unrestricted_steps:
+        run.skipped[UNRESTRICTED] = "eval.unrestricted_steps is 0"
+        return
+    rows = random_router_rows(run.num_experts, profile.model.hidden_size, profile.model.init_std, profile.seed)
+    unrestricted = upcycle(run.models.public, run.num_experts, rows, run.default_k).to(run.device)
+    training = RouterTraining(
+        tuple(profile.domains),
+        cfg.unrestricted_steps,
+        profile.seed + 2,
+        cfg.unrestricted_lr,
+        profile.train_expert.optim.weight_decay,
+        train_experts=True,
+    )
+    losses = _train_then_score(run, UNRESTRICTED, unrestricted, training)
+    run.extras[UNRESTRICTED] = {"train_loss_first": losses[0], "train_loss_last": losses[-1], "steps": len(losses)}
+
+
+def score_no_coordination(run: EvalRun) -> None:
+    """The dense models' FFNs merged as experts (trained without the frozen public copy) under the MoE's router
+    rows."""
+    models = run.models
+    closed = models.experts[1:]
+    rows = router_rows(run.profile, models.experts, "projected")
+    if not (all(d in models.dense for d in closed) and rows is not None):
+        run.skipped[NO_COORD] = "needs a dense model and a router embedding for every expert in the MoE"
+        return
+    states = [dense_as_expert(models.dense[d], rows[0], rows[i + 1]) for i, d in enumerate(closed)]
+    run.score(NO_COORD, merge_experts(models.public, rows[0].to(run.device), states, run.default_k).to(run.device))
+
+
+def score_extra_moes(run: EvalRun) -> None:
+    """Every MoE named in `eval.extra_moes` (a path under the run directory), as saved."""
+    for name, relative in run.profile.eval.extra_moes.items():
+        directory = RunPaths(run.profile).root / relative
+        if not (directory / "config.json").exists():
+            run.skipped[name] = f"{directory} not found (eval.extra_moes)"
+            continue
+        run.score(name, load_moe(str(directory)).to(run.device))
+
+
+def score_router_ablations(run: EvalRun) -> None:
+    """Every assembled router ablation and its reference, the serving MoE sliced to the same experts; records
+    {ablation row: reference row} in `run.ablation_rows`."""
+    from model.optout import keep_experts
+    from tasks.training import ablations
+
+    profile, models = run.profile, run.models
+    if not profile.ablation.variants:
+        return
+    found = ablations.assembled(profile)
+    for variant in profile.ablation.variants:
+        if variant not in found:
+            run.skipped[ablations.row_name(variant)] = f"not assembled (run `flexo ablate --variant {variant}`)"
+    absent = [d for d in profile.ablation.domains if d not in models.experts]
+    if absent or not found:
+        if absent:
+            run.skipped[ablations.reference_name(profile)] = f"the serving MoE holds no expert for {absent}"
+        return
+    reference = ablations.reference_name(profile)
+    keep = [0] + [models.experts.index(d) for d in profile.ablation.domains]
+    k = profile.router.top_k if profile.router.top_k is not None else default_top_k(len(keep))  # as `assemble_variant`
+    run.score(reference, keep_experts(models.moe, keep, k).to(run.device).eval())
+    for variant, directory in found.items():
+        name = ablations.row_name(variant)
+        run.score(name, load_moe(str(directory)).to(run.device))
+        run.ablation_rows[name] = reference
+
+
+FAMILIES: tuple[Callable[[EvalRun], None], ...] = (
+    score_dense_and_btm,
+    score_soups,
+    score_prompt_routing,
+    score_flexolmo,
+    score_btx,
+    score_flexolmo_rt,
+    score_unrestricted,
+    score_no_coordination,
+    score_extra_moes,
+    score_router_ablations,
+)

@@ -1,0 +1,121 @@
+"""What an evaluation produces: the model labels every table uses, the scored results (`ReportInputs`), the files
+written from them (`EvalResult`), and results.json.
+
+Why a module of its own: both the scoring side (`evaluate`, `families`) and the writing side (`report`) need the labels
+and these types; keeping them here lets each import this one module instead of importing each other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
+from tasks.evaluation.metrics import TaskScore
+from tasks.evaluation.tasks import Task
+
+PUBLIC = "M_pub"
+BTM = "BTM (top-{k})"
+SOUP_UNIFORM = "soup (uniform)"
+SOUP_WEIGHTED = "soup (weighted)"
+PROMPT = "prompt routing"
+BTX = "BTX"
+FLEX = "FlexOlmo (no RT)"
+FLEX_RT = "FlexOlmo (RT, public)"
+UNRESTRICTED = "unrestricted MoE"
+NO_COORD = "ablation: no coordinated training"
+
+
+def dense_name(domain: str) -> str:
+    return f"dense {domain}"
+
+
+@dataclass
+class EvalResult:
+    """What `flexo eval` produced; the registry/orchestration side logs these paths and metrics."""
+
+    report: Path
+    results_json: Path
+    tables: dict[str, Path]
+    figures: dict[str, Path]
+    metrics: dict[str, float]  # flat: "<table>/<model>/<column>" -> value
+    skipped: dict[str, str]  # model -> why it was not evaluated
+    seconds: dict[str, float]  # wall time per evaluated model / experiment
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows: the scores of every model, the experiments on the MoE and where it all ran."""
+
+    profile: Profile
+    tasks: list[Task]
+    per_model: dict[str, dict[str, TaskScore]]  # model -> task -> score
+    domains: list[str]
+    experts: list[str]  # the MoE's experts, "public" first
+    default_k: int
+    btm_label: str
+    sweep: dict[int, dict[str, TaskScore]]  # k -> bpb per domain and average
+    optout: dict[str, dict[str, TaskScore]]  # removed expert -> change of bpb per domain and average
+    routing_overall: np.ndarray  # (layers, experts): share of every evaluation token routed to each expert
+    routing_by_domain: np.ndarray  # (layers, domains, experts)
+    extras: dict[str, dict[str, float]]  # model -> training numbers of the baselines that train
+    skipped: dict[str, str]  # model -> why it was not evaluated
+    seconds: dict[str, float]  # pass -> wall time, and "total"
+    machine: str
+    ablation_rows: dict[str, str] = field(default_factory=dict)  # router ablation row -> its reference row
+
+    @property
+    def figure_dir(self) -> Path:
+        return RunPaths(self.profile).reports_dir / f"flexmix-{self.profile.name}"
+
+
+def jsonable_scores(per_model: dict[str, dict[str, TaskScore]]) -> dict[str, dict[str, dict[str, float]]]:
+    return {m: {t: {"value": s.value, "se": s.se} for t, s in row.items()} for m, row in per_model.items()}
+
+
+def write_json(path: Path, payload: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    return path
+
+
+def results_payload(
+    inputs: ReportInputs, bpb: dict[str, dict[str, TaskScore]], acc: dict[str, dict[str, TaskScore]]
+) -> dict:
+    """results.json: every number of the report (`bpb`, `acc`: its per-domain tables) with its standard error, and
+    the run's settings and timings."""
+
+    def scores(row: dict[str, TaskScore]) -> dict[str, dict[str, float]]:
+        return {d: {"value": s.value, "se": s.se} for d, s in row.items()}
+
+    return {
+        "profile": inputs.profile.name,
+        "machine": inputs.machine,
+        "experts": inputs.experts,
+        "top_k": inputs.default_k,
+        "per_task": jsonable_scores(inputs.per_model),
+        "bpb": jsonable_scores(bpb),
+        "accuracy": jsonable_scores(acc),
+        "k_sweep": {str(k): scores(row) for k, row in inputs.sweep.items()},
+        "opt_out": {r: scores(row) for r, row in inputs.optout.items()},
+        "routing_by_domain": inputs.routing_by_domain.tolist(),
+        "extras": inputs.extras,
+        "ablations": inputs.ablation_rows,
+        "skipped": inputs.skipped,
+        "seconds": inputs.seconds,
+        "tasks": [
+            {
+                "name": t.spec.name,
+                "domain": t.spec.domain,
+                "kind": t.spec.kind,
+                "items": len(t.items),
+                "eligible": t.eligible,
+                "chance": t.spec.chance,
+            }
+            for t in inputs.tasks
+        ],
+    }

@@ -1,0 +1,94 @@
+"""The experiments on the serving MoE itself, on the bpb subset: the number of active experts (k-sweep), removing one
+expert at a time (opt-out), and which experts each domain's tokens are routed to.
+
+Why on a subset: each experiment scores the MoE once per k or per expert; the first `eval.sweep_docs` documents of every
+bpb task keep that affordable while every domain is still measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.baselines import set_top_k
+from model.optout import masked_experts
+from model.scoring import Request, Scores, model_scorer, score_requests
+from tasks.evaluation.inputs import tokenize_tasks
+from tasks.evaluation.metrics import Layout, TaskScore, bootstrap_indices, domain_table, score_model
+from tasks.evaluation.runner import EvalRun, RoutingScorer
+from tasks.evaluation.tasks import Task
+
+
+@dataclass(frozen=True)
+class BpbSubset:
+    """The bpb tasks cut to their first `eval.sweep_docs` documents, tokenized, with their own bootstrap draws."""
+
+    tasks: list[Task]
+    requests: list[Request]
+    layout: Layout
+    resamples: list[np.ndarray]
+
+    def row(self, scores: Scores, domains: list[str]) -> dict[str, TaskScore]:
+        return domain_table(self.tasks, score_model(self.tasks, self.layout, scores, self.resamples), domains, "bpb")
+
+
+@dataclass(frozen=True)
+class Sweeps:
+    subset: BpbSubset
+    k_sweep: dict[int, dict[str, TaskScore]]  # k -> bpb per domain and average
+    opt_out: dict[str, dict[str, TaskScore]]  # removed expert -> change of bpb per domain and average
+
+
+def bpb_subset(run: EvalRun) -> BpbSubset:
+    profile = run.profile
+    tasks = [Task(t.spec, t.items[: profile.eval.sweep_docs], t.eligible) for t in run.tasks if t.spec.kind == "bpb"]
+    requests, layout = tokenize_tasks(tasks, run.tokenizer, profile.model.max_seq_len)
+    return BpbSubset(tasks, requests, layout, bootstrap_indices(tasks, profile.eval.bootstrap, profile.seed + 3))
+
+
+def run_sweeps(run: EvalRun) -> Sweeps:
+    """The k-sweep, then the opt-out of every closed expert (each relative to the MoE at its own top-k)."""
+    subset = bpb_subset(run)
+    sweep = k_sweep(run, subset)
+    return Sweeps(subset, sweep, opt_out(run, subset, sweep[run.default_k]))
+
+
+def k_sweep(run: EvalRun, subset: BpbSubset) -> dict[int, dict[str, TaskScore]]:
+    moe, domains = run.models.moe, list(run.profile.domains)
+    sweep: dict[int, dict[str, TaskScore]] = {}
+    for k in range(1, run.num_experts + 1):
+        set_top_k(moe, k)
+        scores = run.runner.run(f"k-sweep k={k}", subset.requests, model_scorer(moe, "k"))["k"]
+        sweep[k] = subset.row(scores, domains)
+    set_top_k(moe, run.default_k)
+    return sweep
+
+
+def opt_out(run: EvalRun, subset: BpbSubset, full: dict[str, TaskScore]) -> dict[str, dict[str, TaskScore]]:
+    """Per closed expert: bpb with it masked out minus bpb with every expert (paired, so the SE is of the change)."""
+    moe, domains = run.models.moe, list(run.profile.domains)
+    out: dict[str, dict[str, TaskScore]] = {}
+    for index, expert in enumerate(run.models.experts[1:], start=1):
+        with masked_experts(moe, [index]):
+            scores = run.runner.run(f"opt-out {expert}", subset.requests, model_scorer(moe, "o"))["o"]
+        row = subset.row(scores, domains)
+        out[expert] = {d: TaskScore(row[d].value - full[d].value, row[d].replicates - full[d].replicates) for d in row}
+    return out
+
+
+def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task]) -> np.ndarray:
+    """(layers, domains, experts): share of each domain's tokens for which the expert is in the top-k."""
+    moe, profile, tokenizer = run.models.moe, run.profile, run.tokenizer
+    domains = list(profile.domains)
+    out = np.zeros((len(moe.model.layers), len(domains), moe.config.num_experts))
+    for column, domain in enumerate(domains):
+        mine = [t for t in sub_tasks if t.spec.domain == domain]
+        if not mine:
+            continue
+        requests, _ = tokenize_tasks(mine, tokenizer, profile.model.max_seq_len)
+        scorer = RoutingScorer(moe, "r")
+        score_requests(requests, scorer, profile.eval.batch_size, tokenizer.pad_token_id, run.device)
+        out[:, column, :] = (scorer.hits / max(scorer.tokens, 1)).numpy()
+    return out
