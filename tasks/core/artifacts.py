@@ -18,6 +18,8 @@ EXPERT_FILE = "expert.safetensors"  # one owner's expert: its FFNs + router row,
 EXPERT_CARD_FILE = "expert_card.json"
 TRAIN_RESULT_FILE = "train_result.json"
 MANIFEST_FILE = "flexo_manifest.json"  # an assembled MoE's record of the exact experts inside it
+ROUTER_ROW_FILE = "router.safetensors"  # a registered expert's domain embedding, beside its expert file
+MODEL_CARD_FILE = "model_card.md"  # a registered MoE's generated card: every expert, owner and exact version
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Governance: stewards revoke expert versions; the registry, the MoE and serving follow.
 
-Why: a data owner can withdraw consent at any time. Revoking tags the version (`status=revoked`, who, when, why), removes
-every alias on it, appends an audit record, marks every `flexo-moe` version that held it `status=revoked_dependency`, and
-re-assembles the MoE without it (the `reassemble` callable; by default `assemble_and_register`), which moves `serving`.
-After that no path loads it: `tasks.registry.registry.fetch`/`check_usable` refuse it with a RevokedError naming the revocation.
+Why: a data owner can withdraw consent at any time. Revoking tags the version (`status=revoked`, who, when, why),
+removes every alias on it, appends an audit record, marks every `flexo-moe` version that held it
+`status=revoked_dependency`, and re-assembles the MoE without it (the `reassemble` callable; by default
+`assemble_and_register`), which moves `serving`. After that no path loads it: `tasks.registry.names.check_usable`
+(behind every download and resolution) refuses it with a RevokedError naming the revocation.
 """
 
 from __future__ import annotations
@@ -11,24 +12,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, FlexoError
 from tasks.registry import audit
-from tasks.registry.registry import (
+from tasks.registry.download import expert_files
+from tasks.registry.moe_version import register_moe
+from tasks.registry.names import (
     SERVING_ALIAS,
     STATUS_REVOKED,
     STATUS_REVOKED_DEPENDENCY,
+    TAG_REVOKED_AT,
+    TAG_REVOKED_BY,
+    TAG_REVOKED_DEPENDENCY,
+    TAG_REVOKED_REASON,
+    TAG_STATUS,
     VersionRef,
-    client,
-    expert_files,
     expert_model_name,
-    get_version,
-    moe_versions_containing,
-    register_moe,
-    resolve_active_experts,
 )
+from tasks.registry.resolve import moe_versions_containing, resolve_active_experts
+from tasks.registry.store import client, get_version
 
 Reassemble = Callable[[Profile], VersionRef | None]
 
@@ -70,40 +75,61 @@ def revoke(
     ref = get_version(profile, name, version)
     if ref.status == STATUS_REVOKED:
         raise ConfigError(
-            f"{ref.label} is already revoked (by {ref.tags.get('revoked_by')} at {ref.tags.get('revoked_at')})"
+            f"{ref.label} is already revoked (by {ref.tags.get(TAG_REVOKED_BY)} at {ref.tags.get(TAG_REVOKED_AT)})"
         )
     mlclient = client(profile)
-    who, when = audit.actor(by), audit.now_iso()
+    who = audit.actor(by)
+    _mark_revoked(mlclient, ref, who, reason)
+    dependents = [
+        _mark_dependent(mlclient, moe, ref, who) for moe in moe_versions_containing(profile, domain, ref.version)
+    ]
+    new_moe = _reassemble(profile, mlclient, ref, who, dependents, reassemble)
+    return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe)
+
+
+def _mark_revoked(mlclient: Any, ref: VersionRef, who: str, reason: str) -> None:
+    """Tag the version revoked (who, when, why), take every alias off it and record it in the audit trail."""
     # The first write is the status tag: without permission on this model, nothing else happens.
-    mlclient.set_model_version_tag(name, ref.version, "status", STATUS_REVOKED)
-    for key, value in (("revoked_by", who), ("revoked_at", when), ("revoked_reason", reason)):
-        mlclient.set_model_version_tag(name, ref.version, key, value)
+    mlclient.set_model_version_tag(ref.name, ref.version, TAG_STATUS, STATUS_REVOKED)
+    revocation = ((TAG_REVOKED_BY, who), (TAG_REVOKED_AT, audit.now_iso()), (TAG_REVOKED_REASON, reason))
+    for key, value in revocation:
+        mlclient.set_model_version_tag(ref.name, ref.version, key, value)
     for alias in ref.aliases:
-        mlclient.delete_registered_model_alias(name, alias)
-    audit.record(mlclient, name, ref.version, "revoked", who, reason=reason, removed_aliases=list(ref.aliases))
-    dependents = []
-    for moe in moe_versions_containing(profile, domain, ref.version):
-        mlclient.set_model_version_tag(moe.name, moe.version, "status", STATUS_REVOKED_DEPENDENCY)
-        mlclient.set_model_version_tag(moe.name, moe.version, "revoked_dependency", f"{name}:{ref.version}")
-        for alias in moe.aliases:
-            mlclient.delete_registered_model_alias(moe.name, alias)
-        audit.record(
-            mlclient,
-            moe.name,
-            moe.version,
-            "revoked_dependency",
-            who,
-            expert=f"{name}:{ref.version}",
-            removed_aliases=list(moe.aliases),
-        )
-        dependents.append(f"{moe.name}:{moe.version}")
+        mlclient.delete_registered_model_alias(ref.name, alias)
+    audit.record(mlclient, ref.name, ref.version, "revoked", who, reason=reason, removed_aliases=list(ref.aliases))
+
+
+def _mark_dependent(mlclient: Any, moe: VersionRef, expert: VersionRef, who: str) -> str:
+    """Mark a `flexo-moe` version holding the revoked expert `revoked_dependency` and unserve it; its "name:version"."""
+    held = f"{expert.name}:{expert.version}"
+    mlclient.set_model_version_tag(moe.name, moe.version, TAG_STATUS, STATUS_REVOKED_DEPENDENCY)
+    mlclient.set_model_version_tag(moe.name, moe.version, TAG_REVOKED_DEPENDENCY, held)
+    for alias in moe.aliases:
+        mlclient.delete_registered_model_alias(moe.name, alias)
+    audit.record(
+        mlclient, moe.name, moe.version, "revoked_dependency", who, expert=held, removed_aliases=list(moe.aliases)
+    )
+    return f"{moe.name}:{moe.version}"
+
+
+def _reassemble(
+    profile: Profile,
+    mlclient: Any,
+    ref: VersionRef,
+    who: str,
+    dependents: list[str],
+    reassemble: Reassemble | None,
+) -> VersionRef | None:
+    """Re-assemble the MoE without the revoked expert when a served MoE held it; a failure still leaves it revoked,
+    and the error says so."""
     try:
         new_moe = reassemble(profile) if reassemble is not None and dependents else None
     except FlexoError as err:
-        audit.record(mlclient, name, ref.version, "reassembly_failed", who, error=str(err)[:1000])
+        audit.record(mlclient, ref.name, ref.version, "reassembly_failed", who, error=str(err)[:1000])
         raise type(err)(
             f"{ref.label} IS revoked (tags, aliases, audit done; {', '.join(dependents)} marked revoked_dependency and "
-            f"no longer served), but re-assembling flexo-moe without it failed: {err}. Fix that and run the assembly again."
+            f"no longer served), but re-assembling flexo-moe without it failed: {err}. Fix that and run the assembly "
+            "again."
         ) from err
     if new_moe is not None:
         audit.record(
@@ -112,10 +138,10 @@ def revoke(
             new_moe.version,
             "reassembled_after_revocation",
             who,
-            revoked=f"{name}:{ref.version}",
+            revoked=f"{ref.name}:{ref.version}",
             alias=SERVING_ALIAS,
         )
-    return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe)
+    return new_moe
 
 
 def audit_trail(profile: Profile) -> list[audit.AuditRecord]:

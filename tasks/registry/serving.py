@@ -1,8 +1,9 @@
 """Generation and serving over the assembled FlexOlmo MoE, with per-request opt-in/opt-out and attribution.
 
-Why: a data owner's consent can change per request. Opting out masks the expert's router logits to -inf for that request
-(`model.optout.masked_experts`): exactly the output of the MoE assembled without it, with no reload. Every answer says how
-much router probability each expert got (`model.attribution.record_routing`), so users see who produced it.
+Why: a data owner's consent can change per request. Opting out masks the expert's router logits to -inf for that
+request (`model.optout.masked_experts`): exactly the output of the MoE assembled without it, with no reload. Every
+answer says how much router probability each expert got (`model.attribution.record_routing`), so users see who
+produced it.
 The same class backs `flexo generate` and the MLflow pyfunc that `flexo serve` / `mlflow models serve` expose.
 """
 
@@ -16,16 +17,16 @@ from typing import Any
 import torch
 
 import mlflow
-
-# The pyfunc declares its schema with an explicit signature (prompt column + params); MLflow's advice to add type hints
-# to `predict` instead is noise here.
-warnings.filterwarnings("ignore", message=r".*[Tt]ype hint", category=UserWarning)
-
 from model.attribution import record_routing
-from model.export import WEIGHTS_FILE
 from model.hashing import sha256_file
 from model.optout import masked_experts
+from tasks.core.artifacts import WEIGHTS_FILE
 from tasks.core.errors import ConfigError, IntegrityError
+from tasks.registry.names import ACTIVE_ALIAS, MAX_NEW_TOKENS_KEY, MOE_ARTIFACT, expert_model_name
+
+# The pyfunc declares its schema with an explicit signature (prompt column + params); MLflow's advice to add type hints
+# to `predict` instead (given when the class below is defined) is noise here.
+warnings.filterwarnings("ignore", message=r".*[Tt]ype hint", category=UserWarning)
 
 PUBLIC = "public"
 
@@ -92,8 +93,12 @@ class FlexoMoE:
             "text": self.tokenizer.decode(new_tokens, skip_special_tokens=True),
             "token_ids": new_tokens.tolist(),
             "experts": [name for i, name in enumerate(self.experts) if i not in drop],
-            "attribution": {name: round(float(share), 6) for name, share in zip(self.experts, mass.mean(dim=0))},
-            "selected": {name: round(float(share), 6) for name, share in zip(self.experts, selected.mean(dim=0))},
+            "attribution": {
+                name: round(float(share), 6) for name, share in zip(self.experts, mass.mean(dim=0), strict=True)
+            },
+            "selected": {
+                name: round(float(share), 6) for name, share in zip(self.experts, selected.mean(dim=0), strict=True)
+            },
         }
 
 
@@ -109,8 +114,6 @@ class FlexoMoEPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: input rows with a `prompt` column; params `experts`/`exclude`/`max_new_tokens` per request."""
 
     def load_context(self, context: Any) -> None:
-        from tasks.registry.registry import MAX_NEW_TOKENS_KEY, MOE_ARTIFACT
-
         self.moe = FlexoMoE(Path(context.artifacts[MOE_ARTIFACT]))
         # registry.generate_max_new_tokens of the profile that registered this version (pyfunc model_config)
         self.default_max_new_tokens = int(context.model_config[MAX_NEW_TOKENS_KEY])
@@ -126,7 +129,8 @@ class FlexoMoEPyfunc(mlflow.pyfunc.PythonModel):
 def check_requested(profile: Any, names: Sequence[str]) -> None:
     """Every named expert must be a configured domain with an active, non-revoked version (RevokedError names the
     revocation), so asking for a revoked expert is a clear refusal rather than a silent omission."""
-    from tasks.registry.registry import ACTIVE_ALIAS, by_alias, expert_model_name, resolve_active_experts
+    from tasks.registry.resolve import resolve_active_experts
+    from tasks.registry.store import by_alias
 
     for name in names:
         if name == PUBLIC:
@@ -145,9 +149,10 @@ def generate_from_registry(
     max_new_tokens: int | None = None,
     version: str | None = None,
 ) -> dict[str, Any]:
-    """`flexo generate`: the `serving` (or given) flexo-moe version, refused if revoked, sha256-verified, then one answer
-    with per-request opt-in/opt-out and attribution; the answer names the MoE version it came from."""
-    from tasks.registry.registry import moe_dir, resolve_serving_moe
+    """`flexo generate`: the `serving` (or given) flexo-moe version, refused if revoked, sha256-verified, then one
+    answer with per-request opt-in/opt-out and attribution; the answer names the MoE version it came from."""
+    from tasks.registry.download import moe_dir
+    from tasks.registry.resolve import resolve_serving_moe
 
     check_requested(profile, [*(experts or []), *(exclude or [])])
     ref, pyfunc_dir = resolve_serving_moe(profile, version)

@@ -38,10 +38,10 @@ def start(args: list[str], workdir: Path, env: dict[str, str] | None = None) -> 
         try:
             urllib.request.urlopen(f"{url}/health", timeout=2)
             return process, url
-        except OSError:
+        except OSError as err:
             if process.poll() is not None or time.monotonic() > deadline:
                 stop(process)
-                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-4000:]}")
+                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-4000:]}") from err
             time.sleep(0.5)
 
 

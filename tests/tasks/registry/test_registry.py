@@ -1,10 +1,15 @@
-"""Registry against a real SQLite MLflow store in tmp_path: versions, tags, aliases, lineage, integrity, MoE versions."""
+"""Registry against a real SQLite MLflow store in tmp_path: versions, tags, aliases, lineage, integrity, MoE
+versions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from model.hashing import sha256_file
 from tasks.core.errors import IntegrityError
+from tasks.core.tracking import lineage_tags
 from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register
 from tests.tasks.registry_world import build_world, make_expert, md5_of
@@ -27,7 +32,7 @@ def test_expert_versions_tags_and_active_alias(world) -> None:
         dp_epsilon=8.0,
     )
     assert (first.name, first.version, first.aliases) == ("flexo-expert-news", "1", ("active",))
-    commit = registry.lineage_tags(profile)["git_commit"]
+    commit = lineage_tags(profile)["git_commit"]
     assert (
         first.tags["domain"] == "news" and first.owner == "news-owner" and first.tags["data_md5"] == md5_of("news-v1")
     )
@@ -44,7 +49,7 @@ def test_expert_versions_tags_and_active_alias(world) -> None:
     # the downloaded version is the same file, with its card; no pickle among the artifacts
     local = registry.fetch(profile, passed)
     assert sorted(p.name for p in local.iterdir()) == ["expert.safetensors", "expert_card.json"]
-    assert registry.sha256_file(local / "expert.safetensors") == passed.sha256
+    assert sha256_file(local / "expert.safetensors") == passed.sha256
     assert [r.version for r in registry.versions(profile, "flexo-expert-news")] == ["3", "2", "1"]
 
 
@@ -55,7 +60,7 @@ def test_expert_file_of_another_domain_is_refused(world) -> None:
 
 def test_tampered_stored_weights_are_refused_before_load(world) -> None:
     ref = registry.register_expert(world.profile, "math", make_expert(world, "math", 1), md5_of("math"))
-    stored = registry.Path(ref.source.removeprefix("file://")) / "expert.safetensors"
+    stored = Path(ref.source.removeprefix("file://")) / "expert.safetensors"
     data = bytearray(stored.read_bytes())
     data[-1] ^= 0x01  # one flipped bit in the artifact store
     stored.write_bytes(bytes(data))
@@ -74,7 +79,7 @@ def test_moe_version_records_exact_experts_and_model_card(world) -> None:
     assert public.sha256 == world.public_sha and public.aliases == ("active",)
     moe = assemble_and_register(profile)
     assert moe.tags["experts"] == "news:2,math:1" and moe.tags["expert.news"] == "2" and moe.tags["expert.math"] == "1"
-    assert moe.aliases == ("serving",) and moe.tags["git_commit"] == registry.lineage_tags(profile)["git_commit"]
+    assert moe.aliases == ("serving",) and moe.tags["git_commit"] == lineage_tags(profile)["git_commit"]
     ref, pyfunc_dir = registry.resolve_serving_moe(profile)
     assert ref.version == moe.version
     card = (registry.moe_dir(pyfunc_dir) / "model_card.md").read_text()

@@ -52,7 +52,7 @@ def test_pyfunc_exclude_equals_the_moe_assembled_without_it(served) -> None:
     excluded = model.predict(frame, params={"exclude": ["news"]})
     opted_in = model.predict(frame, params={"experts": ["math"]})
     max_new = world.profile.registry.generate_max_new_tokens
-    for prompt, answer_full, answer_excl, answer_in in zip(PROMPTS, full, excluded, opted_in):
+    for prompt, answer_full, answer_excl, answer_in in zip(PROMPTS, full, excluded, opted_in, strict=True):
         expected = reference.generate(prompt, max_new)
         assert answer_excl["token_ids"] == expected["token_ids"] and answer_excl["text"] == expected["text"]
         assert answer_in["token_ids"] == expected["token_ids"]
@@ -132,7 +132,7 @@ def test_served_endpoint_opt_out_is_exact(served) -> None:
             return json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]
 
         full, excluded, again = ask({}), ask({"exclude": ["news"]}), ask({})
-        for prompt, answer in zip(PROMPTS, excluded):
+        for prompt, answer in zip(PROMPTS, excluded, strict=True):
             assert (
                 answer["token_ids"]
                 == reference.generate(prompt, world.profile.registry.generate_max_new_tokens)["token_ids"]

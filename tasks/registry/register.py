@@ -1,0 +1,245 @@
+"""Registering M_pub and the owners' experts: every expert a separately versioned, revocable model.
+
+Every version carries the tags `domain`, `owner`, `data_md5`, `git_commit`, `sha256`, `status`; an expert gets the alias
+`active` only when its checks pass, and a check that fails later (`record_check`) takes it back. Weights are
+safetensors; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from model.hashing import sha256_file
+from tasks.core.artifacts import EXPERT_CARD_FILE, EXPERT_FILE, ROUTER_ROW_FILE, WEIGHTS_FILE
+from tasks.core.config import Profile
+from tasks.core.errors import ConfigError, IntegrityError
+from tasks.core.tracking import TAG_GIT_COMMIT, lineage_tags, setup
+from tasks.registry import audit
+from tasks.registry.names import (
+    ACTIVE_ALIAS,
+    CHECK_TAG_PREFIX,
+    METRIC_TAG_PREFIX,
+    STATUS_ACTIVE,
+    TAG_ALIAS_WITHHELD,
+    TAG_DATA_MD5,
+    TAG_DOMAIN,
+    TAG_OWNER,
+    TAG_SHA256,
+    TAG_STATUS,
+    VersionRef,
+    expert_model_name,
+)
+from tasks.registry.store import client, ensure_model, get_version, ref_of, versions
+
+
+class RegistrationRun:
+    """The run a registration logs its artifacts to: the active run, or a short run of its own."""
+
+    def __init__(self, profile: Profile, name: str):
+        self.profile, self.name, self.own = profile, name, False
+
+    def __enter__(self) -> str:
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None:
+            return active.info.run_id
+        setup(self.profile)
+        run = mlflow.start_run(run_name=self.name, tags={**lineage_tags(self.profile), "stage": "register"})
+        self.own = True
+        return run.info.run_id
+
+    def __exit__(self, *exc: Any) -> None:
+        import mlflow
+
+        if self.own:
+            mlflow.end_run(status="FAILED" if exc[0] else "FINISHED")
+
+
+def version_tags(
+    profile: Profile, domain: str, sha: str, data_md5: str, metrics: Mapping[str, float] | None
+) -> dict[str, str]:
+    """The lineage tags of a new version: domain, owner, data hash, git commit, weights hash, status, metrics."""
+    tags = {
+        TAG_DOMAIN: domain,
+        TAG_OWNER: profile.domains[domain].owner if domain in profile.domains else "flexo",
+        TAG_DATA_MD5: data_md5,
+        TAG_GIT_COMMIT: lineage_tags(profile)[TAG_GIT_COMMIT],
+        TAG_SHA256: sha,
+        TAG_STATUS: STATUS_ACTIVE,
+    }
+    tags.update({f"{METRIC_TAG_PREFIX}{key}": f"{float(value):.6g}" for key, value in (metrics or {}).items()})
+    return tags
+
+
+def create_version(mlclient: Any, name: str, source: str, run_id: str, tags: Mapping[str, str]) -> VersionRef:
+    mv = mlclient.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
+    return ref_of(mlclient.get_model_version(name, mv.version))
+
+
+def register_public(
+    profile: Profile, model_dir: Path, data_md5: str, metrics: Mapping[str, float] | None = None
+) -> VersionRef:
+    """A new `flexo-public` version from M_pub's save_pretrained directory; alias `active` moves to it."""
+    import mlflow
+
+    weights = Path(model_dir) / WEIGHTS_FILE
+    if not weights.exists():
+        raise IntegrityError(f"{weights}: M_pub has no single safetensors file; export it with model.export first")
+    mlclient = client(profile)
+    name = profile.registry.public_model
+    ensure_model(mlclient, name, "M_pub: the public OLMo-2-style model every expert is coordinated with.")
+    with RegistrationRun(profile, "register/public") as run_id:
+        mlclient.log_artifacts(run_id, str(model_dir), "public")
+        if metrics:
+            mlflow.log_metrics(dict(metrics))
+        source = f"{mlclient.get_run(run_id).info.artifact_uri}/public"
+        tags = version_tags(profile, "public", sha256_file(weights), data_md5, metrics)
+        ref = create_version(mlclient, name, source, run_id, tags)
+    mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, ref.version)
+    audit.record(mlclient, name, ref.version, "registered", sha256=ref.sha256)
+    audit.record(mlclient, name, ref.version, "alias_set", alias=ACTIVE_ALIAS)
+    return ref_of(mlclient.get_model_version(name, ref.version))
+
+
+def register_expert(
+    profile: Profile,
+    domain: str,
+    expert_file: Path,
+    data_md5: str,
+    metrics: Mapping[str, float] | None = None,
+    checks: Mapping[str, bool] | None = None,
+    dp_epsilon: float | None = None,
+    router_file: Path | None = None,
+    card: Mapping[str, Any] | None = None,
+) -> VersionRef:
+    """A new version of `flexo-expert-<domain>`: expert.safetensors + expert_card.json (+ router row), tagged for
+    lineage.
+
+    Alias `active` moves to it only if every check passed (e.g. the extraction-attack gate); otherwise the version is
+    registered with `alias_withheld` naming the failed checks and the previous active version stays.
+    """
+    import mlflow
+
+    expert_file = Path(expert_file)
+    _check_expert_file(profile, domain, expert_file)
+    sha = sha256_file(expert_file)
+    mlclient = client(profile)
+    name = expert_model_name(profile, domain)
+    ensure_model(mlclient, name, f"The {domain} expert of owner {profile.domains[domain].owner}: FFN + router row.")
+    tags = _expert_tags(profile, domain, sha, data_md5, metrics, checks, dp_epsilon)
+    expert_card = {
+        "domain": domain,
+        "owner": tags[TAG_OWNER],
+        "sha256": sha,
+        "data_md5": data_md5,
+        "git_commit": tags[TAG_GIT_COMMIT],
+        "metrics": dict(metrics or {}),
+        "checks": dict(checks or {}),
+        "dp_epsilon": dp_epsilon,
+        **dict(card or {}),
+    }
+    with tempfile.TemporaryDirectory() as staging, RegistrationRun(profile, f"register/{domain}") as run_id:
+        _stage_expert(Path(staging), expert_file, router_file, expert_card)
+        mlclient.log_artifacts(run_id, staging, f"expert-{domain}")
+        if metrics:
+            mlflow.log_metrics({f"{domain}.{k}": float(v) for k, v in metrics.items()})
+        source = f"{mlclient.get_run(run_id).info.artifact_uri}/expert-{domain}"
+        ref = create_version(mlclient, name, source, run_id, tags)
+    audit.record(mlclient, name, ref.version, "registered", sha256=sha, data_md5=data_md5)
+    _give_active_if_checked(mlclient, name, ref.version, sorted(c for c, ok in (checks or {}).items() if not ok))
+    return ref_of(mlclient.get_model_version(name, ref.version))
+
+
+def _check_expert_file(profile: Profile, domain: str, expert_file: Path) -> None:
+    """ConfigError for a domain no owner has; IntegrityError when the file holds another domain's expert."""
+    from safetensors import safe_open
+
+    if domain not in profile.closed_domains:
+        raise ConfigError(f"domain '{domain}' is not a data owner's domain; choose one of {profile.closed_domains}")
+    with safe_open(str(expert_file), framework="pt") as handle:
+        file_domain = (handle.metadata() or {}).get("domain")
+    if file_domain != domain:
+        raise IntegrityError(f"{expert_file}: holds the expert of domain '{file_domain}', not '{domain}'")
+
+
+def _expert_tags(
+    profile: Profile,
+    domain: str,
+    sha: str,
+    data_md5: str,
+    metrics: Mapping[str, float] | None,
+    checks: Mapping[str, bool] | None,
+    dp_epsilon: float | None,
+) -> dict[str, str]:
+    """An expert version's tags: the lineage tags, every check's verdict and the DP budget spent."""
+    tags = version_tags(profile, domain, sha, data_md5, metrics)
+    tags.update({f"{CHECK_TAG_PREFIX}{check}": _verdict(passed) for check, passed in (checks or {}).items()})
+    if dp_epsilon is not None:
+        tags["dp_epsilon"] = f"{dp_epsilon:.6g}"
+    return tags
+
+
+def _verdict(passed: bool) -> str:
+    return "passed" if passed else "failed"
+
+
+def _stage_expert(staging: Path, expert_file: Path, router_file: Path | None, card: Mapping[str, Any]) -> None:
+    """The artifacts of an expert version: its file, its router row (if given) and its card."""
+    shutil.copyfile(expert_file, staging / EXPERT_FILE)
+    if router_file is not None:
+        shutil.copyfile(router_file, staging / ROUTER_ROW_FILE)
+    (staging / EXPERT_CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=True))
+
+
+def _give_active_if_checked(mlclient: Any, name: str, version: str, failed: list[str]) -> None:
+    """`active` moves to the new version when no check failed; otherwise the version records why it was withheld."""
+    if failed:
+        mlclient.set_model_version_tag(name, version, TAG_ALIAS_WITHHELD, ",".join(failed))
+        audit.record(mlclient, name, version, "alias_withheld", alias=ACTIVE_ALIAS, failed_checks=failed)
+    else:
+        mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, version)
+        audit.record(mlclient, name, version, "alias_set", alias=ACTIVE_ALIAS)
+
+
+def record_check(
+    profile: Profile, domain: str, version: str | int, check: str, passed: bool, detail: str = ""
+) -> VersionRef:
+    """Record a gate's verdict on an expert version registered before the gate ran (e.g. the extraction attack).
+
+    Tags `check.<check>` passed|failed. A failed check takes `active` away from this version and gives it back to the
+    newest earlier version that is active and failed no check (or to none), so only checked experts are assembled.
+    """
+    mlclient = client(profile)
+    name = expert_model_name(profile, domain)
+    ref = get_version(profile, name, version)
+    mlclient.set_model_version_tag(name, ref.version, f"{CHECK_TAG_PREFIX}{check}", _verdict(passed))
+    audit.record(mlclient, name, ref.version, "check", check=check, passed=passed, detail=detail)
+    if passed or ACTIVE_ALIAS not in ref.aliases:
+        return get_version(profile, name, ref.version)
+    mlclient.delete_registered_model_alias(name, ACTIVE_ALIAS)
+    audit.record(mlclient, name, ref.version, "alias_removed", alias=ACTIVE_ALIAS, failed_check=check)
+    fallback = _last_good_before(profile, name, ref)
+    if fallback is not None:
+        mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, fallback.version)
+        audit.record(mlclient, name, fallback.version, "alias_set", alias=ACTIVE_ALIAS, replaces=ref.version)
+    return get_version(profile, name, ref.version)
+
+
+def _last_good_before(profile: Profile, name: str, ref: VersionRef) -> VersionRef | None:
+    """The newest version older than `ref` that is active and failed no check."""
+    return next(
+        (
+            earlier
+            for earlier in versions(profile, name)
+            if int(earlier.version) < int(ref.version)
+            and earlier.status == STATUS_ACTIVE
+            and not any(k.startswith(CHECK_TAG_PREFIX) and v == "failed" for k, v in earlier.tags.items())
+        ),
+        None,
+    )
