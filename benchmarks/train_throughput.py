@@ -1,8 +1,8 @@
 """Training throughput: tokens/s, model-FLOPs utilisation (MFU) and peak memory for public (dense) and expert training.
 
 MFU is judged against this machine's own peak matmul rate, measured in the same process right before the run it judges
-(in the precision the run uses: fp32, or bf16 with `--precision bf16` on CUDA or CPU), so a slower or busier machine is not
-mistaken for a slower training loop.
+(in the precision the run uses: fp32, or bf16 with `--precision bf16` on CUDA or CPU), so a slower or busier machine is
+not mistaken for a slower training loop.
 
 Each (size, kind) runs in its own subprocess so that its peak resident memory is its own. Kinds:
   dense        M_pub, all parameters train (public pretraining / dense domain training)
@@ -91,14 +91,15 @@ def run_one(
     import numpy as np
 
     from model.batching import PackedDataset
-    from model.config import ModelSizes, TokenizerIds
+    from model.config import TokenizerIds
     from model.coordinated import CoordinatedExpertModel
     from model.public import build_public_model
     from model.training import TrainSpec, coordinated_loss, dense_loss, train
+    from tasks.core.build import model_sizes
     from tasks.core.config import load_profile
 
     profile = load_profile(size)
-    sizes = ModelSizes.from_mapping(profile.model)
+    sizes = model_sizes(profile)
     section = profile.train_public if kind == "dense" else profile.train_expert
     batch_size = batch or section.batch_size
     seq_len = section.seq_len
@@ -254,8 +255,9 @@ def main() -> None:
     by = {(r["size"], r["kind"]): r for r in results}
     print(f"\n{'size':6} {'kind':12} {'tok/s':>9} {'MFU':>6} {'peak GFLOP/s':>12} {'s/step':>7} {'RSS GiB':>7}")
     for r in results:
+        kind = r["kind"] + ("+compile" if r["compile"] else "")
         print(
-            f"{r['size']:6} {r['kind'] + ('+compile' if r['compile'] else ''):12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
+            f"{r['size']:6} {kind:12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
             f"{r['seconds_per_step']:7.2f} {r['peak_rss_gib']:7.2f}"
         )
     for size in args.sizes:
@@ -263,7 +265,8 @@ def main() -> None:
             ratio = by[(size, "dense")]["tokens_per_s"] / by[(size, "expert")]["tokens_per_s"]
             line = f"{size}: expert/dense cost per token = {ratio:.2f}"
             if (size, "expert_full") in by:
-                line += f"; expert/expert_full = {by[(size, 'expert_full')]['tokens_per_s'] / by[(size, 'expert')]['tokens_per_s']:.2f}"
+                full = by[(size, "expert_full")]["tokens_per_s"] / by[(size, "expert")]["tokens_per_s"]
+                line += f"; expert/expert_full = {full:.2f}"
             print(line)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from model.config import ModelSizes
 from model.hashing import sha256_file
 from model.training import StepEvent, TrainResult, dense_loss
+from tasks.core import build
 from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import DataError
@@ -20,7 +20,7 @@ from tasks.core.train_logging import ConsoleLogger, TrainLogger
 from tasks.training.inputs import PUBLIC, data_digest, owner_inputs, public_inputs, token_ids
 from tasks.training.outcome import TrainOutcome, flat_params, run_metrics, write_result
 from tasks.training.progress import TrainJob, run_training
-from tasks.training.runtime import section_spec, setup_runtime
+from tasks.training.runtime import setup_runtime
 
 
 def train_public(
@@ -37,8 +37,8 @@ def train_public(
     paths = RunPaths(profile)
     data = public_inputs(profile)
     device, rank, _ = setup_runtime(profile)
-    spec = section_spec(profile, cfg, data.steps, device)
-    sizes = ModelSizes.from_mapping(profile.model)
+    spec = build.train_spec(profile, cfg, data.steps, device)
+    sizes = build.model_sizes(profile)
     model = build_public_model(sizes, token_ids(data.tokenizer), profile.seed)
     extra = json.dumps(sizes.__dict__, sort_keys=True) + data_digest(data.train, data.val) + str(cfg.lm_z_loss)
     params = flat_params("public", PUBLIC, spec, data.train, {"lm_z_loss": cfg.lm_z_loss, **sizes.__dict__})
@@ -66,7 +66,7 @@ def train_dense(
     data = owner_inputs(profile, domain)
     model, public_sha = trained_public_model(profile)
     device, rank, _ = setup_runtime(profile)
-    spec = section_spec(profile, cfg, data.steps, device, weight_decay=cfg.dense_weight_decay)
+    spec = build.train_spec(profile, cfg, data.steps, device, weight_decay=cfg.dense_weight_decay)
     extra = public_sha + data_digest(data.train, data.val) + str(cfg.lm_z_loss)
     params = flat_params("dense", domain, spec, data.train, {"public_sha256": public_sha, "lm_z_loss": cfg.lm_z_loss})
     ckpt_dir = paths.dense_dir(domain) / "ckpt"

@@ -19,6 +19,7 @@ import torch
 
 from model.dp import DPSpec
 from model.training import StepEvent, TrainResult, coordinated_loss
+from tasks.core import build
 from tasks.core.artifacts import EXPERT_CARD_FILE, EXPERT_FILE, RunPaths
 from tasks.core.config import Profile, TrainExpertConfig
 from tasks.core.errors import DataError
@@ -29,7 +30,7 @@ from tasks.training.inputs import PUBLIC, data_digest, owner_inputs
 from tasks.training.outcome import TrainOutcome, flat_params, run_metrics, write_result
 from tasks.training.progress import TrainJob, run_training
 from tasks.training.route import embed_domain, load_router_embedding
-from tasks.training.runtime import section_spec, setup_runtime
+from tasks.training.runtime import setup_runtime
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,9 @@ def train_expert(
     data = owner_inputs(profile, domain)
     public_model, public_sha = trained_public_model(profile)
     r_pub, r_expert, bias_init = _router_rows(profile, domain, setting)
-    dp_spec = _dp_spec(cfg, dp)
+    dp_spec = build.dp_spec(profile, dp)
     device, rank, _ = setup_runtime(profile)
-    spec = section_spec(profile, cfg, data.steps, device, dp=dp_spec)
+    spec = build.train_spec(profile, cfg, data.steps, device, dp=dp_spec)
     model = CoordinatedExpertModel.from_public(
         public_model, r_pub, r_expert, bias_init=bias_init, lm_z_weight=cfg.lm_z_loss, router_z_weight=cfg.router_z_loss
     )
@@ -125,12 +126,6 @@ def _router_rows(
     if setting is not None:
         return setting.r_pub, setting.r_expert, setting.bias_init
     return domain_router_row(profile, PUBLIC), domain_router_row(profile, domain), profile.train_expert.bias_init
-
-
-def _dp_spec(cfg: TrainExpertConfig, dp: bool | None) -> DPSpec | None:
-    """DP-SGD's targets when DP is on (`dp`, else `train_expert.dp.enabled`)."""
-    use_dp = cfg.dp.enabled if dp is None else dp
-    return DPSpec(cfg.dp.target_epsilon, cfg.dp.target_delta, cfg.dp.max_grad_norm) if use_dp else None
 
 
 def _expert_params(

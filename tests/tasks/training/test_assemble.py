@@ -1,4 +1,5 @@
-"""Assembly from files: router embeddings from the real encoder, experts checked against the M_pub they were trained on."""
+"""Assembly from files: router embeddings from the real encoder, experts checked against the M_pub they were trained
+on."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Invariant 1, isolation: training expert i opens only data/<domain_i> (and the public tokenizer); M_pub opens only public.
+"""Invariant 1, isolation: training expert i opens only data/<domain_i> (and the public tokenizer); M_pub opens only
+public.
 
-File opens are observed with Linux inotify on every data directory, so reads done in C (pyarrow's parquet reader) are seen
-too, not only Python's `open`.
+File opens are observed with Linux inotify on every data directory, so reads done in C (pyarrow's parquet reader) are
+seen too, not only Python's `open`.
 """
 
 from __future__ import annotations

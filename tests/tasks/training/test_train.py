@@ -1,4 +1,5 @@
-"""tasks.training.train on the tiny profile: real parquet splits, a real BPE tokenizer, real M_pub / expert / dense runs."""
+"""tasks.training.train on the tiny profile: real parquet splits, a real BPE tokenizer, real M_pub / expert / dense
+runs."""
 
 from __future__ import annotations
 
@@ -229,20 +230,10 @@ def test_precision_auto_resolves_per_device_before_it_reaches_the_run() -> None:
     """`runtime.precision: auto` (the demo default) becomes fp32 or bf16 in the TrainSpec, so the run's fingerprint says
     what ran; the tiny profile pins fp32 so test numbers do not depend on the CPU."""
     from model.precision import resolve_precision
-    from tasks.training.runtime import make_spec
+    from tasks.core.build import train_spec
 
     demo, tiny = load_profile("demo"), load_profile("tiny")
     assert demo.runtime.precision == "auto" and tiny.runtime.precision == "fp32"
-    spec = make_spec(
-        demo,
-        demo.train_expert.optim,
-        steps=4,
-        batch_size=2,
-        seq_len=8,
-        eval_every=2,
-        checkpoint_every=2,
-        eval_batches=1,
-        device="cpu",
-    )
+    spec = train_spec(demo, demo.train_expert, steps=4, device="cpu")
     assert spec.precision == resolve_precision("auto", "cpu") != "auto"
-    assert make_spec(tiny, tiny.train_expert.optim, 4, 2, 8, 2, 2, 1, "cpu").precision == "fp32"
+    assert train_spec(tiny, tiny.train_expert, 4, "cpu").precision == "fp32"
