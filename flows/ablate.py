@@ -10,49 +10,52 @@ from typing import Any
 
 from prefect import flow
 
-from flows import steps as pt
-from tasks.core.artifacts import RunPaths
+from flows.inputs import as_profile, data_hash, weights_sha
+from flows.outcomes import Outcome, finish, publish, upstream_missing
+from flows.runner import run_step
+from flows.steps import code_fingerprint
+from tasks.core.artifacts import EXPERT_FILE, WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
+
+
+def _variant(p: Profile, variant: str, public_sha: str) -> list[Outcome]:
+    """One variant: its experts retrained, then merged (when every one of them trained)."""
+    root = RunPaths(p).ablation_dir(variant)
+    code = code_fingerprint("train_ablation")
+    trained = [
+        run_step(
+            "ablate",
+            "train_ablation",
+            p,
+            variant,
+            domain,
+            data_hash(p, domain),
+            public_sha,
+            code,
+            domain=f"{variant}/{domain}",
+            expect=root / "experts" / domain / EXPERT_FILE,
+        )
+        for domain in p.ablation.domains
+    ]
+    shas = {o.domain: str(o.result.get("sha256", "")) for o in trained}
+    merged = upstream_missing("ablate", "assemble_ablation", variant, trained) or run_step(
+        "ablate",
+        "assemble_ablation",
+        p,
+        variant,
+        shas,
+        code_fingerprint("assemble_ablation"),
+        domain=variant,
+        expect=root / "moe" / WEIGHTS_FILE,
+    )
+    return [*trained, merged]
 
 
 @flow(name="ablate", result_serializer="json", log_prints=True)
 def ablate(profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Train and merge every configured variant (cached on each domain's data hash, M_pub's sha256 and the code)."""
-    p = pt.as_profile(profile)
-    paths = RunPaths(p)
-    public_sha = pt.weights_sha(paths.public_model_dir)
-    out: list[pt.Outcome] = []
-    for variant in p.ablation.variants:
-        root = paths.ablation_dir(variant)
-        trained = [
-            pt.run_step(
-                "ablate",
-                "train_ablation",
-                p,
-                variant,
-                domain,
-                pt.data_hash(p, domain),
-                public_sha,
-                pt.code_fingerprint("train_ablation"),
-                domain=f"{variant}/{domain}",
-                expect=root / "experts" / domain / "expert.safetensors",
-            )
-            for domain in p.ablation.domains
-        ]
-        out += trained
-        shas = {o.domain: str(o.result.get("sha256", "")) for o in trained}
-        out.append(
-            pt.upstream_missing("ablate", "assemble_ablation", variant, trained)
-            or pt.run_step(
-                "ablate",
-                "assemble_ablation",
-                p,
-                variant,
-                shas,
-                pt.code_fingerprint("assemble_ablation"),
-                domain=variant,
-                expect=root / "moe" / "model.safetensors",
-            )
-        )
-    pt.publish("flexo-ablate", f"ablate ({p.name})", out)
-    return pt.finish(out, fail_on_error)
+    p = as_profile(profile)
+    public_sha = weights_sha(RunPaths(p).public_model_dir)
+    out = [o for variant in p.ablation.variants for o in _variant(p, variant, public_sha)]
+    publish("flexo-ablate", f"ablate ({p.name})", out)
+    return finish(out, fail_on_error)

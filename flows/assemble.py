@@ -1,4 +1,5 @@
-"""Flow `assemble`: the MoE from every active, non-revoked expert (sha256-verified), registered as `flexo-moe@serving`."""
+"""Flow `assemble`: the MoE from every active, non-revoked expert (sha256-verified), registered as
+`flexo-moe@serving`."""
 
 from __future__ import annotations
 
@@ -6,26 +7,29 @@ from typing import Any
 
 from prefect import flow
 
-from flows import steps as pt
+from flows.inputs import as_profile
+from flows.outcomes import finish, publish, publish_table, upstream_missing
+from flows.runner import run_step
+from flows.steps import code_fingerprint
 from tasks.core.config import Profile
 
 
 @flow(name="assemble", result_serializer="json", log_prints=True)
 def assemble(profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Resolve the active experts in the registry, assemble and register (cached on the exact expert sha256s)."""
-    p = pt.as_profile(profile)
-    active = pt.run_step("assemble", "active_experts", p)
+    p = as_profile(profile)
+    active = run_step("assemble", "active_experts", p)
     out = [active]
     shas = {d: v["sha256"] for d, v in active.result.items()} if active.ok else {}
     out.append(
-        pt.upstream_missing("assemble", "assemble", None, [active])
-        or pt.run_step("assemble", "assemble", p, shas, pt.code_fingerprint("assemble"))
+        upstream_missing("assemble", "assemble", None, [active])
+        or run_step("assemble", "assemble", p, shas, code_fingerprint("assemble"))
     )
     rows = (
         [{"domain": d, "version": v["version"], "sha256": v["sha256"][:16]} for d, v in active.result.items()]
         if active.ok
         else []
     )
-    pt.publish_table("flexo-registry-state", rows, "active expert versions inside the assembled MoE")
-    pt.publish("flexo-assemble", f"assemble ({p.name})", out)
-    return pt.finish(out, fail_on_error)
+    publish_table("flexo-registry-state", rows, "active expert versions inside the assembled MoE")
+    publish("flexo-assemble", f"assemble ({p.name})", out)
+    return finish(out, fail_on_error)

@@ -1,6 +1,6 @@
 """Flow `data`: ingest, validate, split and version every domain, then the disjointness check and the tokenizer.
 
-Thin wiring over `tasks.data.pipeline` (via `flows.steps`): a failed domain does not stop the others.
+Thin wiring over `tasks.data.pipeline` (via the steps in `flows.steps`): a failed domain does not stop the others.
 """
 
 from __future__ import annotations
@@ -9,9 +9,95 @@ from typing import Any
 
 from prefect import flow
 
-from flows import steps as pt
+from flows.inputs import as_profile, data_hash, tokenizer_sha
+from flows.outcomes import Outcome, finish, publish, publish_table, upstream_missing
+from flows.placement import check_owner
+from flows.runner import run_step
+from flows.steps import code_fingerprint
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
+from tasks.core.hashing import json_sha256
+
+
+def _prepare(p: Profile, chosen: list[str]) -> dict[str, Outcome]:
+    """Every domain ingested, validated and fingerprinted before any is split: a split decontaminates against all."""
+    staging = RunPaths(p).data_staging
+    code = code_fingerprint("prepare_domain")
+    return {
+        d: run_step("data", "prepare_domain", p, d, code, domain=d, expect=staging(d) / "ngrams.npy") for d in chosen
+    }
+
+
+def _split(p: Profile, chosen: list[str], prepared: dict[str, Outcome]) -> dict[str, Outcome]:
+    fingerprints = {d: json_sha256(prepared[d].result) for d in chosen if prepared[d].ok}
+    code, paths = code_fingerprint("split_domain"), RunPaths(p)
+    return {
+        d: upstream_missing("data", "split_domain", d, [prepared[d]])
+        or run_step("data", "split_domain", p, d, fingerprints, code, domain=d, expect=paths.split(d, "train"))
+        for d in chosen
+    }
+
+
+def _check_disjoint(p: Profile, built: dict[str, Outcome]) -> Outcome:
+    """The cross-domain check (splits disjoint, test sets decontaminated). Keyed on what the builds produced, not on
+    the data now on disk: the check itself quarantines cross-domain duplicates, so keying on the files it rewrites
+    would make every rerun after a fresh build miss the cache. A split that ran again (its files were deleted) can
+    rebuild the same result, so the same key: the check must still run, or the rebuilt files would keep the
+    duplicates it quarantines."""
+    builds = {d: json_sha256(o.result) for d, o in built.items() if o.ok}
+    rebuilt = any(o.status == "completed" for o in built.values())
+    return run_step(
+        "data",
+        "check_disjoint",
+        p,
+        builds,
+        code_fingerprint("check_disjoint"),
+        expect=RunPaths(p).data_reports_dir / "disjoint.json",
+        refresh=rebuilt,
+    )
+
+
+def _tokenizer(p: Profile, built: Outcome, public_hash: str) -> Outcome:
+    return upstream_missing("data", "train_tokenizer", None, [built]) or run_step(
+        "data",
+        "train_tokenizer",
+        p,
+        public_hash,
+        code_fingerprint("train_tokenizer"),
+        expect=RunPaths(p).tokenizer_dir,
+    )
+
+
+def _version_and_card(
+    p: Profile, chosen: list[str], built: dict[str, Outcome], hashes: dict[str, str]
+) -> list[Outcome]:
+    """DVC-version every built domain, then write its card (after versioning: the card carries the DVC md5 and the
+    tokenizer's token counts)."""
+    code = code_fingerprint("version_domain")
+    out = [
+        upstream_missing("data", "version_domain", d, [built[d]])
+        or run_step("data", "version_domain", p, d, hashes.get(d, ""), code, domain=d)
+        for d in chosen
+    ]
+    tokenizer, code = tokenizer_sha(p), code_fingerprint("write_card")
+    cards = RunPaths(p).data_reports_dir / "cards"
+    return out + [
+        upstream_missing("data", "write_card", d, [built[d]])
+        or run_step("data", "write_card", p, d, hashes.get(d, ""), tokenizer, code, domain=d, expect=cards / f"{d}.md")
+        for d in chosen
+    ]
+
+
+def _publish(p: Profile, out: list[Outcome]) -> None:
+    publish("flexo-data", f"data ({p.name})", out)
+    validation = [
+        o.result.get("validation") for o in out if o.step == "split_domain" and o.ok and o.result.get("validation")
+    ]
+    publish_table(
+        "flexo-data-validation",
+        [v if isinstance(v, dict) else {"result": str(v)} for v in validation],
+        "Great Expectations validation per domain",
+    )
 
 
 @flow(name="data", result_serializer="json", log_prints=True)
@@ -22,105 +108,22 @@ def data(
     tasks can be built from the test splits; train the tokenizer; write each domain's data card. As in `dvc repro`,
     every domain is validated and fingerprinted before any is split, so the splits (and their data hashes) do not depend
     on the order domains are built in."""
-    p = pt.as_profile(profile)
-    paths = RunPaths(p)
+    p = as_profile(profile)
     chosen = domains or list(p.domains)
     for d in chosen:
-        pt.check_owner(d)
-    out: list[pt.Outcome] = []
-    prepared, built = {}, {}
-    for d in chosen:  # every domain is prepared before any is split: a split decontaminates against all of them
-        prepared[d] = pt.run_step(
-            "data",
-            "prepare_domain",
-            p,
-            d,
-            pt.code_fingerprint("prepare_domain"),
-            domain=d,
-            expect=paths.data_staging(d) / "ngrams.npy",
-        )
-        out.append(prepared[d])
-    fingerprints = {d: pt.json_sha256(prepared[d].result) for d in chosen if prepared[d].ok}
-    for d in chosen:
-        built[d] = pt.upstream_missing("data", "split_domain", d, [prepared[d]]) or pt.run_step(
-            "data",
-            "split_domain",
-            p,
-            d,
-            fingerprints,
-            pt.code_fingerprint("split_domain"),
-            domain=d,
-            expect=paths.split(d, "train"),
-        )
-        out.append(built[d])
-    if len(chosen) > 1:  # the cross-domain check (splits disjoint, test sets decontaminated) needs several domains
-        # Keyed on what the builds produced, not on the data now on disk: the check itself quarantines cross-domain
-        # duplicates, so keying on the files it rewrites would make every rerun after a fresh build miss the cache.
-        # A split that ran again (its files were deleted) can rebuild the same result, so the same key: the check must
-        # still run, or the rebuilt files would keep the duplicates it quarantines.
-        builds = {d: pt.json_sha256(built[d].result) for d in chosen if built[d].ok}
-        rebuilt = any(built[d].status == "completed" for d in chosen)
-        out.append(
-            pt.run_step(
-                "data",
-                "check_disjoint",
-                p,
-                builds,
-                pt.code_fingerprint("check_disjoint"),
-                expect=paths.data_reports_dir / "disjoint.json",
-                refresh=rebuilt,
-            )
-        )
-    hashes = {d: pt.data_hash(p, d) for d in chosen if built[d].ok}  # after the check: what DVC versions
+        check_owner(d)
+    prepared = _prepare(p, chosen)
+    built = _split(p, chosen, prepared)
+    out = [*prepared.values(), *built.values()]
+    if len(chosen) > 1:  # the cross-domain check needs several domains
+        out.append(_check_disjoint(p, built))
+    hashes = {d: data_hash(p, d) for d in chosen if built[d].ok}  # after the check: what DVC versions
     if hashes:  # the benchmark's tasks fit the test splits: known now, not after the training
-        out.append(
-            pt.run_step("data", "check_benchmark", p, sorted(hashes), hashes, pt.code_fingerprint("check_benchmark"))
-        )
+        out.append(run_step("data", "check_benchmark", p, sorted(hashes), hashes, code_fingerprint("check_benchmark")))
     if "public" in chosen:
-        out.append(
-            pt.upstream_missing("data", "train_tokenizer", None, [built["public"]])
-            or pt.run_step(
-                "data",
-                "train_tokenizer",
-                p,
-                hashes.get("public", ""),
-                pt.code_fingerprint("train_tokenizer"),
-                expect=paths.tokenizer_dir,
-            )
-        )
-    for d in chosen:
-        out.append(
-            pt.upstream_missing("data", "version_domain", d, [built[d]])
-            or pt.run_step(
-                "data", "version_domain", p, d, hashes.get(d, ""), pt.code_fingerprint("version_domain"), domain=d
-            )
-        )
-    tokenizer = pt.file_sha256(paths.tokenizer_dir) if paths.tokenizer_dir.exists() else ""  # token counts in the card
-    cards = paths.data_reports_dir / "cards"
-    for d in chosen:
-        out.append(
-            pt.upstream_missing("data", "write_card", d, [built[d]])
-            or pt.run_step(
-                "data",
-                "write_card",
-                p,
-                d,
-                hashes.get(d, ""),
-                tokenizer,
-                pt.code_fingerprint("write_card"),
-                domain=d,
-                expect=cards / f"{d}.md",
-            )
-        )
+        out.append(_tokenizer(p, built["public"], hashes.get("public", "")))
+    out += _version_and_card(p, chosen, built, hashes)
     if set(chosen) == set(p.domains) and all(o.ok for o in out):  # every domain built: record the shared stages too
-        out.append(pt.run_step("data", "record_shared_stages", p))
-    pt.publish("flexo-data", f"data ({p.name})", out)
-    validation = [
-        o.result.get("validation") for o in out if o.step == "split_domain" and o.ok and o.result.get("validation")
-    ]
-    pt.publish_table(
-        "flexo-data-validation",
-        [v if isinstance(v, dict) else {"result": str(v)} for v in validation],
-        "Great Expectations validation per domain",
-    )
-    return pt.finish(out, fail_on_error)
+        out.append(run_step("data", "record_shared_stages", p))
+    _publish(p, out)
+    return finish(out, fail_on_error)

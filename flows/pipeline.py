@@ -1,26 +1,31 @@
 """Flow `pipeline`: data → public → one expert per owner → assemble → ablate → evaluate → attack, with one summary.
 
-Thin wiring: every step is a cached Prefect task in `flows.steps`. Expert subflows run concurrently up to
+Thin wiring: every step is a cached Prefect task (`flows.runner`). Expert subflows run concurrently up to
 `orchestration.max_parallel_experts` (the `gpu` tag limit still serialises trainings); a failed domain never stops the
-others, and the summary (Prefect artifact + reports/pipeline_summary.json) says which failed and why, and what it reused.
+others, and the summary (Prefect artifact + reports/pipeline_summary.json) says which failed and why, and what it
+reused.
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow
 
-from flows import steps as pt
 from flows.ablate import ablate
 from flows.assemble import assemble
 from flows.attack import attack
 from flows.data import data
 from flows.evaluate import evaluate
 from flows.expert import expert
+from flows.inputs import as_profile, weights_sha
+from flows.outcomes import Outcome, as_rows, finish, notify, outcomes_from, publish, upstream_missing, write_summary
+from flows.placement import ensure_gpu_limit
 from flows.public import public
 from model.memory import PeakWindow
 from tasks.core.artifacts import RunPaths
@@ -30,9 +35,33 @@ from tasks.training.ablations import assembled as assembled_ablations
 STAGES = ("data", "public", "expert", "assemble", "ablate", "evaluate", "attack")
 
 
-def _experts(p: Profile, domains: list[str]) -> list[pt.Outcome]:
-    def one(domain: str) -> list[pt.Outcome]:
-        return pt.outcomes_from(expert(domain=domain, profile=p, fail_on_error=False))
+@dataclass
+class _Stages:
+    """The stages of one pipeline run: which to run, every outcome so far, each stage's wall time and this process's
+    resident peak during it (model.memory)."""
+
+    chosen: list[str]
+    out: list[Outcome] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_gib: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, body: Callable[[], list[Outcome]]) -> None:
+        if name not in self.chosen:
+            return
+        t0, memory = time.perf_counter(), PeakWindow()
+        notify(name, name, None, "stage-start")
+        self.out.extend(body())
+        self.seconds[name] = round(time.perf_counter() - t0, 3)
+        self.peak_rss_gib[name] = round(memory.close().rss_gib, 3)
+        notify(name, name, None, "stage-end")
+
+    def of(self, step: str) -> list[Outcome]:
+        return [o for o in self.out if o.step == step]
+
+
+def _experts(p: Profile, domains: list[str]) -> list[Outcome]:
+    def one(domain: str) -> list[Outcome]:
+        return outcomes_from(expert(domain=domain, profile=p, fail_on_error=False))
 
     if p.orchestration.max_parallel_experts <= 1 or len(domains) <= 1:
         return [o for d in domains for o in one(d)]
@@ -41,11 +70,45 @@ def _experts(p: Profile, domains: list[str]) -> list[pt.Outcome]:
         return [o for f in futures for o in f.result()]
 
 
-def _gate(stage: str, needs: list[pt.Outcome]) -> list[pt.Outcome] | None:
+def _gate(stage: str, needs: list[Outcome]) -> list[Outcome] | None:
     """Skip a stage whose input this run tried and failed to produce (an upstream stage left out of `stages` is not
     checked: its output from an earlier run is used)."""
-    skip = pt.upstream_missing(stage, stage, None, needs)
+    skip = upstream_missing(stage, stage, None, needs)
     return [skip] if skip else None
+
+
+def _evaluate(p: Profile, stages: _Stages) -> list[Outcome]:
+    """The benchmark, keyed on the serving MoE this run assembled and the ablation MoEs it will score."""
+    moe = stages.of("assemble")
+    skip = _gate("evaluate", moe + stages.of("check_benchmark"))
+    if skip:
+        return skip
+    ablations = {v: weights_sha(d) for v, d in assembled_ablations(p).items()}
+    moe_sha = moe[0].result.get("sha256", "") if moe else ""
+    return outcomes_from(evaluate(profile=p, moe_sha=moe_sha, ablation_shas=ablations, fail_on_error=False))
+
+
+def _summary(p: Profile, stages: _Stages, seconds: float) -> dict[str, Any]:
+    """The run's summary: time per stage, what failed and why, what was reused or skipped, where to look."""
+    paths = RunPaths(p)
+    links = {
+        "benchmark table": str(paths.eval_dir),
+        "MLflow UI": f"flexo ui  (or: mlflow ui --backend-store-uri {p.paths.mlflow_tracking_uri} "
+        f"--port {p.registry.ui_port})",
+        "exported model": str(paths.moe_dir if paths.moe_dir.exists() else paths.registry_cache / "assembled"),
+        "run summary": str(paths.reports_dir / "pipeline_summary.json"),
+    }
+    out = stages.out
+    return {
+        "profile": p.name,
+        "seconds": round(seconds, 3),
+        "stage_seconds": stages.seconds,
+        "stage_peak_rss_gib": stages.peak_rss_gib,
+        "failed": [{"step": o.step, "domain": o.domain, "why": o.detail} for o in out if o.status == "failed"],
+        "reused": [f"{o.step}{'/' + o.domain if o.domain else ''}" for o in out if o.status == "cached"],
+        "skipped": [{"step": o.step, "domain": o.domain, "why": o.detail} for o in out if o.status == "skipped"],
+        "links": links,
+    }
 
 
 @flow(name="pipeline", result_serializer="json", log_prints=True)
@@ -56,73 +119,25 @@ def pipeline(
     fail_on_error: bool = False,
 ) -> dict[str, Any]:
     """The whole FlexOlmo pipeline for one profile; returns the summary (steps, failures, reused, where to look)."""
-    p = pt.as_profile(profile)
+    p = as_profile(profile)
     owners = domains or p.closed_domains
-    chosen = stages or list(STAGES)
-    pt.ensure_gpu_limit(p.orchestration.gpu_slots)
+    ensure_gpu_limit(p.orchestration.gpu_slots)
     started = time.perf_counter()
-    out: list[pt.Outcome] = []
-    stage_seconds: dict[str, float] = {}
-    stage_peak_rss_gib: dict[str, float] = {}  # this process's resident peak during each stage (model.memory)
-
-    def stage(name: str, run) -> None:
-        if name not in chosen:
-            return
-        t0, memory = time.perf_counter(), PeakWindow()
-        pt.notify(name, name, None, "stage-start")
-        out.extend(run())
-        stage_seconds[name] = round(time.perf_counter() - t0, 3)
-        stage_peak_rss_gib[name] = round(memory.close().rss_gib, 3)
-        pt.notify(name, name, None, "stage-end")
-
-    stage("data", lambda: pt.outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))
-    stage("public", lambda: pt.outcomes_from(public(profile=p, fail_on_error=False)))
-    public_model = [o for o in out if o.step == "train_public"]
-    stage("expert", lambda: _gate("expert", public_model) or _experts(p, owners))
-    stage("assemble", lambda: pt.outcomes_from(assemble(profile=p, fail_on_error=False)))
-    moe = [o for o in out if o.step == "assemble"]
+    run = _Stages(stages or list(STAGES))
+    run.run("data", lambda: outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))
+    run.run("public", lambda: outcomes_from(public(profile=p, fail_on_error=False)))
+    public_model = run.of("train_public")
+    run.run("expert", lambda: _gate("expert", public_model) or _experts(p, owners))
+    run.run("assemble", lambda: outcomes_from(assemble(profile=p, fail_on_error=False)))
     if p.ablation.variants:
-        stage(
-            "ablate", lambda: _gate("ablate", public_model) or pt.outcomes_from(ablate(profile=p, fail_on_error=False))
+        run.run(
+            "ablate", lambda: _gate("ablate", public_model) or outcomes_from(ablate(profile=p, fail_on_error=False))
         )
-    ablations = {v: pt.weights_sha(d) for v, d in assembled_ablations(p).items()}  # what evaluate will score
-    benchmark_data = [o for o in out if o.step == "check_benchmark"]
-    stage(
-        "evaluate",
-        lambda: (
-            _gate("evaluate", moe + benchmark_data)
-            or pt.outcomes_from(
-                evaluate(
-                    profile=p,
-                    moe_sha=moe[0].result.get("sha256", "") if moe else "",
-                    ablation_shas=ablations,
-                    fail_on_error=False,
-                )
-            )
-        ),
-    )
-    attacked = [o for o in out if o.step == "train_expert" and o.domain == p.attack.domain]
-    stage("attack", lambda: _gate("attack", attacked) or pt.outcomes_from(attack(profile=p, fail_on_error=False)))
-
-    paths = RunPaths(p)
-    links = {
-        "benchmark table": str(paths.eval_dir),
-        "MLflow UI": f"flexo ui  (or: mlflow ui --backend-store-uri {p.paths.mlflow_tracking_uri} --port {p.registry.ui_port})",
-        "exported model": str(paths.moe_dir if paths.moe_dir.exists() else paths.registry_cache / "assembled"),
-        "run summary": str(paths.reports_dir / "pipeline_summary.json"),
-    }
-    failed = [{"step": o.step, "domain": o.domain, "why": o.detail} for o in out if o.status == "failed"]
-    summary = {
-        "profile": p.name,
-        "seconds": round(time.perf_counter() - started, 3),
-        "stage_seconds": stage_seconds,
-        "stage_peak_rss_gib": stage_peak_rss_gib,
-        "failed": failed,
-        "reused": [f"{o.step}{'/' + o.domain if o.domain else ''}" for o in out if o.status == "cached"],
-        "skipped": [{"step": o.step, "domain": o.domain, "why": o.detail} for o in out if o.status == "skipped"],
-        "links": links,
-    }
-    pt.publish("flexo-pipeline", f"pipeline ({p.name})", out, links)
-    pt.write_summary(paths.reports_dir / "pipeline_summary.json", out, summary)
-    pt.finish(out, fail_on_error)
-    return {**summary, "steps": pt.as_rows(out)}
+    run.run("evaluate", lambda: _evaluate(p, run))
+    attacked = [o for o in run.out if o.step == "train_expert" and o.domain == p.attack.domain]
+    run.run("attack", lambda: _gate("attack", attacked) or outcomes_from(attack(profile=p, fail_on_error=False)))
+    summary = _summary(p, run, time.perf_counter() - started)
+    publish("flexo-pipeline", f"pipeline ({p.name})", run.out, summary["links"])
+    write_summary(RunPaths(p).reports_dir / "pipeline_summary.json", run.out, summary)
+    finish(run.out, fail_on_error)
+    return {**summary, "steps": as_rows(run.out)}

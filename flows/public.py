@@ -6,43 +6,44 @@ from typing import Any
 
 from prefect import flow
 
-from flows import steps as pt
-from tasks.core.artifacts import RunPaths
+from flows.inputs import as_profile, data_hash, metrics_of, tokenizer_sha, weights_sha
+from flows.outcomes import finish, publish, upstream_missing
+from flows.runner import run_step
+from flows.steps import code_fingerprint
+from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
 
 
 @flow(name="public", result_serializer="json", log_prints=True)
 def public(profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
     """Pretrain the public model (cached on the public data hash, the tokenizer and the code); register it."""
-    p = pt.as_profile(profile)
-    paths = RunPaths(p)
-    public_hash = pt.data_hash(p, "public")
-    tokenizer_hash = pt.file_sha256(paths.tokenizer_dir) if paths.tokenizer_dir.exists() else ""
-    trained = pt.run_step(
+    p = as_profile(profile)
+    public_hash = data_hash(p, "public")
+    trained = run_step(
         "public",
         "train_public",
         p,
         public_hash,
-        tokenizer_hash,
-        pt.code_fingerprint("train_public"),
-        expect=paths.public_model_dir / "model.safetensors",
+        tokenizer_sha(p),
+        code_fingerprint("train_public"),
+        expect=RunPaths(p).public_model_dir / WEIGHTS_FILE,
     )
     out = [trained]
-    skip = pt.upstream_missing("public", "register_public", None, [trained])
+    skip = upstream_missing("public", "register_public", None, [trained])
     if skip:
         out.append(skip)
     else:
-        model_dir = pt.first_path(trained.result, ("model_dir", "public_model_dir", "path"), paths.public_model_dir)
+        model_dir = trained.result["model_dir"]
         out.append(
-            pt.run_step(
+            run_step(
                 "public",
                 "register_public",
                 p,
-                str(model_dir),
-                pt.weights_sha(model_dir),
+                model_dir,
+                weights_sha(model_dir),
                 public_hash,
-                pt.metrics_of(trained.result),
+                metrics_of(trained.result),
             )
         )
-    pt.publish("flexo-public", f"public model ({p.name})", out)
-    return pt.finish(out, fail_on_error)
+    publish("flexo-public", f"public model ({p.name})", out)
+    return finish(out, fail_on_error)

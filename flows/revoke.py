@@ -6,7 +6,9 @@ from typing import Any
 
 from prefect import flow
 
-from flows import steps as pt
+from flows.inputs import as_profile
+from flows.outcomes import as_rows, publish
+from flows.runner import run_step
 from tasks.core.config import Profile
 
 
@@ -15,9 +17,9 @@ def revoke(
     domain: str, version: str, reason: str, by: str | None = None, profile: str | Profile | None = None
 ) -> list[dict[str, Any]]:
     """Revoke `flexo-expert-<domain>` version `version` (never cached; retried on transient registry errors)."""
-    p = pt.as_profile(profile)
-    out = [pt.run_step("revoke", "revoke", p, domain, str(version), reason, by, domain=domain)]
-    pt.publish("flexo-revoke", f"revoke {domain} v{version}", out)
+    p = as_profile(profile)
+    out = [run_step("revoke", "revoke", p, domain, str(version), reason, by, domain=domain)]
+    publish("flexo-revoke", f"revoke {domain} v{version}", out)
     if out[0].status == "failed":
         raise RuntimeError(f"revoke {domain} v{version} failed: {out[0].detail}")
-    return pt.as_rows(out)
+    return as_rows(out)

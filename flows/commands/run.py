@@ -80,7 +80,8 @@ def run_command(
         ),
     ] = None,
 ) -> None:
-    """The main job: the whole pipeline (data → public → experts → assemble → ablate → evaluate → attack) as Prefect flows.
+    """The main job: the whole pipeline (data → public → experts → assemble → ablate → evaluate → attack) as Prefect
+    flows.
 
     Runs on an ephemeral local Prefect server unless PREFECT_API_URL is set; an unchanged rerun reuses cached steps.
     Exit 1 when any step failed (the summary says which and why).
@@ -93,14 +94,14 @@ def run_command(
         raise ConfigError(f"unknown stage(s)/domain(s) {bad}; stages: {list(STAGES)}; domains: {p.closed_domains}")
     from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
-    from flows import steps as pt
+    from flows.outcomes import add_listener
     from flows.pipeline import pipeline
 
     console.print(
         f"[bold]flexo run[/] profile [bold]{p.name}[/]: Prefect API "
         f"{os.environ.get('PREFECT_API_URL') or 'ephemeral (PREFECT_HOME=' + os.environ['PREFECT_HOME'] + ')'}"
     )
-    remove = pt.add_listener(StageDisplay())
+    remove = add_listener(StageDisplay())
     try:
         with temporary_settings(
             {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}
@@ -147,8 +148,8 @@ def deploy_command(
 ) -> None:
     """Register prefect.yaml's deployments (nightly validation, weekly retraining per owner, on-demand assemble/revoke):
     checks the GPU job templates with Prefect's validation, creates the work pools and the `gpu` concurrency limit."""
-    from flows import steps as pt
     from flows import work_pools
+    from flows.placement import GPU_TAG, ensure_gpu_limit
     from tasks.core.config import REPO_ROOT
 
     p = load(profile)
@@ -158,8 +159,8 @@ def deploy_command(
     console.print(f"GPU job templates valid: {', '.join(f'{k} requests {n} GPU' for k, n in checked.items())}")
     created = work_pools.create_pools(work_pools.pools(p, gpu=gpu_pools))
     console.print(f"work pools: {', '.join(created)}")
-    pt.ensure_gpu_limit(p.orchestration.gpu_slots)
-    console.print(f"concurrency limit: tag `{pt.GPU_TAG}` = {p.orchestration.gpu_slots}")
+    ensure_gpu_limit(p.orchestration.gpu_slots)
+    console.print(f"concurrency limit: tag `{GPU_TAG}` = {p.orchestration.gpu_slots}")
     selection = [arg for n in names for arg in ("--name", n)] if names else ["--all"]
     env = {**os.environ, "FLEXO_REPO": str(REPO_ROOT), "PREFECT_API_URL": url}
     cmd = [
@@ -196,8 +197,8 @@ def worker_command(
     limit: Annotated[int | None, typer.Option("--limit", help="Most flow runs at once on this worker.")] = None,
 ) -> None:
     """Start a process worker on one owner's own work pool: it runs only that owner's flows (and refuses others)."""
-    from flows import steps as pt
     from flows import work_pools
+    from flows.placement import OWNER_ENV
     from tasks.core.config import REPO_ROOT
 
     p = load(profile)
@@ -205,11 +206,11 @@ def worker_command(
     env = {**os.environ, "FLEXO_REPO": str(REPO_ROOT), "PREFECT_API_URL": url}
     if owner == work_pools.SHARED:
         pool = work_pools.pool_name(p, work_pools.SHARED)
-        env.pop(pt.OWNER_ENV, None)
+        env.pop(OWNER_ENV, None)
     else:
         domain, who = work_pools.owner_of(p, owner)
         pool = work_pools.pool_name(p, who)
-        env[pt.OWNER_ENV] = domain
+        env[OWNER_ENV] = domain
     cmd = [
         sys.executable,
         "-m",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,27 @@ def world(tmp_profile: Profile, tmp_path: Path) -> Profile:
     """The tiny profile in a fresh git repository under tmp_path (DVC metadata is versioned by git)."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     return tmp_profile
+
+
+@pytest.fixture
+def code_tree(tmp_path: Path) -> Path:
+    """A copy of the repository's code (`tasks/`, `model/`) to edit: a step's code fingerprint computed over it."""
+    root = tmp_path / "code"
+    for package in ("tasks", "model"):
+        shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def edit(path: Path) -> None:
+    """A change to a source file that changes nothing it does (a comment at the end)."""
+    path.write_text(path.read_text() + "\n# edited\n")
+
+
+def area_module(root: Path, target: object) -> Path:
+    """Under `root`, a module of the area package `target` lives in, other than `target`'s own module: what a cache
+    key listing only the entry module missed."""
+    entry = Path(*str(target.__module__).split(".")).with_suffix(".py")
+    return next(p for p in sorted((root / entry.parent).glob("*.py")) if p.name not in ("__init__.py", entry.name))
 
 
 def write_split(profile: Profile, domain: str, texts: list[str], split: str = "train") -> Path:

@@ -7,11 +7,16 @@ import time
 
 import pytest
 
-from flows import steps as pt
+from flows.bodies import BODIES
 from flows.expert import expert
+from flows.outcomes import StepsFailed
 from flows.pipeline import pipeline
+from flows.placement import GPU_TAG, OWNER_ENV, ensure_gpu_limit
+from flows.runner import run_step
+from flows.steps import STEPS, Step
 from tasks.core.artifacts import RunPaths
 from tasks.core.errors import ConfigError
+from tasks.core.hashing import jsonable
 from tests.flows.conftest import write_split
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -66,22 +71,13 @@ def test_changed_data_or_deleted_output_misses_the_cache(world) -> None:
     )
 
 
-def test_missing_area_function_is_skipped_not_faked(world, monkeypatch) -> None:
-    monkeypatch.setitem(pt.STEPS, "embed_domain", {**pt.STEPS["embed_domain"], "target": "tasks.not_written_yet:embed"})
-    summary = pipeline(profile=world, domains=["code"], stages=["expert"])
-    embed = _by(summary, "embed_domain", "code")
-    assert embed["status"] == "skipped" and "tasks.not_written_yet.embed does not exist yet" in embed["detail"]
-    assert _by(summary, "train_expert", "code")["status"] == "skipped"
-    assert not summary["failed"]
-
-
 def test_standalone_flow_fails_naming_the_step(world) -> None:
-    with pytest.raises(pt.StepsFailed, match="embed_domain/math"):
+    with pytest.raises(StepsFailed, match="embed_domain/math"):
         expert(domain="math", profile=world)
 
 
 def test_owner_worker_refuses_another_domain(world, monkeypatch) -> None:
-    monkeypatch.setenv(pt.OWNER_ENV, "code")
+    monkeypatch.setenv(OWNER_ENV, "code")
     with pytest.raises(ConfigError, match="refuses to run domain 'math'"):
         expert(domain="math", profile=world)
 
@@ -89,9 +85,9 @@ def test_owner_worker_refuses_another_domain(world, monkeypatch) -> None:
 def test_results_are_json_and_never_tensors() -> None:
     import torch
 
-    assert pt.jsonable({"p": RunPaths.__name__, "x": torch.tensor(1.5)}) == {"p": "RunPaths", "x": 1.5}
+    assert jsonable({"p": RunPaths.__name__, "x": torch.tensor(1.5)}) == {"p": "RunPaths", "x": 1.5}
     with pytest.raises(TypeError, match="never tensors"):
-        pt.jsonable({"w": torch.ones(3)})
+        jsonable({"w": torch.ones(3)})
 
 
 def _gpu_probe(profile, token: str, code: str) -> dict:
@@ -107,12 +103,12 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
-    monkeypatch.setitem(pt.STEPS, "gpu_probe", {"target": "tests.flows.test_flows:_gpu_probe", "code": [], "gpu": True})
-    monkeypatch.setattr(pt, "gpu_probe", _gpu_probe, raising=False)
+    monkeypatch.setitem(STEPS, "gpu_probe", Step(_gpu_probe, "core", gpu=True))
+    monkeypatch.setitem(BODIES, "gpu_probe", _gpu_probe)
     token = uuid.uuid4().hex  # a fresh cache key: results persist across test sessions
-    pt.ensure_gpu_limit(1)
-    first = pt.run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
-    second = pt.run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
+    ensure_gpu_limit(1)
+    first = run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
+    second = run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     assert (first.status, second.status) == ("completed", "cached") and second.result["token"] == token
     # Prefect 3 reports task-run states to the server as events, which it records asynchronously: wait until both
     # runs have reached a final state there (CI once read the second run while the server still said "Running").
@@ -127,4 +123,4 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
                 break
             time.sleep(0.5)
     tags = sorted((run.state_name, sorted(run.tags)) for run in runs)
-    assert tags == [("Cached", []), ("Completed", [pt.GPU_TAG])], tags
+    assert tags == [("Cached", []), ("Completed", [GPU_TAG])], tags
