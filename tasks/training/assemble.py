@@ -55,21 +55,13 @@ def assemble(
     checks = list(expected_sha256) if expected_sha256 is not None else [None] * len(expert_files)
     states, domains, digests = [], [], []
     for path, expected in zip(expert_files, checks, strict=False):
-        state, metadata = load_expert(path, expected)
-        if metadata["public_sha256"] != public_sha:
-            raise IntegrityError(
-                f"{path}: expert '{metadata['domain']}' was trained against M_pub {metadata['public_sha256'][:12]}…, "
-                f"but the current M_pub is {public_sha[:12]}…; retrain the expert on the current public model"
-            )
+        state, metadata = load_coordinated_expert(path, public_sha, expected)
         states.append(state)
         domains.append(metadata["domain"])
         digests.append(expected or sha256_file(path))
     if len(set(domains)) != len(domains):
         raise IntegrityError(f"two experts for the same domain: {domains}")
-    try:
-        moe = merge_experts(public, r_pub, states, top_k if top_k is not None else profile.router.top_k)
-    except MergeError as err:
-        raise IntegrityError(str(err)) from err
+    moe = merge_checked(public, r_pub, states, top_k if top_k is not None else profile.router.top_k)
     out = out_dir or paths.moe_dir
     sha = export_pretrained(moe, out, paths.tokenizer_dir if paths.tokenizer_dir.exists() else None)
     result = AssembledMoE(model_dir=out, sha256=sha, experts=["public", *domains], top_k=moe.config.num_experts_per_tok)
@@ -82,6 +74,30 @@ def assemble(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return result
+
+
+def load_coordinated_expert(
+    path: Path, public_sha: str, expected_sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """An expert file's tensors and metadata (sha256-checked when `expected_sha256` is given), refused unless it was
+    trained against the M_pub whose weights hash to `public_sha`."""
+    state, metadata = load_expert(path, expected_sha256)
+    if metadata["public_sha256"] != public_sha:
+        raise IntegrityError(
+            f"{path}: expert '{metadata['domain']}' was trained against M_pub {metadata['public_sha256'][:12]}…, "
+            f"but the current M_pub is {public_sha[:12]}…; retrain the expert on the current public model"
+        )
+    return state, metadata
+
+
+def merge_checked(
+    public: torch.nn.Module, r_pub: torch.Tensor, states: Sequence[dict[str, torch.Tensor]], top_k: int | None
+) -> torch.nn.Module:
+    """M_pub and these expert states merged into one FlexOlmo; an expert that does not fit is an IntegrityError."""
+    try:
+        return merge_experts(public, r_pub, states, top_k)
+    except MergeError as err:
+        raise IntegrityError(str(err)) from err
 
 
 def _sqlite_store_exists(profile: Profile) -> bool:
