@@ -46,7 +46,7 @@ def main() -> None:
     from tasks.core.tokenizer import load_tokenizer
     from tasks.evaluation.inputs import load_test_frames, tokenize_tasks
     from tasks.evaluation.tasks import build_tasks
-    from tasks.training.assemble import locate_moe
+    from tasks.registry.locate import locate_moe
 
     torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)

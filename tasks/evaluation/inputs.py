@@ -25,7 +25,8 @@ from tasks.core.errors import DataError
 from tasks.evaluation.metrics import Layout
 from tasks.evaluation.results import dense_name
 from tasks.evaluation.tasks import Task
-from tasks.training.assemble import locate_moe, read_manifest
+from tasks.registry.locate import locate_moe
+from tasks.training.assemble import read_manifest
 
 
 @dataclass

@@ -40,7 +40,7 @@ from tasks.registry.store import client, ensure_model, get_version, ref_of, vers
 class RegistrationRun:
     """The run a registration logs its artifacts to: the active run, or a short run of its own."""
 
-    def __init__(self, profile: Profile, name: str):
+    def __init__(self, profile: Profile, name: str) -> None:
         self.profile, self.name, self.own = profile, name, False
 
     def __enter__(self) -> str:
@@ -78,6 +78,7 @@ def version_tags(
 
 
 def create_version(mlclient: Any, name: str, source: str, run_id: str, tags: Mapping[str, str]) -> VersionRef:
+    """A new version of `name` from the artifacts at `source`, read back with its tags and aliases."""
     mv = mlclient.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
     return ref_of(mlclient.get_model_version(name, mv.version))
 

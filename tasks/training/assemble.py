@@ -21,7 +21,7 @@ from model.public import load_public_model
 from tasks.core.artifacts import MANIFEST_FILE as MANIFEST
 from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
-from tasks.core.errors import ConfigError, DataError, IntegrityError
+from tasks.core.errors import DataError, IntegrityError
 from tasks.training.expert_file import load_expert
 from tasks.training.route import load_router_embedding
 
@@ -98,32 +98,6 @@ def merge_checked(
         return merge_experts(public, r_pub, states, top_k)
     except MergeError as err:
         raise IntegrityError(str(err)) from err
-
-
-def _sqlite_store_exists(profile: Profile) -> bool:
-    from tasks.core.tracking import is_local_store, tracking_uri
-
-    uri = tracking_uri(profile)
-    return not is_local_store(uri) or Path(uri[len("sqlite:///") :]).exists()
-
-
-def locate_moe(profile: Profile) -> Path:
-    """The registry's `serving` flexo-moe (refused if revoked, sha256-verified) when a registry exists and has one;
-    else the run directory's assembled MoE."""
-    if _sqlite_store_exists(profile):
-        from tasks.registry import registry
-
-        try:
-            _ref, pyfunc = registry.resolve_serving_moe(profile)
-            return registry.moe_dir(pyfunc)
-        except ConfigError:
-            pass  # no serving version registered: use the run directory
-    local = RunPaths(profile).moe_dir
-    if not (local / MANIFEST).exists():
-        raise DataError(
-            f"{local}: no assembled MoE (and no `serving` flexo-moe in the registry); run `flexo assemble` first"
-        )
-    return local
 
 
 def read_manifest(model_dir: Path) -> dict:
