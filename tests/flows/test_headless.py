@@ -57,7 +57,8 @@ def test_every_stage_runs_without_the_orchestration_libraries(params_file, tmp_p
         "watch = Watch()\n"
         "sys.meta_path.insert(0, watch)\n"
         "from flows.headless import STAGES, main\n"
-        f"main(['--params', {str(params_file)!r}, '--profile', 'tiny', '--summary', {str(summary_path)!r}, '--stages', *STAGES])\n"
+        f"main(['--params', {str(params_file)!r}, '--profile', 'tiny', '--summary', {str(summary_path)!r}, "
+        "'--stages', *STAGES])\n"
         f"loaded = [m for m in {ORCHESTRATION!r} if m in sys.modules]\n"
         "assert not loaded, f'imported {loaded}: ' + next(iter(watch.seen.values()), '')\n"
     )

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +29,58 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A real Prefect server on `port`, answering /health (the test fails with its log otherwise)."""
+    url = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + SERVER_START_S
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            time.sleep(1)
+    server.terminate()
+    pytest.fail(f"prefect server did not start in {SERVER_START_S}s: {log.read_text()[-2000:]}")
+
+
+def _check_deployment_and_start_run() -> Any:
+    """The deployment on the owner's pool, every pool and the gpu limit created; a run of it, scheduled now."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("data/nightly-code")
+        assert deployment.work_pool_name == "flexo-code-owner"
+        pools = {pool.name for pool in client.read_work_pools()}
+        assert {"flexo-code-owner", "flexo-math-owner", "flexo-shared"} <= pools
+        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
+        return client.create_flow_run_from_deployment(
+            deployment.id, parameters={"profile": "tiny", "domains": ["code"]}
+        )
+
+
+def _final_state(run_id: Any) -> Any:
+    from prefect.client.orchestration import get_client
+
+    state = None
+    deadline = time.time() + RUN_DONE_S
+    with get_client(sync_client=True) as client:
+        while time.time() < deadline:
+            state = client.read_flow_run(run_id).state
+            if state is not None and state.is_final():
+                break
+            time.sleep(2)
+    return state
+
+
 def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
@@ -40,26 +92,9 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
         "FLEXO_PROFILE": "tiny",
     }
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = _start_server(port, env, tmp_path / "server.log")
     worker = None
     try:
-        deadline = time.time() + SERVER_START_S
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            pytest.fail(
-                f"prefect server did not start in {SERVER_START_S}s: {(tmp_path / 'server.log').read_text()[-2000:]}"
-            )
         flexo = [sys.executable, "-m", "flows.cli"]
         deployed = subprocess.run(
             [*flexo, "deploy", "--profile", "tiny", "--name", "data/nightly-code"],
@@ -70,20 +105,8 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
             timeout=300,
         )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-
-        from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
         with temporary_settings({PREFECT_API_URL: url}):
-            with get_client(sync_client=True) as client:
-                deployment = client.read_deployment_by_name("data/nightly-code")
-                assert deployment.work_pool_name == "flexo-code-owner"
-                pools = {pool.name for pool in client.read_work_pools()}
-                assert {"flexo-code-owner", "flexo-math-owner", "flexo-shared"} <= pools
-                assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
-                run = client.create_flow_run_from_deployment(
-                    deployment.id, parameters={"profile": "tiny", "domains": ["code"]}
-                )
+            run = _check_deployment_and_start_run()
             worker = subprocess.Popen(
                 [*flexo, "worker", "--owner", "code", "--profile", "tiny"],
                 env=env,
@@ -91,16 +114,8 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
                 stdout=(tmp_path / "worker.log").open("w"),
                 stderr=subprocess.STDOUT,
             )
-            deadline = time.time() + RUN_DONE_S
-            with get_client(sync_client=True) as client:
-                while time.time() < deadline:
-                    state = client.read_flow_run(run.id).state
-                    if state is not None and state.is_final():
-                        break
-                    time.sleep(2)
-            assert state is not None and state.is_completed(), (
-                f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
-            )
+            state = _final_state(run.id)
+        assert state is not None and state.is_completed(), f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
         assert (tmp_path / "data" / "code" / "train.parquet").exists()
     finally:
         for proc in (worker, server):
