@@ -1,12 +1,13 @@
 """How long the `demo` extraction attack on one domain takes (target: <= 3 minutes on 2 CPU cores).
 
 Two modes:
-- real (default when the demo artifacts exist): `tasks.privacy.attack.attack(load_profile("demo"), domain)` on the trained models in
-  runs/demo, data/<domain>/train.parquet and data/tokenizer. Rates are real.
-- `--synthetic`: the same work at the same sizes in a temporary directory, for a machine without trained models: the real
-  tokenizer and train split when they exist (else a BPE tokenizer and split of random word documents), a random-init M_pub, start-state experts for every
-  owner's domain assembled into an 8-expert FlexOlmo (as the pipeline's serving MoE), the dense model = M_pub. The timing is
-  what the demo attack costs; the rates (all near zero except calibration) say nothing about leakage.
+- real (default when the demo artifacts exist): `tasks.privacy.attack.attack(load_profile("demo"), domain)` on the
+  trained models in runs/demo, data/<domain>/train.parquet and data/tokenizer. Rates are real.
+- `--synthetic`: the same work at the same sizes in a temporary directory, for a machine without trained models: the
+  real tokenizer and train split when they exist (else a BPE tokenizer and split of random word documents), a
+  random-init M_pub, start-state experts for every owner's domain assembled into an 8-expert FlexOlmo (as the
+  pipeline's serving MoE), the dense model = M_pub. The timing is what the demo attack costs; the rates (all near zero
+  except calibration) say nothing about leakage.
 
 Prints one JSON object (timings per phase, rates) and a table. Usage:
     .venv/bin/python benchmarks/attack_speed.py [--domain math] [--synthetic]
@@ -87,7 +88,8 @@ def _synthetic_data(profile: Profile, domain: str, paths: RunPaths):
 
 
 def _synthetic_models(profile: Profile, domain: str, paths: RunPaths, tok) -> None:
-    """Random-init demo-size M_pub, router rows, start-state experts for every domain, the serving MoE, dense = M_pub."""
+    """Random-init demo-size M_pub, router rows, start-state experts for every domain, the serving MoE, dense =
+    M_pub."""
     from safetensors.torch import save_file
 
     from model.config import ModelSizes, TokenizerIds
@@ -139,7 +141,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     profile = load_profile("demo")
     domain = args.domain or profile.attack.domain
-    from tasks.privacy.attack import attack, summary_rows
+    from tasks.privacy.attack import attack
+    from tasks.privacy.results import summary_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         setup_seconds = 0.0

@@ -24,7 +24,10 @@ def attack_command(
     shows the attack is broken."""
     from rich.table import Table
 
-    from tasks.privacy.attack import attack, check_admission, record_attack, summary_rows
+    from tasks.privacy.attack import attack
+    from tasks.privacy.gate import check_admission
+    from tasks.privacy.record import record_attack
+    from tasks.privacy.results import summary_rows
 
     resolved = load(profile)
     result = attack(resolved, domain)

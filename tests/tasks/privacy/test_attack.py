@@ -1,7 +1,7 @@
 """The attack stage end to end on tiny real models, a real BPE tokenizer, real parquet splits and a real MLflow store.
 
-An expert overfitted on its domain's training documents must be refused by the gate; a start-state expert must be admitted;
-a calibration that cannot extract is reported as a broken attack.
+An expert overfitted on its domain's training documents must be refused by the gate; a start-state expert must be
+admitted; a calibration that cannot extract is reported as a broken attack.
 """
 
 from __future__ import annotations
@@ -21,23 +21,18 @@ from model.coordinated import CoordinatedExpertModel
 from model.export import export_pretrained
 from model.public import build_public_model
 from tasks.core.artifacts import RunPaths
-from tasks.core.errors import DataError, GateError
-from tasks.privacy.attack import (
-    DENSE,
-    FLEXOLMO,
-    FLEXOLMO_DP,
-    FLEXOLMO_WITHOUT,
+from tasks.core.errors import ConfigError, DataError, GateError
+from tasks.privacy.attack import attack
+from tasks.privacy.gate import (
     GATE_CHECK,
-    PUBLIC,
     TAG_ADMISSION,
     TAG_EXTRACTION_RATE,
-    CalibrationError,
     admission_decision,
     admission_from_tags,
-    attack,
     check_admission,
-    record_attack,
 )
+from tasks.privacy.record import record_attack
+from tasks.privacy.results import DENSE, FLEXOLMO, FLEXOLMO_DP, FLEXOLMO_WITHOUT, PUBLIC, CalibrationError
 from tasks.training.expert_file import save_expert
 
 LOGIT_SCALE = 30.0
@@ -210,6 +205,16 @@ def test_missing_inputs_are_named(profile) -> None:
     (paths.dense_dir("math") / "model" / "model.safetensors").unlink()
     with pytest.raises(DataError, match="dense domain model is missing"):
         attack(profile, "math", progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_config_error_before_any_input_is_read(profile) -> None:
+    """`runtime.device: cuda` without CUDA is refused as training refuses it, never attacked on the CPU: a ConfigError
+    raised before the tokenizer (missing here, which would be a DataError) or any model is loaded."""
+    cuda = profile.model_copy(update={"runtime": profile.runtime.model_copy(update={"device": "cuda"})})
+    with pytest.raises(ConfigError, match="runtime.device is 'cuda'"):
+        attack(cuda, "math", progress=False)
+    assert not RunPaths(cuda).attack_dir.exists()
 
 
 def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path) -> None:
