@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 import tasks  # noqa: E402,F401  (offline environment)
-from tasks.core.artifacts import RunPaths  # noqa: E402
+from tasks.core.artifacts import EXPERT_FILE, RunPaths  # noqa: E402
 from tasks.core.config import Profile, load_profile  # noqa: E402
 
 BUDGET_SECONDS = 180.0  # the target for the demo attack on one domain
@@ -119,7 +119,7 @@ def _synthetic_models(profile: Profile, domain: str, paths: RunPaths, tok) -> No
         for key, value in state.items():  # distinct experts: perturb each FFN a little
             if key.endswith(".weight"):
                 value.add_(torch.randn(value.shape, generator=generator) * 0.01)
-        path = paths.expert_dir(name) / "expert.safetensors"
+        path = paths.expert_dir(name) / EXPERT_FILE
         save_expert(state, path, domain=name, public_sha256=public_sha)
         if name != domain:
             files.append(path)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
 
 from model.baselines import (
     EnsembleScorer,
@@ -28,10 +29,10 @@ from model.baselines import (
     upcycle,
     weighted_soup,
 )
-from model.config import default_top_k
 from model.merge import merge_experts
 from model.public import load_moe
 from model.scoring import Scores, model_scorer
+from tasks.core import build
 from tasks.core.artifacts import RunPaths
 from tasks.evaluation.inputs import router_rows, token_batches
 from tasks.evaluation.results import (
@@ -56,7 +57,7 @@ def btm_label(run: EvalRun) -> str:
     return BTM.format(k=run.profile.eval.btm_top_k)
 
 
-def _members(run: EvalRun) -> tuple[list[str], list[torch.nn.Module]]:
+def _members(run: EvalRun) -> tuple[list[str], list[Olmo2ForCausalLM]]:
     """The dense members the soups, BTM, BTX and prompt routing combine: M_pub first, then each dense model."""
     names = [PUBLIC] + [dense_name(d) for d in run.models.dense]
     return names, [run.models.public] + list(run.models.dense.values())
@@ -88,7 +89,7 @@ def score_soups(run: EvalRun) -> None:
     run.results[SOUP_WEIGHTED] = _weighted_soup_scores(run, members, [run.results[n] for n in names])
 
 
-def _weighted_soup_scores(run: EvalRun, members: list[torch.nn.Module], member_scores: list[Scores]) -> Scores:
+def _weighted_soup_scores(run: EvalRun, members: list[Olmo2ForCausalLM], member_scores: list[Scores]) -> Scores:
     """Per example: soup weights softmax(log-likelihood of the example's context); equal (rounded) soups built once."""
     cfg, requests = run.profile.eval, run.requests
     nll = torch.from_numpy(np.stack([s.context_nll for s in member_scores]))
@@ -173,7 +174,7 @@ class RouterTraining:
 
 
 def _train_then_score(
-    run: EvalRun, name: str, moe: torch.nn.Module, training: RouterTraining, score_top_k: int | None = None
+    run: EvalRun, name: str, moe: FlexOlmoForCausalLM, training: RouterTraining, score_top_k: int | None = None
 ) -> list[float]:
     """Train `moe` as `training` says, optionally set the top-k it is scored with, score it; returns the losses."""
     profile = run.profile
@@ -293,7 +294,7 @@ def score_router_ablations(run: EvalRun) -> None:
         return
     reference = ablations.reference_name(profile)
     keep = [0] + [models.experts.index(d) for d in profile.ablation.domains]
-    k = profile.router.top_k if profile.router.top_k is not None else default_top_k(len(keep))  # as `assemble_variant`
+    k = build.moe_top_k(profile, len(keep))  # as `assemble_variant` builds the ablations
     run.score(reference, keep_experts(models.moe, keep, k).to(run.device).eval())
     for variant, directory in found.items():
         name = ablations.row_name(variant)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
 
 from model.public import load_moe, load_public_model
 from model.scoring import Request
@@ -31,9 +32,9 @@ from tasks.training.assemble import read_manifest
 
 @dataclass
 class Models:
-    public: torch.nn.Module
-    dense: dict[str, torch.nn.Module]
-    moe: torch.nn.Module
+    public: Olmo2ForCausalLM
+    dense: dict[str, Olmo2ForCausalLM]
+    moe: FlexOlmoForCausalLM
     moe_dir: Path
     experts: list[str]
     skipped: dict[str, str] = field(default_factory=dict)

@@ -11,8 +11,10 @@ import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from transformers import FlexOlmoForCausalLM
 
 from model.attribution import record_routing
 from model.precision import Precision, autocast
@@ -60,7 +62,7 @@ class Runner:
 class RoutingScorer:
     """A MoE scorer that also counts, per layer, how many tokens each expert was selected for (top-k)."""
 
-    def __init__(self, moe: torch.nn.Module, name: str) -> None:
+    def __init__(self, moe: FlexOlmoForCausalLM, name: str) -> None:
         self.moe, self.name = moe, name
         layers, experts = len(moe.model.layers), moe.config.num_experts
         self.hits = torch.zeros(layers, experts, dtype=torch.float64)
@@ -83,7 +85,7 @@ class EvalRun:
 
     profile: Profile
     device: torch.device
-    tokenizer: object
+    tokenizer: Any
     tasks: list[Task]
     requests: list[Request]
     layout: Layout

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
 
 from model.export import export_pretrained
 from model.hashing import sha256_file
@@ -91,8 +92,8 @@ def load_coordinated_expert(
 
 
 def merge_checked(
-    public: torch.nn.Module, r_pub: torch.Tensor, states: Sequence[dict[str, torch.Tensor]], top_k: int | None
-) -> torch.nn.Module:
+    public: Olmo2ForCausalLM, r_pub: torch.Tensor, states: Sequence[dict[str, torch.Tensor]], top_k: int | None
+) -> FlexOlmoForCausalLM:
     """M_pub and these expert states merged into one FlexOlmo; an expert that does not fit is an IntegrityError."""
     try:
         return merge_experts(public, r_pub, states, top_k)
