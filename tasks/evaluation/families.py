@@ -1,9 +1,10 @@
 """One function per model family the benchmark compares; each scores its models on every request of an `EvalRun`, or
 records in `run.skipped` why it could not.
 
-Why this order matters: the families run in `FAMILIES` order, which is the order of the report's rows, and the
-families that train (BTX, router tuning, the unrestricted MoE) draw their batches from seeds of their own, so each
-family's numbers do not depend on which other families ran.
+Why a fixed order: `FAMILIES` order is the order of the report's rows and notes; the weighted soup and prompt routing
+reuse the members' scores from the ensemble pass, so they run after it; and the families that train (BTX, router
+tuning, the unrestricted MoE) draw their batches from seeds of their own, so their numbers do not depend on which
+families ran before them.
 """
 
 from __future__ import annotations
