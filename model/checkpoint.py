@@ -1,9 +1,10 @@
 """Training checkpoints without pickle: weights and optimizer tensors as safetensors, everything else as JSON.
 
-Why: a checkpoint is read back by `resume`, and unpickling a file is running code from it. safetensors holds only tensors;
-the optimizer's hyper-parameters, the trainer's counters and the file hashes go to JSON. A checkpoint directory is written
-to a temporary sibling, flushed to disk and swapped in with renames, so a run killed at any point (mid-write or between
-the renames) leaves a complete checkpoint behind: `find_checkpoint` falls back to the `.old` sibling of a broken swap.
+Why: a checkpoint is read back by `resume`, and unpickling a file is running code from it. safetensors holds only
+tensors; the optimizer's hyper-parameters, the trainer's counters and the file hashes go to JSON. A checkpoint directory
+is written to a temporary sibling, flushed to disk and swapped in with renames, so a run killed at any point (mid-write
+or between the renames) leaves a complete checkpoint behind: `find_checkpoint` falls back to the `.old` sibling of a
+broken swap.
 
 Layout of one checkpoint directory:
     weights.safetensors     the trained parameters by name (all of them for dense runs, the trainable ones for experts)
@@ -168,3 +169,22 @@ def load_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer, para
 
 def load_rng(directory: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(Path(directory) / RNG))
+
+
+def capture_rng(device: str, noise: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """The RNG states a resumed run needs to draw what an uninterrupted one would: torch CPU, CUDA when training on a
+    GPU, and the DP noise generator when there is one."""
+    state = {"torch_cpu": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    if noise is not None:
+        state["dp_noise"] = noise.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor], noise: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda"])
+    if noise is not None and "dp_noise" in state:
+        noise.set_state(state["dp_noise"])

@@ -2,137 +2,36 @@
 
 Why one generic loop: the three runs differ only in which parameters train and in the loss; the loop takes a model, a
 loss function and packed token data, and owns everything a long run needs to be trusted: AdamW (decay only on matrices
-that are not embeddings), warmup + cosine LR, gradient clipping, periodic validation, best/last checkpoints, exact resume
-(same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP across processes, and DP-SGD.
+that are not embeddings), warmup + cosine LR, gradient clipping, periodic validation, best/last checkpoints, exact
+resume (same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP across processes, and
+DP-SGD.
 
 The caller decides what trains by setting `requires_grad`: frozen tensors get no gradient and no optimizer state.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from model import checkpoint as ckpt
+from model import dp as dp_mod
 from model.batching import PackedDataset
-from model.dp import DPSpec
 from model.losses import packed_lm_losses
-from model.memory import PeakMemory, PeakWindow
-from model.precision import Precision, autocast
+from model.memory import PeakWindow
+from model.optimizer import make_adamw, ordered_trainable, param_groups
+from model.precision import autocast
 from model.schedule import lr_factor
-
-LossFn = Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]]
-"""loss_fn(model, input_ids) -> {"loss": scalar to minimise, other scalars to report (e.g. "ce", "lm_z")}."""
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything that determines the result of a run (and so must match when resuming)."""
-
-    total_steps: int
-    batch_size: int  # global: sequences per optimizer step over all processes (expected batch size under DP)
-    seq_len: int
-    lr: float
-    betas: tuple[float, float]
-    weight_decay: float
-    warmup_steps: int
-    min_lr_ratio: float
-    grad_clip: float
-    eval_every: int
-    checkpoint_every: int
-    eval_batches: int
-    seed: int
-    device: str = "cpu"
-    precision: Precision = "fp32"  # resolved (never "auto"): it is part of the run's fingerprint
-    dp: DPSpec | None = None
-    # torch.compile the forward pass and the loss of each training step (not validation): it fuses the norms, RoPE,
-    # activations and the cross-entropy into fewer kernels, which matters where an eager step is bound by launching
-    # them (expected on a GPU at `small` size; benchmarks/device_check.sh measures both). On 2 CPU cores at `demo` size
-    # it changed tokens/s by -4% (dense) to +10% (expert) for a ~50 s compile (benchmarks/RESULTS.md): off by default.
-    # Part of the fingerprint when on: compiled kernels round differently, and a resumed run must end where it would have.
-    compile: bool = False
-
-    def fingerprint(self, extra: str = "") -> str:
-        """Identity of the run: a checkpoint may only be resumed by a run with the same fingerprint."""
-        # `compile` came later: it only counts when set, so checkpoints written before it existed still resume
-        data = {k: v for k, v in asdict(self).items() if k != "device" and not (k == "compile" and not v)}
-        return hashlib.sha256((json.dumps(data, sort_keys=True, default=str) + extra).encode()).hexdigest()
-
-
-@dataclass
-class StepEvent:
-    """What the progress callback sees after every optimizer step and every evaluation."""
-
-    kind: Literal["step", "eval"]
-    step: int  # optimizer steps done
-    total_steps: int
-    tokens: int  # training tokens consumed so far (all processes)
-    lr: float
-    metrics: dict[str, float]
-    tokens_per_s: float
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    tokens: int
-    train_metrics: dict[str, float]
-    val_loss: float | None
-    best_val_loss: float | None
-    best_step: int | None
-    epsilon: float | None
-    noise_multiplier: float | None
-    tokens_per_s: float
-    train_seconds: float
-    last_dir: Path
-    best_dir: Path | None
-    resumed_from: int | None
-    history: list[dict[str, float]] = field(default_factory=list)
-    peak_memory: PeakMemory | None = None  # this process's peaks during this call (resident, and CUDA on a GPU)
-
-
-def is_embedding(name: str) -> bool:
-    return "embed_tokens" in name or name.endswith("wte.weight")
-
-
-def param_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices only: no decay on embeddings, norms (1-D) or biases / router rows (1-D, scalars)."""
-    decay = [p for n, p in named if p.ndim >= 2 and not is_embedding(n)]
-    no_decay = [p for n, p in named if not (p.ndim >= 2 and not is_embedding(n))]
-    groups = []
-    if decay:
-        groups.append({"params": decay, "weight_decay": weight_decay})
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def ordered_trainable(model: nn.Module, weight_decay: float) -> list[tuple[str, nn.Parameter]]:
-    """Trainable (name, parameter) in the order the optimizer holds them (decayed group first)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("the model has no trainable parameters (every requires_grad is False)")
-    decay = [(n, p) for n, p in named if p.ndim >= 2 and not is_embedding(n)]
-    rest = [(n, p) for n, p in named if not (p.ndim >= 2 and not is_embedding(n))]
-    return decay + rest
-
-
-def make_adamw(groups: list[dict[str, Any]], spec: TrainSpec) -> torch.optim.Optimizer:
-    """AdamW; the fused kernel where this torch build has it for the device (one pass over all tensors)."""
-    try:
-        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=spec.lr, betas=spec.betas, foreach=True)
+from model.train_spec import LossFn, StepEvent, TrainResult, TrainSpec
 
 
 def _world() -> tuple[int, int]:
@@ -141,26 +40,9 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _autocast(spec: TrainSpec):
+def _autocast(spec: TrainSpec) -> AbstractContextManager[Any]:
     """bf16 autocast on CUDA and on CPU (matmuls in bf16, weights, optimizer state and losses in fp32)."""
     return autocast(spec.precision, spec.device)
-
-
-def _rng_state(spec: TrainSpec, noise: torch.Generator | None) -> dict[str, torch.Tensor]:
-    state = {"torch_cpu": torch.get_rng_state()}
-    if spec.device.startswith("cuda"):
-        state["torch_cuda"] = torch.cuda.get_rng_state()
-    if noise is not None:
-        state["dp_noise"] = noise.get_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], noise: torch.Generator | None) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["torch_cuda"])
-    if noise is not None and "dp_noise" in state:
-        noise.set_state(state["dp_noise"])
 
 
 @torch.no_grad()
@@ -180,26 +62,8 @@ def evaluate(model: nn.Module, loss_fn: LossFn, batches: list[torch.Tensor], spe
     return {key: value / max(1, weight) for key, value in sums.items()}
 
 
-def train(
-    model: nn.Module,
-    loss_fn: LossFn,
-    train_data: PackedDataset,
-    val_data: PackedDataset | None,
-    spec: TrainSpec,
-    out_dir: str | Path,
-    *,
-    resume: bool = True,
-    fingerprint_extra: str = "",
-    callback: Callable[[StepEvent], None] | None = None,
-) -> TrainResult:
-    """Train `model`'s trainable parameters for `spec.total_steps` optimizer steps; checkpoints go to out_dir/{last,best}.
-
-    With `resume`, a complete checkpoint in out_dir/last with the same fingerprint is continued; a different fingerprint is
-    refused (start fresh with resume=False). Under torch.distributed each process must call this with the same arguments;
-    rank 0 writes the checkpoints.
-    """
-    out = Path(out_dir)
-    rank, world = _world()
+def _check_run(spec: TrainSpec, train_data: PackedDataset, world: int) -> None:
+    """Refuse a run that cannot work before it touches the model."""
     if spec.dp is not None and world > 1:
         raise ValueError("DP-SGD runs in one process here; launch DP expert training without torchrun")
     if spec.dp is not None and spec.compile:
@@ -212,204 +76,288 @@ def train(
         raise ValueError(f"train data is packed for seq_len {train_data.seq_len}, the spec says {spec.seq_len}")
     if train_data.num_sequences < spec.batch_size:
         raise ValueError(
-            f"the training data holds {train_data.num_sequences} sequences of {spec.seq_len} tokens, fewer than one batch "
-            f"({spec.batch_size})"
+            f"the training data holds {train_data.num_sequences} sequences of {spec.seq_len} tokens, fewer than one "
+            f"batch ({spec.batch_size})"
         )
-    fingerprint = spec.fingerprint(fingerprint_extra)
-    memory = PeakWindow(spec.device)
-    model.to(spec.device)
-    model.train()
-    named = ordered_trainable(model, spec.weight_decay)
-    names = [n for n, _ in named]
-    params = [p for _, p in named]
-    base_optimizer = make_adamw(param_groups(named, spec.weight_decay), spec)
 
-    noise_gen: torch.Generator | None = None
-    optimizer: torch.optim.Optimizer = base_optimizer
-    accountant = None
-    sample_rate = noise_multiplier = None
-    if spec.dp is not None:
-        from model import dp as dp_mod
 
-        sample_rate = spec.batch_size / train_data.num_sequences
-        noise_multiplier = dp_mod.calibrate_noise(spec.dp, sample_rate, spec.total_steps)
-        noise_gen = torch.Generator(device=spec.device).manual_seed(spec.seed)
-        optimizer = dp_mod.make_optimizer(base_optimizer, noise_multiplier, spec.dp, spec.batch_size, noise_gen)
-        accountant = dp_mod.accountant_from_history([])
+@dataclass
+class _Privacy:
+    """DP-SGD's part of a run: Poisson sample rate, calibrated noise, the noise generator and the RDP accountant."""
 
-    step = 0
+    sample_rate: float
+    noise_multiplier: float
+    noise: torch.Generator
+    accountant: Any  # opacus' RDPAccountant
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: what a checkpoint records besides tensors, and what resuming restores."""
+
+    step: int = 0
     best_val: float | None = None
     best_step: int | None = None
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
-    last_dir, best_dir = out / "last", out / "best"
-    found = ckpt.find_checkpoint(last_dir) if resume else None
-    if found is not None:
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    steps_this_session: int = 0
+    train_seconds: float = 0.0
+
+
+class _Run:
+    """One call of `train`: the model with its optimizer and where the run stands. `train` calls the methods in a fixed
+    order (set up, resume, prepare, steps, finish), and that order fixes every RNG draw: resuming is exact."""
+
+    step_loss: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # set by prepare
+    val_batches: list[torch.Tensor]  # set by prepare
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train_data: PackedDataset,
+        spec: TrainSpec,
+        out: Path,
+        world: tuple[int, int],
+        fingerprint: str,
+        callback: Callable[[StepEvent], None] | None,
+    ) -> None:
+        self.model, self.loss_fn, self.train_data, self.spec = model, loss_fn, train_data, spec
+        self.rank, self.world = world
+        self.fingerprint, self.callback = fingerprint, callback
+        self.last_dir, self.best_dir = out / "last", out / "best"
+        self.tokens_per_step = spec.batch_size * spec.seq_len
+        self.progress = _Progress()
+        model.to(spec.device)
+        model.train()
+        self.named = ordered_trainable(model, spec.weight_decay)
+        self.names = [n for n, _ in self.named]
+        self.params = [p for _, p in self.named]
+        self.base_optimizer = make_adamw(param_groups(self.named, spec.weight_decay), spec.lr, spec.betas)
+        self.optimizer: torch.optim.Optimizer = self.base_optimizer
+        self.privacy: _Privacy | None = None
+        if spec.dp is not None:
+            sample_rate = spec.batch_size / train_data.num_sequences
+            noise_multiplier = dp_mod.calibrate_noise(spec.dp, sample_rate, spec.total_steps)
+            noise = torch.Generator(device=spec.device).manual_seed(spec.seed)
+            self.optimizer = dp_mod.make_optimizer(
+                self.base_optimizer, noise_multiplier, spec.dp, spec.batch_size, noise
+            )
+            accountant = dp_mod.accountant_from_history([])
+            self.privacy = _Privacy(sample_rate, noise_multiplier, noise, accountant)
+
+    @property
+    def _noise(self) -> torch.Generator | None:
+        return self.privacy.noise if self.privacy is not None else None
+
+    def resume(self) -> None:
+        """Continue from a complete checkpoint in out_dir/last when there is one; refuse another run's checkpoint."""
+        found = ckpt.find_checkpoint(self.last_dir)
+        if found is None:
+            return
         state = ckpt.verify(found)
-        if state.get("fingerprint") != fingerprint:
+        if state.get("fingerprint") != self.fingerprint:
             raise ckpt.CheckpointError(
-                f"{found}: the checkpoint belongs to a run with other settings or data; start fresh (resume=False / --fresh) "
-                "or restore the original settings"
+                f"{found}: the checkpoint belongs to a run with other settings or data; start fresh (resume=False / "
+                "--fresh) or restore the original settings"
             )
         weights = ckpt.load_weights(found)
         with torch.no_grad():
-            for name, p in named:
+            for name, p in self.named:
                 p.copy_(weights[name].to(p.device))
-        ckpt.load_optimizer(found, base_optimizer, names)
-        _set_rng_state(ckpt.load_rng(found), noise_gen)
-        step = resumed_from = int(state["step"])
-        best_val, best_step = state.get("best_val"), state.get("best_step")
-        history = list(state.get("history", []))
-        if accountant is not None:
-            from model import dp as dp_mod
+        ckpt.load_optimizer(found, self.base_optimizer, self.names)
+        ckpt.restore_rng(ckpt.load_rng(found), self._noise)
+        progress = self.progress
+        progress.step = progress.resumed_from = int(state["step"])
+        progress.best_val, progress.best_step = state.get("best_val"), state.get("best_step")
+        progress.history = list(state.get("history", []))
+        if self.privacy is not None:
+            self.privacy.accountant = dp_mod.accountant_from_history(state.get("dp_history", []))
 
-            accountant = dp_mod.accountant_from_history(state.get("dp_history", []))
+    def prepare(self, val_data: PackedDataset | None) -> None:
+        """DDP across processes, the compiled step loss, the fixed validation batches."""
+        spec, loss_fn = self.spec, self.loss_fn
+        wrapped: nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-    wrapped: nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+            wrapped = DistributedDataParallel(
+                self.model, device_ids=[torch.device(spec.device).index] if spec.device.startswith("cuda") else None
+            )
+        self.step_loss = lambda x: loss_fn(wrapped, x)
+        if spec.compile:
+            self.step_loss = torch.compile(self.step_loss)
+        self.val_batches = val_data.fixed_batches(spec.batch_size, spec.eval_batches) if val_data is not None else []
 
-        wrapped = DistributedDataParallel(
-            model, device_ids=[torch.device(spec.device).index] if spec.device.startswith("cuda") else None
-        )
+    def lr(self, at: int) -> float:
+        spec = self.spec
+        return spec.lr * lr_factor(max(0, at), spec.total_steps, spec.warmup_steps, spec.min_lr_ratio)
 
-    step_loss: Callable[[torch.Tensor], dict[str, torch.Tensor]] = lambda x: loss_fn(wrapped, x)  # noqa: E731
-    if spec.compile:
-        step_loss = torch.compile(step_loss)
-
-    val_batches = val_data.fixed_batches(spec.batch_size, spec.eval_batches) if val_data is not None else []
-    tokens_per_step = spec.batch_size * spec.seq_len
-
-    def save(directory: Path, with_optimizer: bool) -> None:
-        if rank != 0:
+    def save(self, directory: Path, with_optimizer: bool) -> None:
+        if self.rank != 0:
             return
+        progress = self.progress
         state = {
-            "fingerprint": fingerprint,
-            "step": step,
-            "tokens": step * tokens_per_step,
-            "best_val": best_val,
-            "best_step": best_step,
-            "history": history,
-            "total_steps": spec.total_steps,
-            "dp_history": [list(h) for h in accountant.history] if accountant is not None else [],
+            "fingerprint": self.fingerprint,
+            "step": progress.step,
+            "tokens": progress.step * self.tokens_per_step,
+            "best_val": progress.best_val,
+            "best_step": progress.best_step,
+            "history": progress.history,
+            "total_steps": self.spec.total_steps,
+            "dp_history": [list(h) for h in self.privacy.accountant.history] if self.privacy is not None else [],
         }
         ckpt.save_checkpoint(
             directory,
-            {n: p for n, p in named},
-            base_optimizer if with_optimizer else None,
-            names,
-            _rng_state(spec, noise_gen),
+            {n: p for n, p in self.named},
+            self.base_optimizer if with_optimizer else None,
+            self.names,
+            ckpt.capture_rng(self.spec.device, self._noise),
             state,
         )
 
-    def barrier() -> None:
-        if world > 1:
+    def barrier(self) -> None:
+        if self.world > 1:
             dist.barrier()
 
-    def run_eval() -> dict[str, float]:
-        nonlocal best_val, best_step
-        metrics = evaluate(model, loss_fn, val_batches, spec) if val_batches else {}
-        record = {"step": float(step), **{f"val_{k}": v for k, v in metrics.items()}}
-        history.append(record)
-        if metrics and (best_val is None or metrics["loss"] < best_val):
-            best_val, best_step = metrics["loss"], step
-            save(best_dir, with_optimizer=False)
-        if callback is not None:
-            callback(StepEvent("eval", step, spec.total_steps, step * tokens_per_step, _lr(step - 1), metrics, 0.0))
+    def evaluate(self) -> dict[str, float]:
+        """Validate, record it in the history, keep the best checkpoint, tell the callback."""
+        progress, step = self.progress, self.progress.step
+        metrics = evaluate(self.model, self.loss_fn, self.val_batches, self.spec) if self.val_batches else {}
+        progress.history.append({"step": float(step), **{f"val_{k}": v for k, v in metrics.items()}})
+        if metrics and (progress.best_val is None or metrics["loss"] < progress.best_val):
+            progress.best_val, progress.best_step = metrics["loss"], step
+            self.save(self.best_dir, with_optimizer=False)
+        if self.callback is not None:
+            tokens = step * self.tokens_per_step
+            self.callback(StepEvent("eval", step, self.spec.total_steps, tokens, self.lr(step - 1), metrics, 0.0))
         return metrics
 
-    def _lr(at: int) -> float:
-        return spec.lr * lr_factor(max(0, at), spec.total_steps, spec.warmup_steps, spec.min_lr_ratio)
+    def _dp_step(self, privacy: _Privacy) -> dict[str, float]:
+        """One DP-SGD step on a Poisson-sampled batch: per-sample gradients, clipped and noised by the optimizer."""
+        spec, loss_fn = self.spec, self.loss_fn
+        indices = self.train_data.poisson_indices(self.progress.step, privacy.sample_rate, spec.seed)
+        batch = self.train_data.rows(indices).to(spec.device)
 
-    train_metrics: dict[str, float] = {}
-    started = time.perf_counter()
-    steps_this_session = 0
-    train_seconds = 0.0
-    while step < spec.total_steps:
-        tick = time.perf_counter()
-        lr = _lr(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if spec.dp is not None:
-            from model import dp as dp_mod
-
-            indices = train_data.poisson_indices(step, sample_rate, spec.seed)
-            batch = train_data.rows(indices).to(spec.device)
-
-            def loss_of(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
-                with _autocast(spec):
-                    return loss_fn(m, x)["loss"]
-
-            total = dp_mod.per_sample_gradients(model, params, loss_of, batch)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            accountant.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
-            parts_out = {"loss": total / max(1, len(indices)), "batch_sequences": float(len(indices))}
-        else:
-            indices = train_data.batch_indices(step, spec.batch_size, spec.seed, rank, world)
-            batch = train_data.rows(indices).to(spec.device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
+        def loss_of(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
             with _autocast(spec):
-                parts = step_loss(batch)
-            parts["loss"].backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, spec.grad_clip)
-            optimizer.step()
-            parts_out = {k: float(v.detach()) for k, v in parts.items()}
-            parts_out["grad_norm"] = float(grad_norm)
-            if world > 1:
-                packed = torch.tensor([parts_out[k] for k in sorted(parts_out)], dtype=torch.float64)
-                dist.all_reduce(packed)
-                parts_out = {k: float(v) / world for k, v in zip(sorted(parts_out), packed)}
-        step += 1
-        steps_this_session += 1
-        train_seconds += time.perf_counter() - tick
-        train_metrics = {**parts_out, "lr": lr}
-        if not math.isfinite(train_metrics["loss"]):
-            raise FloatingPointError(
-                f"training loss is {train_metrics['loss']} at step {step}; lower the learning rate"
-            )
-        if callback is not None:
-            callback(
-                StepEvent(
-                    "step",
-                    step,
-                    spec.total_steps,
-                    step * tokens_per_step,
-                    lr,
-                    train_metrics,
-                    steps_this_session * tokens_per_step / max(train_seconds, 1e-9),
-                )
-            )
-        if step % spec.eval_every == 0 and step < spec.total_steps:
-            run_eval()
-        if step % spec.checkpoint_every == 0 and step < spec.total_steps:
-            save(last_dir, with_optimizer=True)
-            barrier()
+                return loss_fn(m, x)["loss"]
 
-    val_metrics = run_eval() if (resumed_from != spec.total_steps) else {}
-    if not val_metrics and history:
-        val_metrics = {k[4:]: v for k, v in history[-1].items() if k.startswith("val_")}
-    save(last_dir, with_optimizer=True)
-    barrier()
-    epsilon = accountant.get_epsilon(spec.dp.target_delta) if accountant is not None and accountant.history else None
-    del started
-    return TrainResult(
-        steps=step,
-        tokens=step * tokens_per_step,
-        train_metrics=train_metrics,
-        val_loss=val_metrics.get("loss"),
-        best_val_loss=best_val,
-        best_step=best_step,
-        epsilon=epsilon,
-        noise_multiplier=noise_multiplier,
-        tokens_per_s=steps_this_session * tokens_per_step / train_seconds if train_seconds else 0.0,
-        train_seconds=train_seconds,
-        last_dir=last_dir,
-        best_dir=best_dir if best_step is not None else None,
-        resumed_from=resumed_from,
-        history=history,
-        peak_memory=memory.close(),
-    )
+        total = dp_mod.per_sample_gradients(self.model, self.params, loss_of, batch)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        privacy.accountant.step(noise_multiplier=privacy.noise_multiplier, sample_rate=privacy.sample_rate)
+        return {"loss": total / max(1, len(indices)), "batch_sequences": float(len(indices))}
+
+    def _sgd_step(self) -> dict[str, float]:
+        """One step on this process's share of the global batch; metrics averaged over the processes."""
+        spec = self.spec
+        indices = self.train_data.batch_indices(self.progress.step, spec.batch_size, spec.seed, self.rank, self.world)
+        batch = self.train_data.rows(indices).to(spec.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(spec):
+            parts = self.step_loss(batch)
+        parts["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, spec.grad_clip)
+        self.optimizer.step()
+        parts_out = {k: float(v.detach()) for k, v in parts.items()}
+        parts_out["grad_norm"] = float(grad_norm)
+        if self.world > 1:
+            packed = torch.tensor([parts_out[k] for k in sorted(parts_out)], dtype=torch.float64)
+            dist.all_reduce(packed)
+            parts_out = {k: float(v) / self.world for k, v in zip(sorted(parts_out), packed, strict=True)}
+        return parts_out
+
+    def step(self) -> None:
+        """One optimizer step, then the callback, and validation and the last checkpoint when they are due."""
+        spec, progress = self.spec, self.progress
+        tick = time.perf_counter()
+        lr = self.lr(progress.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        parts_out = self._dp_step(self.privacy) if self.privacy is not None else self._sgd_step()
+        progress.step += 1
+        progress.steps_this_session += 1
+        progress.train_seconds += time.perf_counter() - tick
+        progress.train_metrics = {**parts_out, "lr": lr}
+        step = progress.step
+        if not math.isfinite(progress.train_metrics["loss"]):
+            raise FloatingPointError(
+                f"training loss is {progress.train_metrics['loss']} at step {step}; lower the learning rate"
+            )
+        if self.callback is not None:
+            tokens_per_s = progress.steps_this_session * self.tokens_per_step / max(progress.train_seconds, 1e-9)
+            tokens = step * self.tokens_per_step
+            self.callback(StepEvent("step", step, spec.total_steps, tokens, lr, progress.train_metrics, tokens_per_s))
+        if step % spec.eval_every == 0 and step < spec.total_steps:
+            self.evaluate()
+        if step % spec.checkpoint_every == 0 and step < spec.total_steps:
+            self.save(self.last_dir, with_optimizer=True)
+            self.barrier()
+
+    def finish(self, memory: PeakWindow) -> TrainResult:
+        """Validate at the end (unless the checkpoint was already the end), write the last checkpoint, report."""
+        spec, progress = self.spec, self.progress
+        val_metrics = self.evaluate() if (progress.resumed_from != spec.total_steps) else {}
+        if not val_metrics and progress.history:
+            val_metrics = {k[4:]: v for k, v in progress.history[-1].items() if k.startswith("val_")}
+        self.save(self.last_dir, with_optimizer=True)
+        self.barrier()
+        privacy = self.privacy
+        epsilon = None
+        if privacy is not None and spec.dp is not None and privacy.accountant.history:
+            epsilon = privacy.accountant.get_epsilon(spec.dp.target_delta)
+        seconds = progress.train_seconds
+        return TrainResult(
+            steps=progress.step,
+            tokens=progress.step * self.tokens_per_step,
+            train_metrics=progress.train_metrics,
+            val_loss=val_metrics.get("loss"),
+            best_val_loss=progress.best_val,
+            best_step=progress.best_step,
+            epsilon=epsilon,
+            noise_multiplier=privacy.noise_multiplier if privacy is not None else None,
+            tokens_per_s=progress.steps_this_session * self.tokens_per_step / seconds if seconds else 0.0,
+            train_seconds=seconds,
+            last_dir=self.last_dir,
+            best_dir=self.best_dir if progress.best_step is not None else None,
+            resumed_from=progress.resumed_from,
+            history=progress.history,
+            peak_memory=memory.close(),
+        )
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_data: PackedDataset,
+    val_data: PackedDataset | None,
+    spec: TrainSpec,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    fingerprint_extra: str = "",
+    callback: Callable[[StepEvent], None] | None = None,
+) -> TrainResult:
+    """Train `model`'s trainable parameters for `spec.total_steps` optimizer steps; checkpoints go to
+    out_dir/{last,best}.
+
+    With `resume`, a complete checkpoint in out_dir/last with the same fingerprint is continued; a different fingerprint
+    is refused (start fresh with resume=False). Under torch.distributed each process must call this with the same
+    arguments; rank 0 writes the checkpoints.
+    """
+    rank, world = _world()
+    _check_run(spec, train_data, world)
+    fingerprint = spec.fingerprint(fingerprint_extra)
+    memory = PeakWindow(spec.device)
+    run = _Run(model, loss_fn, train_data, spec, Path(out_dir), (rank, world), fingerprint, callback)
+    if resume:
+        run.resume()
+    run.prepare(val_data)
+    while run.progress.step < spec.total_steps:
+        run.step()
+    return run.finish(memory)
 
 
 def dense_loss(lm_z_weight: float) -> LossFn:
