@@ -7,12 +7,14 @@ where an expert was in the top-k is recorded too, since only selected experts co
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from transformers import FlexOlmoForCausalLM
+
+RouterOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # FlexOlmo's router: (logits, top-k weights, indices)
 
 
 @dataclass
@@ -35,8 +37,8 @@ def record_routing(moe: FlexOlmoForCausalLM) -> Iterator[RouterRecord]:
     record = RouterRecord()
     num_layers = len(moe.model.layers)
 
-    def hook(layer_index: int):
-        def capture(gate: torch.nn.Module, _inputs, output) -> None:
+    def hook(layer_index: int) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...], RouterOutput], None]:
+        def capture(gate: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], output: RouterOutput) -> None:
             logits, _scores, indices = output
             if layer_index == 0:
                 record.probabilities.append([])

@@ -1,12 +1,12 @@
 """The baselines FlexOlmo is compared with (paper §4.3), built from the same dense models, in pure torch.
 
-- model soup: a uniform parameter average of the dense models, and the per-example weighted soup whose weights are a softmax
-  over each model's log-likelihood of the example's input;
+- model soup: a uniform parameter average of the dense models, and the per-example weighted soup whose weights are a
+  softmax over each model's log-likelihood of the example's input;
 - BTM: per example w_i = softmax_i(-NLL_i(input)/tau), keep the top-k weights and renormalise, combine *logits*;
-- BTX: an MoE whose experts are the dense models' FFNs and whose shared weights are their average; its router is trained on
-  public data only;
-- prompt routing: a small classifier picks one dense model per input (here: nearest domain centroid in sentence-embedding
-  space, the centroids being the owners' published router embeddings);
+- BTX: an MoE whose experts are the dense models' FFNs and whose shared weights are their average; its router is trained
+  on public data only;
+- prompt routing: a small classifier picks one dense model per input (here: nearest domain centroid in
+  sentence-embedding space, the centroids being the owners' published router embeddings);
 - the unrestricted MoE upper bound: M_pub upcycled into n+1 identical experts, then trained on all data;
 - the "no training to coordinate" ablation: the dense models' FFNs merged as experts as if they were coordinated.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ from model.losses import packed_lm_losses
 from model.merge import set_layer_experts
 from model.precision import Precision, autocast
 from model.scoring import Batch, BatchScore, reduce_logprobs, token_logprobs
+
+ModelT = TypeVar("ModelT", bound=PreTrainedModel)  # a soup has its members' class
 
 
 def _check_same_shapes(models: Sequence[torch.nn.Module]) -> list[dict[str, torch.Tensor]]:
@@ -45,7 +48,7 @@ def _check_same_shapes(models: Sequence[torch.nn.Module]) -> list[dict[str, torc
 
 
 @torch.no_grad()
-def weighted_soup(models: Sequence[PreTrainedModel], weights: Sequence[float] | torch.Tensor) -> PreTrainedModel:
+def weighted_soup(models: Sequence[ModelT], weights: Sequence[float] | torch.Tensor) -> ModelT:
     """sum_i w_i * theta_i over every parameter (a copy; the inputs are not touched). Weights must sum to 1."""
     w = torch.as_tensor(weights, dtype=torch.float64)
     if w.numel() != len(models) or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
@@ -58,7 +61,7 @@ def weighted_soup(models: Sequence[PreTrainedModel], weights: Sequence[float] | 
             averaged[key] = reference
             continue
         total = torch.zeros_like(reference, dtype=torch.float64)
-        for weight, state in zip(w.tolist(), states):
+        for weight, state in zip(w.tolist(), states, strict=True):
             if weight:
                 total.add_(state[key].double(), alpha=weight)
         averaged[key] = total.to(reference.dtype)
@@ -66,13 +69,14 @@ def weighted_soup(models: Sequence[PreTrainedModel], weights: Sequence[float] | 
     return soup.eval()
 
 
-def uniform_soup(models: Sequence[PreTrainedModel]) -> PreTrainedModel:
+def uniform_soup(models: Sequence[ModelT]) -> ModelT:
     """The uniform model soup (Wortsman et al.): every parameter averaged with equal weights."""
     return weighted_soup(models, [1.0 / len(models)] * len(models))
 
 
 def routing_weights(context_nll: torch.Tensor, temperature: float, top_k: int | None = None) -> torch.Tensor:
-    """BTM / weighted-soup weights per example: softmax_i(-NLL_i/tau) over models (dim 0), optionally top-k renormalised.
+    """BTM / weighted-soup weights per example: softmax_i(-NLL_i/tau) over models (dim 0), optionally top-k
+    renormalised.
 
     context_nll: (models, examples). Returns (models, examples), each column summing to 1.
     """
@@ -88,14 +92,14 @@ def routing_weights(context_nll: torch.Tensor, temperature: float, top_k: int | 
 def btm_logits(logits: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """Logit ensembling: z = sum_i w_i z_i per example (weights (models, B); logits each (B, T, V))."""
     combined = torch.zeros_like(logits[0], dtype=torch.float32)
-    for model_logits, w in zip(logits, weights):
+    for model_logits, w in zip(logits, weights, strict=True):
         combined += w.to(torch.float32)[:, None, None] * model_logits.float()
     return combined
 
 
 class EnsembleScorer:
-    """One forward pass per member over a batch: every member's own scores, the BTM ensemble's, and each member's context
-    NLL (what per-example routing baselines are computed from). Callable as a `model.scoring.Scorer`."""
+    """One forward pass per member over a batch: every member's own scores, the BTM ensemble's, and each member's
+    context NLL (what per-example routing baselines are computed from). Callable as a `model.scoring.Scorer`."""
 
     def __init__(
         self,
@@ -184,7 +188,7 @@ def btx_merge(
 def upcycle(
     public_model: Olmo2ForCausalLM, num_experts: int, router_rows: torch.Tensor, top_k: int | None
 ) -> FlexOlmoForCausalLM:
-    """The unrestricted MoE's start: M_pub with `num_experts` identical copies of its FFN (trained afterwards on all data)."""
+    """The unrestricted MoE's start: M_pub with `num_experts` identical copies of its FFN (then trained on all data)."""
     return moe_from_dense(public_model, [public_model] * num_experts, router_rows, top_k)
 
 
@@ -214,9 +218,10 @@ def train_moe(
     """Train the router rows (and, with `train_experts`, the expert FFNs) on packed token batches (B, T), every position
     a label; everything else frozen.
 
-    Router-only is BTX's post-merge step and FlexOlmo's router tuning (all experts active is the caller's choice of top_k);
-    experts + router is the unrestricted MoE. Returns the loss per step. Autocast is entered per step: its cast cache
-    has no version check, so one context around several steps would keep multiplying by the router's first weights."""
+    Router-only is BTX's post-merge step and FlexOlmo's router tuning (all experts active is the caller's choice of
+    top_k); experts + router is the unrestricted MoE. Returns the loss per step. Autocast is entered per step: its cast
+    cache has no version check, so one context around several steps would keep multiplying by the router's first
+    weights."""
     for parameter in moe.parameters():
         parameter.requires_grad_(False)
     trainable = []

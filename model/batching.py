@@ -1,9 +1,9 @@
 """Packing token ids into fixed-length sequences and drawing batches in a seeded, resumable order.
 
 Why: documents are concatenated (each ending in EOS) and cut into `seq_len` windows, so no compute is spent on padding.
-The batch of step s is a pure function of (seed, s): epoch e's order is a permutation seeded by (seed, e), and the global
-batch stream walks through the epochs back to back. A resumed run therefore sees exactly the sequences an uninterrupted
-run would have seen, with no sampler state to checkpoint.
+The batch of step s is a pure function of (seed, s): epoch e's order is a permutation seeded by (seed, e), and the
+global batch stream walks through the epochs back to back. A resumed run therefore sees exactly the sequences an
+uninterrupted run would have seen, with no sampler state to checkpoint.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class PackedDataset:
         return torch.from_numpy(self.tokens[starts] if len(index) else np.zeros((0, self.seq_len), dtype=np.int64))
 
     def epoch_order(self, seed: int, epoch: int) -> np.ndarray:
-        """The permutation of sequence indices used in `epoch` (cached: the current and the next are all a run needs)."""
+        """The permutation of sequence indices used in `epoch` (cached: a run needs the current and the next)."""
         key = (seed, epoch)
         if key not in self._order_cache:
             if len(self._order_cache) > 2:
@@ -75,7 +75,9 @@ class PackedDataset:
         start = step * batch_size
         positions = np.arange(start, start + batch_size)
         epochs, offsets = np.divmod(positions, self.num_sequences)
-        chosen = np.array([self.epoch_order(seed, int(e))[int(o)] for e, o in zip(epochs, offsets)], dtype=np.int64)
+        chosen = np.array(
+            [self.epoch_order(seed, int(e))[int(o)] for e, o in zip(epochs, offsets, strict=True)], dtype=np.int64
+        )
         share = batch_size // world_size
         return chosen[rank * share : (rank + 1) * share]
 

@@ -1,8 +1,8 @@
 """Model sizes and the transformers configs built from them, with FlexOlmo's conventions set explicitly.
 
-Why explicit: `Olmo2Config`'s defaults differ from FlexOlmo's (rms_norm_eps 1e-5 vs 1e-6, RoPE theta 1e4 vs 5e5, pad/eos ids),
-and a dense model that is later upcycled into `FlexOlmoForCausalLM` must match it field for field or the 1-expert model would
-not equal M_pub.
+Why explicit: `Olmo2Config`'s defaults differ from FlexOlmo's (rms_norm_eps 1e-5 vs 1e-6, RoPE theta 1e4 vs 5e5, pad/eos
+ids), and a dense model that is later upcycled into `FlexOlmoForCausalLM` must match it field for field or the 1-expert
+model would not equal M_pub.
 """
 
 from __future__ import annotations
@@ -80,11 +80,13 @@ def default_top_k(num_experts: int) -> int:
     return max(1, round(num_experts / 2))
 
 
-# transformers' default `grouped_mm` experts are not autocast-enabled: they cast the input up to the fp32 weights, so under
-# bf16 autocast the experts (most of an MoE's FLOPs) stayed fp32 and the pass got slower. `eager` loops over the active
-# experts with plain linears, which autocast lowers to bf16, and is as fast as grouped_mm in fp32 on CPU
+# transformers' default `grouped_mm` experts are not autocast-enabled: they cast the input up to the fp32 weights, so
+# under bf16 autocast the experts (most of an MoE's FLOPs) stayed fp32 and the pass got slower. `eager` loops over the
+# active experts with plain linears, which autocast lowers to bf16, and is as fast as grouped_mm in fp32 on CPU
 # (benchmarks/RESULTS.md, "bf16 where the CPU has it").
 EXPERTS_IMPLEMENTATION = "eager"
+# a PreTrainedConfig keyword that reaches it through FlexOlmoConfig's **kwargs (it is not one of the config's fields)
+_EXPERTS_KEYWORD: dict[str, Any] = {"experts_implementation": EXPERTS_IMPLEMENTATION}
 
 
 def flexolmo_config(sizes: ModelSizes, ids: TokenizerIds, num_experts: int, top_k: int | None = None) -> FlexOlmoConfig:
@@ -99,12 +101,15 @@ def flexolmo_config(sizes: ModelSizes, ids: TokenizerIds, num_experts: int, top_
         norm_topk_prob=False,
         output_router_logits=False,
         router_aux_loss_coef=0.0,
-        experts_implementation=EXPERTS_IMPLEMENTATION,
+        **_EXPERTS_KEYWORD,
     )
 
 
 def sizes_of(config: Olmo2Config | FlexOlmoConfig) -> ModelSizes:
     """Recover the sizes from a loaded config (e.g. a saved M_pub)."""
+    theta = config.rope_parameters.get("rope_theta") if config.rope_parameters is not None else None
+    if theta is None:
+        raise ValueError("the config has no rope_parameters.rope_theta: not one built by model.config")
     return ModelSizes(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -112,14 +117,17 @@ def sizes_of(config: Olmo2Config | FlexOlmoConfig) -> ModelSizes:
         num_heads=config.num_attention_heads,
         intermediate_size=config.intermediate_size,
         max_seq_len=config.max_position_embeddings,
-        rope_theta=float(config.rope_parameters["rope_theta"]),
+        rope_theta=float(theta),
         rms_norm_eps=config.rms_norm_eps,
         init_std=config.initializer_range,
     )
 
 
 def ids_of(config: Olmo2Config | FlexOlmoConfig) -> TokenizerIds:
-    return TokenizerIds(config.pad_token_id, config.eos_token_id, config.bos_token_id)
+    pad, eos = config.pad_token_id, config.eos_token_id
+    if not isinstance(pad, int) or not isinstance(eos, int):
+        raise ValueError(f"the config needs one pad and one eos token id, it has pad={pad!r}, eos={eos!r}")
+    return TokenizerIds(pad, eos, config.bos_token_id)
 
 
 def as_dict(sizes: ModelSizes) -> dict[str, Any]:

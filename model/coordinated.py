@@ -1,16 +1,17 @@
 """Coordinated expert training: the 2-expert mixture [FFN_pub frozen, FFN_i trainable] each data owner trains locally.
 
-Built from M_pub (`Olmo2ForCausalLM`): every layer's dense FFN is replaced by a `CoordinatedMoE` whose two experts start as
-exact copies of M_pub's FFN and whose router rows are [r_pub; r_i]. Every token uses both experts (top-2 of 2): the router is
-softmax over both logits, no renormalisation, so at step 0 the model computes M_pub exactly.
+Built from M_pub (`Olmo2ForCausalLM`): every layer's dense FFN is replaced by a `CoordinatedMoE` whose two experts start
+as exact copies of M_pub's FFN and whose router rows are [r_pub; r_i]. Every token uses both experts (top-2 of 2): the
+router is softmax over both logits, no renormalisation, so at step 0 the model computes M_pub exactly.
 
 Only FFN_i, r_i and the per-layer bias b_i train. Frozen tensors are kept as separate tensors with `requires_grad=False`
-(not gradient-zeroed halves of a packed tensor), so they cannot drift and need no weight gradients, and the result merges
-into `FlexOlmoForCausalLM` by plain stacking (see `model.merge`).
+(not gradient-zeroed halves of a packed tensor), so they cannot drift and need no weight gradients, and the result
+merges into `FlexOlmoForCausalLM` by plain stacking (see `model.merge`).
 
-The bias b_i <= 0 is parametrised as b_i = -softplus(theta_i): always non-positive with a nonzero gradient everywhere. The
-paper's code clamps min(b, 0), whose gradient is 0 once b steps above 0 and the bias then freezes at 0. b_i is a training-time
-device: it is exported in the expert file for the record and dropped at merge, as in the released FlexOlmo models.
+The bias b_i <= 0 is parametrised as b_i = -softplus(theta_i): always non-positive with a nonzero gradient everywhere.
+The paper's code clamps min(b, 0), whose gradient is 0 once b steps above 0 and the bias then freezes at 0. b_i is a
+training-time device: it is exported in the expert file for the record and dropped at merge, as in the released FlexOlmo
+models.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _inverse_softplus(value: float) -> float:
 
 
 class CoordinatedMoE(nn.Module):
-    """One layer's 2-expert block: y = p_pub * FFN_pub(h) + p_i * FFN_i(h), (p_pub, p_i) = softmax(r_pub.h, r_i.h + b_i)."""
+    """One layer's 2-expert block: y = p_pub FFN_pub(h) + p_i FFN_i(h), (p_pub, p_i) = softmax(r_pub.h, r_i.h + b_i)."""
 
     def __init__(
         self, ffn_public: nn.Module, r_pub: torch.Tensor, r_expert: torch.Tensor, bias_init: float | None
@@ -162,7 +163,10 @@ class CoordinatedExpertModel(nn.Module):
 
     def router_z_loss(self) -> torch.Tensor:
         """Sum over layers of mean over tokens of logsumexp(router logits)^2 (OLMo-core's MoERouterZLoss per layer)."""
-        terms = [torch.logsumexp(b.last_router_logits.float(), dim=-1).pow(2).mean() for b in self.moe_blocks]
+        logits = [b.last_router_logits for b in self.moe_blocks]
+        if any(layer_logits is None for layer_logits in logits):
+            raise RuntimeError("the router z-loss needs the router logits of a forward pass")
+        terms = [torch.logsumexp(x.float(), dim=-1).pow(2).mean() for x in logits if x is not None]
         return torch.stack(terms).sum()
 
     def expert_state(self) -> dict[str, torch.Tensor]:
@@ -190,7 +194,9 @@ class CoordinatedExpertModel(nn.Module):
                     block.bias_theta.copy_(torch.tensor(_inverse_softplus(-bias)))
 
     def assert_frozen_unchanged(self, public_model: Olmo2ForCausalLM, r_pub: torch.Tensor) -> None:
-        """Invariant 3: every shared tensor, FFN_pub and r_pub are bit-identical to M_pub's. Raises AssertionError naming the tensor."""
+        """Invariant 3: every shared tensor, FFN_pub and r_pub are bit-identical to M_pub's.
+
+        Raises AssertionError naming the tensor."""
         public_state = public_model.state_dict()
         own_state = self.model.state_dict()
         for key, reference in public_state.items():

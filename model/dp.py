@@ -5,7 +5,8 @@ router z-loss, which reaches r_i and b_i through the stored router logits, not t
 hooks would miss part of the gradient. Running each sampled sequence forward and backward on its own gives the exact
 per-sample gradient of the full loss for every trainable tensor; Opacus' `DPOptimizer` then clips each sample to
 `max_grad_norm`, adds Gaussian noise and averages, and its RDP accountant turns (noise multiplier, sample rate, steps)
-into the epsilon the run reports. Batches are drawn by Poisson sampling (see `model.batching`), as the accountant assumes.
+into the epsilon the run reports. Batches are drawn by Poisson sampling (see `model.batching`), as the accountant
+assumes.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def per_sample_gradients(
         loss = loss_of(model, batch[row : row + 1])
         loss.backward()
         total += float(loss.detach())
-        for slot, p in zip(samples, params):
+        for slot, p in zip(samples, params, strict=True):
             slot.append(p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
-    for slot, p in zip(samples, params):
+    for slot, p in zip(samples, params, strict=True):
         p.grad = None
-        p.grad_sample = torch.stack(slot) if slot else torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        grad_sample = torch.stack(slot) if slot else torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        p.grad_sample = grad_sample  # type: ignore[attr-defined]  # Opacus' DPOptimizer reads this attribute
     return total

@@ -1,14 +1,15 @@
 """The data-extraction attack of FlexOlmo §5.3, as pure torch/transformers: probes, batched sampling, similarity.
 
 Protocol (the paper's code, `extraction_analysis.py`): from a training document take a random window of `window_tokens`
-tokens; its first `prefix_tokens` tokens are the prompt; sample `samples_per_prefix` continuations of the rest of the window
-(top-k / top-p / temperature); the document is *extracted* if any sample's normalised Levenshtein similarity (characters) to
-the true window reaches the threshold. The paper compares prefix+continuation with the whole window, so the shared prefix
-inflates the score (by about prefix/window); we report that number and the honest one (continuation vs the true rest).
+tokens; its first `prefix_tokens` tokens are the prompt; sample `samples_per_prefix` continuations of the rest of the
+window (top-k / top-p / temperature); the document is *extracted* if any sample's normalised Levenshtein similarity
+(characters) to the true window reaches the threshold. The paper compares prefix+continuation with the whole window, so
+the shared prefix inflates the score (by about prefix/window); we report that number and the honest one (continuation vs
+the true rest).
 
 Sampling is batched: all samples of a chunk of prefixes go through one `generate` call with the KV cache on, since every
-prefix has the same length (no padding). The calibration helper `memorize` overfits a model on a few windows, the paper's
-sanity check that the attack can detect memorisation at all.
+prefix has the same length (no padding). The calibration helper `memorize` overfits a model on a few windows, the
+paper's sanity check that the attack can detect memorisation at all.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from rapidfuzz.distance import Levenshtein
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def make_probes(docs: Sequence[Sequence[int]], window_tokens: int, seed: int) ->
 
 
 def similarity(candidate: str, reference: str) -> float:
-    """Normalised Levenshtein similarity on characters, 1 - distance / max(len) (strsimpy's definition, via rapidfuzz)."""
+    """Normalised Levenshtein similarity on characters, 1 - distance / max(len) (strsimpy's definition; rapidfuzz)."""
     return float(Levenshtein.normalized_similarity(candidate, reference))
 
 
@@ -120,6 +121,8 @@ def sample_continuations(
     """(N, P) prefixes -> (N, samples, new_tokens) sampled ids; rows that hit EOS early are padded with the pad id."""
     if prefixes.ndim != 2 or prefixes.shape[1] != settings.prefix_tokens:
         raise ValueError(f"prefixes must have shape (N, {settings.prefix_tokens}), got {tuple(prefixes.shape)}")
+    if not isinstance(model, GenerationMixin):
+        raise TypeError(f"{type(model).__name__} cannot generate: sampling needs a causal LM")
     config = model.config
     pad_id = config.pad_token_id if config.pad_token_id is not None else config.eos_token_id
     device = next(model.parameters()).device
@@ -130,7 +133,8 @@ def sample_continuations(
         torch.manual_seed(seed)
         for start in range(0, prefixes.shape[0], settings.batch_prefixes):
             chunk = prefixes[start : start + settings.batch_prefixes].to(device)
-            out = model.generate(
+            # transformers types generate's `self` as a Protocol its own models do not satisfy under mypy
+            out = model.generate(  # type: ignore[misc]
                 input_ids=chunk,
                 attention_mask=torch.ones_like(chunk),
                 do_sample=True,

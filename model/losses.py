@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from torch.autograd.function import BackwardCFunction, FunctionCtx
 
 CPU_BLOCK_ELEMENTS = 1 << 21
 """fp32 elements per row block on CPU (8 MiB): a block's sub/exp/scale/cast run while it is in cache."""
@@ -35,7 +36,7 @@ class _PackedLMLosses(torch.autograd.Function):
     """(mean CE, mean lse^2) over every position of `logits` [B, T, V] that has a next token in `input_ids` [B, T]."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx: FunctionCtx, logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         targets = input_ids[:, 1:]
         lse = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
         for b, start, end in _row_blocks(logits):
@@ -45,8 +46,9 @@ class _PackedLMLosses(torch.autograd.Function):
         return (lse - target_logits).mean(), lse.pow(2).mean()
 
     @staticmethod
-    def backward(ctx, grad_ce: torch.Tensor, grad_z: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logits, targets, lse = ctx.saved_tensors
+    def backward(ctx: BackwardCFunction, grad_ce: torch.Tensor, grad_z: torch.Tensor) -> tuple[torch.Tensor, None]:
+        saved: tuple[torch.Tensor, ...] = ctx.saved_tensors  # torch's stub declares a 1-tuple
+        logits, targets, lse = saved
         count = lse.numel()
         scale = (
             grad_ce.float() + 2.0 * grad_z.float() * lse
@@ -65,7 +67,7 @@ class _PackedLMLosses(torch.autograd.Function):
 def packed_lm_losses(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(next-token CE, LM z-loss) for packed rows (every position has a label), from one logsumexp over the vocabulary.
 
-    Equal to `model.coordinated.causal_lm_losses` without ignored labels (tested, values and gradients), in fp32 whatever
-    the logits' dtype.
+    Equal to `model.coordinated.causal_lm_losses` without ignored labels (tested, values and gradients), in fp32
+    whatever the logits' dtype.
     """
     return _PackedLMLosses.apply(logits, input_ids)

@@ -1,11 +1,11 @@
 """Peak memory of one piece of work (a training run, a pipeline stage), not of the whole process.
 
-Why not `resource.getrusage(...).ru_maxrss` alone: it is the high-water mark since the process started, so in `flexo run`,
-where one process trains M_pub and then every expert, each expert would report the pipeline's peak so far. Resetting
-the kernel's mark (/proc/self/clear_refs) would fix that but also silently change what `/usr/bin/time -v`, `ru_maxrss`
-and every other observer of the process reports, so nothing here resets anything. Instead a window combines two
-readings: if the process's high-water mark rose during the window, the window set the record and the mark is its exact
-peak; otherwise the peak is the largest resident size a sampler thread saw while the window was open (every
+Why not `resource.getrusage(...).ru_maxrss` alone: it is the high-water mark since the process started, so in `flexo
+run`, where one process trains M_pub and then every expert, each expert would report the pipeline's peak so far.
+Resetting the kernel's mark (/proc/self/clear_refs) would fix that but also silently change what `/usr/bin/time -v`,
+`ru_maxrss` and every other observer of the process reports, so nothing here resets anything. Instead a window combines
+two readings: if the process's high-water mark rose during the window, the window set the record and the mark is its
+exact peak; otherwise the peak is the largest resident size a sampler thread saw while the window was open (every
 `SAMPLE_SECONDS`: a lower bound that can miss a spike shorter than that). CUDA works the same way with torch's
 `max_memory_allocated` / `memory_allocated`.
 """
@@ -72,7 +72,7 @@ def _sample_forever() -> None:
 
 
 class PeakWindow:
-    """Opens a measurement window at construction; `read()` returns the peaks since then. Windows may nest and overlap."""
+    """Opens a measurement window at construction; `read()` returns the peaks since then. Windows nest and overlap."""
 
     def __init__(self, device: str = "cpu") -> None:
         global _sampler

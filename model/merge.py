@@ -1,9 +1,9 @@
 """Merge independently trained experts into one `FlexOlmoForCausalLM`, with no joint training.
 
-Expert 0 is M_pub's FFN with router row r_pub; expert j (1..n) is owner j's FFN_j with its per-layer row r_j. Shared weights
-(embeddings, attention, norms, LM head) are M_pub's. Each expert file also carries the r_pub it was trained against; the merge
-refuses an expert whose r_pub differs (it was coordinated with a different public model or router). b_j is dropped (see
-`model.coordinated`).
+Expert 0 is M_pub's FFN with router row r_pub; expert j (1..n) is owner j's FFN_j with its per-layer row r_j. Shared
+weights (embeddings, attention, norms, LM head) are M_pub's. Each expert file also carries the r_pub it was trained
+against; the merge refuses an expert whose r_pub differs (it was coordinated with a different public model or router).
+b_j is dropped (see `model.coordinated`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
+from transformers.models.flex_olmo.modeling_flex_olmo import FlexOlmoSparseMoeBlock
 
 from model.config import flexolmo_config, ids_of, sizes_of
 from model.coordinated import EXPERT_FFN_KEYS
@@ -35,8 +36,8 @@ def _check_expert(index: int, expert: dict[str, torch.Tensor], public: Olmo2ForC
         row = expert.get(f"layers.{layer_index}.router_public")
         if row is None or not torch.equal(row.float(), r_pub.float()):
             raise MergeError(
-                f"expert {index}: its public router row in layer {layer_index} differs from r_pub; it was trained against a "
-                "different public model or router embedding and cannot be merged"
+                f"expert {index}: its public router row in layer {layer_index} differs from r_pub; it was trained "
+                "against a different public model or router embedding and cannot be merged"
             )
 
 
@@ -56,7 +57,9 @@ def merge_experts(
     with torch.no_grad():
         shared = {k: v for k, v in public_state.items() if ".mlp." not in k}
         missing, _ = moe.load_state_dict(shared, strict=False)
-        for layer_index, (moe_layer, public_layer) in enumerate(zip(moe.model.layers, public_model.model.layers)):
+        for layer_index, (moe_layer, public_layer) in enumerate(
+            zip(moe.model.layers, public_model.model.layers, strict=True)
+        ):
             ffns = [{key: getattr(public_layer.mlp, key).weight for key in EXPERT_FFN_KEYS}]
             ffns += [{key: e[f"layers.{layer_index}.{key}.weight"] for key in EXPERT_FFN_KEYS} for e in experts]
             rows = [r_pub] + [e[f"layers.{layer_index}.router"] for e in experts]
@@ -68,7 +71,7 @@ def merge_experts(
 
 
 def set_layer_experts(
-    block: torch.nn.Module, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]
+    block: FlexOlmoSparseMoeBlock, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]
 ) -> None:
     """Write router rows and expert FFNs into one `FlexOlmoSparseMoeBlock` (transformers 5.x fused layout:
     `gate_up_proj[e] = [gate_proj; up_proj]`, `down_proj[e]`)."""
@@ -77,7 +80,7 @@ def set_layer_experts(
     block.experts.down_proj.copy_(torch.stack([f["down_proj"] for f in ffns]))
 
 
-def layer_experts(block: torch.nn.Module) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def layer_experts(block: FlexOlmoSparseMoeBlock) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """The inverse of `set_layer_experts`: (router rows (E, d), per-expert gate/up/down weights)."""
     intermediate = block.experts.down_proj.shape[-1]
     ffns = []

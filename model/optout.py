@@ -2,8 +2,9 @@
 
 Two ways, equal by construction and by test:
 - `keep_experts` slices router rows and expert FFNs out of every layer: a smaller model, as if the others never existed.
-- `masked_experts` sets the dropped experts' router logits to -inf for the duration of a `with` block: per-request opt-out
-  on a loaded model, no reload. Softmax then gives them probability 0, so whatever top-k picks, they contribute nothing.
+- `masked_experts` sets the dropped experts' router logits to -inf for the duration of a `with` block: per-request
+  opt-out on a loaded model, no reload. Softmax then gives them probability 0, so whatever top-k picks, they contribute
+  nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 
 import torch
 from transformers import FlexOlmoForCausalLM
+from transformers.models.flex_olmo.modeling_flex_olmo import FlexOlmoTopKRouter
 
 from model.config import flexolmo_config, ids_of, sizes_of
 from model.merge import layer_experts, set_layer_experts
@@ -33,16 +35,18 @@ def keep_experts(moe: FlexOlmoForCausalLM, keep: Sequence[int], top_k: int | Non
         raise ValueError("keep: at least one expert must remain")
     k = min(moe.config.num_experts_per_tok, len(chosen)) if top_k is None else top_k
     config = flexolmo_config(sizes_of(moe.config), ids_of(moe.config), len(chosen), k)
-    sliced = FlexOlmoForCausalLM(config).to(moe.dtype)
+    sliced = FlexOlmoForCausalLM(config)
+    module: torch.nn.Module = sliced  # PreTrainedModel.to is wrapped in a way that hides its signature from mypy
+    module.to(moe.dtype)
     with torch.no_grad():
         sliced.load_state_dict({k_: v for k_, v in moe.state_dict().items() if ".mlp." not in k_}, strict=False)
-        for source, target in zip(moe.model.layers, sliced.model.layers):
+        for source, target in zip(moe.model.layers, sliced.model.layers, strict=True):
             rows, ffns = layer_experts(source.mlp)
             set_layer_experts(target.mlp, [rows[i] for i in chosen], [ffns[i] for i in chosen])
     return sliced.eval()
 
 
-def _reroute(gate: torch.nn.Module, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _reroute(gate: FlexOlmoTopKRouter, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Recompute the router's top-k after masking, exactly as FlexOlmo's router does (softmax in fp32, no renorm)."""
     masked = logits + mask.to(logits.dtype)
     probs = torch.softmax(masked, dim=-1, dtype=torch.float32)

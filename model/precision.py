@@ -2,8 +2,9 @@
 
 Why `auto`: on a CPU with native bf16 instructions (AVX512-BF16 or AMX) or a bf16-capable GPU, bf16 matmuls are several
 times faster than fp32 ones (benchmarks/RESULTS.md: 4-6x on the build machines' CPUs), training steps 1.4-2.0x and MoE
-forward passes 2.4x faster; on a CPU without them bf16 is emulated and slower. So `auto` picks bf16 exactly where the hardware
-has it. Weights, optimizer state, losses and log-softmax stay fp32 either way (autocast only lowers the matmuls).
+forward passes 2.4x faster; on a CPU without them bf16 is emulated and slower. So `auto` picks bf16 exactly where the
+hardware has it. Weights, optimizer state, losses and log-softmax stay fp32 either way (autocast only lowers the
+matmuls).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Build and load the models as transformers classes: M_pub (dense `Olmo2ForCausalLM`) and saved MoEs (`FlexOlmoForCausalLM`)."""
+"""Build and load M_pub (dense `Olmo2ForCausalLM`) and saved MoEs (`FlexOlmoForCausalLM`) as transformers classes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def build_public_model(sizes: ModelSizes, ids: TokenizerIds, seed: int) -> Olmo2
 
 
 def load_public_model(model_dir: str) -> Olmo2ForCausalLM:
-    """Load a saved M_pub (or a dense domain model, same class) from a `save_pretrained` directory (safetensors only, offline)."""
+    """Load a saved M_pub (or a dense domain model, same class) from a `save_pretrained` directory (safetensors,
+    offline only)."""
     return Olmo2ForCausalLM.from_pretrained(model_dir, use_safetensors=True, local_files_only=True).float()
 
 

@@ -1,10 +1,11 @@
 """Router embeddings: the rows of every layer's router, initialised from domain embeddings.
 
-r_i = mean over documents of the unit-norm sentence embedding (not re-normalised), as the paper's `get_domain_embeddings`.
-The embedder (all-MiniLM-L6-v2) gives d_e = 384 dimensions; the model's hidden size d differs, so every owner maps its mean
-through one fixed, seeded, public orthogonal map Q (d x d_e). Because Q is shared and fixed, owners never need to see each other's
-data for their rows to live in the same space. For d >= d_e, Q has orthonormal columns (angles and norms preserved exactly);
-for d < d_e it has orthonormal rows (an orthogonal projection onto a d-dimensional subspace).
+r_i = mean over documents of the unit-norm sentence embedding (not re-normalised), as the paper's
+`get_domain_embeddings`. The embedder (all-MiniLM-L6-v2) gives d_e = 384 dimensions; the model's hidden size d differs,
+so every owner maps its mean through one fixed, seeded, public orthogonal map Q (d x d_e). Because Q is shared and
+fixed, owners never need to see each other's data for their rows to live in the same space. For d >= d_e, Q has
+orthonormal columns (angles and norms preserved exactly); for d < d_e it has orthonormal rows (an orthogonal projection
+onto a d-dimensional subspace).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 
 def domain_embedding(document_embeddings: np.ndarray) -> np.ndarray:
-    """Mean of unit-normalised document embeddings, shape (d_e,). Rows with NaN/inf are refused, not skipped silently."""
+    """Mean of unit-normalised document embeddings, shape (d_e,). Rows with NaN/inf are refused, never skipped."""
     embeddings = np.asarray(document_embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise ValueError(f"expected a non-empty (documents, dim) array, got shape {embeddings.shape}")
@@ -56,8 +57,8 @@ def hidden_state_embedding(
 ) -> torch.Tensor:
     """The paper's "Public" router init (Table 3): documents embedded by M_pub itself, shape (hidden_size,).
 
-    Each document is the mean of M_pub's last hidden states over its non-pad tokens, unit-normalised; the domain row is the
-    raw mean of those (as for the sentence embeddings, so norms and angles are comparable). `batches` yields
+    Each document is the mean of M_pub's last hidden states over its non-pad tokens, unit-normalised; the domain row is
+    the raw mean of those (as for the sentence embeddings, so norms and angles are comparable). `batches` yields
     (input_ids, attention_mask) pairs, one document per row. The paper states neither pooling nor layer; these are ours.
     """
     total: torch.Tensor | None = None

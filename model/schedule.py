@@ -1,7 +1,9 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to a floor (OLMo-core's `CosWithWarmup`, alpha_f = min_lr_ratio).
+"""Learning-rate schedule: linear warmup, then cosine decay to a floor (OLMo-core's `CosWithWarmup`).
 
-Why a pure function of the step: a resumed run recomputes the exact learning rate of any step from the step number alone,
-so the schedule needs no state in the checkpoint beyond the step.
+The floor is min_lr_ratio * lr (`CosWithWarmup`'s alpha_f).
+
+Why a pure function of the step: a resumed run recomputes the exact learning rate of any step from the step number
+alone, so the schedule needs no state in the checkpoint beyond the step.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: floa
 
 
 def warmup_steps_for(total_steps: int, warmup_fraction: float) -> int:
-    """Warmup length from a fraction of the run, at least one step when the fraction is nonzero and the run allows it."""
+    """Warmup steps from a fraction of the run; at least one when the fraction is nonzero and the run allows it."""
     if warmup_fraction <= 0:
         return 0
     return min(total_steps - 1, max(1, round(total_steps * warmup_fraction)))

@@ -121,7 +121,9 @@ def score_requests(
         chunk = order[start : start + batch_size]
         batch = make_batch([requests[i] for i in chunk], pad_id, device)
         for name, result in scorer(batch).items():
-            collected.setdefault(name, []).append((chunk, tuple(t.detach().cpu() for t in result)))
+            ll, gr, cn = result
+            on_cpu = (ll.detach().cpu(), gr.detach().cpu(), cn.detach().cpu())
+            collected.setdefault(name, []).append((chunk, on_cpu))
         if on_batch is not None:
             on_batch(len(chunk))
     out: dict[str, Scores] = {}
