@@ -1,4 +1,4 @@
-"""Shared fixtures. Importing `tasks` first makes the test process offline and telemetry-free, like every entry point."""
+"""Shared fixtures. Importing `tasks` first makes the test process offline and telemetry-free, as entry points do."""
 
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ FAULT is `none` or `<point>:<n>`: die the n-th time the run reaches <point>, whe
   save_file    after a safetensors file of a checkpoint is written (the new checkpoint is half on disk)
   replace      before a rename of a checkpoint swap (`last` and `best` alike; the test counts them for its schedule)
   rmtree       before a directory removal inside the checkpoint writer
-SIGKILL, not an exception: no `finally`, no atexit, nothing flushed, as when the OOM killer or a preempted node ends a run.
-The same tiny model, data and spec as tests/model/test_training.py; on success the result and the final weights are written.
+SIGKILL, not an exception: no `finally`, no atexit, nothing flushed, as when the OOM killer or a preempted node ends a
+run. The same tiny model, data and spec as tests/model/test_training.py; on success the result and the final weights
+are written.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Attribution reads the router; export round-trips through plain transformers; the router map is a fixed orthogonal map."""
+"""Attribution reads the router; export round-trips through transformers; the router map is a fixed orthogonal map."""
 
 from __future__ import annotations
 

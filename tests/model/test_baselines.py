@@ -1,4 +1,4 @@
-"""Each baseline on tiny real models: the identities that pin them down, and that training changes only what it should."""
+"""Each baseline on tiny real models: the identities that pin them down; training changes only what it should."""
 
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def test_btx_and_upcycle_of_identical_models_are_the_model(public_model, batch):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_router_changes_only_router(public_model, batch, precision):
     """In bf16 too: every step's forward sees the router the previous step updated (autocast caches the casts of
-    trainable weights with no version check, so a context spanning steps would keep the first router and the loss flat)."""
+    trainable weights with no version check, so a context spanning steps would keep the first router and the loss
+    flat)."""
     rows = torch.stack([random_row(s) for s in (1, 2)])
     moe = btx_merge(public_model, [_perturbed(public_model, 10)], rows, top_k=1)
     before = {k: v.clone() for k, v in moe.state_dict().items()}

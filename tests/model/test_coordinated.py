@@ -1,4 +1,4 @@
-"""Invariants 2 and 3: the coordination start state is M_pub; frozen means frozen; the merge equals the trained mixture."""
+"""Invariants 2 and 3: the coordination start state is M_pub; frozen means frozen; the merge is the trained mixture."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""A training process SIGKILLed at any point resumes from what is on disk and ends bit-identical to an uninterrupted run.
+"""A training process SIGKILLed at any point resumes from what is on disk and ends bit-identical to a run never killed.
 
 Each run is its own process (tests/model/killable_run.py), killed with SIGKILL at a chosen point: between checkpoints,
 half-way through writing a checkpoint, between the two renames of the checkpoint swap (twice in a row), and after the
 swap before the old checkpoint is removed. The counts of each fault point follow that run's schedule (8 steps,
-checkpoints every 3, validation every 4: `last` at steps 3 and 6, `best` at step 4); the on-disk state after each kill is
-asserted, so a fault that lands elsewhere fails the test instead of passing it vacuously.
+checkpoints every 3, validation every 4: `last` at steps 3 and 6, `best` at step 4); the on-disk state after each kill
+is asserted, so a fault that lands elsewhere fails the test instead of passing it vacuously.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def chain_step_kill(out: Path) -> dict:
 
 
 def chain_half_written_checkpoint(out: Path) -> dict:
-    # save_file calls: last@3 weights/optimizer/rng, best@4 weights/rng, last@6 weights (6th): die with the optimizer unwritten
+    # save_file calls: last@3 weights/optimizer/rng, best@4 weights/rng, last@6 weights (6th): die with the
+    # optimizer unwritten
     assert run_child(out, "a", "save_file:6") is None
     assert step_of(out / "run" / "last") == 3 and not (out / "run" / "last.tmp" / "optimizer.safetensors").exists()
     return run_child(out, "final")

@@ -25,7 +25,7 @@ def test_values_and_gradients_equal_autograd_through_the_reference(monkeypatch, 
     reference_in = logits.clone().requires_grad_(True)
     ours = packed_lm_losses(ours_in, ids)
     reference = causal_lm_losses(reference_in, ids)
-    for a, b in zip(ours, reference):
+    for a, b in zip(ours, reference, strict=True):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b)
     # unequal weights on the two terms, as in ce + w * z, so each term's gradient is checked, not only their sum

@@ -1,4 +1,4 @@
-"""Invariant 4, exact opt-out: for every subset of experts of a 4-expert model, slicing == -inf masking == never merged."""
+"""Invariant 4, exact opt-out: for every expert subset of a 4-expert model, slicing == -inf masking == never merged."""
 
 from __future__ import annotations
 

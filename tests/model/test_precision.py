@@ -1,4 +1,4 @@
-"""`runtime.precision`: what `auto` resolves to, and that a merged or loaded MoE really multiplies in bf16 under autocast."""
+"""`runtime.precision`: what `auto` resolves to; a merged or loaded MoE really multiplies in bf16 under autocast."""
 
 from __future__ import annotations
 

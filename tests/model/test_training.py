@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import socket
@@ -70,7 +71,7 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     factors = [lr_factor(s, 20, 4, 0.1) for s in range(20)]
     assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert factors[4] == pytest.approx(1.0) and factors[-1] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
     assert warmup_steps_for(100, 0.05) == 5 and warmup_steps_for(10, 0.0) == 0
     with pytest.raises(ValueError):
         lr_factor(0, 5, 5, 0.1)
@@ -108,7 +109,8 @@ class Kill(Exception):
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    """A run interrupted after step 5 (last checkpoint at step 3) resumes and ends bit-identical to an uninterrupted run."""
+    """A run interrupted after step 5 (last checkpoint at step 3) resumes and ends bit-identical to a run never
+    interrupted."""
     data, val = make_data(0), make_data(1, 400)
     spec = make_spec()
     reference = fresh_model()
@@ -125,7 +127,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     resumed_model = fresh_model()  # a new process: weights come only from the checkpoint
     resumed = train(resumed_model, dense_loss(1e-4), data, val, spec, tmp_path / "run")
     assert resumed.resumed_from == 3 and resumed.steps == full.steps == 8
-    for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values()):
+    for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert resumed.val_loss == full.val_loss
     assert [h["step"] for h in full.history] == [4.0, 8.0] and full.best_val_loss == min(
@@ -286,8 +288,8 @@ def test_compile_is_part_of_the_fingerprint_and_refuses_dp(tmp_path: Path) -> No
 
 @pytest.mark.slow  # two inductor compiles: ~75 s on 2 cores; `runtime.compile` is off by default
 def test_compiled_training_step_matches_eager(tmp_path: Path, monkeypatch) -> None:
-    """`runtime.compile`: the step runs through torch.compile (dense and coordinated losses) and trains to what the eager
-    loop reaches, within float rounding; the frozen part of the expert model stays frozen."""
+    """`runtime.compile`: the step runs through torch.compile (dense and coordinated losses) and trains to what the
+    eager loop reaches, within float rounding; the frozen part of the expert model stays frozen."""
     data, val = make_data(0), make_data(1, 400)
     eager = fresh_model()
     train(eager, dense_loss(1e-4), data, val, make_spec(total_steps=6), tmp_path / "eager")
@@ -311,7 +313,7 @@ def test_compiled_training_step_matches_eager(tmp_path: Path, monkeypatch) -> No
         tmp_path / "expert",
     )
     assert len(calls) == 2 and math.isfinite(result.val_loss)
-    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
     expert.assert_frozen_unchanged(public, r_pub)
 
