@@ -88,9 +88,10 @@ def main() -> None:
 
     import tasks  # noqa: F401  (offline)
     from model.baselines import random_router_rows, upcycle
-    from model.config import ModelSizes, TokenizerIds, default_top_k
+    from model.config import ModelSizes, TokenizerIds
     from model.precision import resolve_precision
     from model.public import build_public_model
+    from tasks.core.build import moe_top_k
     from tasks.core.config import load_profile
 
     torch.set_num_threads(args.threads)
@@ -98,7 +99,7 @@ def main() -> None:
     profile = load_profile(args.profile)
     sizes = ModelSizes.from_mapping(profile.model)
     num_experts = len(profile.domains)
-    top_k = profile.router.top_k or default_top_k(num_experts)
+    top_k = moe_top_k(profile, num_experts)
     batch, seq = profile.eval.batch_size, profile.model.max_seq_len
     dense = build_public_model(sizes, TokenizerIds(0, 1), seed=0).to(args.device).eval()
     rows = random_router_rows(num_experts, sizes.hidden_size, sizes.init_std, seed=1)
