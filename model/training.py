@@ -3,8 +3,7 @@
 Why one generic loop: the three runs differ only in which parameters train and in the loss; the loop takes a model, a
 loss function and packed token data, and owns everything a long run needs to be trusted: AdamW (decay only on matrices
 that are not embeddings), warmup + cosine LR, gradient clipping, periodic validation, best/last checkpoints, exact
-resume (same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP across processes, and
-DP-SGD.
+resume (same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP and DP-SGD.
 
 The caller decides what trains by setting `requires_grad`: frozen tensors get no gradient and no optimizer state.
 """
