@@ -101,19 +101,8 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--fresh", action="store_true", help="delete runs/<profile> and the Prefect result cache first")
-    parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
-    parser.add_argument(
-        "--first-run-summary",
-        type=Path,
-        default=None,
-        help="take the first run from this reports/pipeline_summary.json of a finished `flexo run` "
-        "(e.g. README command one on a clean clone) instead of running it again",
-    )
-    args = parser.parse_args()
+def _runs(args: argparse.Namespace) -> tuple[dict, dict]:
+    """The first run (done here or read from a finished `flexo run`'s summary) and the cached rerun."""
     profile = load_profile(args.profile)
     if args.fresh:
         shutil.rmtree(RunPaths(profile).root, ignore_errors=True)
@@ -128,7 +117,50 @@ def main() -> None:
             first = measured(summary, float(summary["seconds"]))
         else:
             first = one_run(args.profile)
-        second = one_run(args.profile)
+        return first, one_run(args.profile)
+
+
+def _record(args: argparse.Namespace, result: dict) -> None:
+    """Append the result to benchmarks/RESULTS.md, with what the first run did not complete."""
+    first = result["first_run"]
+    command = (
+        f"`.venv/bin/python benchmarks/pipeline.py --profile {args.profile}{' --fresh' if args.fresh else ''}"
+        f"{' --first-run-summary ' + str(args.first_run_summary) if args.first_run_summary else ''} --record`"
+    )
+    with RESULTS.open("a") as handle:
+        handle.write(
+            f"\n## pipeline, profile `{args.profile}` ({result['when']}, commit {result['git_commit']}, "
+            f"{'fresh' if args.fresh else 'warm cache'})\n\n"
+            f"{result['machine']}; peak RSS of this process {result['peak_rss_mib']} MiB.\n"
+            f"Targets: end to end <= {TARGETS['end_to_end_s'] // 60} min, "
+            f"overhead <= {TARGETS['overhead_share']:.0%}, "
+            f"cached rerun <= {TARGETS['cached_rerun_s']} s; met: {result['meets']}.\n\n{table(result)}\n\n"
+            f"Command: {command}\n"
+        )
+        if first["failed"] or first["skipped"]:
+            handle.write(
+                "\nNot completed in the first run:\n"
+                + "".join(
+                    f"- {i['step']} {i['domain'] or ''}: {str(i['why'])[:200]}\n"
+                    for i in first["failed"] + first["skipped"]
+                )
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--fresh", action="store_true", help="delete runs/<profile> and the Prefect result cache first")
+    parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--first-run-summary",
+        type=Path,
+        default=None,
+        help="take the first run from this reports/pipeline_summary.json of a finished `flexo run` "
+        "(e.g. README command one on a clean clone) instead of running it again",
+    )
+    args = parser.parse_args()
+    first, second = _runs(args)
     result = {
         "profile": args.profile,
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -151,25 +183,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(table(result))
     if args.record:
-        with RESULTS.open("a") as handle:
-            handle.write(
-                f"\n## pipeline, profile `{args.profile}` ({result['when']}, commit {result['git_commit']}, "
-                f"{'fresh' if args.fresh else 'warm cache'})\n\n{result['machine']}; peak RSS of this process {result['peak_rss_mib']} MiB.\n"
-                f"Targets: end to end <= {TARGETS['end_to_end_s'] // 60} min, overhead <= {TARGETS['overhead_share']:.0%}, "
-                f"cached rerun <= {TARGETS['cached_rerun_s']} s; met: {result['meets']}.\n\n{table(result)}\n\n"
-                f"Command: `.venv/bin/python benchmarks/pipeline.py --profile {args.profile}"
-                f"{' --fresh' if args.fresh else ''}"
-                f"{' --first-run-summary ' + str(args.first_run_summary) if args.first_run_summary else ''} --record`\n"
-            )
-        if first["failed"] or first["skipped"]:
-            with RESULTS.open("a") as handle:
-                handle.write(
-                    "\nNot completed in the first run:\n"
-                    + "".join(
-                        f"- {i['step']} {i['domain'] or ''}: {str(i['why'])[:200]}\n"
-                        for i in first["failed"] + first["skipped"]
-                    )
-                )
+        _record(args, result)
 
 
 if __name__ == "__main__":
