@@ -73,56 +73,38 @@ def flops_per_token(sizes, seq_len: int, kind: str) -> float:
     return forward + act_grads + weight_grads + scores
 
 
-def run_one(
-    size: str,
-    kind: str,
-    steps: int,
-    warmup: int,
-    device: str,
-    precision: str,
-    threads: int,
-    batch: int | None,
-    compile_step: bool = False,
-) -> dict:
+def build_model(profile, sizes, kind: str):
+    """The model a `kind` trains and its loss: M_pub (dense), or the coordinated 2-expert model (frozen or not)."""
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    import numpy as np
-
-    from model.batching import PackedDataset
     from model.config import TokenizerIds
     from model.coordinated import CoordinatedExpertModel
     from model.public import build_public_model
-    from model.training import TrainSpec, coordinated_loss, dense_loss, train
-    from tasks.core.build import model_sizes
-    from tasks.core.config import load_profile
+    from model.training import coordinated_loss, dense_loss
 
-    profile = load_profile(size)
-    sizes = model_sizes(profile)
     section = profile.train_public if kind == "dense" else profile.train_expert
-    batch_size = batch or section.batch_size
-    seq_len = section.seq_len
-    peak = peak_matmul_flops(device, "bf16" if precision == "bf16" else "fp32")
     model = build_public_model(sizes, TokenizerIds(0, 1), seed=0)
-    loss = dense_loss(section.lm_z_loss)
-    if kind != "dense":
-        g = torch.Generator().manual_seed(0)
-        rows = [torch.randn(sizes.hidden_size, generator=g) * 0.05 for _ in range(2)]
-        model = CoordinatedExpertModel.from_public(
-            model, rows[0], rows[1], lm_z_weight=section.lm_z_loss, router_z_weight=profile.train_expert.router_z_loss
-        )
-        if kind == "expert_full":
-            for p in model.parameters():
-                p.requires_grad_(True)
-        loss = coordinated_loss
-    total = warmup + steps
-    tokens = np.random.default_rng(0).integers(2, sizes.vocab_size, (total + 1) * batch_size * seq_len)
-    data = PackedDataset(tokens, seq_len)
-    spec = TrainSpec(
+    if kind == "dense":
+        return model, dense_loss(section.lm_z_loss)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(sizes.hidden_size, generator=g) * 0.05 for _ in range(2)]
+    model = CoordinatedExpertModel.from_public(
+        model, rows[0], rows[1], lm_z_weight=section.lm_z_loss, router_z_weight=profile.train_expert.router_z_loss
+    )
+    if kind == "expert_full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return model, coordinated_loss
+
+
+def bench_spec(section, total: int, batch_size: int, device: str, precision: str, compile_step: bool):
+    """A TrainSpec that only steps: no evaluation, no checkpoint inside the measured window."""
+    from model.training import TrainSpec
+
+    return TrainSpec(
         total_steps=total,
         batch_size=batch_size,
-        seq_len=seq_len,
+        seq_len=section.seq_len,
         lr=section.optim.lr,
         betas=tuple(section.optim.betas),
         weight_decay=section.optim.weight_decay,
@@ -137,24 +119,67 @@ def run_one(
         precision=precision,
         compile=compile_step,
     )
+
+
+def time_steps(model, loss, data, spec, warmup: int) -> tuple[float, float]:
+    """(wall, process-CPU) seconds of the steps after `warmup`; CPU time is robust to a shared machine."""
+    import tempfile
+
+    import torch
+
+    from model.training import train
+
     stamps: list[float] = []
-    cpu_stamps: list[float] = []  # process CPU time: what the run costs dedicated cores, robust to a shared machine
+    cpu_stamps: list[float] = []
 
     def on_step(event) -> None:
         if event.kind == "step":
-            if device.startswith("cuda"):
+            if spec.device.startswith("cuda"):
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())
             cpu_stamps.append(time.process_time())
 
-    import tempfile
-
     with tempfile.TemporaryDirectory() as scratch:
         start, cpu_start = time.perf_counter(), time.process_time()
         train(model, loss, data, None, spec, scratch, resume=False, callback=on_step)
-    measured = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
+    wall = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
+    cpu = cpu_stamps[-1] - cpu_stamps[warmup - 1] if warmup else cpu_stamps[-1] - cpu_start
+    return wall, cpu
+
+
+def run_one(
+    size: str,
+    kind: str,
+    steps: int,
+    warmup: int,
+    device: str,
+    precision: str,
+    threads: int,
+    batch: int | None,
+    compile_step: bool = False,
+) -> dict:
+    import numpy as np
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    from model.batching import PackedDataset
+    from tasks.core.build import model_sizes
+    from tasks.core.config import load_profile
+
+    profile = load_profile(size)
+    sizes = model_sizes(profile)
+    section = profile.train_public if kind == "dense" else profile.train_expert
+    batch_size = batch or section.batch_size
+    seq_len = section.seq_len
+    peak = peak_matmul_flops(device, "bf16" if precision == "bf16" else "fp32")
+    model, loss = build_model(profile, sizes, kind)
+    total = warmup + steps
+    tokens = np.random.default_rng(0).integers(2, sizes.vocab_size, (total + 1) * batch_size * seq_len)
+    spec = bench_spec(section, total, batch_size, device, precision, compile_step)
+    measured, cpu_measured = time_steps(model, loss, PackedDataset(tokens, seq_len), spec, warmup)
     tokens_per_s = steps * batch_size * seq_len / measured
-    cpu_measured = cpu_stamps[-1] - cpu_stamps[warmup - 1] if warmup else cpu_stamps[-1] - cpu_start
     fpt = flops_per_token(sizes, seq_len, kind)
     result = {
         "size": size,
@@ -182,7 +207,7 @@ def run_one(
     return result
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["demo", "small"])
     parser.add_argument("--kinds", nargs="+", default=["dense", "expert", "expert_full"])
@@ -198,60 +223,23 @@ def main() -> None:
     )
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "KIND"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.one:
-        steps = args.small_steps if (args.one[0] == "small" and args.small_steps) else args.steps
-        print(
-            json.dumps(
-                run_one(
-                    args.one[0],
-                    args.one[1],
-                    steps,
-                    args.warmup,
-                    args.device,
-                    args.precision,
-                    args.threads,
-                    args.batch,
-                    args.compile,
-                )
-            )
-        )
-        return
-    results = []
-    for size in args.sizes:
-        for kind in args.kinds:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                size,
-                kind,
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                "--device",
-                args.device,
-                "--precision",
-                args.precision,
-                "--threads",
-                str(args.threads),
-            ]
-            if args.batch:
-                cmd += ["--batch", str(args.batch)]
-            if args.small_steps:
-                cmd += ["--small-steps", str(args.small_steps)]
-            if args.compile:
-                cmd.append("--compile")
-            done = subprocess.run(
-                cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
-            )
-            if done.returncode:
-                print(done.stderr, file=sys.stderr)
-                raise SystemExit(f"{size}/{kind} failed")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(json.dumps(result), flush=True)
+    return parser.parse_args()
+
+
+def child_command(args: argparse.Namespace, size: str, kind: str) -> list[str]:
+    """The subprocess that measures one (size, kind), so its peak resident memory is its own."""
+    cmd = [sys.executable, __file__, "--one", size, kind, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += ["--device", args.device, "--precision", args.precision, "--threads", str(args.threads)]
+    if args.batch:
+        cmd += ["--batch", str(args.batch)]
+    if args.small_steps:
+        cmd += ["--small-steps", str(args.small_steps)]
+    if args.compile:
+        cmd.append("--compile")
+    return cmd
+
+
+def print_table(results: list[dict], sizes: list[str]) -> None:
     by = {(r["size"], r["kind"]): r for r in results}
     print(f"\n{'size':6} {'kind':12} {'tok/s':>9} {'MFU':>6} {'peak GFLOP/s':>12} {'s/step':>7} {'RSS GiB':>7}")
     for r in results:
@@ -260,7 +248,7 @@ def main() -> None:
             f"{r['size']:6} {kind:12} {r['tokens_per_s']:9.0f} {r['mfu']:6.1%} {r['peak_flops'] / 1e9:12.1f} "
             f"{r['seconds_per_step']:7.2f} {r['peak_rss_gib']:7.2f}"
         )
-    for size in args.sizes:
+    for size in sizes:
         if (size, "dense") in by and (size, "expert") in by:
             ratio = by[(size, "dense")]["tokens_per_s"] / by[(size, "expert")]["tokens_per_s"]
             line = f"{size}: expert/dense cost per token = {ratio:.2f}"
@@ -268,6 +256,30 @@ def main() -> None:
                 full = by[(size, "expert_full")]["tokens_per_s"] / by[(size, "expert")]["tokens_per_s"]
                 line += f"; expert/expert_full = {full:.2f}"
             print(line)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.one:
+        size, kind = args.one
+        steps = args.small_steps if (size == "small" and args.small_steps) else args.steps
+        run = run_one(
+            size, kind, steps, args.warmup, args.device, args.precision, args.threads, args.batch, args.compile
+        )
+        print(json.dumps(run))
+        return
+    results = []
+    for size in args.sizes:
+        for kind in args.kinds:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            done = subprocess.run(child_command(args, size, kind), capture_output=True, text=True, cwd=ROOT, env=env)
+            if done.returncode:
+                print(done.stderr, file=sys.stderr)
+                raise SystemExit(f"{size}/{kind} failed")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print_table(results, args.sizes)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 
