@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-from transformers import FlexOlmoForCausalLM
+
+from model.hosts import MoEModel
 
 RouterOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # FlexOlmo's router: (logits, top-k weights, indices)
 
@@ -32,7 +33,7 @@ class RouterRecord:
 
 
 @contextmanager
-def record_routing(moe: FlexOlmoForCausalLM) -> Iterator[RouterRecord]:
+def record_routing(moe: MoEModel) -> Iterator[RouterRecord]:
     """Capture router probabilities of every forward pass in the block (also across `generate` steps)."""
     record = RouterRecord()
     num_layers = len(moe.model.layers)
@@ -61,7 +62,7 @@ def record_routing(moe: FlexOlmoForCausalLM) -> Iterator[RouterRecord]:
 
 @torch.no_grad()
 def expert_attribution(
-    moe: FlexOlmoForCausalLM, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    moe: MoEModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Router probability mass per expert for every non-padding token, (tokens, experts), averaged over layers."""
     with record_routing(moe) as record:

@@ -19,10 +19,10 @@ from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
-from model.config import flexolmo_config, ids_of, sizes_of
 from model.coordinated import EXPERT_FFN_KEYS
+from model.hosts import DenseModel, MoEModel, moe_config, new_moe
 from model.losses import packed_lm_losses
 from model.merge import set_layer_experts
 from model.precision import Precision, autocast
@@ -138,25 +138,24 @@ def nearest_centroid(embeddings: torch.Tensor, centroids: torch.Tensor) -> torch
     return similarity.argmax(dim=-1)
 
 
-def _ffn(model: Olmo2ForCausalLM, layer: int) -> dict[str, torch.Tensor]:
+def _ffn(model: DenseModel, layer: int) -> dict[str, torch.Tensor]:
     mlp = model.model.layers[layer].mlp
     return {key: getattr(mlp, key).weight for key in EXPERT_FFN_KEYS}
 
 
 @torch.no_grad()
 def moe_from_dense(
-    shared_from: Olmo2ForCausalLM,
-    ffn_models: Sequence[Olmo2ForCausalLM],
+    shared_from: DenseModel,
+    ffn_models: Sequence[DenseModel],
     router_rows: torch.Tensor | Sequence[torch.Tensor],
     top_k: int | None,
-) -> FlexOlmoForCausalLM:
+) -> MoEModel:
     """A FlexOlmo whose shared weights are `shared_from`'s and whose expert e is `ffn_models[e]`'s FFN, with router
     rows (experts, d) used in every layer."""
     rows = torch.stack(list(router_rows)) if not isinstance(router_rows, torch.Tensor) else router_rows
     if rows.shape[0] != len(ffn_models):
         raise ValueError(f"{rows.shape[0]} router rows for {len(ffn_models)} experts")
-    config = flexolmo_config(sizes_of(shared_from.config), ids_of(shared_from.config), len(ffn_models), top_k)
-    moe = FlexOlmoForCausalLM(config).float()
+    moe = new_moe(moe_config(shared_from.config, len(ffn_models), top_k)).float()
     shared = {k: v for k, v in shared_from.state_dict().items() if ".mlp." not in k}
     missing, _ = moe.load_state_dict(shared, strict=False)
     gaps = [k for k in missing if ".mlp." not in k]
@@ -173,11 +172,11 @@ def random_router_rows(num_experts: int, hidden_size: int, std: float, seed: int
 
 
 def btx_merge(
-    public_model: Olmo2ForCausalLM,
-    dense_models: Sequence[Olmo2ForCausalLM],
+    public_model: DenseModel,
+    dense_models: Sequence[DenseModel],
     router_rows: torch.Tensor,
     top_k: int | None,
-) -> FlexOlmoForCausalLM:
+) -> MoEModel:
     """BTX: experts = [M_pub's FFN, each dense model's FFN]; shared weights = the uniform average over all of them.
     The router still has to be trained (`train_moe(..., train_experts=False)`) on public data."""
     members = [public_model, *dense_models]
@@ -185,16 +184,12 @@ def btx_merge(
     return moe_from_dense(averaged, members, router_rows, top_k)
 
 
-def upcycle(
-    public_model: Olmo2ForCausalLM, num_experts: int, router_rows: torch.Tensor, top_k: int | None
-) -> FlexOlmoForCausalLM:
+def upcycle(public_model: DenseModel, num_experts: int, router_rows: torch.Tensor, top_k: int | None) -> MoEModel:
     """The unrestricted MoE's start: M_pub with `num_experts` identical copies of its FFN (then trained on all data)."""
     return moe_from_dense(public_model, [public_model] * num_experts, router_rows, top_k)
 
 
-def dense_as_expert(
-    dense_model: Olmo2ForCausalLM, r_pub: torch.Tensor, r_expert: torch.Tensor
-) -> dict[str, torch.Tensor]:
+def dense_as_expert(dense_model: DenseModel, r_pub: torch.Tensor, r_expert: torch.Tensor) -> dict[str, torch.Tensor]:
     """The "no training to coordinate" ablation: a dense continued-pretrained model's FFN in the expert-file layout, so
     `model.merge.merge_experts` merges it as if it had been trained in the 2-expert coordinated model."""
     state: dict[str, torch.Tensor] = {}
@@ -207,7 +202,7 @@ def dense_as_expert(
 
 
 def train_moe(
-    moe: FlexOlmoForCausalLM,
+    moe: MoEModel,
     batches: Iterable[torch.Tensor],
     lr: float,
     weight_decay: float,
@@ -249,7 +244,7 @@ def train_moe(
     return losses
 
 
-def set_top_k(moe: FlexOlmoForCausalLM, top_k: int) -> None:
+def set_top_k(moe: MoEModel, top_k: int) -> None:
     """Change the number of active experts in place (the k-sweep)."""
     if not 1 <= top_k <= moe.config.num_experts:
         raise ValueError(f"top_k {top_k} must be in 1..{moe.config.num_experts}")

@@ -1,12 +1,13 @@
 """Coordinated expert training: the 2-expert mixture [FFN_pub frozen, FFN_i trainable] each data owner trains locally.
 
-Built from M_pub (`Olmo2ForCausalLM`): every layer's dense FFN is replaced by a `CoordinatedMoE` whose two experts start
-as exact copies of M_pub's FFN and whose router rows are [r_pub; r_i]. Every token uses both experts (top-2 of 2): the
-router is softmax over both logits, no renormalisation, so at step 0 the model computes M_pub exactly.
+Built from M_pub (`Olmo2ForCausalLM`, or a Llama-family model `model.hosts` can host): every layer's dense FFN is
+replaced by a `CoordinatedMoE` whose two experts start as exact copies of M_pub's FFN and whose router rows are
+[r_pub; r_i]. Every token uses both experts (top-2 of 2): the router is softmax over both logits, no renormalisation,
+so at step 0 the model computes M_pub exactly.
 
 Only FFN_i, r_i and the per-layer bias b_i train. Frozen tensors are kept as separate tensors with `requires_grad=False`
 (not gradient-zeroed halves of a packed tensor), so they cannot drift and need no weight gradients, and the result
-merges into `FlexOlmoForCausalLM` by plain stacking (see `model.merge`).
+merges into the host MoE (`FlexOlmoForCausalLM` for OLMo-2) by plain stacking (see `model.merge`).
 
 The bias b_i <= 0 is parametrised as b_i = -softplus(theta_i): always non-positive with a nonzero gradient everywhere.
 The paper's code clamps min(b, 0), whose gradient is 0 once b steps above 0 and the bias then freezes at 0. b_i is a
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Olmo2ForCausalLM
 
+from model.hosts import DenseModel, host_of
 from model.losses import packed_lm_losses
 
 EXPERT_FFN_KEYS = ("gate_proj", "up_proj", "down_proj")
@@ -111,7 +112,7 @@ def causal_lm_losses(
 class CoordinatedExpertModel(nn.Module):
     """M_pub with every FFN replaced by a `CoordinatedMoE`; the owner-side training model."""
 
-    def __init__(self, model: Olmo2ForCausalLM, lm_z_weight: float, router_z_weight: float) -> None:
+    def __init__(self, model: DenseModel, lm_z_weight: float, router_z_weight: float) -> None:
         super().__init__()
         self.model = model
         self.lm_z_weight = lm_z_weight
@@ -120,7 +121,7 @@ class CoordinatedExpertModel(nn.Module):
     @classmethod
     def from_public(
         cls,
-        public_model: Olmo2ForCausalLM,
+        public_model: DenseModel,
         r_pub: torch.Tensor,
         r_expert: torch.Tensor,
         bias_init: float | None = -0.5,
@@ -129,8 +130,10 @@ class CoordinatedExpertModel(nn.Module):
     ) -> CoordinatedExpertModel:
         """Copy M_pub (the caller's model is not touched), freeze it, and insert the 2-expert blocks in every layer.
 
-        Every layer gets the same initial rows [r_pub; r_i], as the paper's upcycler writes them.
+        Every layer gets the same initial rows [r_pub; r_i], as the paper's upcycler writes them. A public model no
+        MoE class can host (`model.hosts.host_of`) is refused here, before any training.
         """
+        host_of(public_model.config)
         hidden = public_model.config.hidden_size
         for name, row in (("r_pub", r_pub), ("r_expert", r_expert)):
             if tuple(row.shape) != (hidden,):
@@ -193,7 +196,7 @@ class CoordinatedExpertModel(nn.Module):
                     bias = float(state[f"layers.{index}.bias"].reshape(()))
                     block.bias_theta.copy_(torch.tensor(_inverse_softplus(-bias)))
 
-    def assert_frozen_unchanged(self, public_model: Olmo2ForCausalLM, r_pub: torch.Tensor) -> None:
+    def assert_frozen_unchanged(self, public_model: DenseModel, r_pub: torch.Tensor) -> None:
         """Invariant 3: every shared tensor, FFN_pub and r_pub are bit-identical to M_pub's.
 
         Raises AssertionError naming the tensor."""

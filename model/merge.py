@@ -1,4 +1,5 @@
-"""Merge independently trained experts into one `FlexOlmoForCausalLM`, with no joint training.
+"""Merge independently trained experts into one MoE, with no joint training: `FlexOlmoForCausalLM` around an OLMo-2
+M_pub, `Qwen2MoeForCausalLM` around a Llama-family one (`model.hosts` says why that is exact).
 
 Expert 0 is M_pub's FFN with router row r_pub; expert j (1..n) is owner j's FFN_j with its per-layer row r_j. Shared
 weights (embeddings, attention, norms, LM head) are M_pub's. Each expert file also carries the r_pub it was trained
@@ -11,18 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
-from transformers.models.flex_olmo.modeling_flex_olmo import FlexOlmoSparseMoeBlock
 
-from model.config import flexolmo_config, ids_of, sizes_of
 from model.coordinated import EXPERT_FFN_KEYS
+from model.hosts import DenseModel, MoEBlock, MoEModel, moe_config, new_moe
 
 
 class MergeError(ValueError):
     """An expert does not fit the public model it is merged with."""
 
 
-def _check_expert(index: int, expert: dict[str, torch.Tensor], public: Olmo2ForCausalLM, r_pub: torch.Tensor) -> None:
+def _check_expert(index: int, expert: dict[str, torch.Tensor], public: DenseModel, r_pub: torch.Tensor) -> None:
     for layer_index, layer in enumerate(public.model.layers):
         for key in EXPERT_FFN_KEYS:
             name = f"layers.{layer_index}.{key}.weight"
@@ -42,17 +41,16 @@ def _check_expert(index: int, expert: dict[str, torch.Tensor], public: Olmo2ForC
 
 
 def merge_experts(
-    public_model: Olmo2ForCausalLM,
+    public_model: DenseModel,
     r_pub: torch.Tensor,
     experts: Sequence[dict[str, torch.Tensor]],
     top_k: int | None = None,
-) -> FlexOlmoForCausalLM:
+) -> MoEModel:
     """An (n+1)-expert FlexOlmo: rows [r_pub, r_1..r_n] and FFNs [FFN_pub, FFN_1..FFN_n] stacked in every layer."""
     for index, expert in enumerate(experts, start=1):
         _check_expert(index, expert, public_model, r_pub)
     num_experts = len(experts) + 1
-    config = flexolmo_config(sizes_of(public_model.config), ids_of(public_model.config), num_experts, top_k)
-    moe = FlexOlmoForCausalLM(config).float()
+    moe = new_moe(moe_config(public_model.config, num_experts, top_k)).float()
     public_state = public_model.state_dict()
     with torch.no_grad():
         shared = {k: v for k, v in public_state.items() if ".mlp." not in k}
@@ -70,17 +68,16 @@ def merge_experts(
     return moe.eval()
 
 
-def set_layer_experts(
-    block: FlexOlmoSparseMoeBlock, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]
-) -> None:
-    """Write router rows and expert FFNs into one `FlexOlmoSparseMoeBlock` (transformers 5.x fused layout:
-    `gate_up_proj[e] = [gate_proj; up_proj]`, `down_proj[e]`)."""
+def set_layer_experts(block: MoEBlock, rows: Sequence[torch.Tensor], ffns: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Write router rows and expert FFNs into one MoE block (`FlexOlmoSparseMoeBlock` or `Qwen2MoeSparseMoeBlock`,
+    the same transformers 5.x fused layout: `gate.weight` (E, d), `gate_up_proj[e] = [gate_proj; up_proj]`,
+    `down_proj[e]`)."""
     block.gate.weight.copy_(torch.stack([row.float() for row in rows]))
     block.experts.gate_up_proj.copy_(torch.stack([torch.cat([f["gate_proj"], f["up_proj"]], dim=0) for f in ffns]))
     block.experts.down_proj.copy_(torch.stack([f["down_proj"] for f in ffns]))
 
 
-def layer_experts(block: FlexOlmoSparseMoeBlock) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+def layer_experts(block: MoEBlock) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """The inverse of `set_layer_experts`: (router rows (E, d), per-expert gate/up/down weights)."""
     intermediate = block.experts.down_proj.shape[-1]
     ffns = []

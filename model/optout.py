@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from transformers import FlexOlmoForCausalLM
 from transformers.models.flex_olmo.modeling_flex_olmo import FlexOlmoTopKRouter
+from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeTopKRouter
 
-from model.config import flexolmo_config, ids_of, sizes_of
+from model.hosts import MoEModel, new_moe, resized_config
 from model.merge import layer_experts, set_layer_experts
 
 
@@ -28,14 +28,13 @@ def _validate(indices: Sequence[int], num_experts: int, what: str) -> list[int]:
     return chosen
 
 
-def keep_experts(moe: FlexOlmoForCausalLM, keep: Sequence[int], top_k: int | None = None) -> FlexOlmoForCausalLM:
+def keep_experts(moe: MoEModel, keep: Sequence[int], top_k: int | None = None) -> MoEModel:
     """A new model holding only experts `keep` (renumbered in order); top_k defaults to min(current k, len(keep))."""
     chosen = _validate(keep, moe.config.num_experts, "keep")
     if not chosen:
         raise ValueError("keep: at least one expert must remain")
     k = min(moe.config.num_experts_per_tok, len(chosen)) if top_k is None else top_k
-    config = flexolmo_config(sizes_of(moe.config), ids_of(moe.config), len(chosen), k)
-    sliced = FlexOlmoForCausalLM(config)
+    sliced = new_moe(resized_config(moe.config, len(chosen), k))
     module: torch.nn.Module = sliced  # PreTrainedModel.to is wrapped in a way that hides its signature from mypy
     module.to(moe.dtype)
     with torch.no_grad():
@@ -46,7 +45,9 @@ def keep_experts(moe: FlexOlmoForCausalLM, keep: Sequence[int], top_k: int | Non
     return sliced.eval()
 
 
-def _reroute(gate: FlexOlmoTopKRouter, logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _reroute(
+    gate: FlexOlmoTopKRouter | Qwen2MoeTopKRouter, logits: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Recompute the router's top-k after masking, exactly as FlexOlmo's router does (softmax in fp32, no renorm)."""
     masked = logits + mask.to(logits.dtype)
     probs = torch.softmax(masked, dim=-1, dtype=torch.float32)
@@ -57,7 +58,7 @@ def _reroute(gate: FlexOlmoTopKRouter, logits: torch.Tensor, mask: torch.Tensor)
 
 
 @contextmanager
-def masked_experts(moe: FlexOlmoForCausalLM, drop: Sequence[int]) -> Iterator[FlexOlmoForCausalLM]:
+def masked_experts(moe: MoEModel, drop: Sequence[int]) -> Iterator[MoEModel]:
     """Within the block, experts `drop` get router logit -inf in every layer (per-request opt-out, no reload)."""
     dropped = _validate(drop, moe.config.num_experts, "drop")
     if len(dropped) >= moe.config.num_experts:

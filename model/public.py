@@ -1,11 +1,12 @@
-"""Build and load M_pub (dense `Olmo2ForCausalLM`) and saved MoEs (`FlexOlmoForCausalLM`) as transformers classes."""
+"""Build and load M_pub (a dense model FlexOlmo can host, `model.hosts`) and saved MoEs as transformers classes."""
 
 from __future__ import annotations
 
 import torch
-from transformers import FlexOlmoForCausalLM, Olmo2ForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, Olmo2ForCausalLM
 
 from model.config import EXPERTS_IMPLEMENTATION, ModelSizes, TokenizerIds, olmo2_config
+from model.hosts import DenseModel, MoEModel, check_moe, host_of, quiet_empty_init
 
 
 def build_public_model(sizes: ModelSizes, ids: TokenizerIds, seed: int) -> Olmo2ForCausalLM:
@@ -19,19 +20,24 @@ def build_public_model(sizes: ModelSizes, ids: TokenizerIds, seed: int) -> Olmo2
     return model.float()
 
 
-def load_public_model(model_dir: str) -> Olmo2ForCausalLM:
+def load_public_model(model_dir: str) -> DenseModel:
     """Load a saved M_pub (or a dense domain model, same class) from a `save_pretrained` directory (safetensors,
-    offline only)."""
-    return Olmo2ForCausalLM.from_pretrained(model_dir, use_safetensors=True, local_files_only=True).float()
+    offline only, fp32): OLMo-2, or a Llama-family model FlexOlmo can host. Any other class is refused from its config,
+    before the weights are read."""
+    host_of(AutoConfig.from_pretrained(model_dir, local_files_only=True))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True, local_files_only=True)
+    return model.float()
 
 
-def load_moe(model_dir: str) -> FlexOlmoForCausalLM:
-    """Load a saved FlexOlmo MoE (safetensors only, offline, fp32, eval mode) with the experts implementation that bf16
-    autocast lowers (`model.config.EXPERTS_IMPLEMENTATION`), whatever the saved config says."""
-    model = FlexOlmoForCausalLM.from_pretrained(
-        model_dir,
-        use_safetensors=True,
-        local_files_only=True,
-        experts_implementation=EXPERTS_IMPLEMENTATION,
-    )
-    return model.float().eval()
+def load_moe(model_dir: str) -> MoEModel:
+    """Load a saved FlexOlmo MoE (`FlexOlmoForCausalLM`, or `Qwen2MoeForCausalLM` around a Llama-family M_pub;
+    safetensors only, offline, fp32, eval mode) with the experts implementation that bf16 autocast lowers
+    (`model.config.EXPERTS_IMPLEMENTATION`), whatever the saved config says."""
+    with quiet_empty_init():
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir,
+            use_safetensors=True,
+            local_files_only=True,
+            experts_implementation=EXPERTS_IMPLEMENTATION,
+        )
+    return check_moe(model).float().eval()
