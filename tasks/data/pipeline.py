@@ -19,6 +19,7 @@ from tasks.core.artifacts import RunPaths, repo_relative
 from tasks.core.config import Profile
 from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
 from tasks.core.errors import DataError
+from tasks.data.anchor import take_anchor_tokenizer
 from tasks.data.ingest import ingest, staging_dir
 from tasks.data.split import _hits, fingerprint, split_domain
 from tasks.data.textsig import MinHasher, exact_key, ngram_hashes
@@ -236,7 +237,10 @@ def _update_split_json(profile: Profile, domain: str, frames: dict[str, pd.DataF
 
 
 def train_tokenizer(profile: Profile) -> TokenizerResult:
-    """Byte-level BPE on the public train split only (see tasks.data.tokenizer_training)."""
+    """Byte-level BPE on the public train split only (see tasks.data.tokenizer_training); with an existing model as
+    M_pub (`anchor`), nothing is trained: that model's own tokenizer is taken (tasks.data.anchor)."""
+    if profile.anchor.pretrained:
+        return take_anchor_tokenizer(profile)
     return _train_tokenizer(profile)
 
 

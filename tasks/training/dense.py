@@ -1,5 +1,7 @@
 """Dense training: public pretraining of M_pub on data/public, and the dense domain model (all of M_pub's parameters
-continued on one owner's data, for the baselines and the extraction study). Both export a save_pretrained directory."""
+continued on one owner's data, for the baselines and the extraction study). Both export a save_pretrained directory.
+With an existing model as M_pub (`anchor`), public pretraining adopts it instead (`tasks.training.anchor`) and the dense
+domain models are continued pretraining of that model."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import DataError
 from tasks.core.train_logging import ConsoleLogger, TrainLogger
+from tasks.training.anchor import adopt_anchor
 from tasks.training.inputs import PUBLIC, data_digest, owner_inputs, public_inputs, token_ids
 from tasks.training.outcome import TrainOutcome, flat_params, run_metrics, write_result
 from tasks.training.progress import TrainJob, run_training
@@ -30,9 +33,12 @@ def train_public(
     logger: TrainLogger | None = None,
     callback: Callable[[StepEvent], None] | None = None,
 ) -> TrainOutcome:
-    """Pretrain M_pub on data/public/train.parquet; writes RunPaths.public_dir/{ckpt,model}."""
+    """Pretrain M_pub on data/public/train.parquet; writes RunPaths.public_dir/{ckpt,model}. With an anchor, adopt it
+    as M_pub (no training run)."""
     from model.public import build_public_model
 
+    if profile.anchor.pretrained:
+        return adopt_anchor(profile, logger)
     cfg = profile.train_public
     paths = RunPaths(profile)
     data = public_inputs(profile)
