@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from transformers import PreTrainedTokenizerFast, Qwen2MoeForCausalLM
+from transformers import FlexOlmoForCausalLM, PreTrainedTokenizerFast, Qwen2MoeForCausalLM
 
-from model.public import load_moe, load_public_model
+from model.config import ModelSizes, TokenizerIds
+from model.public import build_public_model, load_moe, load_public_model
 from tasks.core.artifacts import ANCHOR_FILE, RunPaths
 from tasks.core.config import DEFAULT_PARAMS, AnchorConfig, load_profile
 from tasks.core.errors import ConfigError
@@ -46,16 +47,19 @@ def _with_anchor(profile, **anchor):
     return world
 
 
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    """A tiny Llama saved with its own tokenizer (which names no pad token, as many base models do)."""
-    directory = tmp_path / "anchor"
-    tiny_llama(**TINY_ANCHOR).save_pretrained(directory)
-    PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), eos_token=EOS).save_pretrained(directory)
-    return directory
+def _anchor_model(family: str, profile) -> torch.nn.Module:
+    """A tiny random Llama, or an OLMo-2 as flexo builds M_pub, both of the tiny profile's sizes."""
+    if family == "llama":
+        return tiny_llama(**TINY_ANCHOR)
+    return build_public_model(ModelSizes.from_mapping(profile.model), TokenizerIds(1, 0), seed=7).eval()
 
 
-def test_a_checkpoint_is_adopted_and_everything_runs_on_top(tmp_profile, checkpoint: Path) -> None:
+@pytest.mark.parametrize(("family", "host"), [("llama", Qwen2MoeForCausalLM), ("olmo2", FlexOlmoForCausalLM)])
+def test_a_checkpoint_is_adopted_and_everything_runs_on_top(tmp_profile, tmp_path: Path, family: str, host) -> None:
+    checkpoint = tmp_path / "anchor"  # saved with its own tokenizer, which names no pad token (as many base models)
+    anchor = _anchor_model(family, tmp_profile)
+    anchor.save_pretrained(checkpoint)
+    PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), eos_token=EOS).save_pretrained(checkpoint)
     world = _with_anchor(tmp_profile, source="checkpoint", path=str(checkpoint), license="Apache-2.0")
     paths = RunPaths(world)
     taken = train_tokenizer(world)  # the data stage's step: nothing trained
@@ -66,11 +70,10 @@ def test_a_checkpoint_is_adopted_and_everything_runs_on_top(tmp_profile, checkpo
 
     public = train_public(world)
     record = json.loads((paths.public_model_dir / ANCHOR_FILE).read_text())
-    anchor = tiny_llama(**TINY_ANCHOR)
     assert record["source"] == "checkpoint" and record["license"] == "Apache-2.0"
     assert record["sha256"] == file_sha256(checkpoint) and record["weights_sha256"] == public.sha256
     assert record["parameters"] == anchor.num_parameters() == public.metrics["parameters"]
-    assert record["moe_host"] == "qwen2_moe" and "steps" not in public.metrics  # adopted, not trained
+    assert record["model_type"] == family and "steps" not in public.metrics  # adopted, not trained
     adopted = load_public_model(str(paths.public_model_dir))
     for name, tensor in anchor.state_dict().items():
         assert torch.equal(adopted.state_dict()[name], tensor), name
@@ -80,7 +83,7 @@ def test_a_checkpoint_is_adopted_and_everything_runs_on_top(tmp_profile, checkpo
     dense = train_dense(world, "math")  # continued pretraining of the anchor
     assert dense.sha256 != public.sha256 and dense.metrics["steps"] > 0
     moe = load_moe(str(assemble(world, [Path(expert.expert_file)]).model_dir))
-    assert isinstance(moe, Qwen2MoeForCausalLM) and moe.config.num_experts == 2
+    assert isinstance(moe, host) and moe.config.num_experts == 2
     merged = moe.state_dict()
     for name, tensor in anchor.state_dict().items():  # the anchor's weights are bit-identical in the merged MoE
         if ".mlp." not in name:
