@@ -106,6 +106,12 @@ def register_expert(
     )
 
 
+def verify_assembly(profile: Profile) -> dict[str, Any]:
+    """The stored bytes of every active expert and of the serving MoE against the registry (never cached: a cache
+    hit of `assemble` is only trusted after this passed); says whether the assembly must be redone."""
+    return call("verify_assembly", profile)
+
+
 def assemble(profile: Profile, expert_shas: Mapping[str, str], code: str) -> dict[str, Any]:
     """Assemble every active expert (sha256-verified from the registry) and register `flexo-moe` as `serving`."""
     return call("assemble", profile)
@@ -161,6 +167,7 @@ BODIES: dict[str, Callable[..., dict[str, Any]]] = {
         train_expert,
         train_dense,
         register_expert,
+        verify_assembly,
         assemble,
         train_ablation,
         assemble_ablation,

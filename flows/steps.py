@@ -24,6 +24,7 @@ from tasks.evaluation.evaluate import check_benchmark_data, evaluate
 from tasks.privacy.attack import attack_and_record
 from tasks.registry.governance import assemble_and_register, revoke
 from tasks.registry.registry import register_expert, register_public, resolve_active_experts
+from tasks.registry.verify import verify_assembly
 from tasks.training.ablations import assemble_variant, train_variant
 from tasks.training.route import embed_domain
 from tasks.training.train import train_dense, train_expert, train_public
@@ -66,6 +67,7 @@ STEPS: dict[str, Step] = {
     "train_expert": Step(train_expert, "training", gpu=True),
     "train_dense": Step(train_dense, "training", gpu=True),
     "register_expert": Step(register_expert, "registry", retry=True),
+    "verify_assembly": Step(verify_assembly, "registry", retry=True, cache=False),
     "assemble": Step(assemble_and_register, "registry", retry=True),
     "train_ablation": Step(train_variant, "training", gpu=True),
     "assemble_ablation": Step(assemble_variant, "training"),

@@ -16,14 +16,21 @@ from typing import Annotated
 import typer
 
 from flows.commands import ProfileOption, app, console, load
+from tasks.core.errors import ConfigError
 
 TABLE_WIDTH = 160  # registry tables hold hashes and names: wider than an 80-column pipe default
 STOP_GRACE_S = 15  # seconds a UI server gets to shut down before it is killed
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def _split(value: str | None, option: str) -> list[str] | None:
+    """A comma-separated option as a list; None when not given, ConfigError when given but naming nothing."""
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise ConfigError(f"{option} names no expert; give comma-separated domains or leave the option out")
+    return names
 
 
 @app.command("experts")
@@ -137,16 +144,26 @@ def generate_command(
     profile: ProfileOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Greedy generation with the serving MoE; per-request opt-in/opt-out (no reload) and attribution per expert."""
+    """Greedy generation with the serving MoE; per-request opt-in/opt-out (no reload) and attribution per expert.
+    Experts the registry withdrew (however they were revoked) are masked; asking for one by name exits 6."""
+    from tasks.registry.request import check_names, check_request
+
+    resolved = load(profile)
+    chosen, dropped = _split(experts, "--experts"), _split(exclude, "--exclude")
+    length = resolved.registry.generate_max_new_tokens if max_new_tokens is None else max_new_tokens
+    check_request(prompt, length)  # before torch and MLflow are imported: a bad argument costs no model load
+    check_names(resolved, chosen, dropped)
     from tasks.registry.serving import generate_from_registry
 
-    answer = generate_from_registry(load(profile), prompt, _split(experts), _split(exclude), max_new_tokens, version)
+    answer = generate_from_registry(resolved, prompt, chosen, dropped, length, version)
     if as_json:
         typer.echo(json.dumps(answer, indent=2))
         return
     typer.echo(answer["text"])
     shares = ", ".join(f"{name} {share:.1%}" for name, share in answer["attribution"].items())
     console.print(f"[dim]{answer['model']} ({answer['expert_versions']}); attribution: {shares}[/]")
+    for name, why in answer["withdrawn"].items():
+        console.print(f"[yellow]masked {name}:[/] {why}", highlight=False)
 
 
 def _venv_env() -> dict[str, str]:
@@ -164,15 +181,22 @@ def serve_command(
     profile: ProfileOption = None,
 ) -> None:
     """Serve the MoE (MLflow pyfunc) on 127.0.0.1: POST /invocations with {"dataframe_records": [{"prompt": ...}],
-    "params": {"exclude": ["news"]}}. Refuses a revoked version; checks sha256 before serving."""
-    from tasks.registry.registry import resolve_serving_moe
+    "params": {"exclude": ["news"]}}. Refuses a revoked version; checks the sha256 of every file, the served code
+    first, before MLflow imports it; masks every expert the registry withdraws, checked again at most every
+    `consent_ttl_s` seconds (5) while it runs."""
+    from tasks.core.tracking import tracking_uri
+    from tasks.registry.serving import prepare_serving
 
     resolved = load(profile)
-    ref, pyfunc_dir = resolve_serving_moe(resolved, version)
-    chosen = port or resolved.registry.serve_port
+    chosen = resolved.registry.serve_port if port is None else port
+    if not 0 < chosen < 65536:
+        raise ConfigError(f"--port {chosen} is not a TCP port (1-65535)")
+    ref, pyfunc_dir, withdrawn = prepare_serving(resolved, version)
     console.print(
         f"serving {ref.label} (experts {ref.tags.get('experts', '')}) on http://127.0.0.1:{chosen}/invocations"
     )
+    for name, why in withdrawn.items():
+        console.print(f"[yellow]masked {name}:[/] {why}", highlight=False)
     mlflow_cli = str(Path(sys.executable).parent / "mlflow")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -192,7 +216,7 @@ def serve_command(
             "--env-manager",
             "local",
         ],
-        _venv_env(),
+        {**_venv_env(), "MLFLOW_TRACKING_URI": tracking_uri(resolved)},  # the registry its consent is checked in
     )
 
 

@@ -11,8 +11,11 @@ from typing import Annotated
 import typer
 
 from flows.commands import ProfileOption, app, console, load
-from tasks.core.errors import ConfigError, FlexoError
+from tasks.core.errors import ConfigError, FlexoError, IntegrityError, RevokedError
 
+# a step refused for these reasons makes `flexo run` exit with their code, not 1: scripts must tell a tampered file or a
+# revoked expert from a crash (integrity first when both happened)
+REFUSALS = (IntegrityError, RevokedError)
 STATUS_STYLE = {"completed": "green", "cached": "cyan", "skipped": "yellow", "failed": "bold red", "running": "dim"}
 
 
@@ -84,7 +87,8 @@ def run_command(
     flows.
 
     Runs on an ephemeral local Prefect server unless PREFECT_API_URL is set; an unchanged rerun reuses cached steps.
-    Exit 1 when any step failed (the summary says which and why).
+    Exit 1 when any step failed (the summary says which and why); 5 when one was refused because a stored file
+    changed, 6 because an expert was revoked.
     """
     p = load(profile)
     from flows.pipeline import STAGES
@@ -111,7 +115,16 @@ def run_command(
         remove()
     _print_summary(summary)
     if summary["failed"]:
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code(summary["failed"]))
+
+
+def exit_code(failed: list[dict]) -> int:
+    """The exit code of a run whose steps `failed` (each with its `why`, "<error class>: <message>"): 5 when a step
+    was refused for integrity, else 6 when refused for a revocation, else 1."""
+    for refusal in REFUSALS:
+        if any(str(item["why"]).startswith(f"{refusal.__name__}:") for item in failed):
+            return refusal.exit_code
+    return 1
 
 
 def _api_url(p, api_url: str | None) -> str:

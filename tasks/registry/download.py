@@ -1,5 +1,6 @@
 """Nothing leaves the registry unchecked: a download refuses a revoked version (RevokedError naming who, when and why)
-and re-hashes the weights against the registered sha256 before returning a path (IntegrityError on any difference).
+and re-hashes the weights against the registered sha256, and every other stored file (served code, MLmodel, model and
+expert cards) against the version's `files_sha256` record, before returning a path (IntegrityError naming the file).
 
 The hash is of the file's bytes alone (`model.hashing.sha256_file`), the same digest export and assembly record.
 """
@@ -15,9 +16,11 @@ from tasks.core.artifacts import EXPERT_FILE, WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import IntegrityError
 from tasks.core.tracking import setup
-from tasks.registry.names import VersionRef, check_usable
+from tasks.registry.digests import check_tree
+from tasks.registry.names import TAG_FILES, VersionRef, check_usable
 
 EXPERT_MODEL_PREFIX = "flexo-expert-"  # DESIGN.md's name; a renamed prefix is recognised by its expert file instead
+MLMODEL_FILE = "MLmodel"  # MLflow's description of a logged model: names the code a pyfunc imports
 
 
 def fetch(profile: Profile, ref: VersionRef) -> Path:
@@ -33,8 +36,22 @@ def fetch(profile: Profile, ref: VersionRef) -> Path:
     target.mkdir(parents=True)
     setup(profile)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=str(target)))
-    verify(ref, weights_path(ref, local))
+    verify_files(ref, local)
     return local
+
+
+def verify_files(ref: VersionRef, local: Path) -> None:
+    """IntegrityError unless the weights hash to the `sha256` tag and every stored file to the `files_sha256` record.
+    A version holding code to import (an MLmodel) without that record cannot be verified, so it is refused."""
+    verify(ref, weights_path(ref, local))
+    recorded = ref.tags.get(TAG_FILES)
+    if recorded:
+        check_tree(ref.label, local, recorded)
+    elif (local / MLMODEL_FILE).exists():
+        raise IntegrityError(
+            f"{ref.label} was registered without a record of its files' sha256, so its served code "
+            f"({local}) cannot be verified and will not be loaded; re-assemble it (`flexo run --stage assemble`)"
+        )
 
 
 def weights_path(ref: VersionRef, local_dir: Path) -> Path:

@@ -1,7 +1,10 @@
 """Registering an assembled MoE: a `flexo-moe` version that names exactly the expert versions inside it.
 
 The version is an MLflow "model from code" pyfunc (`serving_entry.py` plus the assembled safetensors), so serving it
-never unpickles a python object; its generated model card lists every expert, owner and version.
+never unpickles a python object; its generated model card lists every expert, owner and version. Every stored file,
+the served code first, is hashed as stored and recorded in the version's `files_sha256` tag, so a download can prove
+the code it is about to import is the code that was registered. The pyfunc's model_config names the expert versions
+inside and the registry they came from, so the served model itself checks their consent (`tasks.registry.consent`).
 """
 
 from __future__ import annotations
@@ -10,19 +13,27 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from model.hashing import sha256_file
 from tasks.core.artifacts import MODEL_CARD_FILE, WEIGHTS_FILE
 from tasks.core.config import Profile
 from tasks.core.errors import IntegrityError
-from tasks.registry import audit
+from tasks.core.tracking import tracking_uri
+from tasks.registry import audit, consent
+from tasks.registry.digests import encode, logged_model_digests
 from tasks.registry.names import (
+    CONSENT_TTL_KEY,
     EXPERT_TAG_PREFIX,
     EXPERTS_TAG,
+    HOLDINGS_KEY,
     MAX_NEW_TOKENS_KEY,
     MOE_ARTIFACT,
+    PREFIX_KEY,
     PYFUNC_ENTRY,
+    REGISTRY_URI_KEY,
     SERVING_ALIAS,
+    TAG_FILES,
     TAG_OWNER,
     VersionRef,
     check_usable,
@@ -74,7 +85,8 @@ def register_moe(
     )
     tags.update({f"{EXPERT_TAG_PREFIX}{e.domain}": e.version for e in experts})
     with RegistrationRun(profile, "register/moe"):
-        info = _log_pyfunc(profile, model_dir)
+        info = _log_pyfunc(profile, model_dir, experts)
+        tags[TAG_FILES] = encode(_stored_digests(info.model_id, assembled.sha256))
         if metrics:
             mlflow.log_metrics(dict(metrics))
         ref = create_version(mlclient, name, info.model_uri, info.run_id, tags)
@@ -99,7 +111,36 @@ def _check_assembly(assembled: Any, experts: Sequence[VersionRef]) -> None:
         raise IntegrityError(f"{weights}: changed after assembly; re-assemble")
 
 
-def _log_pyfunc(profile: Profile, model_dir: Path) -> Any:
+def _stored_digests(model_id: str, sha: str) -> dict[str, str]:
+    """The digests of the logged model's files as stored; IntegrityError unless its weights are the assembled ones."""
+    digests = logged_model_digests(model_id)
+    weights = [rel for rel in digests if rel.endswith(f"/{WEIGHTS_FILE}")]
+    if [digests[rel] for rel in weights] != [sha]:
+        raise IntegrityError(f"the stored weights of logged model {model_id} ({weights}) are not the assembled ones")
+    return digests
+
+
+def _without_credentials(uri: str) -> str:
+    """`uri` without a user name or password (the served model records where its registry is, never a secret)."""
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def _model_config(profile: Profile, experts: Sequence[VersionRef]) -> dict[str, Any]:
+    """What the served model needs besides its weights: its default answer length and what to check consent with."""
+    return {
+        MAX_NEW_TOKENS_KEY: profile.registry.generate_max_new_tokens,
+        HOLDINGS_KEY: {e.domain: e.version for e in experts},
+        PREFIX_KEY: profile.registry.expert_model_prefix,
+        REGISTRY_URI_KEY: _without_credentials(tracking_uri(profile)),
+        CONSENT_TTL_KEY: consent.CONSENT_TTL_S,
+    }
+
+
+def _log_pyfunc(profile: Profile, model_dir: Path, experts: Sequence[VersionRef]) -> Any:
     """Log the MoE as a pyfunc from code to the active run; returns MLflow's ModelInfo."""
     import torch
     import transformers
@@ -114,7 +155,7 @@ def _log_pyfunc(profile: Profile, model_dir: Path) -> Any:
             python_model=str(PYFUNC_ENTRY),
             artifacts={MOE_ARTIFACT: str(model_dir)},
             signature=_signature(),
-            model_config={MAX_NEW_TOKENS_KEY: profile.registry.generate_max_new_tokens},
+            model_config=_model_config(profile, experts),
             pip_requirements=[
                 f"mlflow=={mlflow.__version__}",
                 f"torch=={torch.__version__.split('+')[0]}",

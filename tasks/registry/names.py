@@ -34,11 +34,17 @@ CHECK_TAG_PREFIX = "check."  # check.<name> = passed | failed
 METRIC_TAG_PREFIX = "metric."
 EXPERTS_TAG = "experts"  # on MoE versions: "news:3,math:1" (exact expert versions inside)
 EXPERT_TAG_PREFIX = "expert."  # on MoE versions: expert.<domain> = version
+TAG_FILES = "files_sha256"  # JSON {relative path: sha256} of every stored file of the version (registry.digests)
 
 # the flexo-moe pyfunc ("model from code": this entry file plus safetensors, no pickled python object)
 PYFUNC_ENTRY = Path(__file__).with_name("serving_entry.py")
 MOE_ARTIFACT = "moe"  # the pyfunc's artifact key: the assembled model directory
-MAX_NEW_TOKENS_KEY = "max_new_tokens"  # the pyfunc's model_config key: default answer length
+# the pyfunc's model_config keys
+MAX_NEW_TOKENS_KEY = "max_new_tokens"  # default answer length
+HOLDINGS_KEY = "experts"  # {domain: version}: the expert versions inside, whose consent every answer checks
+PREFIX_KEY = "expert_model_prefix"  # registered model of domain d: <prefix><d>
+REGISTRY_URI_KEY = "registry_uri"  # the store it was registered in, without credentials ($MLFLOW_TRACKING_URI wins)
+CONSENT_TTL_KEY = "consent_ttl_s"  # seconds a served answer may rely on the last reading of the registry
 
 
 @dataclass(frozen=True)

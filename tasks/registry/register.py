@@ -20,6 +20,7 @@ from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, IntegrityError
 from tasks.core.tracking import TAG_GIT_COMMIT, lineage_tags, setup
 from tasks.registry import audit
+from tasks.registry.digests import encode, tree_digests
 from tasks.registry.names import (
     ACTIVE_ALIAS,
     CHECK_TAG_PREFIX,
@@ -28,6 +29,7 @@ from tasks.registry.names import (
     TAG_ALIAS_WITHHELD,
     TAG_DATA_MD5,
     TAG_DOMAIN,
+    TAG_FILES,
     TAG_OWNER,
     TAG_SHA256,
     TAG_STATUS,
@@ -101,6 +103,7 @@ def register_public(
             mlflow.log_metrics(dict(metrics))
         source = f"{mlclient.get_run(run_id).info.artifact_uri}/public"
         tags = version_tags(profile, "public", sha256_file(weights), data_md5, metrics)
+        tags[TAG_FILES] = encode(tree_digests(Path(model_dir)))
         ref = create_version(mlclient, name, source, run_id, tags)
     mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, ref.version)
     audit.record(mlclient, name, ref.version, "registered", sha256=ref.sha256)
@@ -147,6 +150,7 @@ def register_expert(
     }
     with tempfile.TemporaryDirectory() as staging, RegistrationRun(profile, f"register/{domain}") as run_id:
         _stage_expert(Path(staging), expert_file, router_file, expert_card)
+        tags[TAG_FILES] = encode(tree_digests(Path(staging)))
         mlclient.log_artifacts(run_id, staging, f"expert-{domain}")
         if metrics:
             mlflow.log_metrics({f"{domain}.{k}": float(v) for k, v in metrics.items()})

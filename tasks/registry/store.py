@@ -65,7 +65,7 @@ def get_version(profile: Profile, name: str, version: str | int) -> VersionRef:
     try:
         return ref_of(client(profile).get_model_version(name, str(version)))
     except MlflowException as err:
-        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise ConfigError(f"{name} version {version} does not exist; `flexo experts` lists the versions") from err
         raise
 

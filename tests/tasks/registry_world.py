@@ -1,5 +1,6 @@
 """A small real world for registry, governance and serving tests: M_pub, router rows, a tokenizer and trained-looking
-experts (start state + seeded noise, so opting one out really changes the output), all files under tmp_path."""
+experts (start state + seeded noise, so opting one out really changes the output), all files under tmp_path; and the
+world of the revocation matrices: experts revoked each of the four ways a steward can revoke one."""
 
 from __future__ import annotations
 
@@ -84,3 +85,54 @@ def md5_of(text: str) -> str:
     import hashlib
 
     return hashlib.md5(text.encode()).hexdigest()
+
+
+# The four ways a steward can revoke an expert, each applied to its own domain, and the domain nobody revokes.
+WAYS = {"cli": "news", "client_tag": "math", "alias_removed": "code", "alias_to_revoked": "reddit"}
+KEPT = "academic"
+
+
+def profile_under(profile: Profile, root: Path) -> Profile:
+    """`profile` with every path under `root` (the `tmp_profile` layout, for worlds shared by a module)."""
+    paths = profile.paths.model_copy(
+        update={
+            "data_dir": str(root / "data"),
+            "runs_dir": str(root / "runs"),
+            "reports_dir": str(root / "reports"),
+            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "mlflow_artifacts_dir": str(root / "mlartifacts"),
+            "dvc_remotes_dir": str(root / "remotes"),
+        }
+    )
+    return profile.model_copy(update={"paths": paths})
+
+
+def consent_world(profile: Profile) -> tuple[World, dict[str, Path]]:
+    """A world where every WAYS domain and KEPT has an active expert version 1, reddit also a version 2 whose check
+    failed (so `active` stayed on 1), and `flexo-moe` version 1 (serving) holds them all. Returns the expert files."""
+    from tasks.registry import registry
+    from tasks.registry.governance import assemble_and_register
+
+    world = build_world(profile)
+    files = {domain: make_expert(world, domain, seed) for seed, domain in enumerate([*WAYS.values(), KEPT], start=1)}
+    for domain, path in files.items():
+        registry.register_expert(profile, domain, path, md5_of(domain))
+    reddit_v2 = make_expert(world, WAYS["alias_to_revoked"], 99)
+    registry.register_expert(profile, WAYS["alias_to_revoked"], reddit_v2, md5_of("v2"), checks={"extraction": False})
+    assemble_and_register(profile)
+    return world, files
+
+
+def revoke_outside_the_cli(profile: Profile) -> None:
+    """What a steward does in the MLflow UI or with the client, nothing else: `status=revoked` on math version 1; the
+    `active` alias of code deleted; reddit version 2 tagged revoked and `active` moved onto it."""
+    from mlflow import MlflowClient
+    from tasks.core.tracking import tracking_uri
+
+    uri = tracking_uri(profile)
+    mlclient = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    prefix = profile.registry.expert_model_prefix
+    mlclient.set_model_version_tag(f"{prefix}{WAYS['client_tag']}", "1", "status", "revoked")
+    mlclient.delete_registered_model_alias(f"{prefix}{WAYS['alias_removed']}", "active")
+    mlclient.set_model_version_tag(f"{prefix}{WAYS['alias_to_revoked']}", "2", "status", "revoked")
+    mlclient.set_registered_model_alias(f"{prefix}{WAYS['alias_to_revoked']}", "active", "2")

@@ -22,7 +22,7 @@ def no_user_store(monkeypatch):
 
 
 def test_without_a_store_or_an_assembly_it_says_what_to_run_and_creates_no_store(tmp_profile, no_user_store) -> None:
-    with pytest.raises(DataError, match="no assembled MoE .* run `flexo assemble` first"):
+    with pytest.raises(DataError, match="no assembled MoE .* run `flexo run --stage assemble` first"):
         locate_moe(tmp_profile)
     assert not store_exists(tmp_profile)
     assert not local_store_path(tracking_uri(tmp_profile)).exists()
