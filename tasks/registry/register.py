@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from model.hashing import sha256_file
-from tasks.core.artifacts import EXPERT_CARD_FILE, EXPERT_FILE, ROUTER_ROW_FILE, WEIGHTS_FILE
+from tasks.core.artifacts import ANCHOR_FILE, EXPERT_CARD_FILE, EXPERT_FILE, ROUTER_ROW_FILE, WEIGHTS_FILE
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, IntegrityError
 from tasks.core.tracking import TAG_GIT_COMMIT, lineage_tags, setup
@@ -88,7 +88,8 @@ def create_version(mlclient: Any, name: str, source: str, run_id: str, tags: Map
 def register_public(
     profile: Profile, model_dir: Path, data_md5: str, metrics: Mapping[str, float] | None = None
 ) -> VersionRef:
-    """A new `flexo-public` version from M_pub's save_pretrained directory; alias `active` moves to it."""
+    """A new `flexo-public` version from M_pub's save_pretrained directory; alias `active` moves to it. An existing
+    model adopted as M_pub (`anchor.json` beside its weights) is tagged with where it came from."""
     import mlflow
 
     weights = Path(model_dir) / WEIGHTS_FILE
@@ -102,13 +103,24 @@ def register_public(
         if metrics:
             mlflow.log_metrics(dict(metrics))
         source = f"{mlclient.get_run(run_id).info.artifact_uri}/public"
-        tags = version_tags(profile, "public", sha256_file(weights), data_md5, metrics)
+        tags = {**version_tags(profile, "public", sha256_file(weights), data_md5, metrics), **_anchor_tags(model_dir)}
         tags[TAG_FILES] = encode(tree_digests(Path(model_dir)))
         ref = create_version(mlclient, name, source, run_id, tags)
     mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, ref.version)
     audit.record(mlclient, name, ref.version, "registered", sha256=ref.sha256)
     audit.record(mlclient, name, ref.version, "alias_set", alias=ACTIVE_ALIAS)
     return ref_of(mlclient.get_model_version(name, ref.version))
+
+
+def _anchor_tags(model_dir: Path) -> dict[str, str]:
+    """An adopted M_pub's origin as version tags (source, where from, sha256 of what came in, license, parameter
+    count: `tasks.training.anchor`); none for a model pretrained here."""
+    path = Path(model_dir) / ANCHOR_FILE
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text(encoding="utf-8"))
+    keys = ("source", "origin", "sha256", "license", "parameters", "moe_host")
+    return {f"anchor_{key}": str(record[key]) for key in keys if key in record}
 
 
 def register_expert(
