@@ -1,9 +1,15 @@
-"""Shared fixtures. Importing `tasks` first makes the test process offline and telemetry-free, as entry points do."""
+"""Shared fixtures. Importing `tasks` first makes the test process offline and telemetry-free, as entry points do.
+
+No process a test starts may outlive the suite: the session ends with a check that fails it when one is still running.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import time
 
+import psutil
 import pytest
 import torch
 
@@ -14,6 +20,56 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+# the interpreter's own helpers, which end with it (they are not something a test started and forgot)
+_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+LEAK_GRACE_S = 15  # what a process stopped by the last test may take to exit
+
+
+def _adopt_orphans() -> None:
+    """Make this process the reaper of its descendants' orphans (Linux): a grandchild whose parent was killed, such as
+    a server a killed command started, then becomes a child of pytest and is still counted below."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _running_children(before: set[int]) -> list[psutil.Process]:
+    """Children of this process started during the session and still running (zombies are reaped, not counted)."""
+    running = []
+    for child in psutil.Process().children():
+        try:
+            if child.pid in before or any(h in " ".join(child.cmdline()) for h in _INTERPRETER_HELPERS):
+                continue
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+                continue
+        except (psutil.NoSuchProcess, ChildProcessError):
+            continue
+        running.append(child)
+    return running
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_suite():
+    """Fails the session when a process a test started is still running at its end (after a grace period), and
+    kills it, so a leak is a red suite instead of a process polling a server for days."""
+    _adopt_orphans()
+    before = {child.pid for child in psutil.Process().children()}
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while (leaked := _running_children(before)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if leaked:
+        described = []
+        for process in leaked:
+            try:
+                described.append(f"pid {process.pid}: {' '.join(process.cmdline())[:200]}")
+                process.kill()
+            except psutil.NoSuchProcess:
+                continue
+        pytest.fail("processes started by the tests were still running at the end:\n" + "\n".join(described))
 
 
 @pytest.fixture(autouse=True)

@@ -209,12 +209,18 @@ def worker_command(
     ] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Most flow runs at once on this worker.")] = None,
 ) -> None:
-    """Start a process worker on one owner's own work pool: it runs only that owner's flows (and refuses others)."""
+    """Start a process worker on one owner's own work pool: it runs only that owner's flows (and refuses others).
+    The command becomes the Prefect worker (exec): a signal to it (Ctrl-C, SIGTERM from systemd or Kubernetes)
+    reaches the worker itself, and nothing is left running after it."""
     from flows import work_pools
     from flows.placement import OWNER_ENV
     from tasks.core.config import REPO_ROOT
 
     p = load(profile)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit {limit}: a worker runs at least one flow run at a time")
+    if owner != work_pools.SHARED:
+        work_pools.owner_of(p, owner)  # an unknown owner is named before the server is asked
     url = _api_url(p, api_url)
     env = {**os.environ, "FLEXO_REPO": str(REPO_ROOT), "PREFECT_API_URL": url}
     if owner == work_pools.SHARED:
@@ -242,4 +248,7 @@ def worker_command(
     if limit:
         cmd += ["--limit", str(limit)]
     console.print(f"worker on pool [bold]{pool}[/] ({url}); Ctrl-C stops it", highlight=False)
-    raise typer.Exit(subprocess.call(cmd, cwd=REPO_ROOT, env=env))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(REPO_ROOT)
+    os.execvpe(cmd[0], cmd, env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def start(args: list[str], workdir: Path, env: dict[str, str] | None = None) -> 
         stderr=subprocess.STDOUT,
         cwd=str(workdir),
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})},
+        start_new_session=True,  # its own process group: `mlflow server` starts uvicorn and job consumers of its own
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_S
@@ -46,10 +48,17 @@ def start(args: list[str], workdir: Path, env: dict[str, str] | None = None) -> 
 
 
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """SIGTERM to the server's whole process group (SIGTERM to `mlflow server` alone leaves its huey job consumers
+    running), SIGKILL after 30 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the group's stragglers once the server itself has exited
+    except ProcessLookupError:
+        pass
