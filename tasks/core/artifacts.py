@@ -45,8 +45,11 @@ class RunPaths:
 
     @property
     def data_reports_dir(self) -> Path:
-        """reports/data/: validation reports, data cards, bytes-per-token and disjointness results."""
-        return self.profile.path("reports_dir") / "data"
+        """reports/data/: validation reports, data cards, bytes-per-token and disjointness results. A profile with an
+        existing M_pub (`anchor`) counts tokens with that model's tokenizer, so it writes under reports/data/<profile>/
+        and leaves the trained tokenizer's reports (DVC outputs) as they are."""
+        root = self.profile.path("reports_dir") / "data"
+        return root / self.profile.name if self.profile.anchor.pretrained else root
 
     @property
     def tokenizer_dir(self) -> Path:

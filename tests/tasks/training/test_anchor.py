@@ -67,6 +67,8 @@ def test_a_checkpoint_is_adopted_and_everything_runs_on_top(tmp_profile, tmp_pat
     tokenizer = load_tokenizer(world)
     assert tokenizer.pad_token == tokenizer.eos_token == EOS
     assert not (Path(world.paths.data_dir) / "tokenizer").exists()
+    reports = Path(world.paths.reports_dir) / "data"  # the anchor's token counts beside, not over, the trained one's
+    assert (reports / world.name / "bytes_per_token.json").exists() and not (reports / "bytes_per_token.json").exists()
 
     public = train_public(world)
     record = json.loads((paths.public_model_dir / ANCHOR_FILE).read_text())
