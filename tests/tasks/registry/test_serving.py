@@ -157,3 +157,21 @@ def test_generate_refuses_a_revoked_expert_by_name(served) -> None:
         generate_from_registry(world.profile, "Stocks fell", experts=["news"])
     after = generate_from_registry(world.profile, "Stocks fell")
     assert after["model"] == "flexo-moe:2" and after["experts"] == ["public", "math"]
+
+
+def test_an_opted_out_expert_is_never_reported_selected(served) -> None:
+    """With fewer experts left than top-k, top-k still picks masked ones (at weight 0): they did not answer."""
+    _, pyfunc_dir, _ = served
+    moe = FlexoMoE(registry.moe_dir(pyfunc_dir))
+    assert moe.model.config.num_experts_per_tok >= 2  # only public remains below: fewer than k
+    answer = moe.generate("Stocks fell", 4, exclude=["news", "math"])
+    assert answer["selected"] == {"public": 1.0, "news": 0.0, "math": 0.0}
+    assert answer["attribution"]["news"] == 0.0 and answer["attribution"]["math"] == 0.0
+
+
+def test_an_answer_longer_than_the_model_is_a_clear_error(served) -> None:
+    from tasks.registry.serving import generate_from_registry
+
+    world, _, _ = served
+    with pytest.raises(ConfigError, match="exceeds the model's .* positions"):
+        generate_from_registry(world.profile, "Stocks fell", max_new_tokens=10**6)
