@@ -153,3 +153,24 @@ def test_an_anchor_section_missing_what_its_source_needs_is_refused(tmp_path: Pa
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=message):
         load_profile("tiny", path)
+
+
+def test_the_extraction_attack_runs_on_an_adopted_llama(tmp_profile, tmp_path: Path) -> None:
+    """The attack samples from M_pub, the dense model and the Qwen2-MoE with and without the expert; opting the expert
+    out gives M_pub's numbers back."""
+    from tasks.privacy.attack import attack
+    from tasks.privacy.results import FLEXOLMO, FLEXOLMO_WITHOUT, PUBLIC
+
+    checkpoint = tmp_path / "anchor"
+    tiny_llama(**TINY_ANCHOR).save_pretrained(checkpoint)
+    PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(), eos_token=EOS).save_pretrained(checkpoint)
+    world = _with_anchor(tmp_profile, source="checkpoint", path=str(checkpoint))
+    train_tokenizer(world)
+    train_public(world)
+    write_router_rows(world)
+    train_expert(world, "math")
+    train_dense(world, "math")
+    result = attack(world, "math", progress=False)
+    assert result.calibration.passed and set(result.models) >= {PUBLIC, FLEXOLMO, FLEXOLMO_WITHOUT}
+    assert result.models[FLEXOLMO_WITHOUT].rate == result.models[PUBLIC].rate
+    assert result.models[FLEXOLMO_WITHOUT].mean_similarity == pytest.approx(result.models[PUBLIC].mean_similarity)
