@@ -144,6 +144,11 @@ def revoke(profile: Profile, domain: str, version: str, reason: str, by: str | N
     return call("revoke", profile, domain, version, reason, by=by)
 
 
+def follow_revocations(profile: Profile) -> dict[str, Any]:
+    """Revocations made in the MLflow UI, client or REST reach `serving`: re-assemble without withdrawn experts."""
+    return call("follow_revocations", profile)
+
+
 def active_experts(profile: Profile) -> dict[str, Any]:
     """The registry's active, non-revoked expert versions: {domain: {version, sha256}} (a registry read: retried)."""
     refs = STEPS["active_experts"].target(profile)
@@ -174,6 +179,7 @@ BODIES: dict[str, Callable[..., dict[str, Any]]] = {
         evaluate,
         attack,
         revoke,
+        follow_revocations,
         active_experts,
     )
 }

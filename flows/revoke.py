@@ -1,4 +1,5 @@
-"""Flow `revoke` (on demand): a steward revokes one expert version; the MoE is re-assembled without it."""
+"""Flow `revoke` (on demand): a steward revokes one expert version; the MoE is re-assembled without it.
+Flow `follow_revocations` (every minute): a revocation made in the MLflow UI, client or REST reaches `serving` too."""
 
 from __future__ import annotations
 
@@ -22,4 +23,16 @@ def revoke(
     publish("flexo-revoke", f"revoke {domain} v{version}", out)
     if out[0].status == "failed":
         raise RuntimeError(f"revoke {domain} v{version} failed: {out[0].detail}")
+    return as_rows(out)
+
+
+@flow(name="follow_revocations", result_serializer="json", log_prints=True)
+def follow_revocations(profile: str | Profile | None = None) -> list[dict[str, Any]]:
+    """When the serving MoE holds an expert the registry withdrew (however), re-assemble without it (never cached)."""
+    p = as_profile(profile)
+    out = [run_step("follow_revocations", "follow_revocations", p)]
+    if out[0].result.get("new_moe"):
+        publish("flexo-follow-revocations", f"withdrawn: {', '.join(out[0].result['withdrawn'])}", out)
+    if out[0].status == "failed":
+        raise RuntimeError(f"follow_revocations failed: {out[0].detail}")
     return as_rows(out)

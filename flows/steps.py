@@ -22,7 +22,7 @@ from tasks.data.pipeline import check_disjoint, finish_domain, prepare_domain, t
 from tasks.data.versioning import record_shared_stages
 from tasks.evaluation.evaluate import check_benchmark_data, evaluate
 from tasks.privacy.attack import attack_and_record
-from tasks.registry.governance import assemble_and_register, revoke
+from tasks.registry.governance import assemble_and_register, follow_revocations, revoke
 from tasks.registry.registry import register_expert, register_public, resolve_active_experts
 from tasks.registry.verify import verify_assembly
 from tasks.training.ablations import assemble_variant, train_variant
@@ -74,6 +74,7 @@ STEPS: dict[str, Step] = {
     "evaluate": Step(evaluate, "evaluation", gpu=True),
     "attack": Step(attack_and_record, "privacy", gpu=True),
     "revoke": Step(revoke, "registry", retry=True, cache=False),
+    "follow_revocations": Step(follow_revocations, "registry", retry=True, cache=False),
     "active_experts": Step(resolve_active_experts, "registry", retry=True, cache=False),
 }
 

@@ -1,4 +1,4 @@
-"""Registry, governance and serving commands: `flexo experts`, `revoke`, `audit`, `ui`, `generate`, `serve`.
+"""Registry, governance and serving commands: `flexo experts`, `revoke`, `follow`, `audit`, `ui`, `generate`, `serve`.
 
 Thin: each command calls `tasks.registry.registry` / `tasks.registry.governance` / `tasks.registry.serving` and
 prints. MLflow, torch and Prefect are imported inside the commands so `flexo --help` stays fast.
@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -105,6 +106,31 @@ def revoke_command(
         console.print(f"marked revoked_dependency: {', '.join(result.revoked_dependencies)}")
     if result.new_moe is not None:
         console.print(f"serving now: {result.new_moe.label} with experts [{result.new_moe.tags.get('experts', '')}]")
+
+
+@app.command("follow")
+def follow_command(
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between looks at the registry.")] = 10.0,
+    once: Annotated[bool, typer.Option("--once", help="Look once, then exit.")] = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Let revocations made in the MLflow UI, client or REST reach `serving`: whenever the serving MoE holds an expert
+    the registry withdrew, mark the MoE versions holding it and re-assemble without it, as `flexo revoke` does. Runs
+    until stopped (the `follow_revocations` deployment does the same every minute)."""
+    from tasks.registry.governance import follow_revocations
+
+    if interval <= 0:
+        raise ConfigError(f"--interval {interval}: give a number of seconds above 0")
+    resolved = load(profile)
+    while True:
+        done = follow_revocations(resolved)
+        for name, why in done["withdrawn"].items():
+            console.print(f"[yellow]withdrawn {name}:[/] {why}", highlight=False)
+        if done["new_moe"]:
+            console.print(f"serving now: {done['new_moe']} ({', '.join(done['revoked_dependencies'])} unserved)")
+        if once:
+            return
+        time.sleep(interval)
 
 
 @app.command("audit")

@@ -5,6 +5,10 @@ removes every alias on it, appends an audit record, marks every `flexo-moe` vers
 `status=revoked_dependency`, and re-assembles the MoE without it (the `reassemble` callable; by default
 `assemble_and_register`), which moves `serving`. After that no path loads it: `tasks.registry.names.check_usable`
 (behind every download and resolution) refuses it with a RevokedError naming the revocation.
+
+A steward who revokes in the MLflow UI, the client or REST (a status tag, an alias removed or moved) does only the first
+step; serving masks the expert from then on (`tasks.registry.consent`), and `follow_revocations`, run on a schedule,
+does the rest: it marks the MoE versions holding it and re-assembles, so the registry and `serving` say so too.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, FlexoError
 from tasks.registry import audit
+from tasks.registry.consent import holdings, withdrawn_in
 from tasks.registry.download import expert_files
 from tasks.registry.moe_version import register_moe
 from tasks.registry.names import (
@@ -33,9 +38,10 @@ from tasks.registry.names import (
     expert_model_name,
 )
 from tasks.registry.resolve import moe_versions_containing, resolve_active_experts
-from tasks.registry.store import client, get_version
+from tasks.registry.store import by_alias, client, get_version
 
 Reassemble = Callable[[Profile], VersionRef | None]
+FOLLOWER = "registry-follower"  # the actor of what `follow_revocations` does (the steward's act was the tag or alias)
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ def revoke(
     who = audit.actor(by)
     _mark_revoked(mlclient, ref, who, reason)
     dependents = [
-        _mark_dependent(mlclient, moe, ref, who) for moe in moe_versions_containing(profile, domain, ref.version)
+        _mark_dependent(mlclient, moe, f"{ref.name}:{ref.version}", who)
+        for moe in moe_versions_containing(profile, domain, ref.version)
     ]
     new_moe = _reassemble(profile, mlclient, ref, who, dependents, reassemble)
     return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe)
@@ -99,9 +106,9 @@ def _mark_revoked(mlclient: Any, ref: VersionRef, who: str, reason: str) -> None
     audit.record(mlclient, ref.name, ref.version, "revoked", who, reason=reason, removed_aliases=list(ref.aliases))
 
 
-def _mark_dependent(mlclient: Any, moe: VersionRef, expert: VersionRef, who: str) -> str:
-    """Mark a `flexo-moe` version holding the revoked expert `revoked_dependency` and unserve it; its "name:version"."""
-    held = f"{expert.name}:{expert.version}"
+def _mark_dependent(mlclient: Any, moe: VersionRef, held: str, who: str) -> str:
+    """Mark a `flexo-moe` version holding the revoked expert `held` ("name:version") `revoked_dependency` and unserve
+    it; its "name:version"."""
     mlclient.set_model_version_tag(moe.name, moe.version, TAG_STATUS, STATUS_REVOKED_DEPENDENCY)
     mlclient.set_model_version_tag(moe.name, moe.version, TAG_REVOKED_DEPENDENCY, held)
     for alias in moe.aliases:
@@ -142,6 +149,40 @@ def _reassemble(
             alias=SERVING_ALIAS,
         )
     return new_moe
+
+
+def follow_revocations(profile: Profile, reassemble: Reassemble = assemble_and_register) -> dict[str, Any]:
+    """Make a revocation done outside `flexo revoke` reach the registry and `serving`: when the `serving` MoE holds
+    experts the registry withdrew, each is recorded in the audit trail, every `flexo-moe` version holding it is marked
+    `revoked_dependency` (unserved) and the MoE is re-assembled without them, moving `serving`. Returns what it found
+    (`withdrawn` {domain: why}) and did; nothing withdrawn, nothing done."""
+    serving = by_alias(profile, profile.registry.moe_model, SERVING_ALIAS)
+    gone = withdrawn_in(profile, serving) if serving is not None else {}
+    if serving is None or not gone:
+        return {"withdrawn": {}, "revoked_dependencies": [], "new_moe": ""}
+    mlclient, held = client(profile), holdings(serving)
+    dependents: list[str] = []
+    for domain, why in sorted(gone.items()):
+        name = expert_model_name(profile, domain)
+        audit.record(mlclient, name, held[domain], "withdrawal_detected", FOLLOWER, reason=why)
+        dependents += [
+            _mark_dependent(mlclient, moe, f"{name}:{held[domain]}", FOLLOWER)
+            for moe in moe_versions_containing(profile, domain, held[domain])
+            if moe.status != STATUS_REVOKED_DEPENDENCY
+        ]
+    new_moe = reassemble(profile)
+    if new_moe is not None:
+        withdrawn_versions = ",".join(f"{domain}:{held[domain]}" for domain in sorted(gone))
+        audit.record(
+            mlclient,
+            new_moe.name,
+            new_moe.version,
+            "reassembled_after_revocation",
+            FOLLOWER,
+            revoked=withdrawn_versions,
+            alias=SERVING_ALIAS,
+        )
+    return {"withdrawn": gone, "revoked_dependencies": dependents, "new_moe": new_moe.label if new_moe else ""}
 
 
 def audit_trail(profile: Profile) -> list[audit.AuditRecord]:
