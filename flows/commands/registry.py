@@ -106,6 +106,13 @@ def revoke_command(
         console.print(f"marked revoked_dependency: {', '.join(result.revoked_dependencies)}")
     if result.new_moe is not None:
         console.print(f"serving now: {result.new_moe.label} with experts [{result.new_moe.tags.get('experts', '')}]")
+    if result.certificate is not None:
+        cert = result.certificate
+        console.print(
+            f"certificate: max |delta logit| {cert['max_abs_delta_logit']} against {cert['previous_moe']} with it "
+            f"masked, attribution {cert['attribution_serving']} ({cert['path']})",
+            highlight=False,
+        )
 
 
 @app.command("follow")

@@ -16,14 +16,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, FlexoError
 from tasks.registry import audit
+from tasks.registry.certificate import certify, write_certificate
 from tasks.registry.consent import holdings, withdrawn_in
-from tasks.registry.download import expert_files
+from tasks.registry.download import expert_files, fetch, moe_dir
 from tasks.registry.moe_version import register_moe
 from tasks.registry.names import (
     SERVING_ALIAS,
@@ -52,6 +54,7 @@ class Revocation:
     removed_aliases: list[str]
     revoked_dependencies: list[str]  # "flexo-moe:<version>" that held the expert
     new_moe: VersionRef | None
+    certificate: dict[str, Any] | None = None  # tasks.registry.certificate, when a served MoE held it and was rebuilt
 
 
 def assemble_and_register(profile: Profile) -> VersionRef:
@@ -85,13 +88,49 @@ def revoke(
         )
     mlclient = client(profile)
     who = audit.actor(by)
+    previous = _served_holding(profile, ref) if reassemble is not None else None
     _mark_revoked(mlclient, ref, who, reason)
     dependents = [
         _mark_dependent(mlclient, moe, f"{ref.name}:{ref.version}", who)
         for moe in moe_versions_containing(profile, domain, ref.version)
     ]
     new_moe = _reassemble(profile, mlclient, ref, who, dependents, reassemble)
-    return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe)
+    certificate = _certificate(profile, mlclient, ref, who, previous, new_moe)
+    return Revocation(get_version(profile, name, ref.version), list(ref.aliases), dependents, new_moe, certificate)
+
+
+def _served_holding(profile: Profile, ref: VersionRef) -> tuple[VersionRef, Path] | None:
+    """The `serving` MoE (verified, downloaded) when it holds exactly this expert version: what the certificate
+    compares the re-assembled one with."""
+    serving = by_alias(profile, profile.registry.moe_model, SERVING_ALIAS)
+    if serving is None or holdings(serving).get(ref.domain) != ref.version:
+        return None
+    try:
+        return serving, moe_dir(fetch(profile, serving))
+    except FlexoError:
+        return None  # an unusable serving MoE blocks the certificate, never the revocation
+
+
+def _certificate(
+    profile: Profile,
+    mlclient: Any,
+    ref: VersionRef,
+    who: str,
+    previous: tuple[VersionRef, Path] | None,
+    new_moe: VersionRef | None,
+) -> dict[str, Any] | None:
+    """The revocation certificate, written and recorded in the audit trail; a failure to compute it is recorded too
+    (the revocation itself stands)."""
+    if previous is None or new_moe is None:
+        return None
+    try:
+        certificate = certify(profile, ref, previous, (new_moe, moe_dir(fetch(profile, new_moe))))
+    except FlexoError as err:
+        audit.record(mlclient, ref.name, ref.version, "certificate_failed", who, error=str(err)[:1000])
+        return None
+    certificate["path"] = str(write_certificate(profile, certificate))
+    audit.record(mlclient, ref.name, ref.version, "revocation_certificate", who, **certificate)
+    return certificate
 
 
 def _mark_revoked(mlclient: Any, ref: VersionRef, who: str, reason: str) -> None:

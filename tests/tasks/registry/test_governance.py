@@ -35,12 +35,13 @@ def test_revoke_tags_removes_aliases_reassembles_and_audits(served) -> None:
     serving = registry.by_alias(profile, "flexo-moe", "serving")
     assert serving.version == result.new_moe.version == "2" and serving.tags["experts"] == "math:1"
     events = [(r.event, r.model, r.version) for r in audit_trail(profile)]
-    assert events[-5:] == [
+    assert events[-6:] == [
         ("revoked", "flexo-expert-news", "1"),
         ("revoked_dependency", "flexo-moe", "1"),
         ("registered", "flexo-moe", "2"),
         ("alias_set", "flexo-moe", "2"),
         ("reassembled_after_revocation", "flexo-moe", "2"),
+        ("revocation_certificate", "flexo-expert-news", "1"),
     ]
     revoked_record = next(r for r in audit_trail(profile) if r.event == "revoked")
     assert revoked_record.actor == "steward-news" and revoked_record.detail["reason"] == "owner withdrew consent"
@@ -95,3 +96,25 @@ def test_failed_reassembly_still_leaves_the_expert_revoked_and_says_so(served) -
     assert registry.get_version(served.profile, "flexo-expert-news", 1).status == "revoked"
     assert registry.by_alias(served.profile, "flexo-moe", "serving") is None
     assert audit_trail(served.profile)[-1].event == "reassembly_failed"
+
+
+def test_the_revocation_certificate_shows_the_expert_is_gone(served) -> None:
+    """The re-assembled serving MoE computes what the MoE that held the expert computes with it masked, and gives it
+    no attribution; the certificate is a file and an audit event."""
+    import json
+    from pathlib import Path
+
+    result = revoke(served.profile, "news", 1, reason="owner withdrew consent", by="steward-news")
+    cert = result.certificate
+    assert cert["previous_moe"] == "flexo-moe:1" and cert["serving_moe"] == "flexo-moe:2"
+    assert cert["max_abs_delta_logit"] <= 1e-5 and cert["prompts"] > 0
+    assert cert["attribution_masked_previous"] == 0.0 and cert["attribution_serving"] == 0.0
+    assert cert["in_serving_moe"] is False
+    assert json.loads(Path(cert["path"]).read_text())["expert"] == "flexo-expert-news:1"
+    recorded = audit_trail(served.profile)[-1]
+    assert (
+        recorded.event == "revocation_certificate"
+        and recorded.detail["max_abs_delta_logit"] == cert["max_abs_delta_logit"]
+    )
+    # without a served MoE holding it there is nothing to certify against
+    assert revoke(served.profile, "math", 1, reason="x", reassemble=None).certificate is None
