@@ -4,7 +4,7 @@ Prefect runs it.
 Why by function reference: a renamed or moved area function is an ImportError the moment this module is imported (a
 test imports it), never a stage that silently stops running. Why the fingerprint is computed from packages: a step's
 result depends on its whole area and on everything that area builds on, so its cache key hashes those packages as they
-are on disk; a hand-written file list goes stale the first time a helper moves to a new module.
+are on disk; a hand-written file list goes stale the first time a function moves to a new module.
 """
 
 from __future__ import annotations
