@@ -15,6 +15,7 @@ import torch
 
 import tasks  # noqa: F401  (offline environment)
 from tasks.core.config import Profile, load_profile
+from tests.profiles import profile_under
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -94,14 +95,4 @@ def tiny_profile() -> Profile:
 @pytest.fixture
 def tmp_profile(tiny_profile: Profile, tmp_path) -> Profile:
     """The tiny profile with every path under tmp_path (nothing touches the repository's data/, runs/ or mlflow/)."""
-    paths = tiny_profile.paths.model_copy(
-        update={
-            "data_dir": str(tmp_path / "data"),
-            "runs_dir": str(tmp_path / "runs"),
-            "reports_dir": str(tmp_path / "reports"),
-            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "mlflow_artifacts_dir": str(tmp_path / "mlartifacts"),
-            "dvc_remotes_dir": str(tmp_path / "remotes"),
-        }
-    )
-    return tiny_profile.model_copy(update={"paths": paths})
+    return profile_under(tiny_profile, tmp_path)

@@ -24,7 +24,8 @@ from tasks.registry.consent import holdings
 from tasks.registry.serving import FlexoMoE, generate_from_registry
 from tasks.training.assemble import assemble
 from tests.flows.conftest import tmp_params
-from tests.tasks.registry_world import KEPT, WAYS, consent_world, profile_under, revoke_outside_the_cli
+from tests.profiles import profile_under
+from tests.tasks.registry_world import KEPT, WAYS, consent_world, revoke_outside_the_cli
 
 PROMPT = "Stocks fell"
 

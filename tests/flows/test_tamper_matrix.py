@@ -24,7 +24,8 @@ from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register
 from tasks.registry.serving import generate_from_registry, prepare_serving
 from tests.flows.conftest import tmp_params
-from tests.tasks.registry_world import build_world, make_expert, md5_of, profile_under
+from tests.profiles import profile_under
+from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 ARTIFACTS = ("expert file", "MoE weights", "served code", "model card", "MLmodel")
 PATHS = ("run/assemble", "evaluate", "attack", "generate", "serve")

@@ -92,21 +92,6 @@ WAYS = {"cli": "news", "client_tag": "math", "alias_removed": "code", "alias_to_
 KEPT = "academic"
 
 
-def profile_under(profile: Profile, root: Path) -> Profile:
-    """`profile` with every path under `root` (the `tmp_profile` layout, for worlds shared by a module)."""
-    paths = profile.paths.model_copy(
-        update={
-            "data_dir": str(root / "data"),
-            "runs_dir": str(root / "runs"),
-            "reports_dir": str(root / "reports"),
-            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-            "mlflow_artifacts_dir": str(root / "mlartifacts"),
-            "dvc_remotes_dir": str(root / "remotes"),
-        }
-    )
-    return profile.model_copy(update={"paths": paths})
-
-
 def consent_world(profile: Profile) -> tuple[World, dict[str, Path]]:
     """A world where every WAYS domain and KEPT has an active expert version 1, reddit also a version 2 whose check
     failed (so `active` stayed on 1), and `flexo-moe` version 1 (serving) holds them all. Returns the expert files."""

@@ -22,7 +22,8 @@ from tasks.registry.governance import revoke
 from tasks.registry.serving import FlexoMoE
 from tasks.training.assemble import assemble
 from tests.flows.conftest import tmp_params
-from tests.tasks.registry_world import KEPT, WAYS, consent_world, profile_under, revoke_outside_the_cli
+from tests.profiles import profile_under
+from tests.tasks.registry_world import KEPT, WAYS, consent_world, revoke_outside_the_cli
 
 pytestmark = pytest.mark.server
 
