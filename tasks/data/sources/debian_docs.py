@@ -11,7 +11,8 @@ from __future__ import annotations
 import gzip
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from tasks.core.errors import DataError
 from tasks.data.sources import Document, Source, register
@@ -21,10 +22,15 @@ from tasks.data.sources.textio import budget_reached, decode_document
 
 
 class _DebianSource(Source):
+    """Shared by the Debian adapters: package list, provenance and one budgeted decode -> clean -> chunk stream."""
+
     packages: tuple[str, ...] = ()
 
     def package_list(self) -> list[str]:
         return list(self.options.get("packages", self.packages))
+
+    def origins(self) -> set[str]:
+        return {f"debian:{p}" for p in self.package_list()}
 
     def provenance(self) -> dict:
         return {
@@ -35,6 +41,44 @@ class _DebianSource(Source):
 
     def chunks(self, text: str) -> list[str]:
         return chunk_paragraphs(text, int(self.options.get("chunk_chars", self.context.chunk_chars)))
+
+    def file_documents(self, files: Iterable[tuple[str, Path]], clean: Callable[[str], str]) -> Iterator[Document]:
+        """Documents of (key, path) files in order: each decoded (bad bytes -> one problem document), cleaned by
+        `clean`, cut into pieces with ids `<domain>/<key>#<i>`; stops at the byte/document budget."""
+        return self.budgeted(self._file_pieces(files, clean))
+
+    def _file_pieces(
+        self, files: Iterable[tuple[str, Path]], clean: Callable[[str], str]
+    ) -> Iterator[tuple[Document, int]]:
+        for key, path in files:
+            yield from self.text_pieces(key, path.read_bytes(), str(path), 0, clean)
+
+    def text_pieces(
+        self, key: str, raw: bytes, source_file: str, row: int, clean: Callable[[str], str]
+    ) -> Iterator[tuple[Document, int]]:
+        """(document, its budget bytes) for the pieces of one raw text: the problem document alone when the bytes
+        are not usable text."""
+        whole = decode_document(raw, f"{self.domain}/{key}", source_file, row, self.context.max_doc_bytes)
+        if whole.problem:
+            yield whole, _text_bytes(whole)
+            return
+        for i, text in enumerate(self.chunks(clean(whole.text))):
+            doc = Document(f"{self.domain}/{key}#{i}", text, source_file, i)
+            yield doc, _text_bytes(doc)
+
+    def budgeted(self, sized: Iterable[tuple[Document, int]]) -> Iterator[Document]:
+        """Yield documents one by one until their counted bytes or number meet the context's budget."""
+        total = count = 0
+        for doc, size in sized:
+            yield doc
+            total += size
+            count += 1
+            if budget_reached(total, count, self.context.target_bytes, self.context.max_docs):
+                return
+
+
+def _text_bytes(doc: Document) -> int:
+    return len(doc.text.encode("utf-8"))
 
 
 @register("python_docs")
@@ -53,24 +97,7 @@ class PythonDocsSource(_DebianSource):
             p for p in sorted(sources.rglob("*.rst.txt")) if not p.relative_to(sources).as_posix().startswith(skip)
         ]
         random.Random(self.context.seed).shuffle(files)
-        total = count = 0
-        for path in files:
-            rel = path.relative_to(sources).as_posix()
-            whole = decode_document(path.read_bytes(), f"{self.domain}/{rel}", str(path), 0, self.context.max_doc_bytes)
-            pieces = (
-                [whole]
-                if whole.problem
-                else [
-                    Document(f"{self.domain}/{rel}#{i}", t, str(path), i)
-                    for i, t in enumerate(self.chunks(_rst_clean(whole.text)))
-                ]
-            )
-            for doc in pieces:
-                yield doc
-                total += len(doc.text.encode("utf-8"))
-                count += 1
-                if budget_reached(total, count, self.context.target_bytes, self.context.max_docs):
-                    return
+        yield from self.file_documents(((p.relative_to(sources).as_posix(), p) for p in files), _rst_clean)
 
 
 def _rst_clean(text: str) -> str:
@@ -105,7 +132,10 @@ class FortunesSource(_DebianSource):
 
     def documents(self) -> Iterator[Document]:
         roots = [debian_package(self.context.cache_dir, p) / "usr/share/games/fortunes" for p in self.package_list()]
-        total = count = 0
+        yield from self.budgeted(self._records(roots))
+
+    def _records(self, roots: list[Path]) -> Iterator[tuple[Document, int]]:
+        """(fortune, its stripped byte length) for each `%`-separated record of the configured files, in order."""
         for name in self.options.get("files", self.FILES):
             path = next((r / name for r in roots if (r / name).is_file()), None)
             if path is None:
@@ -114,16 +144,11 @@ class FortunesSource(_DebianSource):
                 )
             for row, raw in enumerate(re.split(rb"^%\n", path.read_bytes(), flags=re.M)):
                 raw = re.sub(rb".\x08", b"", raw).strip()  # overstrike (char + backspace) underlining
-                if not raw:
-                    continue
-                doc = decode_document(
-                    raw + b"\n", f"{self.domain}/{name}#{row}", str(path), row, self.context.max_doc_bytes
-                )
-                yield doc
-                total += len(raw)
-                count += 1
-                if budget_reached(total, count, self.context.target_bytes, self.context.max_docs):
-                    return
+                if raw:
+                    doc = decode_document(
+                        raw + b"\n", f"{self.domain}/{name}#{row}", str(path), row, self.context.max_doc_bytes
+                    )
+                    yield doc, len(raw)
 
 
 @register("r_vignettes")
@@ -157,29 +182,16 @@ class RVignettesSource(_DebianSource):
     )
 
     def documents(self) -> Iterator[Document]:
-        total = count = 0
+        yield from self.file_documents(self._vignettes(), latex_to_text)
+
+    def _vignettes(self) -> Iterator[tuple[str, Path]]:
+        """(package/file, path) of each installed .Rnw/.Rmd vignette, package by package (downloads lazily)."""
         for package in self.package_list():
             root = debian_package(self.context.cache_dir, package)
             for path in sorted(root.rglob("*.Rnw")) + sorted(root.rglob("*.Rmd")):
                 if path.parent.name != "doc" or "/lib/R/" not in path.as_posix():
                     continue  # the installed vignettes only: not slides, course material or example copies
-                rel = f"{package}/{path.name}"
-                whole = decode_document(
-                    path.read_bytes(), f"{self.domain}/{rel}", str(path), 0, self.context.max_doc_bytes
-                )
-                if whole.problem:
-                    pieces = [whole]
-                else:
-                    pieces = [
-                        Document(f"{self.domain}/{rel}#{i}", t, str(path), i)
-                        for i, t in enumerate(self.chunks(latex_to_text(whole.text)))
-                    ]
-                for doc in pieces:
-                    yield doc
-                    total += len(doc.text.encode("utf-8"))
-                    count += 1
-                    if budget_reached(total, count, self.context.target_bytes, self.context.max_docs):
-                        return
+                yield f"{package}/{path.name}", path
 
 
 _KEEP_ARG = (
