@@ -158,8 +158,12 @@ class StateOfTheUnionSource(_NpmSource):
 
 HAM_GROUPS = ("easy-ham-1", "easy-ham-2")  # hard-ham-1 is mostly commercial HTML newsletters, not discussion
 LIST_HEADERS = ("List-Id", "List-Post", "Mailing-List", "X-Mailing-List", "List-Unsubscribe")
-_SIGNATURE = re.compile(r"^(-- ?|_{20,}|-{20,})$")  # "-- " sig delimiter, Mailman/Yahoo list footers
+# Where the post's own text ends: the "-- " signature delimiter, a Mailman/Yahoo footer rule, an Outlook-style quoted
+# original, or a PGP signature block.
+_END_OF_POST = re.compile(r"^(-- ?$|_{20,}|-{20,}|-+ ?Original Message ?-+|-----BEGIN PGP SIGNATURE)", re.I)
+_PGP_ARMOR = re.compile(r"^(-----BEGIN PGP SIGNED MESSAGE-----|Hash: \w+)$")
 _ATTRIBUTION = re.compile(r"(wrote|writes|said):\s*$")
+_LIST_FOOTER = re.compile(r"(/listinfo/|/mailman/|unsubscribe|^Yahoo! Groups|lists\.sourceforge\.net)", re.I)
 _UTF8_COMPATIBLE = {"us-ascii", "ascii", "utf-8", "utf8"}
 
 
@@ -264,17 +268,24 @@ def _decode_part(part: Message, doc_id: str, path: Path, max_bytes: int) -> Docu
 
 
 def clean_post(body: str) -> str:
-    """A mail body without quoted lines (">"), the attribution line before them, or the signature/list footer."""
-    lines = body.replace("\r\n", "\n").split("\n")
+    """A mail body without quoted lines (">"), the attribution line before them, PGP armour, or what follows the end
+    of the post (signature, list footer, quoted original); trailing list-footer lines (listinfo URLs) go too."""
     kept: list[str] = []
-    for line in lines:
-        if _SIGNATURE.match(line.rstrip()):
+    for line in body.replace("\r\n", "\n").split("\n"):
+        line = line.rstrip()
+        if _END_OF_POST.match(line):
             break
+        if _PGP_ARMOR.match(line):
+            continue
         if line.lstrip().startswith(">"):
+            while kept and not kept[-1]:
+                kept.pop()
             if kept and _ATTRIBUTION.search(kept[-1]):
                 kept.pop()
             continue
-        kept.append(line.rstrip())
+        kept.append(line)
+    while kept and (not kept[-1] or _LIST_FOOTER.search(kept[-1])):
+        kept.pop()
     return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
 
 

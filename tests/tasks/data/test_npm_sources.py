@@ -199,9 +199,18 @@ def test_spam_assassin_refuses_spam_groups_and_can_keep_non_list_mail(tmp_path):
     assert sorted(d.text.split("\n")[0] for d in docs) == ["Re: Kernel build fails", "lunch à midi"]
 
 
-def test_clean_post_keeps_own_text_only():
-    body = "Hi all,\nSomeone writes:\n>quoted\n  > indented quote\nMy answer.\n--\nsig\n"
-    assert clean_post(body) == "Hi all,\nMy answer."
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("Hi all,\nSomeone writes:\n>quoted\n  > indented quote\nMy answer.\n--\nsig\n", "Hi all,\nMy answer."),
+        ("Bob wrote:\n\n> quoted\n\nMy answer.\n\nhttp://xent.com/mailman/listinfo/fork\n", "My answer."),
+        ("Top post.\n-----Original Message-----\nFrom: x\nold text\n", "Top post."),
+        ("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA1\n\nSigned.\n-----BEGIN PGP SIGNATURE-----\nabc\n", "Signed."),
+        ("Reply.\n------------------------ Yahoo! Groups Sponsor ---------~-->\nad\n", "Reply."),
+    ],
+)
+def test_clean_post_keeps_own_text_only(body, expected):
+    assert clean_post(body) == expected
 
 
 # --- moby_dick ------------------------------------------------------------------------------------------------------
