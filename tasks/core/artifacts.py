@@ -39,16 +39,23 @@ class RunPaths:
         """data/<domain>/<split>.parquet, split in train|val|test."""
         return self.domain_dir(domain) / f"{split}.parquet"
 
+    @property
+    def data_name(self) -> str:
+        """The data folder's own name ("data"; a profile building its own data at scale sets another `paths.data_dir`,
+        e.g. "data-at-scale"): staging and data reports are kept apart by it, so two data sets never mix."""
+        return self.profile.path("data_dir").name
+
     def data_staging(self, domain: str) -> Path:
         """runs/data/<domain>/: ingested/accepted parquet and train fingerprints (intermediate, not DVC-versioned)."""
-        return self.profile.path("runs_dir") / "data" / domain
+        return self.profile.path("runs_dir") / self.data_name / domain
 
     @property
     def data_reports_dir(self) -> Path:
-        """reports/data/: validation reports, data cards, bytes-per-token and disjointness results. A profile with an
-        existing M_pub (`anchor`) counts tokens with that model's tokenizer, so it writes under reports/data/<profile>/
-        and leaves the trained tokenizer's reports (DVC outputs) as they are."""
-        root = self.profile.path("reports_dir") / "data"
+        """reports/data/: validation reports, data cards, bytes-per-token and disjointness results (reports/<data
+        folder name>/ for a profile with its own data). A profile with an existing M_pub (`anchor`) counts tokens with
+        that model's tokenizer, so it writes under reports/data/<profile>/ and leaves the trained tokenizer's reports
+        (DVC outputs) as they are."""
+        root = self.profile.path("reports_dir") / self.data_name
         return root / self.profile.name if self.profile.anchor.pretrained else root
 
     @property

@@ -48,9 +48,19 @@ class SourceConfig(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class MixPart(SourceConfig):
+    """One source of a domain mix; `weight` is its share of the domain's target bytes (weights are relative)."""
+
+    weight: float = Field(1.0, gt=0)
+
+
 class DomainConfig(_Strict):
+    """One data owner. Its text comes from one adapter (`source`) or from a weighted mix of adapters (`sources`, which a
+    profile may set to take more text than the demo's single source: `profiles.<name>.domains.<d>.sources`)."""
+
     owner: str
-    source: SourceConfig
+    source: SourceConfig | None = None
+    sources: list[MixPart] | None = Field(None, min_length=1)
     remote: str | None = None  # DVC remote URL; None = <dvc_remotes_dir>/<owner>
     language: str = "en"
     redact_pii: bool = True  # replace emails/phones/card numbers by placeholders at ingest (counted in the card)
@@ -58,6 +68,24 @@ class DomainConfig(_Strict):
     max_chars: int | None = Field(None, gt=0)  # overrides data.max_chars
     min_letter_ratio: float | None = Field(None, ge=0, le=1)  # overrides data.min_letter_ratio (code, math)
     target_bytes: int | None = Field(None, gt=0)  # overrides data.target_bytes_per_domain / public_target_bytes
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> DomainConfig:
+        if (self.source is None) == (self.sources is None):
+            raise ValueError("set exactly one of `source` (one adapter) and `sources` (a weighted mix)")
+        return self
+
+    @property
+    def parts(self) -> list[MixPart]:
+        """The adapters this domain reads, as a mix (a single `source` is a mix of one with weight 1)."""
+        if self.sources is not None:
+            return list(self.sources)
+        assert self.source is not None
+        return [MixPart(adapter=self.source.adapter, options=self.source.options)]
+
+    @property
+    def adapters(self) -> list[str]:
+        return [part.adapter for part in self.parts]
 
 
 class ModelConfig(_Strict):
@@ -362,6 +390,25 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _profile_domains(base: dict[str, Any], override: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The top-level `domains` with a profile's `domains` overrides merged in; a mix (`sources`) set by the profile
+    replaces the single `source` (and the reverse). A profile cannot add a domain: owners are the same in every
+    profile."""
+    unknown = sorted(set(override) - set(base))
+    if unknown:
+        raise ConfigError(f"{source}: profile domains {unknown} are not in the top-level `domains`; add them there")
+    merged = copy.deepcopy(base)
+    for domain, changes in override.items():
+        changes = changes or {}
+        entry = {
+            k: v
+            for k, v in merged[domain].items()
+            if not ({"source", "sources"} & set(changes) and k in ("source", "sources"))
+        }
+        merged[domain] = _deep_merge(entry, changes)
+    return merged
+
+
 def _format_validation_error(err: ValidationError, source: Path, profile: str) -> str:
     lines = [f"{source}: profile '{profile}' is invalid:"]
     for item in err.errors():
@@ -393,7 +440,8 @@ def load_profile(profile: str | None = None, params_path: str | os.PathLike[str]
     if name not in profiles:
         raise ConfigError(f"{source}: profile '{name}' is not defined; choose one of {sorted(profiles)}")
     merged = _deep_merge(raw.get("defaults") or {}, profiles[name] or {})
-    merged.update(name=name, seed=merged.get("seed", raw.get("seed", 0)), domains=raw.get("domains") or {})
+    domains = _profile_domains(raw.get("domains") or {}, merged.pop("domains", None) or {}, source)
+    merged.update(name=name, seed=merged.get("seed", raw.get("seed", 0)), domains=domains)
     try:
         return Profile.model_validate(merged)
     except ValidationError as exc:

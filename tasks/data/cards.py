@@ -17,6 +17,7 @@ from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
 from tasks.data.ingest import staging_dir
+from tasks.data.sources.mix import SOURCE_COLUMN
 from tasks.data.tokenizer_training import count_tokens
 
 
@@ -43,7 +44,7 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
     return {
         "domain": domain,
         "owner": profile.domains[domain].owner,
-        "adapter": profile.domains[domain].source.adapter,
+        "adapter": ", ".join(profile.domains[domain].adapters),
         "license": provenance.get("license", ""),
         "description": provenance.get("description", ""),
         "provenance": provenance,
@@ -56,7 +57,34 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
         "pii_redactions": provenance.get("redactions", 0),
         "decontamination": {k: split_info.get(k) for k in ("ngram", "moved_to_train", "decontaminated_against")},
         "dvc_md5": dataset_hash(profile, domain),
+        "sources": _by_source(profile, splits, provenance) if SOURCE_COLUMN in splits["train"].columns else None,
     }
+
+
+def _by_source(profile: Profile, splits: dict[str, pd.DataFrame], provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """A mixed domain's kept text per source (all splits): documents, bytes, tokens, share of bytes, with the
+    license and package versions its adapter recorded."""
+    frame = pd.concat(list(splits.values()), ignore_index=True)
+    has_tok = (RunPaths(profile).tokenizer_dir / "tokenizer.json").exists()
+    total = int(frame["text"].str.encode("utf-8").str.len().sum()) or 1
+    parts = {part.get("adapter"): part for part in provenance.get("parts", [])}
+    rows = []
+    for name, group in frame.groupby(SOURCE_COLUMN, sort=False):
+        size = int(group["text"].str.encode("utf-8").str.len().sum())
+        part = parts.get(name, {})
+        versions = {k: v for k, v in part.items() if k.endswith(("packages", "package", "version", "versions"))}
+        rows.append(
+            {
+                "source": name,
+                "license": part.get("license", ""),
+                "versions": versions,
+                "documents": len(group),
+                "bytes": size,
+                "tokens": count_tokens(profile, group["text"].tolist()) if has_tok else None,
+                "share": round(size / total, 4),
+            }
+        )
+    return rows
 
 
 def write_card(profile: Profile, domain: str) -> Path:
@@ -82,6 +110,20 @@ def write_card(profile: Profile, domain: str) -> Path:
     ]
     for s in SPLIT_NAMES:
         lines.append(f"| {s} | {docs[s]} | {size[s]} | {toks[s] if toks else 'n/a (no tokenizer yet)'} |")
+    if info["sources"]:
+        lines += [
+            "",
+            "## Sources (kept text, all splits)",
+            "",
+            "| source | documents | bytes | tokens | share | license |",
+        ]
+        lines.append("|---|---:|---:|---:|---:|---|")
+        for row in info["sources"]:
+            tokens = row["tokens"] if row["tokens"] is not None else "n/a"
+            lines.append(
+                f"| `{row['source']}` | {row['documents']} | {row['bytes']} | {tokens} | {row['share']:.1%} | "
+                f"{row['license']} |"
+            )
     lines += ["", "## Quarantine by reason", ""]
     lines += [f"- {k}: {v}" for k, v in info["quarantine_by_reason"].items()] or ["- none"]
     dec = info["decontamination"]

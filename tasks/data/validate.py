@@ -24,6 +24,7 @@ from tasks.core.config import Profile
 from tasks.core.errors import DataError
 from tasks.data.ingest import staging_dir
 from tasks.data.pii import PATTERNS
+from tasks.data.sources.mix import SOURCE_COLUMN
 from tasks.data.textsig import MinHasher, exact_key
 
 QUARANTINE_COLUMNS = ["id", "text", "reason", "source_file", "row"]
@@ -95,8 +96,12 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
         indexed.append(i)
     out["near_dup"] = [n is not None for n in near]
     out["duplicate_of"] = [d or n for d, n in zip(dup_of, near, strict=True)]
-    if profile.domains[domain].source.adapter == "stdlib_code" or domain == "code":
-        out["parses"] = out["text"].map(_parses)
+    if "stdlib_code" in profile.domains[domain].adapters or domain == "code":
+        # in a mix, only the Python source has to parse (the other sources' prose is checked as prose)
+        python = out[SOURCE_COLUMN].eq("stdlib_code") if SOURCE_COLUMN in out else pd.Series(True, index=out.index)
+        out["parses"] = [
+            _parses(text) if is_python else True for text, is_python in zip(out["text"], python, strict=True)
+        ]
     return out
 
 
@@ -171,7 +176,7 @@ def _content_checks(profile: Profile, domain: str, frame: pd.DataFrame, e: Any) 
                 e.ExpectColumnValuesToBeInSet(column="parses", value_set=[True], mostly=row_ok),
             )
         )
-    if {"question", "answer"} & set(frame.columns) or cfg.source.adapter == "math_dataset":
+    if {"question", "answer"} & set(frame.columns) or "math_dataset" in cfg.adapters:
         for col in ("question", "answer"):
             checks.append(Check(f"math item without {col}", e.ExpectColumnValuesToNotBeNull(column=col, mostly=row_ok)))
             checks.append(

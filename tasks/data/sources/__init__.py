@@ -85,18 +85,54 @@ def adapter_names() -> list[str]:
 
 
 def get_source(profile: Any, domain: str) -> Source:
-    """The configured adapter for `domain` (ConfigError naming the key if unknown)."""
+    """The configured adapter for `domain`, or a `MixSource` over its weighted `sources` (ConfigError naming the key if
+    an adapter is unknown, or if one origin would feed two domains)."""
     _load_builtin()
     if domain not in profile.domains:
         raise ConfigError(f"domains.{domain}: not configured in params.yaml; configured: {sorted(profile.domains)}")
+    check_origins_disjoint(profile)
+    return _build(profile, domain)
+
+
+def check_origins_disjoint(profile: Any) -> None:
+    """No package (origin) feeds two domains: the paper's public set holds none of the closed domains' sources, and a
+    closed source shared by two owners would make their experts overlap. ConfigError naming both domains."""
+    _load_builtin()
+    seen: dict[str, str] = {}
+    for domain in profile.domains:
+        for origin in sorted(_build(profile, domain).origins()):
+            if origin in seen and seen[origin] != domain:
+                raise ConfigError(
+                    f"domains.{seen[origin]} and domains.{domain} both read {origin}; a source may feed one domain "
+                    f"only: remove it from one of them (profile '{profile.name}')"
+                )
+            seen[origin] = domain
+
+
+def _build(profile: Any, domain: str) -> Source:
+    from tasks.data.sources.mix import MixSource
+
     cfg = profile.domains[domain]
-    factory = _REGISTRY.get(cfg.source.adapter)
-    if factory is None:
-        raise ConfigError(
-            f"domains.{domain}.source.adapter: unknown adapter '{cfg.source.adapter}'; choose one of {adapter_names()}"
-        )
-    data = profile.data
-    context = SourceContext(
+    context = _context(profile, domain)
+    key = "sources" if cfg.sources is not None else "source"
+    parts = []
+    for i, part in enumerate(cfg.parts):
+        factory = _REGISTRY.get(part.adapter)
+        if factory is None:
+            where = f"domains.{domain}.sources[{i}].adapter" if key == "sources" else f"domains.{domain}.source.adapter"
+            raise ConfigError(f"{where}: unknown adapter '{part.adapter}'; choose one of {adapter_names()}")
+        parts.append((factory(domain, cfg.owner, part.options, context), part.weight))
+    if key == "source":
+        return parts[0][0]
+    names = [p.adapter for p in cfg.parts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"domains.{domain}.sources: adapter listed twice in {names}; merge their options")
+    return MixSource(domain, cfg.owner, parts, context)
+
+
+def _context(profile: Any, domain: str) -> SourceContext:
+    cfg, data = profile.domains[domain], profile.data
+    return SourceContext(
         cache_dir=data.source_cache_dir,
         target_bytes=cfg.target_bytes
         or (data.public_target_bytes if domain == "public" else data.target_bytes_per_domain),
@@ -105,7 +141,6 @@ def get_source(profile: Any, domain: str) -> Source:
         seed=profile.seed,
         chunk_chars=data.chunk_chars,
     )
-    return factory(domain, cfg.owner, cfg.source.options, context)
 
 
 def _load_builtin() -> None:

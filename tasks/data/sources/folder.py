@@ -45,6 +45,9 @@ class FolderSource(Source):
         self.text_field = str(self.options.get("text_field", "text"))
         self.extra_fields = list(self.options.get("extra_fields", []))
 
+    def origins(self) -> set[str]:
+        return {f"folder:{self.root.resolve()}"}
+
     def files(self) -> list[Path]:
         if not self.root.is_dir():
             raise DataError(
