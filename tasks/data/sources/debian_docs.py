@@ -54,11 +54,18 @@ class _DebianSource(Source):
             yield from self.text_pieces(key, path.read_bytes(), str(path), 0, clean)
 
     def text_pieces(
-        self, key: str, raw: bytes, source_file: str, row: int, clean: Callable[[str], str]
+        self,
+        key: str,
+        raw: bytes,
+        source_file: str,
+        row: int,
+        clean: Callable[[str], str],
+        max_bytes: int | None = None,
     ) -> Iterator[tuple[Document, int]]:
         """(document, its budget bytes) for the pieces of one raw text: the problem document alone when the bytes
-        are not usable text."""
-        whole = decode_document(raw, f"{self.domain}/{key}", source_file, row, self.context.max_doc_bytes)
+        are not usable text or exceed `max_bytes` (default: the context's max_doc_bytes)."""
+        limit = self.context.max_doc_bytes if max_bytes is None else max_bytes
+        whole = decode_document(raw, f"{self.domain}/{key}", source_file, row, limit)
         if whole.problem:
             yield whole, _text_bytes(whole)
             return
