@@ -67,6 +67,7 @@ class DomainConfig(_Strict):
     min_chars: int | None = Field(None, ge=1)  # overrides data.min_chars (e.g. short math items)
     max_chars: int | None = Field(None, gt=0)  # overrides data.max_chars
     min_letter_ratio: float | None = Field(None, ge=0, le=1)  # overrides data.min_letter_ratio (code, math)
+    min_english_ratio: float | None = Field(None, ge=0, le=1)  # overrides data.min_english_ratio (code, math)
     target_bytes: int | None = Field(None, gt=0)  # overrides data.target_bytes_per_domain / public_target_bytes
 
     @model_validator(mode="after")
@@ -166,6 +167,11 @@ class DataConfig(_Strict):
     max_eval_fraction: float = Field(0.1, gt=0, lt=0.5)  # val and test each take at most this share of a small domain
     public_target_bytes: int = Field(4_000_000, gt=0)  # the public mix is the largest domain
     chunk_chars: int = Field(4000, gt=0)  # long texts (articles, papers, doc pages) are cut at paragraphs into ~this
+    # prose checks for text from packages (tasks/data/prose.py); the defaults switch them off (the demo's sources are
+    # clean), the at-scale profiles switch them on
+    min_english_ratio: float = Field(0.0, ge=0, le=1)  # share of words that are common English function words
+    max_markup_ratio: float = Field(1.0, ge=0, le=1)  # share of characters inside leftover markup
+    drop_boilerplate: bool = False  # quarantine licence texts and tables of contents
 
 
 class TokenizerConfig(_Strict):

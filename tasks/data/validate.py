@@ -24,6 +24,7 @@ from tasks.core.config import Profile
 from tasks.core.errors import DataError
 from tasks.data.ingest import staging_dir
 from tasks.data.pii import PATTERNS
+from tasks.data.prose import boilerplate, english_ratio, markup_ratio
 from tasks.data.sources.mix import SOURCE_COLUMN
 from tasks.data.textsig import MinHasher, exact_key
 
@@ -96,6 +97,13 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
         indexed.append(i)
     out["near_dup"] = [n is not None for n in near]
     out["duplicate_of"] = [d or n for d, n in zip(dup_of, near, strict=True)]
+    english = _min_english_ratio(profile, domain)
+    if english > 0:
+        out["english_ratio"] = out["text"].map(english_ratio)
+    if data.max_markup_ratio < 1:
+        out["markup_ratio"] = out["text"].map(markup_ratio)
+    if data.drop_boilerplate:
+        out["boilerplate"] = out["text"].map(lambda text: boilerplate(text) is not None)
     if "stdlib_code" in profile.domains[domain].adapters or domain == "code":
         # in a mix, only the Python source has to parse (the other sources' prose is checked as prose)
         python = out[SOURCE_COLUMN].eq("stdlib_code") if SOURCE_COLUMN in out else pd.Series(True, index=out.index)
@@ -103,6 +111,11 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
             _parses(text) if is_python else True for text, is_python in zip(out["text"], python, strict=True)
         ]
     return out
+
+
+def _min_english_ratio(profile: Profile, domain: str) -> float:
+    cfg = profile.domains[domain]
+    return profile.data.min_english_ratio if cfg.min_english_ratio is None else cfg.min_english_ratio
 
 
 def build_checks(profile: Profile, domain: str, frame: pd.DataFrame) -> list[Check]:
@@ -169,6 +182,32 @@ def _content_checks(profile: Profile, domain: str, frame: pd.DataFrame, e: Any) 
     row_ok = 1.0 - data.max_quarantine_rate
     max_chars = cfg.max_chars or data.max_chars
     checks: list[Check] = []
+    if "english_ratio" in frame.columns:
+        english = _min_english_ratio(profile, domain)
+        checks.append(
+            Check(
+                f"not English prose (common-word ratio below {english})",
+                e.ExpectColumnValuesToBeBetween(
+                    column="english_ratio", min_value=english, max_value=1.0, mostly=row_ok
+                ),
+            )
+        )
+    if "markup_ratio" in frame.columns:
+        checks.append(
+            Check(
+                f"markup residue (above {data.max_markup_ratio:.0%} of characters)",
+                e.ExpectColumnValuesToBeBetween(
+                    column="markup_ratio", min_value=0.0, max_value=data.max_markup_ratio, mostly=row_ok
+                ),
+            )
+        )
+    if "boilerplate" in frame.columns:
+        checks.append(
+            Check(
+                "boilerplate (licence text or table of contents)",
+                e.ExpectColumnValuesToBeInSet(column="boilerplate", value_set=[False], mostly=row_ok),
+            )
+        )
     if "parses" in frame.columns:
         checks.append(
             Check(
