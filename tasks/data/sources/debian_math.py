@@ -262,7 +262,7 @@ def tex_to_text(text: str, keep: tuple[str, ...], drop: tuple[str, ...]) -> str:
     for _ in range(3):  # nested commands
         text = re.sub(r"\\(" + "|".join(k for k in drop) + r")\*?(\[[^\]]*\])?\{[^{}]*\}", "", text)
         text = re.sub(r"\\(" + "|".join(k for k in keep) + r")\*?(\[[^\]]*\])?\{([^{}]*)\}", r"\3", text)
-    text = re.sub(r"\\([a-zA-Z]+) ?", lambda m: TEX_SYMBOLS.get(m.group(1), " " if len(m.group(1)) > 1 else ""), text)
+    text = re.sub(r"\\([a-zA-Z]+)", lambda m: TEX_SYMBOLS.get(m.group(1), " " if len(m.group(1)) > 1 else ""), text)
     text = re.sub(r"\\([#$%&_{}^~,;!])", r"\1", text)
     text = text.replace("\\\\", " ").replace("~", " ").replace("``", '"').replace("''", '"').replace("$", "")
     text = re.sub(r"[{}]", "", text)
