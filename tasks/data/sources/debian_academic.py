@@ -104,6 +104,10 @@ def _english(clean: Callable[[str], str], min_ratio: float) -> Callable[[str], s
 
 @register("r_vignettes_all")
 class RVignettesAllSource(RVignettesSource):
+    license = (
+        "per package, mostly GPL-2/GPL-2+/GPL-3 (~65%) and MIT/Expat (~19%), also Apache-2.0, AGPL-3, LGPL, BSD "
+        "(Debian r-cran-* packages; see each copyright file)"
+    )
     description = (
         "R package vignettes of all bookworm r-cran-* packages that ship them: papers (many Journal of Statistical "
         "Software / R Journal articles), tutorials and method notes; Sweave LaTeX and R Markdown with code chunks "
@@ -145,7 +149,7 @@ def _letter_ratio(text: str) -> float:
 
 @register("texlive_docs")
 class TexliveDocsSource(_DebianSource):
-    license = "LPPL-1.3c and others, per TeX Live package (texlive-*-doc; see each copyright file)"
+    license = "free licenses per TeX Live package, mostly LPPL-1.3c (texlive-*-doc; the copyright file lists each)"
     description = (
         "English LaTeX sources of the manuals of TeX Live's science and humanities packages (typesetting of "
         "chemistry, physics, linguistics, critical editions, ...), markup and examples removed: package manuals, "

@@ -280,9 +280,7 @@ _CLEANERS: dict[str, Callable[[str], str]] = {"html": html_to_text, "pari-tex": 
 
 @register("math_manuals")
 class MathManualsSource(_DebianSource):
-    license = (
-        "GPL-2+ (gap-doc, pari-doc, maxima-doc) and BSD-3-clause (python-sympy-doc); see each package's copyright file"
-    )
+    license = "GPL-2+ (gap-doc, pari-doc), GPL (maxima-doc), BSD-3-clause (python-sympy-doc); see each copyright file"
     description = (
         "reference manuals and tutorials of the GAP, PARI/GP, Maxima and SymPy computer-algebra systems: prose "
         "about groups, number theory, calculus and algebra, with code examples, tables and navigation removed "
