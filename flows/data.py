@@ -69,15 +69,15 @@ def _tokenizer(p: Profile, built: Outcome, public_hash: str) -> Outcome:
 
 
 def _version_and_card(
-    p: Profile, chosen: list[str], built: dict[str, Outcome], hashes: dict[str, str]
+    p: Profile, chosen: list[str], built: dict[str, Outcome], hashes: dict[str, str], version: bool
 ) -> list[Outcome]:
-    """DVC-version every built domain, then write its card (after versioning: the card carries the DVC md5 and the
-    tokenizer's token counts)."""
+    """DVC-version every built domain (unless `version` is off), then write its card (after versioning: the card
+    carries the DVC md5 and the tokenizer's token counts)."""
     code = code_fingerprint("version_domain")
     out = [
         upstream_missing("data", "version_domain", d, [built[d]])
         or run_step("data", "version_domain", p, d, hashes.get(d, ""), code, domain=d)
-        for d in chosen
+        for d in (chosen if version else [])
     ]
     tokenizer, code = tokenizer_sha(p), code_fingerprint("write_card")
     cards = RunPaths(p).data_reports_dir / "cards"
@@ -102,12 +102,16 @@ def _publish(p: Profile, out: list[Outcome]) -> None:
 
 @flow(name="data", result_serializer="json", log_prints=True)
 def data(
-    profile: str | Profile | None = None, domains: list[str] | None = None, fail_on_error: bool = True
+    profile: str | Profile | None = None,
+    domains: list[str] | None = None,
+    fail_on_error: bool = True,
+    version: bool = True,
 ) -> list[dict[str, Any]]:
     """Build (ingest → GX validate, then split/dedup/decontaminate) and DVC-version each domain; check that the FLEXMIX
     tasks can be built from the test splits; train the tokenizer; write each domain's data card. As in `dvc repro`,
     every domain is validated and fingerprinted before any is split, so the splits (and their data hashes) do not depend
-    on the order domains are built in."""
+    on the order domains are built in. Every step is cached: an unchanged rerun is all cache hits. `version=False` (the
+    default of `flexo data`) builds without DVC."""
     p = as_profile(profile)
     chosen = domains or list(p.domains)
     for d in chosen:
@@ -122,8 +126,10 @@ def data(
         out.append(run_step("data", "check_benchmark", p, sorted(hashes), hashes, code_fingerprint("check_benchmark")))
     if "public" in chosen:
         out.append(_tokenizer(p, built["public"], hashes.get("public", "")))
-    out += _version_and_card(p, chosen, built, hashes)
-    if set(chosen) == set(p.domains) and all(o.ok for o in out):  # every domain built: record the shared stages too
+    out += _version_and_card(p, chosen, built, hashes, version)
+    if (
+        version and set(chosen) == set(p.domains) and all(o.ok for o in out)
+    ):  # every domain built: record the shared stages too
         out.append(run_step("data", "record_shared_stages", p))
     _publish(p, out)
     return finish(out, fail_on_error)

@@ -30,7 +30,7 @@ def data_command(
     version: Annotated[bool, typer.Option("--version/--no-version", help="dvc commit/add + push each domain.")] = False,
 ) -> None:
     """Build FLEXMIX-small domains; a domain failing its suite is reported (with its report path) and the rest go on."""
-    from tasks.core.errors import ConfigError, DataError
+    from tasks.core.errors import ConfigError
 
     p = load(profile)
     chosen = list(domain or p.domains)
@@ -41,63 +41,43 @@ def data_command(
         _check_profile_visible_to_dvc(p.name)
         _one_stage(p, stage, chosen)
         return
-    prepared, failed = _prepare(p, chosen)
-    _finish(p, chosen, prepared, version)
-    if failed:
-        raise DataError(f"{len(failed)} domain(s) failed: " + " || ".join(f"{d}: {m}" for d, m in failed.items()))
+    _build(p, chosen, version)
 
 
-def _prepare(p: Profile, chosen: list[str]) -> tuple[dict[str, dict], dict[str, str]]:
-    """Ingest + validate each domain with a progress bar; (prepared domains, failed domain -> why)."""
-    from rich.progress import Progress
+def _build(p: Profile, chosen: list[str], version: bool) -> None:
+    """The Prefect `data` flow (the `data` stage of `flexo run`), with one line per step as it ends: every step is
+    cached, so a rerun of an unchanged build is all cache hits. A domain failing its suite is reported with its report
+    path and the others go on; the command then exits non-zero."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 
+    from flows.commands.run import StageDisplay
+    from flows.data import data
+    from flows.outcomes import add_listener
     from tasks.core.errors import DataError
-    from tasks.data import pipeline as dp
 
-    failed: dict[str, str] = {}
-    prepared = {}
-    with Progress(console=console, transient=True) as bar:
-        for d in chosen:
-            task = bar.add_task(f"ingest+validate {d}", total=None)
-            try:
-                prepared[d] = dp.prepare_domain(p, d, progress=lambda n, t=task: bar.update(t, completed=n))
-            except DataError as err:
-                failed[d] = str(err)
-                console.print(f"[bold red]{d}: FAILED[/] {err}", highlight=False)
-            bar.remove_task(task)
-    return prepared, failed
-
-
-def _finish(p: Profile, chosen: list[str], prepared: dict[str, dict], version: bool) -> None:
-    """Split the prepared domains, check them disjoint, train the tokenizer, write the cards (and version)."""
-    from tasks.data import pipeline as dp
-    from tasks.data.cards import write_card
-
-    for d in chosen:
-        if d in prepared:
-            built = dp.finish_domain(p, d)
+    remove = add_listener(StageDisplay())
+    try:
+        with temporary_settings(
+            {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}
+        ):
+            rows = data(profile=p, domains=chosen, fail_on_error=False, version=version)
+    finally:
+        remove()
+    for row in rows:
+        if row["step"] == "split_domain" and row["status"] in ("completed", "cached"):
+            result = row["result"]
             console.print(
-                f"[green]{d}[/]: {built.ingested} ingested, {built.accepted} accepted, {built.quarantined} "
-                f"quarantined; train/val/test {built.splits}; report {built.report}",
+                f"[green]{row['domain']}[/]: {result.get('ingested')} ingested, {result.get('accepted')} accepted, "
+                f"{result.get('quarantined')} quarantined; train/val/test {result.get('splits')}",
                 highlight=False,
             )
-    if prepared:  # against every built domain, not only the ones built now
-        res = dp.check_disjoint(p)
-        console.print(
-            f"disjointness: {res.exact_pairs} exact + {res.near_pairs} near cross-domain duplicates "
-            f"(quarantined {res.quarantined}); {res.contaminated_eval} eval docs moved to train",
-            highlight=False,
+    failed = [row for row in rows if row["status"] == "failed"]
+    for row in failed:
+        console.print(f"[bold red]{row['step']} {row['domain'] or ''}: FAILED[/] {row['detail']}", highlight=False)
+    if failed:
+        raise DataError(
+            f"{len(failed)} data step(s) failed: " + " || ".join(f"{r['step']} {r['domain'] or ''}" for r in failed)
         )
-    if "public" in prepared:
-        tok = dp.train_tokenizer(p)
-        console.print(
-            f"tokenizer: {tok.path} (vocab {tok.vocab_size}); bytes/token {tok.bytes_per_token}", highlight=False
-        )
-    for d in prepared:
-        console.print(f"card: {write_card(p, d)}", highlight=False)
-        if version:
-            v = dp.version_domain(p, d)
-            console.print(f"dvc: {d} -> remote '{v.remote}' ({v.remote_url}) md5 {v.md5}", highlight=False)
 
 
 def _check_profile_visible_to_dvc(name: str) -> None:
