@@ -99,6 +99,9 @@ def test_r_vignettes_all_pinned_list_and_origins(tmp_path):
     assert {"r-cran-zoo", "r-cran-flexmix", "r-cran-survival"} <= set(R_VIGNETTE_PACKAGES)
     source = RVignettesAllSource("academic", "o", {}, _context(tmp_path))
     assert source.origins() == {f"debian:{p}" for p in R_VIGNETTE_PACKAGES}
+    order = source.package_list()
+    assert sorted(order) == sorted(R_VIGNETTE_PACKAGES) and order != list(R_VIGNETTE_PACKAGES)
+    assert order == RVignettesAllSource("academic", "o", {}, _context(tmp_path)).package_list()
 
 
 MANUAL = r"""\documentclass{ltxdoc}
