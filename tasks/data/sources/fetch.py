@@ -15,13 +15,17 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from tasks.core.errors import DataError
 
 PYPI_SIMPLE = "https://pypi.org/simple"  # PEP 691 JSON index (sdists are located here, never built)
 PYPI_TIMEOUT_S = 180
+DOWNLOAD_POLL_S = 0.5  # how often the progress line re-reads the download folder
 
 
 def cache_root(cache_dir: str) -> Path:
@@ -51,7 +55,7 @@ def pip_wheel(cache_dir: str, requirement: str) -> Path:
         str(target),
         requirement,
     ]
-    _run(cmd, f"pip download {requirement}")
+    _run(cmd, f"pip download {requirement}", watch=target)
     found = _find(target, f"{name}-{version}-*.whl")
     if not found:
         raise DataError(
@@ -89,7 +93,7 @@ def debian_package(cache_dir: str, package: str) -> Path:
     debs.mkdir(exist_ok=True)
     deb = _find(debs, f"{package}_*.deb")
     if deb is None:
-        _run(["apt-get", "download", package], f"apt-get download {package}", cwd=debs)
+        _run(["apt-get", "download", package], f"apt-get download {package}", cwd=debs, watch=debs)
         deb = _find(debs, f"{package}_*.deb")
     if deb is None:
         raise DataError(
@@ -116,12 +120,10 @@ def npm_package(cache_dir: str, spec: str) -> Path:
     name, version = spec.rsplit("@", 1)
     tarball = tarballs / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
     if not tarball.exists():
-        _run(["npm", "pack", "--ignore-scripts", "--silent", spec], f"npm pack {spec}", cwd=tarballs)
+        _run(["npm", "pack", "--ignore-scripts", "--silent", spec], f"npm pack {spec}", cwd=tarballs, watch=tarballs)
     if not tarball.exists():
         raise DataError(f"npm pack {spec}: no {tarball.name} appeared; check the name and version on the npm registry")
-    unpacked.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarball) as archive:
-        archive.extractall(unpacked, filter="data")
+    _extract_tar(tarball, unpacked)
     marker.write_text(tarball.name, encoding="utf-8")
     return unpacked / "package"
 
@@ -141,17 +143,28 @@ def pip_sdist(cache_dir: str, requirement: str) -> Path:
     marker = unpacked / ".unpacked"
     if not marker.exists():
         tarball = _sdist_download(root / "pypi", name, version)
-        unpacked.mkdir(parents=True, exist_ok=True)
-        try:
-            with tarfile.open(tarball) as archive:
-                archive.extractall(unpacked, filter="data")
-        except (tarfile.TarError, OSError) as err:
-            raise DataError(f"{tarball}: refused or unreadable sdist ({err}); nothing from it is used") from err
+        _extract_tar(tarball, unpacked)
         marker.write_text(tarball.name, encoding="utf-8")
     tops = [p for p in unpacked.iterdir() if p.is_dir()]
     if len(tops) != 1:
         raise DataError(f"{unpacked}: expected one top folder in the sdist of {requirement}, found {len(tops)}")
     return tops[0]
+
+
+def _extract_tar(tarball: Path, unpacked: Path) -> None:
+    """Extract with tarfile's `data` filter (no absolute paths, no links out of the folder, no devices); a refused or
+    broken archive is a DataError and leaves no half-extracted folder behind (it would look like a cache hit)."""
+    shutil.rmtree(unpacked, ignore_errors=True)
+    unpacked.mkdir(parents=True)
+    try:
+        with tarfile.open(tarball) as archive:
+            archive.extractall(unpacked, filter="data")
+    except (tarfile.TarError, OSError) as err:
+        shutil.rmtree(unpacked, ignore_errors=True)
+        raise DataError(
+            f"{tarball}: refused or unreadable archive ({err}); nothing from it is used. Delete the file to fetch it "
+            "again, or pin another version"
+        ) from err
 
 
 def _sdist_download(target: Path, name: str, version: str) -> Path:
@@ -176,7 +189,11 @@ def _sdist_download(target: Path, name: str, version: str) -> Path:
     if not out.exists() or hashlib.sha256(out.read_bytes()).hexdigest() != entry["hashes"]["sha256"]:
         part = out.with_suffix(".part")
         try:
-            with urllib.request.urlopen(entry["url"], timeout=PYPI_TIMEOUT_S) as response, open(part, "wb") as fh:
+            with (
+                _bytes_shown(f"download {entry['filename']}", target),
+                urllib.request.urlopen(entry["url"], timeout=PYPI_TIMEOUT_S) as response,
+                open(part, "wb") as fh,
+            ):
                 shutil.copyfileobj(response, fh)
         except OSError as err:
             raise DataError(f"download of {entry['url']} failed ({err})") from err
@@ -198,9 +215,52 @@ def _find(folder: Path, pattern: str) -> Path | None:
     return Path(hits[-1]) if hits else None
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
+@contextmanager
+def _bytes_shown(what: str, folder: Path) -> Iterator[None]:
+    """A transient progress line with the bytes that arrived in `folder` while a download runs (on a terminal only):
+    the first build fetches hundreds of MB and must not look hung."""
+    from rich.console import Console
+    from rich.progress import (
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    before = _folder_bytes(folder)
+    done = threading.Event()
+    columns = (SpinnerColumn(), TextColumn(what), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def poll() -> None:
+            while not done.wait(DOWNLOAD_POLL_S):
+                bar.update(task, completed=max(0, _folder_bytes(folder) - before))
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.glob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None, watch: Path | None = None) -> None:
+    """Run a registry client; `watch`: the folder its download lands in (shown with its bytes while it runs)."""
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+        with _bytes_shown(what, watch) if watch is not None else nullcontext():
+            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:
         raise DataError(f"{what}: '{cmd[0]}' is not installed on this machine") from exc
     if proc.returncode != 0:

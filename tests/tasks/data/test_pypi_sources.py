@@ -456,7 +456,7 @@ def test_pip_sdist_unpacks_once_and_returns_the_top_folder(tmp_path, monkeypatch
 def test_pip_sdist_refuses_members_outside_its_folder(tmp_path, monkeypatch):
     evil = tarball(tmp_path / "evil-1.0.tar.gz", {"evil-1.0/ok.txt": b"ok", "../../escaped.txt": b"x"})
     monkeypatch.setattr(fetch, "_sdist_download", lambda target, name, version: evil)
-    with pytest.raises(DataError, match="refused or unreadable sdist"):
+    with pytest.raises(DataError, match="refused or unreadable archive"):
         fetch.pip_sdist(str(tmp_path / "cache"), "evil==1.0")
     assert not list(tmp_path.rglob("escaped.txt"))
     assert not (tmp_path / "cache/pypi-sdist/evil-1.0/.unpacked").exists()
