@@ -63,6 +63,9 @@ class StdlibCodeSource(Source):
                 if budget_reached(total, count, self.context.target_bytes, self.context.max_docs):
                     return
 
+    def origins(self) -> set[str]:
+        return {f"python-stdlib:{self.root}"}
+
     def provenance(self) -> dict:
         return {**super().provenance(), "root": str(self.root), "python": sys.version.split()[0]}
 

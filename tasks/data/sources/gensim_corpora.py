@@ -33,6 +33,11 @@ class _GensimSource(Source):
     def provenance(self) -> dict:
         return {**super().provenance(), "package": self.requirement(), "files": [TEST_DATA + m for m in self.members]}
 
+    def origins(self) -> set[str]:
+        """gensim's test data holds several corpora; each feeds one domain, so the origin is the package's file."""
+        name = self.requirement().split("==")[0]
+        return {f"pypi:{name}#{member}" for member in self.members}
+
 
 @register("lee_news")
 class LeeNewsSource(_GensimSource):

@@ -118,6 +118,9 @@ class MathDatasetSource(Source):
         super().__init__(*args, **kwargs)
         self.excluded: dict[str, str] = {}
 
+    def origins(self) -> set[str]:
+        return {"pypi:mathematics-dataset"}
+
     def documents(self) -> Iterator[Document]:
         """Run the generator in a child process with PYTHONHASHSEED fixed, so the items are identical on every run."""
         args = {

@@ -60,6 +60,9 @@ class PublicMixSource(Source):
                 yield Document(f"{self.domain}/gcide/{first}#{row}", "\n\n".join(group), path, row)
                 group, first, row = [], "", row + 1
 
+    def origins(self) -> set[str]:
+        return {f"pypi:{GENSIM.split('==')[0]}#wikipedia", "debian:dict-gcide"}
+
     def provenance(self) -> dict:
         return {
             **super().provenance(),
