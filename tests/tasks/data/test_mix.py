@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.core.config import DEFAULT_PARAMS, DomainConfig, MixPart, load_profile
+from tasks.core.config import DEFAULT_PARAMS, PROFILES, DomainConfig, MixPart, load_profile
 from tasks.core.errors import ConfigError
 from tasks.data.cards import write_card
 from tasks.data.ingest import ingest
@@ -133,3 +133,9 @@ def test_a_profile_cannot_invent_a_domain_or_set_both_kinds_of_source(tmp_path):
     both.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="domains.news: Value error, set exactly one of `source`"):
         load_profile("tiny", both)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_profile_reads_each_package_for_one_domain_only(name: str) -> None:
+    """params.yaml itself keeps the rule: the public mix holds none of the closed domains' sources (at scale too)."""
+    check_origins_disjoint(load_profile(name))
