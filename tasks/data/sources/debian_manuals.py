@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import random
 import re
 import shutil
@@ -39,8 +40,6 @@ MAN_LINE_LENGTH = 100  # groff line length (characters) for man pages
 GROFF_TIMEOUT_S = 60
 MAN_BASE_INDENT = " " * 7  # groff indents a man page's body by this much
 HTML_CHARSET_SNIFF_BYTES = 4096  # where an HTML page declares its charset (<meta ... charset=...>)
-# Packages whose copyright file lives in another (small) package: usr/share/doc/<pkg> is a symlink to it.
-LICENSE_PACKAGES = {"gimp-help-en": "gimp-help-common"}
 FREE_FORM_LICENSES = (
     "GNU Free Documentation License",
     "GNU General Public License",
@@ -126,9 +125,10 @@ LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                 "rustc",
                 "rustdoc",
                 "style-guide",
+                "std",  # the standard library reference (core/alloc pages repeat it: std re-exports them)
             )
         ),
-        (),
+        ("*/std/simd/*", "*/std/intrinsics/*", "*/std/arch/*", "*/all.html"),
     ),
 }
 GENERIC_LAYOUT: tuple[tuple[str, ...], tuple[str, ...]] = (
@@ -185,11 +185,8 @@ class DebianManualsSource(Source):
         return {
             **super().provenance(),
             "debian_packages": {p: debian_version(self.context.cache_dir, p) for p in packages},
-            "license_files": {
-                p: f"debian:{LICENSE_PACKAGES.get(p, p)}:usr/share/doc/{LICENSE_PACKAGES.get(p, p)}/copyright"
-                for p in packages
-            },
-            "licenses": {p: copyright_licenses(self.context.cache_dir, LICENSE_PACKAGES.get(p, p)) for p in packages},
+            "license_files": {p: license_file(self.context.cache_dir, p) for p in packages},
+            "licenses": {p: copyright_licenses(self.context.cache_dir, p) for p in packages},
             "man_renderer": self._man_renderer(),
         }
 
@@ -213,8 +210,9 @@ class DebianManualsSource(Source):
     def _package_pages(self, package: str) -> Iterator[list[Document]]:
         """The documents of one page (HTML file, man page, info node, text file) at a time; downloads on first use."""
         root = debian_package(self.context.cache_dir, package)
-        if package in LICENSE_PACKAGES:
-            debian_package(self.context.cache_dir, LICENSE_PACKAGES[package])  # for its copyright file
+        owner = license_package(self.context.cache_dir, package)
+        if owner != package:
+            debian_package(self.context.cache_dir, owner)  # the package holding the copyright file
         layouts = {**LAYOUTS, **{k: (tuple(v), ()) for k, v in self.options.get("layouts", {}).items()}}
         include, exclude = layouts.get(package, GENERIC_LAYOUT)
         files = manual_files(root, include, exclude)
@@ -354,11 +352,13 @@ def tidy(text: str) -> str:
 
 SKIP_TAGS = {"script", "style", "nav", "header", "footer", "head", "noscript", "svg", "form", "button", "template"}
 # class/id/role tokens (whole tokens, not substrings) of navigation blocks in Sphinx, Read the Docs, DocBook, javadoc,
-# mdBook and Scribble (Racket) pages.
+# mdBook, rustdoc and Scribble (Racket) pages.
 NAV_TOKEN = re.compile(
     r"sphinxsidebar\w*|related|navbar|navigation|breadcrumbs?|wy-nav-side|wy-breadcrumbs|rst-footer-buttons|footer"
-    r"|header|navheader|navfooter|navset\w*|tocset|menu-bar|headerlink|skip-nav|sub-nav|top-nav|nav-chapters"
+    r"|navheader|navfooter|navset\w*|tocset|menu-bar|headerlink|skip-nav|sub-nav|top-nav|nav-chapters"
     r"|nav-wrapper|nav-wide-wrapper|mobile-nav-chapters"
+    # rustdoc: version/source links, "expand" toggles, and the trait/blanket impl lists repeated on every type page
+    r"|rightside|since|hideme|src|anchor|(trait|synthetic|blanket)-implementations(-list)?|(synthetic-)?implementors(-list)?"
 )
 BLOCK_TAGS = {
     "p", "div", "section", "article", "main", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "pre",
@@ -573,11 +573,28 @@ def pod_to_text(source: str) -> str:
 # --- licenses ---------------------------------------------------------------------------------------------------------
 
 
+def license_package(cache_dir: str, package: str) -> str:
+    """The package whose copyright file covers `package`: itself, or the target of its usr/share/doc/<pkg> symlink
+    (manpages-dev -> manpages, gimp-help-en -> gimp-help-common)."""
+    doc = cache_root(cache_dir) / "debian" / package / "usr/share/doc" / package
+    if doc.is_symlink():
+        target = Path(os.readlink(doc)).name
+        if re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", target):
+            return target
+    return package
+
+
+def license_file(cache_dir: str, package: str) -> str:
+    owner = license_package(cache_dir, package)
+    return f"debian:{owner}:usr/share/doc/{owner}/copyright"
+
+
 def copyright_licenses(cache_dir: str, package: str) -> list[str]:
     """The `License:` names of a downloaded package's DEP-5 copyright file; for a free-form file, the license names
     it mentions; empty when the package is not downloaded."""
-    root = cache_root(cache_dir) / "debian" / package / "usr/share/doc"
-    files = sorted(root.glob("*/copyright")) if root.is_dir() else []
+    owner = license_package(cache_dir, package)
+    root = cache_root(cache_dir) / "debian" / owner / "usr/share/doc"
+    files = sorted(p for p in root.glob("*/copyright") if p.is_file()) if root.is_dir() else []
     names: list[str] = []
     for path in files:
         for match in re.finditer(r"^License: *(\S[^\n]*)", path.read_text(encoding="utf-8", errors="replace"), re.M):

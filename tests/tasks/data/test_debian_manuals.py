@@ -317,3 +317,16 @@ def test_dictd_small_budget_does_not_open_every_dictionary(tmp_path, monkeypatch
     asked = _no_downloads(monkeypatch, tmp_path)
     src = DictdSource("public", "o", {"packages": [f"dict-d{i}" for i in range(4)]}, _context(tmp_path, 100))
     assert len(list(src.documents())) == 1 and len(asked) == 1  # the second open dictionary is never advanced
+
+
+def test_license_of_a_package_whose_doc_folder_links_to_another(tmp_path, monkeypatch):
+    root = _package(tmp_path, "fake-dev", {"usr/share/man/man2/open.2": MAN_PAGE.encode()})
+    (root / "usr/share/doc").mkdir(parents=True)
+    (root / "usr/share/doc/fake-dev").symlink_to("fake-common")
+    _package(tmp_path, "fake-common", _copyright("fake-common", "BSD-3-clause"))
+    asked = _no_downloads(monkeypatch, tmp_path)
+    source = _manuals(tmp_path, ["fake-dev"], man_renderer="python")
+    assert list(source.documents()) and asked == ["fake-dev", "fake-common"]
+    prov = source.provenance()
+    assert prov["licenses"] == {"fake-dev": ["BSD-3-clause"]}
+    assert prov["license_files"] == {"fake-dev": "debian:fake-common:usr/share/doc/fake-common/copyright"}
