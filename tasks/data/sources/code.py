@@ -56,7 +56,7 @@ class StdlibCodeSource(Source):
                 yield whole
                 count += 1
                 continue
-            for row, segment in enumerate(_definitions(whole.text)):
+            for row, segment in enumerate(definitions(whole.text)):
                 yield Document(f"{self.domain}/{rel}#{row}", segment, str(path), row)
                 total += len(segment.encode("utf-8"))
                 count += 1
@@ -70,7 +70,7 @@ class StdlibCodeSource(Source):
         return {**super().provenance(), "root": str(self.root), "python": sys.version.split()[0]}
 
 
-def _definitions(source: str) -> list[str]:
+def definitions(source: str) -> list[str]:
     """Top-level function/class definitions with their decorators (a file that does not parse yields nothing)."""
     try:
         tree = ast.parse(source)
