@@ -108,6 +108,5 @@ class DictdSource(Source):
                 if size >= group_chars or n == len(entries) - 1:
                     doc_id = f"{self.domain}/{package}/{index.stem}/{first}#{row}"
                     doc = decode_document(b"\n\n".join(group), doc_id, str(dz), row, self.context.max_doc_bytes)
-                    doc.meta = {"package": package}
                     yield [doc]
                     group, size, first, row = [], 0, "", row + 1

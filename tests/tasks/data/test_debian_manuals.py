@@ -236,8 +236,8 @@ def test_small_budget_stops_early_and_opens_only_the_packages_it_reads(tmp_path,
     source = _manuals(tmp_path, names, target_bytes=600, per_package_bytes=10**6)
     docs = list(source.documents())
     assert 2 <= len(docs) <= 3 and len(asked) == dm.MIN_OPEN_PACKAGES
-    assert len({d.meta["package"] for d in docs}) == 2  # interleaved: both open packages contribute
-    assert {d.meta["package"] for d in docs} == set(asked)
+    assert len({d.id.split("/")[1] for d in docs}) == 2  # interleaved: both open packages contribute
+    assert {d.id.split("/")[1] for d in docs} == set(asked)
 
 
 def test_max_docs_caps_and_full_read_visits_every_page_once_in_seeded_order(tmp_path, monkeypatch):
@@ -330,3 +330,18 @@ def test_license_of_a_package_whose_doc_folder_links_to_another(tmp_path, monkey
     prov = source.provenance()
     assert prov["licenses"] == {"fake-dev": ["BSD-3-clause"]}
     assert prov["license_files"] == {"fake-dev": "debian:fake-common:usr/share/doc/fake-common/copyright"}
+
+
+def test_ingest_through_the_profile_quarantines_the_bad_page(tmp_profile, tmp_path):
+    from tasks.core.config import DomainConfig, SourceConfig
+    from tasks.data.ingest import ingest
+    from tests.tasks.data_world import with_domains
+
+    good = f"<html><body><p>{PROSE}</p></body></html>".encode()
+    files = {"usr/share/doc/fake-doc/good.html": good, "usr/share/doc/fake-doc/bad.txt": b"\xff" + PROSE.encode()}
+    cache = tmp_path / "cache"
+    _package(cache, "fake-doc", files)
+    domain = DomainConfig(owner="o", source=SourceConfig(adapter="debian_manuals", options={"packages": ["fake-doc"]}))
+    p = with_domains(tmp_profile, {"mine": domain}, source_cache_dir=str(cache))
+    result = ingest(p, "mine")
+    assert (result.documents, result.problems) == (2, 1)
