@@ -170,6 +170,7 @@ def _runs(group: list | None, n: int) -> list[tuple[int, int]]:
 
 CHAT_MEMBER = "chitchat_dataset/dataset.json"
 SPEAKERS = "ABCDEFGH"
+MIN_SPEAKERS = 2  # a chat only one person wrote in is not a conversation (options.min_speakers)
 
 
 @register("chitchat")
@@ -191,9 +192,12 @@ class ChitchatSource(_PypiSource):
         yield from self.within_budget(self._docs(conversations, path))
 
     def _docs(self, conversations: dict, path: Path) -> Iterator[Document]:
+        min_speakers = int(self.options.get("min_speakers", MIN_SPEAKERS))
         for row, key in enumerate(self.shuffled(sorted(conversations))):
             conv = conversations[key]
             lines = chat_lines(conv.get("messages", []))
+            if len({line.split(":", 1)[0] for line in lines}) < min_speakers:
+                continue  # nobody answered ("hello?"): not a conversation, and thousands of them are identical
             for i, (_, text) in enumerate(line_windows(lines, self.chunk_chars())):
                 meta = {"prompt": str(conv.get("prompt", ""))}
                 yield self.text_document(text, f"{self.domain}/{key}#{i}", str(path), row, **meta)
