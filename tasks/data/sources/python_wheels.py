@@ -110,7 +110,9 @@ class PythonWheelsSource(Source):
         archives: dict[Path, zipfile.ZipFile] = {}
         try:
             for wheel, member in self.members():
-                zf = archives.get(wheel) or archives.setdefault(wheel, _open(wheel))
+                if wheel not in archives:
+                    archives[wheel] = _open(wheel)
+                zf = archives[wheel]
                 key = f"{_dist(wheel)}/{member}"
                 source_file = f"{wheel}!{member}"
                 whole = decode_document(
