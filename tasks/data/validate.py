@@ -60,6 +60,9 @@ def _printable_ratio(text: str) -> float:
     return 1.0 - bad / max(len(text), 1)
 
 
+PYTHON_SOURCES = ("stdlib_code", "python_wheels")  # adapters whose documents are Python that must parse
+
+
 def _parses(text: str) -> bool:
     try:
         ast.parse(text)
@@ -104,9 +107,9 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
         out["markup_ratio"] = out["text"].map(markup_ratio)
     if data.drop_boilerplate:
         out["boilerplate"] = out["text"].map(lambda text: boilerplate(text) is not None)
-    if "stdlib_code" in profile.domains[domain].adapters or domain == "code":
-        # in a mix, only the Python source has to parse (the other sources' prose is checked as prose)
-        python = out[SOURCE_COLUMN].eq("stdlib_code") if SOURCE_COLUMN in out else pd.Series(True, index=out.index)
+    if set(PYTHON_SOURCES) & set(profile.domains[domain].adapters) or domain == "code":
+        # in a mix, only the Python sources have to parse (the other sources' prose is checked as prose)
+        python = out[SOURCE_COLUMN].isin(PYTHON_SOURCES) if SOURCE_COLUMN in out else pd.Series(True, index=out.index)
         out["parses"] = [
             _parses(text) if is_python else True for text, is_python in zip(out["text"], python, strict=True)
         ]

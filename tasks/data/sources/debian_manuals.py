@@ -214,7 +214,9 @@ class DebianManualsSource(Source):
         )
 
     def _man_renderer(self) -> str:
-        wanted = str(self.options.get("man_renderer", "auto"))
+        """The pure-Python conversion by default: the same text (and data hash) on every machine, with groff or not;
+        `options.man_renderer: groff` (or `auto`: groff where installed) for groff's fuller rendering."""
+        wanted = str(self.options.get("man_renderer", "python"))
         if wanted == "auto":
             return "groff" if shutil.which("groff") else "python"
         return wanted
