@@ -43,6 +43,32 @@ def test_contaminated_eval_candidates_move_to_train():
     assert 3 not in chosen
 
 
+def _choose_eval_by_definition(grams, order, n_eval, others):
+    """The rule spelled out: re-sort every train n-gram each round (slow, plainly right)."""
+    eval_pos, nxt, moved = list(order[:n_eval]), n_eval, 0
+    while True:
+        train = [g for i, g in enumerate(grams) if i not in set(eval_pos)]
+        banned = set(np.concatenate(train + [others]).tolist())
+        dirty = [i for i in eval_pos if banned & set(grams[i].tolist())]
+        if not dirty:
+            return eval_pos, moved
+        moved += len(dirty)
+        eval_pos = [i for i in eval_pos if i not in dirty]
+        while len(eval_pos) < n_eval and nxt < len(order):
+            eval_pos.append(order[nxt])
+            nxt += 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_choose_eval_matches_its_definition_on_overlapping_documents(seed):
+    """Documents drawn from a tiny vocabulary share n-grams often, so candidates move across several rounds."""
+    rng = np.random.default_rng(seed)
+    grams = [np.unique(rng.integers(0, 1500, size=rng.integers(1, 12)).astype(np.uint64)) for _ in range(60)]
+    others = np.unique(rng.integers(0, 6000, size=30).astype(np.uint64))
+    order = rng.permutation(60).tolist()
+    assert choose_eval(grams, order, 8, others) == _choose_eval_by_definition(grams, order, 8, others)
+
+
 def _two_domains(tmp_profile, tmp_path, overlap_text: str | None = None):
     a, b = tmp_path / "a", tmp_path / "b"
     write_txt_folder(a, 60, seed=1)
