@@ -22,7 +22,7 @@ from tasks.core.errors import DataError
 from tasks.data.anchor import take_anchor_tokenizer
 from tasks.data.ingest import ingest, staging_dir
 from tasks.data.split import _hits, fingerprint, split_domain
-from tasks.data.textsig import MinHasher, exact_key, ngram_hashes
+from tasks.data.textsig import MinHasher, exact_key, ngram_hashes, sorted_unique
 from tasks.data.tokenizer_training import TokenizerResult
 from tasks.data.tokenizer_training import train_tokenizer as _train_tokenizer
 from tasks.data.validate import QUARANTINE_COLUMNS, validate
@@ -177,12 +177,13 @@ def _decontaminate(
     n = profile.data.decontamination_ngram
     empty = np.zeros(0, dtype=np.uint64)
     train_grams = {
-        d: np.unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or [empty])) for d in built
+        d: sorted_unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or [empty]))
+        for d in built
     }
     moved: dict[str, int] = {}
     for d in built:
         others = [train_grams[e] for e in built if e != d]
-        banned = np.unique(np.concatenate(others)) if others else np.zeros(0, dtype=np.uint64)
+        banned = sorted_unique(np.concatenate(others)) if others else np.zeros(0, dtype=np.uint64)
         for s in ("val", "test"):
             frame = frames[d][s]
             dirty = [i for i, t in enumerate(frame["text"]) if _hits(banned, ngram_hashes(t, n))]

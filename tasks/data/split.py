@@ -21,7 +21,7 @@ from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.errors import DataError
 from tasks.data.ingest import staging_dir
-from tasks.data.textsig import ngram_hashes
+from tasks.data.textsig import ngram_hashes, sorted_unique, unique_inverse
 
 SPLITS = ("train", "val", "test")
 MAX_ROUNDS = 50  # refill rounds; each round moves every contaminated candidate at once
@@ -55,7 +55,7 @@ def fingerprint(profile: Profile, domain: str) -> Path:
     accepted = pd.read_parquet(stage / "accepted.parquet", columns=["text"])
     n = profile.data.decontamination_ngram
     grams = [ngram_hashes(t, n) for t in accepted["text"]]
-    union = np.unique(np.concatenate(grams)) if grams else np.zeros(0, dtype=np.uint64)
+    union = sorted_unique(np.concatenate(grams)) if grams else np.zeros(0, dtype=np.uint64)
     out = stage / "ngrams.npy"
     np.save(out, union, allow_pickle=False)
     return out
@@ -69,7 +69,7 @@ def other_fingerprints(profile: Profile, domain: str) -> tuple[np.ndarray, list[
         if other != domain and path.exists():
             arrays.append(np.load(path, allow_pickle=False))
             names.append(other)
-    return (np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)), names
+    return (sorted_unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)), names
 
 
 def _hits(sorted_unique: np.ndarray, values: np.ndarray) -> bool:
@@ -92,7 +92,7 @@ def choose_eval(
     sizes = np.fromiter((g.size for g in doc_grams), dtype=np.int64, count=len(doc_grams))
     pair_doc = np.repeat(np.arange(len(doc_grams), dtype=np.int64), sizes)
     grams = np.concatenate(doc_grams) if doc_grams else np.zeros(0, dtype=np.uint64)
-    unique, gram_of_pair = np.unique(grams, return_inverse=True)
+    unique, gram_of_pair = unique_inverse(grams)
     docs_with_gram = np.bincount(gram_of_pair, minlength=unique.size)
     in_others = _members(others, unique)
     eval_pos = list(order[:n_eval])
@@ -103,7 +103,7 @@ def choose_eval(
         eval_pair = is_eval[pair_doc]
         in_train = docs_with_gram > np.bincount(gram_of_pair[eval_pair], minlength=unique.size)
         banned_pair = (in_others | in_train)[gram_of_pair]
-        dirty_docs = set(np.unique(pair_doc[eval_pair & banned_pair]).tolist())
+        dirty_docs = set(pair_doc[eval_pair & banned_pair].tolist())
         dirty = [i for i in eval_pos if i in dirty_docs]
         if not dirty:
             return eval_pos, moved

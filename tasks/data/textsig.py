@@ -38,7 +38,26 @@ def ngram_hashes(text: str, n: int) -> np.ndarray:
         acc = np.zeros(len(h) - n + 1, dtype=np.uint64)
         for k in range(n):  # polynomial rolling hash over the window, wrapping in uint64
             acc = acc * _PRIME + h[k : len(h) - n + 1 + k]
-    return np.unique(acc)
+    return sorted_unique(acc)
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)` by sort-and-mask: the same sorted unique array, 5-15x faster on numpy 2.4 for uint64 (whose
+    `np.unique` takes a hashing path: 59 s against 4 s for 11M n-gram hashes, measured)."""
+    if values.size == 0:
+        return values.copy()
+    ordered = np.sort(values)
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
+
+
+def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_inverse=True)` the same way: (sorted unique values, index of each value in them)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    first = np.concatenate(([True], ordered[1:] != ordered[:-1])) if values.size else np.zeros(0, dtype=bool)
+    inverse = np.empty(values.size, dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse
 
 
 class MinHasher:

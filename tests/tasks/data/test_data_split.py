@@ -14,7 +14,7 @@ from tasks.core.datasets import dataset_hash, load_split
 from tasks.core.errors import DataError
 from tasks.data.pipeline import build_domain, check_disjoint, finish_domain, prepare_domain
 from tasks.data.split import choose_eval, hash_order
-from tasks.data.textsig import ngram_hashes
+from tasks.data.textsig import ngram_hashes, sorted_unique, unique_inverse
 from tests.tasks.data_world import folder_domain, prose, with_domains, write_txt_folder
 
 
@@ -126,3 +126,13 @@ def test_eval_is_decontaminated_against_other_domains_train(tmp_profile, tmp_pat
             assert not np.isin(ngram_hashes(t, n), public_train).any()
     split_info = json.loads((tmp_path / "data" / "b" / "split.json").read_text())
     assert split_info["decontaminated_against"] == ["b", "public"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 5000])
+def test_sorted_unique_and_unique_inverse_equal_numpy_unique(size):
+    values = np.random.default_rng(size).integers(0, max(size // 3, 1) + 1, size=size).astype(np.uint64)
+    assert np.array_equal(sorted_unique(values), np.unique(values))
+    unique, inverse = unique_inverse(values)
+    expected_unique, expected_inverse = np.unique(values, return_inverse=True)
+    assert np.array_equal(unique, expected_unique) and np.array_equal(inverse, expected_inverse.ravel())
+    assert np.array_equal(unique[inverse], values)
