@@ -12,11 +12,14 @@ from __future__ import annotations
 import ast
 import json
 import os
+import sys
 import unicodedata
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks.core.artifacts import RunPaths, repo_relative
@@ -52,12 +55,31 @@ class ValidationResult:
 
 
 def _letter_ratio(text: str) -> float:
-    return sum(ch.isalpha() or ch.isspace() for ch in text) / max(len(text), 1)
+    """Letters and whitespace per character (str.isalpha / str.isspace), looked up per code point in a table, so a
+    300 MB domain costs seconds, not minutes."""
+    return float(_char_table()[0][_code_points(text)].sum()) / max(len(text), 1)
 
 
 def _printable_ratio(text: str) -> float:
-    bad = sum(1 for ch in text if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t\r")
-    return 1.0 - bad / max(len(text), 1)
+    """1 - control/surrogate/private-use/unassigned characters (newline, tab and CR allowed) per character."""
+    return 1.0 - float(_char_table()[1][_code_points(text)].sum()) / max(len(text), 1)
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+
+
+@cache
+def _char_table() -> tuple[np.ndarray, np.ndarray]:
+    """(letter or space, unprintable) for every Unicode code point, built once per process (about a second)."""
+    chars = [chr(c) for c in range(sys.maxunicode + 1)]
+    letters = np.fromiter((ch.isalpha() or ch.isspace() for ch in chars), dtype=bool, count=len(chars))
+    unprintable = np.fromiter(
+        (ch not in "\n\t\r" and unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in chars),
+        dtype=bool,
+        count=len(chars),
+    )
+    return letters, unprintable
 
 
 PYTHON_SOURCES = ("stdlib_code", "python_wheels")  # adapters whose documents are Python that must parse

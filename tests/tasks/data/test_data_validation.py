@@ -171,3 +171,23 @@ def test_parquet_rows_with_nul_are_quarantined_with_row(tmp_profile, tmp_path):
     validate(p, "mine")
     q = pd.read_parquet(staging_dir(p, "mine") / "quarantine.parquet")
     assert list(q["row"]) == [25] and "docs.parquet row 25" in q["reason"][0]
+
+
+def test_character_ratios_equal_their_definitions_on_any_text():
+    """The table lookups count what str.isalpha/isspace and the Unicode categories say, character by character."""
+    import unicodedata
+
+    from tasks.data.validate import _letter_ratio, _printable_ratio
+
+    rng = random.Random(0)
+    picks = (
+        lambda: rng.randint(0, 0x10FFFF),
+        lambda: rng.randint(32, 126),
+        lambda: rng.choice([0, 9, 10, 0xE000, 0xD800]),
+    )
+    for _ in range(200):
+        text = "".join(chr(rng.choice(picks)()) for _ in range(rng.randint(0, 300)))
+        letters = sum(ch.isalpha() or ch.isspace() for ch in text)
+        bad = sum(ch not in "\n\t\r" and unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") for ch in text)
+        assert _letter_ratio(text) == letters / max(len(text), 1)
+        assert _printable_ratio(text) == 1.0 - bad / max(len(text), 1)
