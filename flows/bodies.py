@@ -16,10 +16,28 @@ from flows.steps import STEPS, call
 from tasks.core.config import Profile
 from tasks.core.hashing import file_sha256
 
+PROGRESS_LOG_S = 15.0  # how often a long ingest reports how far it got
+
 
 def prepare_domain(profile: Profile, domain: str, code: str) -> dict[str, Any]:
-    """Ingest, validate (GX, quarantine) and fingerprint one domain: the part that needs no other domain."""
-    return call("prepare_domain", profile, domain)
+    """Ingest, validate (GX, quarantine) and fingerprint one domain: the part that needs no other domain. A long
+    ingest (hundreds of MB at scale) logs its document count every PROGRESS_LOG_S seconds (console and Prefect UI)."""
+    return call("prepare_domain", profile, domain, progress=_ingest_progress(domain))
+
+
+def _ingest_progress(domain: str) -> Callable[[int], None]:
+    import time
+
+    from prefect import get_run_logger
+
+    logger, last = get_run_logger(), [time.monotonic()]
+
+    def report(documents: int) -> None:
+        if time.monotonic() - last[0] >= PROGRESS_LOG_S:
+            last[0] = time.monotonic()
+            logger.info("%s: %s documents ingested so far", domain, f"{documents:,}")
+
+    return report
 
 
 def split_domain(profile: Profile, domain: str, prepared: Mapping[str, str], code: str) -> dict[str, Any]:
