@@ -5,7 +5,9 @@ the first run does the work (or reuses what an earlier run left in the cache: `-
 the Prefect cache first; `--first-run-summary` reads it from a finished `flexo run` instead), the second must be all
 cache hits. Overhead = wall time outside the areas' own functions
 (`compute_seconds` of every step that ran) as a share of the run. Prints JSON and a table; `--record` appends a
-section to benchmarks/RESULTS.md.
+section to benchmarks/RESULTS.md. Every measured run is also written as one JSON file under benchmarks/results/
+(`write_result`: the machine with its CPU flags, native bf16 or not, the precision used, total and per-stage seconds and
+peak memory, the commit, the date), so runs can be compared by a program.
 
     .venv/bin/python benchmarks/pipeline.py --profile demo --fresh --record
 """
@@ -32,6 +34,57 @@ from tasks.core.config import REPO_ROOT, load_profile  # noqa: E402
 
 TARGETS = {"end_to_end_s": 20 * 60, "overhead_share": 0.10, "cached_rerun_s": 60}
 RESULTS = REPO_ROOT / "benchmarks" / "RESULTS.md"
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+# the CPU flags that decide whether `precision: auto` gets native bf16 matmuls (model/precision.py) or fp32
+CPU_FLAGS = ("avx512f", "avx512_bf16", "amx_bf16")
+
+
+def machine_facts() -> dict:
+    """The CPU model, core count, the bf16-relevant CPU flags and the load average now (what makes runs comparable)."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:  # not Linux: the model from platform, no flags
+        pass
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "cpus": os.cpu_count(),
+        "flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def git_commit(repo: Path = REPO_ROOT) -> str:
+    """The short commit of `repo`, with `-dirty` when tracked files differ from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=repo, capture_output=True).returncode != 0
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def write_result(kind: str, fields: dict, repo: Path = REPO_ROOT, device: str = "cpu") -> Path:
+    """One JSON file per measured run under benchmarks/results/, named by date, kind and commit."""
+    from model.precision import native_bf16
+
+    now = datetime.now(UTC)
+    commit = git_commit(repo)
+    record = {
+        "kind": kind,
+        "date": now.isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "machine": machine_facts(),
+        "native_bf16": native_bf16(device),
+        **fields,
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    path = RESULTS_DIR / f"{now:%Y%m%dT%H%M%SZ}-{kind}-{commit}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def peak_rss_mib() -> float:
@@ -153,6 +206,12 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="delete runs/<profile> and the Prefect result cache first")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     parser.add_argument(
+        "--test-suite-seconds",
+        type=float,
+        default=None,
+        help="the default test suite's seconds on this machine and commit (benchmarks/test_suite.py), for the JSON",
+    )
+    parser.add_argument(
         "--first-run-summary",
         type=Path,
         default=None,
@@ -165,9 +224,7 @@ def main() -> None:
         "profile": args.profile,
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-        "git_commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "git_commit": git_commit(),
         "fresh": args.fresh,
         "first_run_from": str(args.first_run_summary) if args.first_run_summary else "this process",
         "first_run": first,
@@ -182,8 +239,36 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     print(table(result))
+    print(f"written {_write_json(args, result).relative_to(REPO_ROOT)}")
     if args.record:
         _record(args, result)
+
+
+def _write_json(args: argparse.Namespace, result: dict) -> Path:
+    """The run as benchmarks/results/*.json: the fields issue 22 compares runs by, then the rest of the result."""
+    from tasks.core.device import resolve_device, resolve_run_precision
+
+    profile = load_profile(args.profile)
+    first = result["first_run"]
+    return write_result(
+        "pipeline",
+        {
+            "profile": args.profile,
+            "precision": resolve_run_precision(profile),
+            "total_seconds": first["wall_s"],
+            "stage_seconds": first["stage_s"],
+            "stage_peak_rss_gib": first["stage_peak_rss_gib"],
+            "test_suite_seconds": args.test_suite_seconds,
+            "compute_seconds": first["compute_s"],
+            "overhead_share": first["overhead_share"],
+            "cached_rerun_seconds": result["cached_rerun"]["wall_s"],
+            "fresh": args.fresh,
+            "first_run_from": result["first_run_from"],
+            "status_counts": first["status_counts"],
+            "meets": result["meets"],
+        },
+        device=resolve_device(profile),
+    )
 
 
 if __name__ == "__main__":

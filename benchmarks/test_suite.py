@@ -1,0 +1,121 @@
+"""Benchmark of README command two: the seconds of `make test` (the checks, then the default pytest suite).
+
+Runs the two parts of `make test` one after the other in a checkout (default: this one) whose `.venv` is installed,
+timing each: `make check` (ruff, mypy, import-linter) and the pytest command of the Makefile's `test` target. Samples
+the load average while it runs (the machine is shared: a number without its load means little). Writes one JSON file
+under benchmarks/results/ (`pipeline.write_result`) and prints it; `--record` appends a dated section to
+benchmarks/RESULTS.md. Exits non-zero when a part failed (the time of a failing suite is still written).
+
+    .venv/bin/python benchmarks/test_suite.py --repo /tmp/clone --record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+# this folder first: an installed package named `benchmarks` would shadow `benchmarks.pipeline`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline import REPO_ROOT, RESULTS, write_result  # noqa: E402
+
+PYTEST = ["-m", "pytest", "-q", "-m", "not slow"]  # the Makefile's `test` target after `check`
+LOAD_SAMPLE_S = 5.0
+TARGET_S = 5 * 60  # issue 22: the default suite within 5 minutes on 2 cores, after the install
+SUMMARY = re.compile(r"^=+ (.*\d+ (passed|failed|error|errors|skipped).*) in [\d.]+s", re.MULTILINE)
+
+
+class LoadSampler:
+    """Samples the 1-minute load average every few seconds on a thread, for the mean and maximum over a run."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(LOAD_SAMPLE_S)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        return {"mean": round(statistics.fmean(self.samples), 2), "max": round(max(self.samples), 2)}
+
+
+def timed(cmd: list[str], repo: Path) -> tuple[float, int, str]:
+    """Runs `cmd` in `repo`, echoing its output; returns seconds, exit code and the output."""
+    print(f"$ {' '.join(cmd)}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seconds = time.perf_counter() - started
+    print(done.stdout[-3000:], flush=True)
+    return seconds, done.returncode, done.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="the checkout to run in (its .venv installed)")
+    parser.add_argument("--pytest-only", action="store_true", help="time only the pytest part, not `make check`")
+    parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    repo = args.repo.resolve()
+    python = str(repo / ".venv" / "bin" / "python")
+    with LoadSampler() as load:
+        check_s, check_rc = (0.0, 0) if args.pytest_only else timed(["make", "check"], repo)[:2]
+        pytest_s, pytest_rc, output = timed([python, *PYTEST], repo) if check_rc == 0 else (0.0, -1, "")
+    summary = SUMMARY.findall(output)
+    fields = {
+        "test_suite_seconds": round(check_s + pytest_s, 1),
+        "check_seconds": None if args.pytest_only else round(check_s, 1),
+        "pytest_seconds": round(pytest_s, 1),
+        "pytest_summary": summary[-1][0] if summary else None,
+        "passed": check_rc == 0 and pytest_rc == 0,
+        "commands": ([] if args.pytest_only else ["make check"]) + [f".venv/bin/python {' '.join(PYTEST)}"],
+        "load_average_during": load.summary(),
+        "target_seconds": TARGET_S,
+    }
+    path = write_result("test_suite", fields, repo=repo)
+    print(json.dumps(json.loads(path.read_text()), indent=2))
+    print(f"written {path.relative_to(REPO_ROOT)}")
+    if args.record:
+        _record(path)
+    sys.exit(0 if fields["passed"] else 1)
+
+
+def _record(path: Path) -> None:
+    """Append the measured suite to benchmarks/RESULTS.md as a dated section."""
+    result = json.loads(path.read_text())
+    machine = result["machine"]
+    flags = ", ".join(flag for flag, present in machine["flags"].items() if present) or "none of the bf16 flags"
+    load = result["load_average_during"]
+    check = "" if result["check_seconds"] is None else f"`make check` {result['check_seconds']} s, "
+    with RESULTS.open("a") as handle:
+        handle.write(
+            f"\n## test suite ({result['date'][:10]}, commit {result['git_commit']}, "
+            f"{machine['cpus']}-core {machine['cpu_model']})\n\n"
+            f"{check}pytest {result['pytest_seconds']} s: **{result['test_suite_seconds']} s** in all "
+            f"(target <= {result['target_seconds']} s; passed: {result['passed']}; {result['pytest_summary']}). "
+            f"CPU flags {flags}; load average during the run {load['mean']} (max {load['max']}) on "
+            f"{machine['cpus']} cores. JSON: `benchmarks/results/{path.name}`.\n\n"
+            f"Command: `.venv/bin/python benchmarks/test_suite.py --record`\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
