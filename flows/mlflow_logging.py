@@ -1,4 +1,5 @@
-"""A model step inside its MLflow stage run: lineage tags, params, per-step training metrics, final metrics.
+"""A model step inside its MLflow stage run: lineage tags, params, per-step training metrics, final metrics, and the
+data each step reads (`data_reads`: what its stage run logs as dataset inputs).
 
 Why here and not in the areas: the areas log through the `TrainLogger` protocol (console in tests, MLflow in the
 pipeline), so their functions stay runnable without a tracking server; this module plugs MLflow in.
@@ -30,6 +31,34 @@ class MlflowTrainLogger:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
+TRAIN_SPLITS = ("train", "val")  # a training step fits on train and picks/reports on val
+TRAINING_STEPS = ("train_public", "train_expert", "train_dense", "train_ablation")
+
+
+def data_reads(step: str, profile: Profile, domain: str | None) -> tuple[dict[str, tuple[str, ...]], str]:
+    """({domain: splits}, input context) a step reads, for the dataset inputs of the stage run it opens. `domain`:
+    the step's label in the run (`<variant>/<domain>` for an ablation). Steps that open no MLflow run read nothing
+    here. The evaluation reads every domain's test split, and the train split of the domains its trained baselines
+    fit on (`tasks.evaluation.families`: BTX and router tuning on public, the unrestricted MoE on every domain)."""
+    owner = domain.rpartition("/")[2] if domain else None
+    if step == "train_public":
+        return {"public": TRAIN_SPLITS}, "training"
+    if step in TRAINING_STEPS and owner:
+        return {owner: TRAIN_SPLITS}, "training"
+    if step == "attack" and owner:
+        return {owner: ("train",)}, "attack"
+    if step == "evaluate":
+        cfg = profile.eval
+        reads: dict[str, tuple[str, ...]] = {d: ("test",) for d in profile.domains}
+        trained_on = list(profile.domains) if cfg.unrestricted_steps else []
+        if not trained_on and (cfg.btx_router_steps or cfg.rt_steps) and "public" in reads:
+            trained_on = ["public"]
+        for d in trained_on:
+            reads[d] = ("train", "test")
+        return reads, "evaluation"
+    return {}, ""
+
+
 def _numbers(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     return {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
@@ -45,6 +74,27 @@ def _train(step: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str
             raise
         mlflow.set_tag("resumed", f"no: {exc}")
         return call(step, *args, **{**kwargs, "resume": False})
+
+
+def _log_evaluation(profile: Profile, out: Mapping[str, Any]) -> None:
+    """What `flexo eval` logs besides the metrics (`tasks.evaluation.report.log_to_mlflow`), from the step's JSON
+    result: the evaluation settings as params, the report, tables, results JSON and figures as artifacts, and a
+    `skipped.<model>` tag per model not evaluated."""
+    import mlflow
+    from tasks.core.tracking import flatten
+    from tasks.evaluation.report import mlflow_key
+
+    mlflow.log_params(flatten({"eval": profile.eval.model_dump()}))
+    if out.get("report"):
+        mlflow.log_artifact(str(out["report"]), artifact_path="report")
+    for path in [*(out.get("tables") or {}).values(), out.get("results_json")]:
+        if path:
+            mlflow.log_artifact(str(path), artifact_path="eval")
+    for path in (out.get("figures") or {}).values():
+        mlflow.log_artifact(str(path), artifact_path="plots")
+    skipped = out.get("skipped") or {}
+    if skipped:
+        mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: str(v)[:500] for k, v in skipped.items()})
 
 
 def tracked(step: str, profile: Profile, domain: str | None, **kwargs: Any) -> dict[str, Any]:
@@ -64,8 +114,12 @@ def tracked(step: str, profile: Profile, domain: str | None, **kwargs: Any) -> d
             metrics = _numbers(out.get("metrics"))
             if metrics:
                 mlflow.log_metrics({k.replace("/", ".").replace(" ", "_"): v for k, v in metrics.items()})
+            if step == "evaluate":
+                _log_evaluation(profile, out)
         if domain:
             mlflow.set_tag("data_md5", data_hash(profile, domain))
+        if training and out.get("sha256"):
+            mlflow.set_tag(tracking.TAG_OUTPUT_SHA256, out["sha256"])
     out["mlflow_run_id"] = run.info.run_id
     out["mlflow_run"] = (
         f"{tracking.tracking_uri(profile)} experiment={profile.registry.experiment} run={run.info.run_id}"

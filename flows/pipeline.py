@@ -4,6 +4,10 @@ Thin wiring: every step is a cached Prefect task (`flows.runner`). Expert subflo
 `orchestration.max_parallel_experts` (the `gpu` tag limit still serialises trainings); a failed domain never stops the
 others, and the summary (Prefect artifact + reports/pipeline_summary.json) says which failed and why, and what it
 reused.
+
+Lineage: one MLflow parent run per pipeline run (the flattened profile as params, git commit, system metrics, the
+Prefect flow run as tags), every stage, domain and registration run nested under it; the Prefect flow run carries the
+MLflow run as a tag (`mlflow-run:<id>`) and a link artifact (`flexo-mlflow-run`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from flows.outcomes import Outcome, as_rows, finish, notify, outcomes_from, publ
 from flows.placement import ensure_gpu_limit
 from flows.public import public
 from model.memory import PeakWindow
+from tasks.core import tracking
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.training.ablations import assembled as assembled_ablations
 
 STAGES = ("data", "public", "expert", "assemble", "ablate", "evaluate", "attack")
+MLFLOW_RUN_TAG = "mlflow-run:"  # the Prefect flow run's tag naming its MLflow parent run
+MLFLOW_LINK_KEY = "flexo-mlflow-run"
 
 
 @dataclass
@@ -88,6 +95,21 @@ def _evaluate(p: Profile, stages: _Stages) -> list[Outcome]:
     return outcomes_from(evaluate(profile=p, moe_sha=moe_sha, ablation_shas=ablations, fail_on_error=False))
 
 
+def _run_stages(p: Profile, run: _Stages, owners: list[str]) -> None:
+    run.run("data", lambda: outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))
+    run.run("public", lambda: outcomes_from(public(profile=p, fail_on_error=False)))
+    public_model = run.of("train_public")
+    run.run("expert", lambda: _gate("expert", public_model) or _experts(p, owners))
+    run.run("assemble", lambda: outcomes_from(assemble(profile=p, fail_on_error=False)))
+    if p.ablation.variants:
+        run.run(
+            "ablate", lambda: _gate("ablate", public_model) or outcomes_from(ablate(profile=p, fail_on_error=False))
+        )
+    run.run("evaluate", lambda: _evaluate(p, run))
+    attacked = [o for o in run.out if o.step == "train_expert" and o.domain == p.attack.domain]
+    run.run("attack", lambda: _gate("attack", attacked) or outcomes_from(attack(profile=p, fail_on_error=False)))
+
+
 def _summary(p: Profile, stages: _Stages, seconds: float) -> dict[str, Any]:
     """The run's summary: time per stage, what failed and why, what was reused or skipped, where to look."""
     paths = RunPaths(p)
@@ -111,6 +133,59 @@ def _summary(p: Profile, stages: _Stages, seconds: float) -> dict[str, Any]:
     }
 
 
+def _prefect_tags() -> dict[str, str]:
+    """The Prefect flow run this pipeline runs in, as MLflow tags: its id and page (the API's URL where no UI is
+    configured)."""
+    from prefect.runtime import flow_run
+
+    if flow_run.id is None:
+        return {}
+    ui_url = flow_run.ui_url or ""
+    url = ui_url if ui_url.startswith("http") else (flow_run.api_url or "")
+    return {tracking.TAG_PREFECT_FLOW_RUN: str(flow_run.id), tracking.TAG_PREFECT_FLOW_RUN_URL: url}
+
+
+def mlflow_run_url(p: Profile, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI `flexo ui` starts (or the tracking server's, when MLFLOW_TRACKING_URI names
+    one)."""
+    uri = tracking.tracking_uri(p)
+    base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{p.registry.ui_port}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _link_prefect_to_mlflow(p: Profile, parent: Any) -> None:
+    """The Prefect flow run names its MLflow parent run: a tag and a link artifact to the run's page."""
+    from prefect.artifacts import create_link_artifact
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if flow_run.id is None:
+        return
+    run_id = parent.info.run_id
+    with get_client(sync_client=True) as client:
+        current = client.read_flow_run(flow_run.id)
+        client.update_flow_run(flow_run.id, tags=[*current.tags, f"{MLFLOW_RUN_TAG}{run_id}"])
+    create_link_artifact(
+        link=mlflow_run_url(p, parent.info.experiment_id, run_id),
+        link_text=f"MLflow run {run_id}",
+        key=MLFLOW_LINK_KEY,
+        description=f"pipeline ({p.name}): the MLflow parent run holding every stage run",
+    )
+
+
+def _record_outcome(p: Profile, parent: Any, stages: _Stages) -> None:
+    """The parent run's summary metrics: wall time and peak memory per stage, steps by status."""
+    from mlflow import MlflowClient
+
+    metrics = {f"stage_seconds.{k}": v for k, v in stages.seconds.items()}
+    metrics.update({f"stage_peak_rss_gib.{k}": v for k, v in stages.peak_rss_gib.items()})
+    for status in ("completed", "cached", "skipped", "failed"):
+        metrics[f"steps_{status}"] = float(sum(o.status == status for o in stages.out))
+    client = MlflowClient(tracking.tracking_uri(p))
+    for key, value in metrics.items():
+        client.log_metric(parent.info.run_id, key, value)
+
+
 @flow(name="pipeline", result_serializer="json", log_prints=True)
 def pipeline(
     profile: str | Profile | None = None,
@@ -124,19 +199,12 @@ def pipeline(
     ensure_gpu_limit(p.orchestration.gpu_slots)
     started = time.perf_counter()
     run = _Stages(stages or list(STAGES))
-    run.run("data", lambda: outcomes_from(data(profile=p, domains=["public", *owners], fail_on_error=False)))
-    run.run("public", lambda: outcomes_from(public(profile=p, fail_on_error=False)))
-    public_model = run.of("train_public")
-    run.run("expert", lambda: _gate("expert", public_model) or _experts(p, owners))
-    run.run("assemble", lambda: outcomes_from(assemble(profile=p, fail_on_error=False)))
-    if p.ablation.variants:
-        run.run(
-            "ablate", lambda: _gate("ablate", public_model) or outcomes_from(ablate(profile=p, fail_on_error=False))
-        )
-    run.run("evaluate", lambda: _evaluate(p, run))
-    attacked = [o for o in run.out if o.step == "train_expert" and o.domain == p.attack.domain]
-    run.run("attack", lambda: _gate("attack", attacked) or outcomes_from(attack(profile=p, fail_on_error=False)))
+    with tracking.pipeline_run(p, f"pipeline/{p.name}", tags=_prefect_tags()) as parent:
+        _link_prefect_to_mlflow(p, parent)
+        _run_stages(p, run, owners)
+        _record_outcome(p, parent, run)
     summary = _summary(p, run, time.perf_counter() - started)
+    summary["links"]["MLflow run"] = mlflow_run_url(p, parent.info.experiment_id, parent.info.run_id)
     publish("flexo-pipeline", f"pipeline ({p.name})", run.out, summary["links"])
     write_summary(RunPaths(p).reports_dir / "pipeline_summary.json", run.out, summary)
     finish(run.out, fail_on_error)

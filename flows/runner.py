@@ -14,9 +14,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from flows.bodies import BODIES
+from flows.mlflow_logging import data_reads
 from flows.outcomes import Outcome, notify
 from flows.placement import GPU_TAG
 from flows.steps import STEPS
+from tasks.core import tracking
 from tasks.core.config import Profile
 from tasks.core.errors import FlexoError
 
@@ -101,7 +103,9 @@ def run_step(
     task = task.with_options(
         task_run_name=f"{step}-{domain}" if domain else step, refresh_cache=True if refresh else None
     )
-    state = task(profile, *args, return_state=True, **kwargs)
+    reads, context = data_reads(step, profile, domain)
+    with tracking.reading(profile, reads, context):  # logged by the step's stage run, if it opens one
+        state = task(profile, *args, return_state=True, **kwargs)
     outcome = _outcome(stage, step, domain, state, time.perf_counter() - started)
     notify(stage, step, domain, outcome.status)
     return outcome

@@ -142,21 +142,27 @@ def follow_command(
 
 @app.command("audit")
 def audit_command(profile: ProfileOption = None, as_json: JsonOption = False) -> None:
-    """The append-only audit trail of the registry (registrations, alias moves, revocations), oldest first."""
+    """The append-only audit trail of the registry (registrations, alias moves, revocations), oldest first; read-only.
+    Exit 5 when its hash chain shows a record removed or changed outside flexo (the trail is printed first)."""
     from rich.table import Table
 
-    from tasks.registry.governance import audit_trail
+    from tasks.core.errors import IntegrityError
+    from tasks.registry.governance import audit_breaks, audit_trail
 
-    records = audit_trail(load(profile))
+    resolved = load(profile)
+    records = audit_trail(resolved)
     if as_json:
         typer.echo(json.dumps([r.__dict__ for r in records], indent=2))
-        return
-    table = Table(title="flexo audit trail")
-    for column in ("at (UTC)", "event", "model", "version", "actor", "detail"):
-        table.add_column(column)
-    for r in records:
-        table.add_row(r.at, r.event, r.model, r.version, r.actor, json.dumps(r.detail, sort_keys=True))
-    console.print(table if records else "the audit trail is empty", width=max(console.width, TABLE_WIDTH))
+    else:
+        table = Table(title="flexo audit trail")
+        for column in ("at (UTC)", "event", "model", "version", "actor", "detail"):
+            table.add_column(column)
+        for r in records:
+            table.add_row(r.at, r.event, r.model, r.version, r.actor, json.dumps(r.detail, sort_keys=True))
+        console.print(table if records else "the audit trail is empty", width=max(console.width, TABLE_WIDTH))
+    breaks = audit_breaks(resolved)
+    if breaks:
+        raise IntegrityError("the audit trail was altered outside flexo:\n" + "\n".join(breaks))
 
 
 @app.command("generate")

@@ -12,6 +12,7 @@ import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,26 @@ TAG_GIT_DIRTY = "git_dirty"
 TAG_PROFILE = "profile"
 TAG_STAGE = "stage"
 TAG_DOMAIN = "domain"
+TAG_OUTPUT_SHA256 = "output_sha256"  # on a training run: the sha256 of what it trained (registration finds it by this)
+TAG_PREFECT_FLOW_RUN = "prefect.flow_run_id"  # on the pipeline run: the Prefect flow run it belongs to
+TAG_PREFECT_FLOW_RUN_URL = "prefect.flow_run_url"
+PIPELINE_STAGE = "pipeline"  # the stage tag of the parent run
+# MLflow 3 opens an experiment without this tag on its GenAI overview; this kind opens it on its runs
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 DVC_SOURCE_TYPE = "dvc"
 SQLITE_PREFIX = "sqlite:///"  # an embedded store: the rest of the URI is the database file
 
 
 _SET_BY_US: set[str] = set()  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; only the user's value wins
+
+# The pipeline run that stage runs nest under. A context variable, not MLflow's active run: MLflow keeps the active run
+# per thread, and the expert subflows run in a thread pool (`contextvars.copy_context` carries this one along).
+_PARENT: ContextVar[str | None] = ContextVar("flexo_mlflow_parent", default=None)
+# What the current step reads ({domain: splits}, input context): each stage run it opens logs it (see `reading`).
+# The pipeline run's commit: the code this process imported when it started, whatever is committed meanwhile.
+_COMMIT: ContextVar[tuple[str, bool] | None] = ContextVar("flexo_pipeline_commit", default=None)
+_READS: ContextVar[tuple[Mapping[str, tuple[str, ...]], str] | None] = ContextVar("flexo_data_reads", default=None)
 
 
 def tracking_uri(profile: Profile) -> str:
@@ -77,9 +93,13 @@ def setup(profile: Profile, experiment: str | None = None) -> str:
             artifacts = profile.path("mlflow_artifacts_dir") / name
             artifacts.mkdir(parents=True, exist_ok=True)
             location = artifacts.as_uri()
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        experiment_id = mlflow.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     else:
         experiment_id = found.experiment_id
+        if EXPERIMENT_KIND_TAG not in found.tags:  # a store made before the kind was set; a user's choice stays
+            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -118,45 +138,113 @@ def git_commit(repo: Path = REPO_ROOT) -> tuple[str, bool]:
 
 
 def lineage_tags(profile: Profile) -> dict[str, str]:
-    """Tags every run carries: git commit, dirty flag, profile name."""
-    commit, dirty = git_commit()
+    """Tags every run carries: git commit (inside a pipeline run, the one it started on), dirty flag, profile name."""
+    commit, dirty = _COMMIT.get() or git_commit()
     return {TAG_GIT_COMMIT: commit, TAG_GIT_DIRTY: str(dirty).lower(), TAG_PROFILE: profile.name}
 
 
 @contextmanager
 def pipeline_run(profile: Profile, run_name: str, tags: Mapping[str, str] | None = None) -> Iterator[Any]:
-    """The parent run of one pipeline run: flattened profile as params, lineage tags, system metrics."""
-    import mlflow
+    """The parent run of one pipeline run: flattened profile as params, lineage tags, system metrics. Every stage and
+    registration run opened inside (in any thread of this context) nests under it. It is never MLflow's active run,
+    so nothing logs into it by accident; it ends FAILED when the body raises."""
+    from mlflow.entities import Param
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-    setup(profile)
-    if profile.registry.system_metrics:
-        mlflow.set_system_metrics_sampling_interval(profile.registry.system_metrics_interval_s)
-    with mlflow.start_run(
-        run_name=run_name,
-        tags={**lineage_tags(profile), TAG_STAGE: "pipeline", **(tags or {})},
-        log_system_metrics=profile.registry.system_metrics,
-    ) as run:
-        mlflow.log_params(profile_params(profile))
-        yield run
+    from mlflow import MlflowClient
+
+    experiment_id = setup(profile)
+    client = MlflowClient(tracking_uri(profile))
+    commit_token = _COMMIT.set(git_commit())
+    run_tags = {**lineage_tags(profile), TAG_STAGE: PIPELINE_STAGE, MLFLOW_RUN_NAME: run_name, **(tags or {})}
+    run = client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in profile_params(profile).items()]
+    for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+    monitor = _system_metrics(profile, run_id)
+    token = _PARENT.set(run_id)
+    status = "FAILED"
+    try:
+        yield client.get_run(run_id)
+        status = "FINISHED"
+    finally:
+        _PARENT.reset(token)
+        _COMMIT.reset(commit_token)
+        if monitor is not None:
+            monitor.finish()
+        client.set_terminated(run_id, status=status)
+
+
+MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch
+
+
+def _system_metrics(profile: Profile, run_id: str) -> Any:
+    """CPU, memory, disk (and GPU) of this machine sampled into the run while it lasts; None when switched off."""
+    if not profile.registry.system_metrics:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=profile.registry.system_metrics_interval_s, tracking_uri=tracking_uri(profile)
+    )
+    monitor.start()
+    return monitor
+
+
+def parent_run_id() -> str | None:
+    """The pipeline run stage runs opened now nest under (None outside a pipeline run)."""
+    return _PARENT.get()
+
+
+@contextmanager
+def reading(profile: Profile, reads: Mapping[str, tuple[str, ...]], context: str = "training") -> Iterator[None]:
+    """Declare what the step about to run reads ({domain: splits}); every stage run it opens logs each split with the
+    domain's DVC md5 and the owner's remote once its body succeeded. Why declared around the step and not inside it:
+    the step may be served from Prefect's cache, and then no run opens and nothing is logged."""
+    token = _READS.set((dict(reads), context) if reads else None)
+    try:
+        yield
+    finally:
+        _READS.reset(token)
 
 
 @contextmanager
 def stage_run(
     profile: Profile, stage: str, domain: str | None = None, params: Mapping[str, Any] | None = None
 ) -> Iterator[Any]:
-    """A child run (nested under the active run, if any) for one stage, optionally one domain."""
+    """A child run for one stage, optionally one domain: nested under the active run, else under the pipeline run.
+    Inside an active run of the same stage and domain (a flow step that tracks the area function that logs itself),
+    that run is the stage run: one run per stage, holding both's logging."""
     import mlflow
 
-    if mlflow.active_run() is None:
+    active = mlflow.active_run()
+    if active is not None and _same_stage(active, stage, domain):
+        if params:
+            mlflow.log_params(flatten(params))
+        yield active
+        return
+    if active is None:
         setup(profile)
     name = f"{stage}/{domain}" if domain else stage
     tags = {**lineage_tags(profile), TAG_STAGE: stage}
     if domain:
         tags[TAG_DOMAIN] = domain
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+    parent = None if active is not None else _PARENT.get()
+    with mlflow.start_run(run_name=name, nested=True, parent_run_id=parent, tags=tags) as run:
         if params:
             mlflow.log_params(flatten(params))
         yield run
+        declared = _READS.get()
+        if declared is not None:
+            reads, context = declared
+            for read_domain, splits in reads.items():
+                log_domain_inputs(profile, read_domain, splits, context=context)
+
+
+def _same_stage(run: Any, stage: str, domain: str | None) -> bool:
+    tags = run.data.tags
+    return tags.get(TAG_STAGE) == stage and tags.get(TAG_DOMAIN) == domain
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -223,13 +311,23 @@ def log_domain_inputs(
     from tasks.core.errors import DataError
 
     md5 = dataset_hash(profile, domain)
-    remote = profile.domains[domain].remote if domain in profile.domains else None
+    remote = owner_remote(profile, domain)
     for split in splits:
         path = RunPaths(profile).split(domain, split)
         if not path.exists():
             raise DataError(f"{path}: split '{split}' of '{domain}' is missing; run `flexo data --domain {domain}`")
         log_dataset(profile, domain, split, md5, frame=pd.read_parquet(path), context=context, remote=remote)
     return md5
+
+
+def owner_remote(profile: Profile, domain: str) -> str | None:
+    """Where the owner's DVC remote is: `domains.<d>.remote`, else `<dvc_remotes_dir>/<owner>` (the rule of
+    `tasks.data.versioning.remote_url`, as an absolute path: lineage names the place, not a path relative to a
+    checkout); None for a domain the profile does not name."""
+    if domain not in profile.domains:
+        return None
+    cfg = profile.domains[domain]
+    return cfg.remote or str(profile.path("dvc_remotes_dir") / cfg.owner)
 
 
 def log_figure(figure: Any, artifact_file: str) -> None:

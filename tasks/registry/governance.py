@@ -39,6 +39,7 @@ from tasks.registry.names import (
     VersionRef,
     expert_model_name,
 )
+from tasks.registry.register import describe
 from tasks.registry.resolve import moe_versions_containing, resolve_active_experts
 from tasks.registry.store import by_alias, client, get_version
 
@@ -143,6 +144,7 @@ def _mark_revoked(mlclient: Any, ref: VersionRef, who: str, reason: str) -> None
     for alias in ref.aliases:
         mlclient.delete_registered_model_alias(ref.name, alias)
     audit.record(mlclient, ref.name, ref.version, "revoked", who, reason=reason, removed_aliases=list(ref.aliases))
+    describe(mlclient, ref.name, ref.version)  # the version page says it is revoked, by whom and why
 
 
 def _mark_dependent(mlclient: Any, moe: VersionRef, held: str, who: str) -> str:
@@ -155,6 +157,9 @@ def _mark_dependent(mlclient: Any, moe: VersionRef, held: str, who: str) -> str:
     audit.record(
         mlclient, moe.name, moe.version, "revoked_dependency", who, expert=held, removed_aliases=list(moe.aliases)
     )
+    card = mlclient.get_model_version(moe.name, moe.version).description or ""
+    note = f"**Status: {STATUS_REVOKED_DEPENDENCY}**: holds `{held}`, which was revoked; it is no longer served.\n\n"
+    mlclient.update_model_version(moe.name, moe.version, description=note + card)
     return f"{moe.name}:{moe.version}"
 
 
@@ -226,5 +231,13 @@ def follow_revocations(profile: Profile, reassemble: Reassemble = assemble_and_r
 
 def audit_trail(profile: Profile) -> list[audit.AuditRecord]:
     """Every audit record of the flexo registered models, oldest first."""
-    prefix = profile.registry.moe_model.split("-")[0] + "-"
-    return audit.trail(client(profile), prefix)
+    return audit.trail(client(profile), _model_prefix(profile))
+
+
+def audit_breaks(profile: Profile) -> list[str]:
+    """Where the trail's hash chain is broken (records removed or changed outside flexo); empty when whole."""
+    return audit.verify(client(profile), _model_prefix(profile))
+
+
+def _model_prefix(profile: Profile) -> str:
+    return profile.registry.moe_model.split("-")[0] + "-"

@@ -71,7 +71,7 @@ def register_moe(
 
     _check_assembly(assembled, experts)
     model_dir = Path(assembled.model_dir)
-    (model_dir / MODEL_CARD_FILE).write_text(model_card(experts, assembled.sha256, assembled.top_k))
+    (model_dir / MODEL_CARD_FILE).write_text(model_card(experts, assembled.sha256, assembled.top_k))  # the description
     mlclient = client(profile)
     name = profile.registry.moe_model
     ensure_model(mlclient, name, "The assembled FlexOlmo MoE; each version lists the exact expert versions inside.")
@@ -84,12 +84,13 @@ def register_moe(
         }
     )
     tags.update({f"{EXPERT_TAG_PREFIX}{e.domain}": e.version for e in experts})
-    with RegistrationRun(profile, "register/moe"):
+    card = model_card(experts, assembled.sha256, assembled.top_k)
+    with RegistrationRun(profile, "moe"):
         info = _log_pyfunc(profile, model_dir, experts)
         tags[TAG_FILES] = encode(_stored_digests(info.model_id, assembled.sha256))
         if metrics:
             mlflow.log_metrics(dict(metrics))
-        ref = create_version(mlclient, name, info.model_uri, info.run_id, tags)
+        ref = create_version(mlclient, name, info.model_uri, info.run_id, tags, description=card)
     audit.record(mlclient, name, ref.version, "registered", sha256=assembled.sha256, experts=tags[EXPERTS_TAG])
     if serving:
         mlclient.set_registered_model_alias(name, SERVING_ALIAS, ref.version)

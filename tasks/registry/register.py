@@ -18,7 +18,16 @@ from model.hashing import sha256_file
 from tasks.core.artifacts import ANCHOR_FILE, EXPERT_CARD_FILE, EXPERT_FILE, ROUTER_ROW_FILE, WEIGHTS_FILE
 from tasks.core.config import Profile
 from tasks.core.errors import ConfigError, IntegrityError
-from tasks.core.tracking import TAG_GIT_COMMIT, lineage_tags, setup
+from tasks.core.tracking import TAG_DOMAIN as TAG_RUN_DOMAIN
+from tasks.core.tracking import (
+    TAG_GIT_COMMIT,
+    TAG_OUTPUT_SHA256,
+    TAG_STAGE,
+    lineage_tags,
+    parent_run_id,
+    setup,
+    tracking_uri,
+)
 from tasks.registry import audit
 from tasks.registry.digests import encode, tree_digests
 from tasks.registry.names import (
@@ -38,12 +47,61 @@ from tasks.registry.names import (
 )
 from tasks.registry.store import client, ensure_model, get_version, ref_of, versions
 
+REGISTER_STAGE = "register"
+TAG_TRAINING_RUN = "training_run_id"  # on a version and its registration run: the MLflow run that trained it
+TRAINING_STAGE = {"public": "train_public"}  # the stage that trains a domain's model (an owner's: train_expert)
+TAG_EXTRACTION_RATE = "extraction_rate"  # set on an expert version by the extraction attack (tasks.privacy.gate)
+
+
+def version_description(name: str, version: str, tags: Mapping[str, str], aliases: tuple[str, ...] = ()) -> str:
+    """A version's card in markdown, what the MLflow UI shows on the version page: owner, data version, weights,
+    metrics, DP epsilon, extraction rate, checks and status (re-rendered whenever a check or a revocation changes
+    them; the tags stay the record)."""
+    status = tags.get(TAG_STATUS, "?")
+    lines = [
+        f"# {name} version {version}",
+        "",
+        f"**Status: {status}**" + (f" (aliases: {', '.join(aliases)})" if aliases else ""),
+    ]
+    if status != STATUS_ACTIVE and tags.get("revoked_reason"):
+        lines.append(
+            f"Revoked by {tags.get('revoked_by', '?')} at {tags.get('revoked_at', '?')}: {tags['revoked_reason']}"
+        )
+    if tags.get(TAG_ALIAS_WITHHELD):
+        lines.append(f"`{ACTIVE_ALIAS}` withheld: failed check(s) {tags[TAG_ALIAS_WITHHELD]}")
+    rows = [
+        ("domain", tags.get(TAG_DOMAIN, "")),
+        ("owner", tags.get(TAG_OWNER, "")),
+        ("data version (DVC md5)", f"`{tags[TAG_DATA_MD5]}`" if tags.get(TAG_DATA_MD5) else "-"),
+        ("weights sha256", f"`{tags.get(TAG_SHA256, '')}`"),
+        ("git commit", f"`{tags.get(TAG_GIT_COMMIT, '')}`"),
+        ("training run", f"`{tags[TAG_TRAINING_RUN]}`" if tags.get(TAG_TRAINING_RUN) else "-"),
+        ("DP epsilon", tags.get("dp_epsilon", "none (trained without DP)")),
+        ("extraction rate", tags.get(TAG_EXTRACTION_RATE, "not measured yet")),
+    ]
+    rows += [
+        (f"check {k[len(CHECK_TAG_PREFIX) :]}", v) for k, v in sorted(tags.items()) if k.startswith(CHECK_TAG_PREFIX)
+    ]
+    lines += ["", "| | |", "|---|---|", *[f"| {key} | {value} |" for key, value in rows]]
+    metrics = sorted((k[len(METRIC_TAG_PREFIX) :], v) for k, v in tags.items() if k.startswith(METRIC_TAG_PREFIX))
+    if metrics:
+        lines += ["", "| metric | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in metrics]]
+    return "\n".join(lines) + "\n"
+
+
+def describe(mlclient: Any, name: str, version: str | int) -> None:
+    """Write the version's description from its current tags (after registration, a check, a revocation)."""
+    mv = mlclient.get_model_version(name, str(version))
+    text = version_description(name, str(mv.version), dict(mv.tags), tuple(getattr(mv, "aliases", ()) or ()))
+    mlclient.update_model_version(name, str(mv.version), description=text)
+
 
 class RegistrationRun:
-    """The run a registration logs its artifacts to: the active run, or a short run of its own."""
+    """The run a registration logs its artifacts to: the active run, or a short run of its own (`register/<domain>`,
+    nested under the pipeline run when there is one; `trained_by`: the run that trained what it registers)."""
 
-    def __init__(self, profile: Profile, name: str) -> None:
-        self.profile, self.name, self.own = profile, name, False
+    def __init__(self, profile: Profile, domain: str, trained_by: str | None = None) -> None:
+        self.profile, self.domain, self.trained_by, self.own = profile, domain, trained_by, False
 
     def __enter__(self) -> str:
         import mlflow
@@ -52,7 +110,10 @@ class RegistrationRun:
         if active is not None:
             return active.info.run_id
         setup(self.profile)
-        run = mlflow.start_run(run_name=self.name, tags={**lineage_tags(self.profile), "stage": "register"})
+        tags = {**lineage_tags(self.profile), TAG_STAGE: REGISTER_STAGE, TAG_RUN_DOMAIN: self.domain}
+        if self.trained_by:
+            tags[TAG_TRAINING_RUN] = self.trained_by
+        run = mlflow.start_run(run_name=f"register/{self.domain}", parent_run_id=parent_run_id(), tags=tags)
         self.own = True
         return run.info.run_id
 
@@ -79,10 +140,30 @@ def version_tags(
     return tags
 
 
-def create_version(mlclient: Any, name: str, source: str, run_id: str, tags: Mapping[str, str]) -> VersionRef:
+def create_version(
+    mlclient: Any, name: str, source: str, run_id: str, tags: Mapping[str, str], description: str | None = None
+) -> VersionRef:
     """A new version of `name` from the artifacts at `source`, read back with its tags and aliases."""
-    mv = mlclient.create_model_version(name, source=source, run_id=run_id, tags=dict(tags))
+    mv = mlclient.create_model_version(name, source=source, run_id=run_id, tags=dict(tags), description=description)
     return ref_of(mlclient.get_model_version(name, mv.version))
+
+
+def training_run(profile: Profile, domain: str, sha: str) -> str | None:
+    """The id of the newest run of the experiment that trained `domain`'s model with these weights (its
+    `output_sha256` tag), or None (a model trained outside the pipeline, or in another store)."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(profile.registry.experiment)
+    if experiment is None:
+        return None
+    stage = TRAINING_STAGE.get(domain, "train_expert")
+    found = mlflow.MlflowClient(tracking_uri(profile)).search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.{TAG_STAGE} = '{stage}' and tags.{TAG_OUTPUT_SHA256} = '{sha}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
 
 
 def register_public(
@@ -98,17 +179,22 @@ def register_public(
     mlclient = client(profile)
     name = profile.registry.public_model
     ensure_model(mlclient, name, "M_pub: the public OLMo-2-style model every expert is coordinated with.")
-    with RegistrationRun(profile, "register/public") as run_id:
+    sha = sha256_file(weights)
+    trained_by = training_run(profile, "public", sha)
+    with RegistrationRun(profile, "public", trained_by) as run_id:
         mlclient.log_artifacts(run_id, str(model_dir), "public")
         if metrics:
             mlflow.log_metrics(dict(metrics))
         source = f"{mlclient.get_run(run_id).info.artifact_uri}/public"
-        tags = {**version_tags(profile, "public", sha256_file(weights), data_md5, metrics), **_anchor_tags(model_dir)}
+        tags = {**version_tags(profile, "public", sha, data_md5, metrics), **_anchor_tags(model_dir)}
+        if trained_by:
+            tags[TAG_TRAINING_RUN] = trained_by
         tags[TAG_FILES] = encode(tree_digests(Path(model_dir)))
         ref = create_version(mlclient, name, source, run_id, tags)
     mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, ref.version)
     audit.record(mlclient, name, ref.version, "registered", sha256=ref.sha256)
     audit.record(mlclient, name, ref.version, "alias_set", alias=ACTIVE_ALIAS)
+    describe(mlclient, name, ref.version)
     return ref_of(mlclient.get_model_version(name, ref.version))
 
 
@@ -149,6 +235,9 @@ def register_expert(
     name = expert_model_name(profile, domain)
     ensure_model(mlclient, name, f"The {domain} expert of owner {profile.domains[domain].owner}: FFN + router row.")
     tags = _expert_tags(profile, domain, sha, data_md5, metrics, checks, dp_epsilon)
+    trained_by = training_run(profile, domain, sha)
+    if trained_by:
+        tags[TAG_TRAINING_RUN] = trained_by
     expert_card = {
         "domain": domain,
         "owner": tags[TAG_OWNER],
@@ -160,7 +249,7 @@ def register_expert(
         "dp_epsilon": dp_epsilon,
         **dict(card or {}),
     }
-    with tempfile.TemporaryDirectory() as staging, RegistrationRun(profile, f"register/{domain}") as run_id:
+    with tempfile.TemporaryDirectory() as staging, RegistrationRun(profile, domain, trained_by) as run_id:
         _stage_expert(Path(staging), expert_file, router_file, expert_card)
         tags[TAG_FILES] = encode(tree_digests(Path(staging)))
         mlclient.log_artifacts(run_id, staging, f"expert-{domain}")
@@ -170,6 +259,7 @@ def register_expert(
         ref = create_version(mlclient, name, source, run_id, tags)
     audit.record(mlclient, name, ref.version, "registered", sha256=sha, data_md5=data_md5)
     _give_active_if_checked(mlclient, name, ref.version, sorted(c for c, ok in (checks or {}).items() if not ok))
+    describe(mlclient, name, ref.version)
     return ref_of(mlclient.get_model_version(name, ref.version))
 
 
@@ -238,6 +328,7 @@ def record_check(
     mlclient.set_model_version_tag(name, ref.version, f"{CHECK_TAG_PREFIX}{check}", _verdict(passed))
     audit.record(mlclient, name, ref.version, "check", check=check, passed=passed, detail=detail)
     if passed or ACTIVE_ALIAS not in ref.aliases:
+        describe(mlclient, name, ref.version)
         return get_version(profile, name, ref.version)
     mlclient.delete_registered_model_alias(name, ACTIVE_ALIAS)
     audit.record(mlclient, name, ref.version, "alias_removed", alias=ACTIVE_ALIAS, failed_check=check)
@@ -245,6 +336,8 @@ def record_check(
     if fallback is not None:
         mlclient.set_registered_model_alias(name, ACTIVE_ALIAS, fallback.version)
         audit.record(mlclient, name, fallback.version, "alias_set", alias=ACTIVE_ALIAS, replaces=ref.version)
+        describe(mlclient, name, fallback.version)
+    describe(mlclient, name, ref.version)
     return get_version(profile, name, ref.version)
 
 
