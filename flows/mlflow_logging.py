@@ -8,6 +8,7 @@ pipeline), so their functions stay runnable without a tracking server; this modu
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flows.inputs import data_hash
@@ -85,13 +86,12 @@ def _log_evaluation(profile: Profile, out: Mapping[str, Any]) -> None:
     from tasks.evaluation.report import mlflow_key
 
     mlflow.log_params(flatten({"eval": profile.eval.model_dump()}))
-    if out.get("report"):
-        mlflow.log_artifact(str(out["report"]), artifact_path="report")
-    for path in [*(out.get("tables") or {}).values(), out.get("results_json")]:
-        if path:
-            mlflow.log_artifact(str(path), artifact_path="eval")
-    for path in (out.get("figures") or {}).values():
-        mlflow.log_artifact(str(path), artifact_path="plots")
+    files = [("report", out.get("report")), ("eval", out.get("results_json"))]
+    files += [("eval", path) for path in (out.get("tables") or {}).values()]
+    files += [("plots", path) for path in (out.get("figures") or {}).values()]
+    for folder, path in files:
+        if path and Path(path).is_file():
+            mlflow.log_artifact(str(path), artifact_path=folder)
     skipped = out.get("skipped") or {}
     if skipped:
         mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: str(v)[:500] for k, v in skipped.items()})

@@ -235,11 +235,24 @@ def stage_run(
         if params:
             mlflow.log_params(flatten(params))
         yield run
-        declared = _READS.get()
-        if declared is not None:
-            reads, context = declared
-            for read_domain, splits in reads.items():
-                log_domain_inputs(profile, read_domain, splits, context=context)
+        _log_declared_reads(profile)
+
+
+def _log_declared_reads(profile: Profile) -> None:
+    """The dataset inputs the current step declared (`reading`). The step succeeded, so a declared split that is
+    not there was not read: it is named in a `data_not_logged.<domain>` tag instead of failing the step."""
+    import mlflow
+    from tasks.core.errors import DataError
+
+    declared = _READS.get()
+    if declared is None:
+        return
+    reads, context = declared
+    for domain, splits in reads.items():
+        try:
+            log_domain_inputs(profile, domain, splits, context=context)
+        except DataError as err:
+            mlflow.set_tag(f"data_not_logged.{domain}", str(err)[:500])
 
 
 def _same_stage(run: Any, stage: str, domain: str | None) -> bool:

@@ -40,6 +40,9 @@ from tasks.registry.names import (
     TAG_DOMAIN,
     TAG_FILES,
     TAG_OWNER,
+    TAG_REVOKED_AT,
+    TAG_REVOKED_BY,
+    TAG_REVOKED_REASON,
     TAG_SHA256,
     TAG_STATUS,
     VersionRef,
@@ -50,23 +53,19 @@ from tasks.registry.store import client, ensure_model, get_version, ref_of, vers
 REGISTER_STAGE = "register"
 TAG_TRAINING_RUN = "training_run_id"  # on a version and its registration run: the MLflow run that trained it
 TRAINING_STAGE = {"public": "train_public"}  # the stage that trains a domain's model (an owner's: train_expert)
+TAG_DP_EPSILON = "dp_epsilon"
 TAG_EXTRACTION_RATE = "extraction_rate"  # set on an expert version by the extraction attack (tasks.privacy.gate)
 
 
-def version_description(name: str, version: str, tags: Mapping[str, str], aliases: tuple[str, ...] = ()) -> str:
+def version_description(name: str, version: str, tags: Mapping[str, str]) -> str:
     """A version's card in markdown, what the MLflow UI shows on the version page: owner, data version, weights,
     metrics, DP epsilon, extraction rate, checks and status (re-rendered whenever a check or a revocation changes
-    them; the tags stay the record)."""
+    them; the tags stay the record; aliases are left to the UI, which shows where they are now)."""
     status = tags.get(TAG_STATUS, "?")
-    lines = [
-        f"# {name} version {version}",
-        "",
-        f"**Status: {status}**" + (f" (aliases: {', '.join(aliases)})" if aliases else ""),
-    ]
-    if status != STATUS_ACTIVE and tags.get("revoked_reason"):
-        lines.append(
-            f"Revoked by {tags.get('revoked_by', '?')} at {tags.get('revoked_at', '?')}: {tags['revoked_reason']}"
-        )
+    lines = [f"# {name} version {version}", "", f"**Status: {status}**"]
+    if tags.get(TAG_REVOKED_REASON):
+        who, when = tags.get(TAG_REVOKED_BY, "?"), tags.get(TAG_REVOKED_AT, "?")
+        lines.append(f"Revoked by {who} at {when}: {tags[TAG_REVOKED_REASON]}")
     if tags.get(TAG_ALIAS_WITHHELD):
         lines.append(f"`{ACTIVE_ALIAS}` withheld: failed check(s) {tags[TAG_ALIAS_WITHHELD]}")
     rows = [
@@ -76,7 +75,7 @@ def version_description(name: str, version: str, tags: Mapping[str, str], aliase
         ("weights sha256", f"`{tags.get(TAG_SHA256, '')}`"),
         ("git commit", f"`{tags.get(TAG_GIT_COMMIT, '')}`"),
         ("training run", f"`{tags[TAG_TRAINING_RUN]}`" if tags.get(TAG_TRAINING_RUN) else "-"),
-        ("DP epsilon", tags.get("dp_epsilon", "none (trained without DP)")),
+        ("DP epsilon", tags.get(TAG_DP_EPSILON, "none (trained without DP)")),
         ("extraction rate", tags.get(TAG_EXTRACTION_RATE, "not measured yet")),
     ]
     rows += [
@@ -92,7 +91,7 @@ def version_description(name: str, version: str, tags: Mapping[str, str], aliase
 def describe(mlclient: Any, name: str, version: str | int) -> None:
     """Write the version's description from its current tags (after registration, a check, a revocation)."""
     mv = mlclient.get_model_version(name, str(version))
-    text = version_description(name, str(mv.version), dict(mv.tags), tuple(getattr(mv, "aliases", ()) or ()))
+    text = version_description(name, str(mv.version), dict(mv.tags))
     mlclient.update_model_version(name, str(mv.version), description=text)
 
 
@@ -151,13 +150,14 @@ def create_version(
 def training_run(profile: Profile, domain: str, sha: str) -> str | None:
     """The id of the newest run of the experiment that trained `domain`'s model with these weights (its
     `output_sha256` tag), or None (a model trained outside the pipeline, or in another store)."""
-    import mlflow
+    from mlflow import MlflowClient
 
-    experiment = mlflow.get_experiment_by_name(profile.registry.experiment)
+    mlclient = MlflowClient(tracking_uri(profile))
+    experiment = mlclient.get_experiment_by_name(profile.registry.experiment)
     if experiment is None:
         return None
     stage = TRAINING_STAGE.get(domain, "train_expert")
-    found = mlflow.MlflowClient(tracking_uri(profile)).search_runs(
+    found = mlclient.search_runs(
         [experiment.experiment_id],
         filter_string=f"tags.{TAG_STAGE} = '{stage}' and tags.{TAG_OUTPUT_SHA256} = '{sha}'",
         order_by=["attributes.start_time DESC"],
@@ -288,7 +288,7 @@ def _expert_tags(
     tags = version_tags(profile, domain, sha, data_md5, metrics)
     tags.update({f"{CHECK_TAG_PREFIX}{check}": _verdict(passed) for check, passed in (checks or {}).items()})
     if dp_epsilon is not None:
-        tags["dp_epsilon"] = f"{dp_epsilon:.6g}"
+        tags[TAG_DP_EPSILON] = f"{dp_epsilon:.6g}"
     return tags
 
 
