@@ -1,7 +1,12 @@
 """Reading the built data: one split of one domain, and the content hash of a domain for lineage.
 
 Why: training, routing and evaluation read data only through here, so every read can be tied to the DVC hash of the
-exact `data/<domain>` directory it came from (invariant 7, lineage).
+exact `data/<domain>` directory it came from (invariant 7, lineage). Every read is also checked by bytes: the data
+build records each split's sha256 in the domain's split.json when it writes the split, and a split whose bytes no
+longer match is refused (IntegrityError, exit 5) naming the file, before anything trains, evaluates or attacks on it.
+Why the build's own record and not the DVC one: `flexo data` without `--version` legitimately leaves dvc.lock behind
+the data, while the build's record is always current. Splits with no recorded hash (built before hashes were
+recorded, or written by hand) are read as they are.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import pandas as pd
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
-from tasks.core.errors import DataError
+from tasks.core.errors import DataError, IntegrityError
 
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_RECORD = "split.json"  # beside the splits: counts, decontamination and each split's sha256 (SPLIT_HASHES)
+SPLIT_HASHES = "sha256"  # split.json key: {split: sha256 of the parquet file's bytes}
+READ_BLOCK = 1 << 20  # bytes hashed at a time: a large split never sits in memory whole
 
 
 def load_split(profile: Profile, domain: str, split: str) -> pd.DataFrame:
@@ -33,7 +41,7 @@ def load_split(profile: Profile, domain: str, split: str) -> pd.DataFrame:
             f"`flexo data --profile {profile.name} --domain {domain}` "
             f"or fetch it with `dvc pull data/{domain}`"
         )
-    return pd.read_parquet(path)
+    return pd.read_parquet(verified(profile, domain, split))
 
 
 def read_texts(profile: Profile, domain: str, split: str) -> list[str]:
@@ -42,7 +50,7 @@ def read_texts(profile: Profile, domain: str, split: str) -> list[str]:
     path = RunPaths(profile).split(domain, split)
     if not path.exists():
         raise DataError(f"{path}: the {split} split of '{domain}' is missing; run `flexo data` for '{domain}' first")
-    frame = pd.read_parquet(path)
+    frame = pd.read_parquet(verified(profile, domain, split))
     if "text" not in frame.columns:
         raise DataError(f"{path}: no `text` column (columns: {list(frame.columns)})")
     texts = frame["text"]
@@ -54,10 +62,44 @@ def read_texts(profile: Profile, domain: str, split: str) -> list[str]:
     return texts.astype(str).tolist()
 
 
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
+def split_hashes(profile: Profile, domain: str) -> dict[str, str]:
+    """{split: sha256 of its file's bytes} of every split of data/<domain> on disk: what the data build records in
+    split.json whenever it writes the splits (plain sha256, so `sha256sum` checks it by hand)."""
+    paths = RunPaths(profile)
+    return {s: _file_digest(paths.split(domain, s), "sha256") for s in SPLIT_NAMES if paths.split(domain, s).exists()}
+
+
+def verified(profile: Profile, domain: str, split: str) -> Path:
+    """data/<domain>/<split>.parquet once its bytes match the sha256 the data build recorded in split.json; an
+    IntegrityError naming the file when they do not (changed after it was built and versioned)."""
+    path = RunPaths(profile).split(domain, split)
+    record = path.parent / SPLIT_RECORD
+    if not record.exists():
+        return path
+    try:
+        expected = json.loads(record.read_text(encoding="utf-8")).get(SPLIT_HASHES, {}).get(split)
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise IntegrityError(
+            f"{record}: unreadable ({err}), so {path} cannot be checked against the sha256 recorded when it was built; "
+            f"restore data/{domain} (`dvc checkout data/{domain}`) or rebuild it (`flexo data --domain {domain}`)"
+        ) from err
+    if expected is None:
+        return path
+    actual = _file_digest(path, "sha256")
+    if actual != expected:
+        raise IntegrityError(
+            f"{path}: sha256 {actual} differs from {expected}, recorded in {record} when the data build wrote it: "
+            f"the split was changed afterwards. Restore it (`dvc checkout data/{domain}`) or rebuild the domain "
+            f"(`flexo data --domain {domain}`)"
+        )
+    return path
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    """A file's hashlib digest, read in READ_BLOCK blocks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        for block in iter(lambda: fh.read(READ_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -68,7 +110,9 @@ def directory_md5(root: Path) -> str:
     DVC 3 hashes a directory as the md5 of the JSON list of {"md5", "relpath"} entries sorted by relpath.
     """
     entries = [
-        {"md5": _file_md5(p), "relpath": p.relative_to(root).as_posix()} for p in sorted(root.rglob("*")) if p.is_file()
+        {"md5": _file_digest(p, "md5"), "relpath": p.relative_to(root).as_posix()}
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     ]
     entries.sort(key=lambda e: e["relpath"])
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from tasks.core.artifacts import RunPaths, repo_relative
 from tasks.core.config import Profile
-from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
+from tasks.core.datasets import SPLIT_HASHES, SPLIT_NAMES, SPLIT_RECORD, dataset_hash, load_split, split_hashes
 from tasks.core.errors import DataError
 from tasks.data.anchor import take_anchor_tokenizer
 from tasks.data.ingest import ingest, staging_dir
@@ -229,9 +229,11 @@ def _quarantine_ids(profile: Profile, domain: str, frames: dict[str, pd.DataFram
 
 
 def _update_split_json(profile: Profile, domain: str, frames: dict[str, pd.DataFrame], **extra: int) -> None:
-    path = RunPaths(profile).domain_dir(domain) / "split.json"
+    """After the splits were rewritten: their counts and sha256 (what every later read is checked against)."""
+    path = RunPaths(profile).domain_dir(domain) / SPLIT_RECORD
     info = json.loads(path.read_text(encoding="utf-8"))
     info["counts"] = {s: len(frames[s]) for s in SPLIT_NAMES}
+    info[SPLIT_HASHES] = split_hashes(profile, domain)
     for key, value in extra.items():
         info[key] = info.get(key, 0) + value
     path.write_text(json.dumps(info, indent=2), encoding="utf-8")

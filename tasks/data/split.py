@@ -19,6 +19,7 @@ import xxhash
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
+from tasks.core.datasets import SPLIT_HASHES, split_hashes
 from tasks.core.errors import DataError
 from tasks.data.ingest import staging_dir
 from tasks.data.textsig import ngram_hashes, sorted_unique, unique_inverse
@@ -164,6 +165,7 @@ def split_domain(profile: Profile, domain: str) -> SplitResult:
                 "decontaminated_against": [domain, *checked],
                 "ngram": n,
                 "seed": profile.seed,
+                SPLIT_HASHES: split_hashes(profile, domain),  # every read is checked against these
             },
             indent=2,
         ),
