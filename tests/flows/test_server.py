@@ -1,17 +1,19 @@
 """End to end on a real Prefect server: `flexo deploy` registers a deployment, `flexo worker --owner` (a process worker
-on the owner's own pool) picks up a run of it and the run completes."""
+on the owner's own pool) picks up a run of it and the run completes.
+
+The server is the session's (`prefect_harness`: a Prefect API server in its own process on loopback, SQLite-backed),
+reached by the subprocesses over HTTP as any server is: a second server started here would cost the suite a minute of
+start-up on a busy 2-core machine and test nothing more."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tasks.core.config import REPO_ROOT
@@ -19,34 +21,7 @@ from tests.flows.conftest import tmp_params
 
 pytestmark = pytest.mark.server
 
-SERVER_START_S = 150  # a busy 2-core machine
 RUN_DONE_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A real Prefect server on `port`, answering /health (the test fails with its log otherwise)."""
-    url = f"http://127.0.0.1:{port}/api"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.time() + SERVER_START_S
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(1)
-    server.terminate()
-    pytest.fail(f"prefect server did not start in {SERVER_START_S}s: {log.read_text()[-2000:]}")
 
 
 def _check_deployment_and_start_run() -> Any:
@@ -78,12 +53,12 @@ def _final_state(run_id: Any) -> Any:
     return state
 
 
-def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def test_deploy_worker_and_run_on_a_real_server(prefect_harness, tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
 
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/api"
+    url = PREFECT_API_URL.value()
+    assert url and url.startswith("http://127.0.0.1:"), url  # the harness's server process, not an in-process app
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect"),
@@ -92,7 +67,6 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
         "FLEXO_PROFILE": "tiny",
     }
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    server = _start_server(port, env, tmp_path / "server.log")
     worker = None
     try:
         flexo = [sys.executable, "-m", "flows.cli"]
@@ -105,23 +79,21 @@ def test_deploy_worker_and_run_on_a_real_server(tmp_path: Path) -> None:
             timeout=300,
         )
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        with temporary_settings({PREFECT_API_URL: url}):
-            run = _check_deployment_and_start_run()
-            worker = subprocess.Popen(
-                [*flexo, "worker", "--owner", "code", "--profile", "tiny"],
-                env=env,
-                cwd=REPO_ROOT,
-                stdout=(tmp_path / "worker.log").open("w"),
-                stderr=subprocess.STDOUT,
-            )
-            state = _final_state(run.id)
+        run = _check_deployment_and_start_run()
+        worker = subprocess.Popen(
+            [*flexo, "worker", "--owner", "code", "--profile", "tiny"],
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=(tmp_path / "worker.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        state = _final_state(run.id)
         assert state is not None and state.is_completed(), f"{state}: {(tmp_path / 'worker.log').read_text()[-3000:]}"
         assert (tmp_path / "data" / "code" / "train.parquet").exists()
     finally:
-        for proc in (worker, server):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
