@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ import yaml
 from tasks.core.config import REPO_ROOT, Profile
 
 HARNESS_STARTUP_S = 180  # the shared 2-core build machine can take long to start the server
+RICH_WIDTH = 1000  # the console width of an in-process command (the subprocesses get COLUMNS=1000)
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +78,28 @@ def tmp_params(tmp_path: Path) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def flexo_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`flexo <args>` through the command line's own entry point (`flows.cli.main`: argument parsing, the command, the
+    mapping of errors to messages and exit codes) in this process, with `env`'s differences from os.environ set: what
+    a subprocess of it checks, without paying a new interpreter's imports of torch and MLflow (seconds apiece). Tests
+    that need a real process keep one; returns what `subprocess.run(..., capture_output=True, text=True)` would."""
+    from flows.cli import main
+    from flows.commands import console
+
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["flexo", *args])
+    monkeypatch.setattr(console, "_width", RICH_WIDTH)  # as COLUMNS does for a subprocess: messages stay on one line
+    capsys.readouterr()  # what the test printed before is not the command's output
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["flexo", *args], code, out, err)
