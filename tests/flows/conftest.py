@@ -89,7 +89,10 @@ def flexo_in_process(
     that need a real process keep one; returns what `subprocess.run(..., capture_output=True, text=True)` would."""
     from flows.cli import main
     from flows.commands import console
+    from tasks.core import tracking
 
+    # a new process has set no tracking URI itself: MLFLOW_TRACKING_URI in `env` is the user's, as it is there
+    monkeypatch.setattr(tracking, "_SET_BY_US", set())
     for name, value in env.items():
         if os.environ.get(name) != value:
             monkeypatch.setenv(name, value)
