@@ -118,6 +118,10 @@ def test_one_parent_per_pipeline_run_with_the_profile_and_every_run_below_it(lin
     first = parents[0]
     assert PARENT_TAG not in first.data.tags
     assert first.data.params["model.hidden_size"] == str(lineage.profile.model.hidden_size)
+    assert first.data.metrics["steps_failed"] == 0 and first.data.metrics["steps_completed"] > 0
+    assert first.data.metrics["stage_seconds.expert"] > 0
+    if lineage.profile.registry.system_metrics:
+        assert any(key.startswith("system/") for key in first.data.metrics)
     commit = first.data.tags[tracking.TAG_GIT_COMMIT]  # HEAD when the run started (others may commit meanwhile)
     assert len(commit) == 40
     below = _under(lineage, first.info.run_id)
