@@ -1,6 +1,10 @@
 """A training run in its own process that SIGKILLs itself at a chosen point: the subject of the kill-and-resume tests.
 
 Usage: python killable_run.py OUT_DIR RESULT_JSON [FAULT]
+   or: python killable_run.py --fork-server
+       one run per stdin line (a JSON list [OUT_DIR, RESULT_JSON, FAULT]), each in a process forked from this one after
+       its imports; prints each run's exit code, negative for a signal (a run costs its training, not a new
+       interpreter's imports of torch and transformers)
 FAULT is `none` or `<point>:<n>`: die the n-th time the run reaches <point>, where <point> is
   step         after an optimizer step (between checkpoints)
   save_file    after a safetensors file of a checkpoint is written (the new checkpoint is half on disk)
@@ -18,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import traceback
 from pathlib import Path
 
 from safetensors.torch import save_file
@@ -90,5 +95,32 @@ def main(out_dir: str, result_path: str, fault: str = "none") -> None:
     )
 
 
+def fork_server() -> None:
+    """Run each requested training in a child forked from this process (imports done, no torch op run yet, so no
+    thread pool is copied half-way); the child's output goes to RESULT_JSON's `.log` file (stdout answers the
+    caller)."""
+    for line in sys.stdin:
+        out_dir, result_path, fault = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                with open(Path(result_path).with_suffix(".log"), "w") as log:
+                    os.dup2(log.fileno(), 1)
+                    os.dup2(log.fileno(), 2)
+                main(out_dir, result_path, fault)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:] == ["--fork-server"]:
+        fork_server()
+    else:
+        main(*sys.argv[1:])

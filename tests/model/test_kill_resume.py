@@ -1,6 +1,7 @@
 """A training process SIGKILLed at any point resumes from what is on disk and ends bit-identical to a run never killed.
 
-Each run is its own process (tests/model/killable_run.py), killed with SIGKILL at a chosen point: between checkpoints,
+Each run is its own process (tests/model/killable_run.py, forked from a server process per lane that did the imports
+once), killed with SIGKILL at a chosen point: between checkpoints,
 half-way through writing a checkpoint, between the two renames of the checkpoint swap (twice in a row), and after the
 swap before the old checkpoint is removed. The counts of each fault point follow that run's schedule (8 steps,
 checkpoints every 3, validation every 4: `last` at steps 3 and 6, `best` at step 4); the on-disk state after each kill
@@ -11,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,25 +25,58 @@ from safetensors.torch import load_file
 from model.checkpoint import read_state
 
 CHILD = Path(__file__).with_name("killable_run.py")
+RUN_TIMEOUT_S = 300
+
+
+class ForkServer:
+    """One `killable_run.py --fork-server` process per lane: each run is a process forked from it after its imports
+    (torch, transformers), so a run costs its training instead of a new interpreter's imports. Each run is still its
+    own process, SIGKILLed as before."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two lanes share the two cores; 1 thread: deterministic, fast
+        self.process = subprocess.Popen(
+            [sys.executable, str(CHILD), "--fork-server"],
+            cwd=CHILD.parent,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, out: Path, name: str, fault: str) -> int:
+        """The exit code of one run (negative for the signal that ended it)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps([str(out / "run"), str(out / f"{name}.json"), fault]) + "\n")
+        self.process.stdin.flush()
+        ready, _, _ = select.select([self.process.stdout], [], [], RUN_TIMEOUT_S)
+        line = self.process.stdout.readline() if ready else ""
+        assert line, f"no answer from the fork server in {RUN_TIMEOUT_S} s (exit code {self.process.poll()})"
+        return int(line)
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_lane = threading.local()
+_servers: list[ForkServer] = []
 
 
 def run_child(out: Path, name: str, fault: str = "none") -> dict | None:
     """Run one training process; the result dict, or None when it was SIGKILLed (any other failure fails the test)."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-    }  # two runs share the two cores; 1 thread keeps each deterministic and fast
-    done = subprocess.run(
-        [sys.executable, str(CHILD), str(out / "run"), str(out / f"{name}.json"), fault],
-        cwd=CHILD.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if done.returncode == -signal.SIGKILL:
+    if getattr(_lane, "server", None) is None:
+        _lane.server = ForkServer()
+        _servers.append(_lane.server)
+    code = _lane.server.run(out, name, fault)
+    if code == -signal.SIGKILL:
         return None
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert code == 0, (out / f"{name}.log").read_text()[-3000:]
     return json.loads((out / f"{name}.json").read_text())
 
 
@@ -93,9 +129,13 @@ def test_sigkilled_runs_resume_to_the_uninterrupted_result(tmp_path: Path) -> No
     lanes.update({name: chain for name, (chain, _) in CHAINS.items()})
     for name in lanes:
         (tmp_path / name).mkdir()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(chain, tmp_path / name) for name, chain in lanes.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = {name: pool.submit(chain, tmp_path / name) for name, chain in lanes.items()}
+            results = {name: future.result() for name, future in futures.items()}
+    finally:
+        while _servers:
+            _servers.pop().close()
 
     reference = results.pop("reference")
     assert reference["resumed_from"] is None and reference["steps"] == 8
