@@ -18,7 +18,7 @@ from tasks.core.config import Profile
 from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
 from tasks.data.ingest import staging_dir
 from tasks.data.sources.mix import SOURCE_COLUMN
-from tasks.data.tokenizer_training import count_tokens
+from tasks.data.tokenizer_training import token_counts
 
 
 def _reason_key(reason: str) -> str:
@@ -35,9 +35,11 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
     prov_path = staging_dir(profile, domain) / "provenance.json"
     provenance = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.exists() else {}
     splits = {s: load_split(profile, domain, s) for s in SPLIT_NAMES}
+    has_tok = (paths.tokenizer_dir / "tokenizer.json").exists()
+    for frame in splits.values():  # every document tokenized once; splits and sources sum the counts
+        frame["tokens"] = token_counts(profile, frame["text"].tolist()) if has_tok else 0
     quarantine = pd.read_parquet(paths.domain_dir(domain) / "quarantine.parquet")
     split_info = json.loads((paths.domain_dir(domain) / "split.json").read_text(encoding="utf-8"))
-    has_tok = (paths.tokenizer_dir / "tokenizer.json").exists()
     reasons: dict[str, int] = {}
     for reason in quarantine["reason"]:
         reasons[_reason_key(str(reason))] = reasons.get(_reason_key(str(reason)), 0) + 1
@@ -50,7 +52,7 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
         "provenance": provenance,
         "documents": {s: len(f) for s, f in splits.items()},
         "bytes": {s: int(f["text"].str.encode("utf-8").str.len().sum()) for s, f in splits.items()},
-        "tokens": {s: count_tokens(profile, f["text"].tolist()) for s, f in splits.items()} if has_tok else None,
+        "tokens": {s: int(f["tokens"].sum()) for s, f in splits.items()} if has_tok else None,
         "quarantined": len(quarantine),
         "quarantine_by_reason": dict(sorted(reasons.items())),
         "ingested": provenance.get("documents"),
@@ -80,7 +82,7 @@ def _by_source(profile: Profile, splits: dict[str, pd.DataFrame], provenance: di
                 "versions": versions,
                 "documents": len(group),
                 "bytes": size,
-                "tokens": count_tokens(profile, group["text"].tolist()) if has_tok else None,
+                "tokens": int(group["tokens"].sum()) if has_tok else None,
                 "share": round(size / total, 4),
             }
         )

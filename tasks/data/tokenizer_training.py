@@ -75,9 +75,9 @@ def bytes_per_token(profile: Profile, split: str = "val") -> dict[str, float]:
     return result
 
 
-def count_tokens(profile: Profile, texts: list[str]) -> int:
-    """Tokens of `texts` under the trained tokenizer (for data cards)."""
-    return _count(_trained_tokenizer(profile), texts)
+def token_counts(profile: Profile, texts: list[str]) -> list[int]:
+    """Tokens of each text under the trained tokenizer: one pass, summed per split and per source by the card."""
+    return _per_text(_trained_tokenizer(profile), texts)
 
 
 def _trained_tokenizer(profile: Profile) -> Any:
@@ -89,8 +89,12 @@ def _trained_tokenizer(profile: Profile) -> Any:
 
 def _count(tok: Any, texts: list[str]) -> int:
     """Tokens of `texts` without special tokens, tokenized `BATCH` documents at a time."""
-    return sum(
+    return sum(_per_text(tok, texts))
+
+
+def _per_text(tok: Any, texts: list[str]) -> list[int]:
+    return [
         len(ids)
         for i in range(0, len(texts), BATCH)
         for ids in tok(texts[i : i + BATCH], add_special_tokens=False)["input_ids"]
-    )
+    ]
