@@ -29,7 +29,7 @@ from tasks.core.tracking import tracking_uri
 from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register
 from tasks.registry.serving import generate_from_registry, prepare_serving
-from tests.flows.conftest import tmp_params
+from tests.flows.conftest import flexo_in_process, tmp_params
 from tests.profiles import profile_under
 from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 from tests.tasks.registry_world import build_world, make_expert, md5_of
@@ -121,16 +121,19 @@ def test_every_path_loads_again_once_the_bytes_are_back(world) -> None:
     assert generate_from_registry(profile, "Stocks fell")["model"] == "flexo-moe:1"
 
 
-def _flexo(root: Path, profile, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
+def _env(root: Path, profile) -> dict[str, str]:
+    return {
         **os.environ,
         "FLEXO_PARAMS": str(tmp_params(root)),
         "FLEXO_PROFILE": "tiny",
         "COLUMNS": "1000",  # rich wraps messages at the terminal width; a file name must stay whole
         "MLFLOW_TRACKING_URI": tracking_uri(profile),
     }
+
+
+def _flexo(root: Path, profile, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=_env(root, profile), timeout=300
     )
 
 
@@ -143,9 +146,11 @@ def test_flexo_serve_exits_5_before_importing_changed_code(tampered) -> None:
 
 
 @pytest.mark.parametrize("tampered", ["MoE weights"], indirect=True)
-def test_flexo_generate_exits_5_naming_the_weights(tampered) -> None:
+def test_flexo_generate_exits_5_naming_the_weights(tampered, monkeypatch, capsys) -> None:
+    """Through the CLI's entry point in this process: the serve test above is the real process (what it must not
+    import needs one); here the check and its exit code are the same code either way."""
     profile, _, root = tampered
-    answered = _flexo(root, profile, "generate", "Stocks fell")
+    answered = flexo_in_process(monkeypatch, capsys, _env(root, profile), "generate", "Stocks fell")
     assert answered.returncode == 5 and "model.safetensors" in answered.stderr, answered.stderr
 
 
@@ -223,8 +228,9 @@ def test_the_built_splits_are_read_without_dvc(data_world) -> None:
 
 
 @pytest.mark.parametrize("changed_split", ["train"], indirect=True)
-def test_flexo_attack_exits_5_naming_the_changed_split(changed_split) -> None:
+def test_flexo_attack_exits_5_naming_the_changed_split(changed_split, monkeypatch, capsys) -> None:
     profile, changed = changed_split
-    attacked = _flexo(Path(profile.paths.data_dir).parent, profile, "attack", "news", "--no-mlflow")
+    env = _env(Path(profile.paths.data_dir).parent, profile)
+    attacked = flexo_in_process(monkeypatch, capsys, env, "attack", "news", "--no-mlflow")  # as the generate test
     assert attacked.returncode == 5 and str(changed) in attacked.stderr, attacked.stderr
     assert "Traceback" not in attacked.stderr
