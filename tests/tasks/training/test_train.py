@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from tasks.core.tokenizer import load_tokenizer
 from tasks.training.expert_file import load_expert
 from tasks.training.inputs import tokenize
 from tasks.training.train import train_dense, train_expert, train_public
+from tests.flows.conftest import flexo_in_process
 
 WORDS = {
     "public": "the a of and to in is was for on with as by at from that this it be are".split(),
@@ -211,17 +210,12 @@ def test_bad_values_in_params_yaml_are_config_errors(tmp_path: Path) -> None:
         load_profile("tiny", _params_with(tmp_path, "model", "num_heads", 5))
 
 
-def test_cli_exit_code_names_the_missing_split(tmp_path: Path) -> None:
+def test_cli_exit_code_names_the_missing_split(tmp_path: Path, monkeypatch, capsys) -> None:
     params = _params_with(tmp_path, "paths", "data_dir", str(tmp_path / "data"))
     env = {**os.environ, "FLEXO_PARAMS": str(params)}
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "train-public", "--profile", "tiny"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    monkeypatch.chdir(REPO_ROOT)
+    # the CLI's entry point in this process: the error and its exit code are the same code as in a new one
+    done = flexo_in_process(monkeypatch, capsys, env, "train-public", "--profile", "tiny")
     assert done.returncode == DataError.exit_code, done.stderr
     assert "tokenizer" in done.stderr or "public/train.parquet" in done.stderr
 
