@@ -6,7 +6,10 @@ the load average while it runs (the machine is shared: a number without its load
 under benchmarks/results/ (`pipeline.write_result`) and prints it; `--record` appends a dated section to
 benchmarks/RESULTS.md. Exits non-zero when a part failed (the time of a failing suite is still written).
 
-    .venv/bin/python benchmarks/test_suite.py --repo /tmp/clone --record
+    .venv/bin/python benchmarks/test_suite.py --repo /tmp/clone --install --record
+
+`--install` first times README command one's install (`make install`) in that checkout with empty uv and pip caches
+(fresh temporary folders): on a fresh clone, the install's seconds as a newcomer pays them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -58,11 +62,11 @@ class LoadSampler:
         return {"mean": round(statistics.fmean(self.samples), 2), "max": round(max(self.samples), 2)}
 
 
-def timed(cmd: list[str], repo: Path) -> tuple[float, int, str]:
+def timed(cmd: list[str], repo: Path, env: dict[str, str] | None = None) -> tuple[float, int, str]:
     """Runs `cmd` in `repo`, echoing its output; returns seconds, exit code and the output."""
     print(f"$ {' '.join(cmd)}", flush=True)
     started = time.perf_counter()
-    done = subprocess.run(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - started
     print(done.stdout[-3000:], flush=True)
     return seconds, done.returncode, done.stdout
@@ -71,22 +75,33 @@ def timed(cmd: list[str], repo: Path) -> tuple[float, int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="the checkout to run in (its .venv installed)")
+    parser.add_argument("--install", action="store_true", help="first time `make install` with empty uv/pip caches")
     parser.add_argument("--pytest-only", action="store_true", help="time only the pytest part, not `make check`")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     args = parser.parse_args()
     repo = args.repo.resolve()
     python = str(repo / ".venv" / "bin" / "python")
+    install_s, install_rc = None, 0
     with LoadSampler() as load:
+        if args.install:
+            with tempfile.TemporaryDirectory() as uv_cache, tempfile.TemporaryDirectory() as pip_cache:
+                env = {**os.environ, "UV_CACHE_DIR": uv_cache, "PIP_CACHE_DIR": pip_cache}
+                install_s, install_rc = timed(["make", "install"], repo, env)[:2]
+        if install_rc:
+            sys.exit(f"make install failed (exit {install_rc})")
         check_s, check_rc = (0.0, 0) if args.pytest_only else timed(["make", "check"], repo)[:2]
         pytest_s, pytest_rc, output = timed([python, *PYTEST], repo) if check_rc == 0 else (0.0, -1, "")
     summary = SUMMARY.findall(output)
     fields = {
+        "install_seconds": None if install_s is None else round(install_s, 1),
         "test_suite_seconds": round(check_s + pytest_s, 1),
         "check_seconds": None if args.pytest_only else round(check_s, 1),
         "pytest_seconds": round(pytest_s, 1),
         "pytest_summary": summary[-1][0] if summary else None,
         "passed": check_rc == 0 and pytest_rc == 0,
-        "commands": ([] if args.pytest_only else ["make check"]) + [f".venv/bin/python {' '.join(PYTEST)}"],
+        "commands": (["make install (empty caches)"] if args.install else [])
+        + ([] if args.pytest_only else ["make check"])
+        + [f".venv/bin/python {' '.join(PYTEST)}"],
         "load_average_during": load.summary(),
         "target_seconds": TARGET_S,
     }
@@ -105,6 +120,9 @@ def _record(path: Path) -> None:
     flags = ", ".join(flag for flag, present in machine["flags"].items() if present) or "none of the bf16 flags"
     load = result["load_average_during"]
     check = "" if result["check_seconds"] is None else f"`make check` {result['check_seconds']} s, "
+    if result["install_seconds"] is not None:
+        install = result["install_seconds"]
+        check = f"install (`make install`, fresh clone, empty uv and pip caches) {install} s; {check}"
     with RESULTS.open("a") as handle:
         handle.write(
             f"\n## test suite ({result['date'][:10]}, commit {result['git_commit']}, "
@@ -113,7 +131,9 @@ def _record(path: Path) -> None:
             f"(target <= {result['target_seconds']} s; passed: {result['passed']}; {result['pytest_summary']}). "
             f"CPU flags {flags}; load average during the run {load['mean']} (max {load['max']}) on "
             f"{machine['cpus']} cores. JSON: `benchmarks/results/{path.name}`.\n\n"
-            f"Command: `.venv/bin/python benchmarks/test_suite.py --record`\n"
+            f"Command: `.venv/bin/python benchmarks/test_suite.py --repo CLONE"
+            f"{' --install' if result['install_seconds'] is not None else ''} --record` "
+            f"on `git clone` of the commit\n"
         )
 
 

@@ -1,10 +1,10 @@
 """A training process SIGKILLed at any point resumes from what is on disk and ends bit-identical to a run never killed.
 
-Each run is its own process (tests/model/killable_run.py, forked from a server process per lane that did the imports
-once), killed with SIGKILL at a chosen point: between checkpoints,
-half-way through writing a checkpoint, between the two renames of the checkpoint swap (twice in a row), and after the
-swap before the old checkpoint is removed. The counts of each fault point follow that run's schedule (8 steps,
-checkpoints every 3, validation every 4: `last` at steps 3 and 6, `best` at step 4); the on-disk state after each kill
+Each run is its own process (tests/model/killable_run.py, forked from one server process per lane that did the imports
+once), killed with SIGKILL at a chosen point: between checkpoints, half-way through writing a checkpoint, between the
+two renames of the checkpoint swap (twice in a row), and after the swap before the old checkpoint is removed. The
+counts of each fault point follow that run's schedule (8 steps, checkpoints every 3, validation every 4: `last` at
+steps 3 and 6, `best` at step 4); the on-disk state after each kill
 is asserted, so a fault that lands elsewhere fails the test instead of passing it vacuously.
 """
 
