@@ -107,10 +107,12 @@ def revoke_command(
     if result.new_moe is not None:
         console.print(f"serving now: {result.new_moe.label} with experts [{result.new_moe.tags.get('experts', '')}]")
     if result.certificate is not None:
-        cert = result.certificate
+        from flows.certificate import certify_extraction
+
+        cert = certify_extraction(resolved, result.certificate, by)
         console.print(
             f"certificate: max |delta logit| {cert['max_abs_delta_logit']} against {cert['previous_moe']} with it "
-            f"masked, attribution {cert['attribution_serving']} ({cert['path']})",
+            f"masked, attribution {cert['attribution_serving']}; {cert['extraction']['verdict']} ({cert['path']})",
             highlight=False,
         )
 

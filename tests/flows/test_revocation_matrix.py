@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -23,8 +24,9 @@ from tasks.registry import registry
 from tasks.registry.consent import holdings
 from tasks.registry.serving import FlexoMoE, generate_from_registry
 from tasks.training.assemble import assemble
-from tests.flows.conftest import flexo_in_process, tmp_params
+from tests.flows.conftest import flexo_in_process, tmp_params, write_split
 from tests.profiles import profile_under
+from tests.tasks.data_world import prose
 from tests.tasks.registry_world import KEPT, WAYS, consent_world, revoke_outside_the_cli
 
 PROMPT = "Stocks fell"
@@ -45,9 +47,11 @@ def revoked(tiny_profile, tmp_path_factory):
         "MLFLOW_TRACKING_URI": tracking_uri(profile),
         "MLFLOW_TRACKING_USERNAME": "steward",
     }
+    rng = random.Random(7)
+    write_split(profile, WAYS["cli"], [prose(rng, 60) for _ in range(12)])  # what the certificate's attack probes
     cli = _flexo(env, "revoke", WAYS["cli"], "1", "--reason", "owner withdrew consent")
     assert cli.returncode == 0, cli.stderr
-    assert "certificate: max |delta logit|" in cli.stderr
+    assert "certificate: max |delta logit|" in cli.stderr and "on the serving MoE against" in cli.stderr
     revoke_outside_the_cli(profile)
     serving = registry.by_alias(profile, "flexo-moe", "serving")
     assert serving.version == "2" and WAYS["cli"] not in holdings(serving)
@@ -61,6 +65,24 @@ def _flexo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env, timeout=300
     )
+
+
+def test_the_certificate_of_flexo_revoke_holds_the_extraction_rates_and_flexo_audit_shows_them(
+    revoked, monkeypatch, capsys
+) -> None:
+    """The revoked owner's training documents attacked on the new serving MoE and on M_pub: both rates, compared."""
+    from tasks.core.artifacts import RunPaths
+
+    profile, env, _ = revoked
+    certificate = json.loads((RunPaths(profile).reports_dir / "revocations" / f"{WAYS['cli']}-v1.json").read_text())
+    extraction = certificate["extraction"]
+    assert extraction["measured"] is True and certificate["serving_moe"] == "flexo-moe:2"
+    assert 0.0 <= extraction["rate_serving_moe"] <= 1.0 and 0.0 <= extraction["rate_public"] <= 1.0
+    assert extraction["difference"] == pytest.approx(extraction["rate_serving_moe"] - extraction["rate_public"])
+    shown = flexo_in_process(monkeypatch, capsys, env, "audit")
+    assert shown.returncode == 0, shown.stderr
+    (line,) = [row for row in shown.stderr.splitlines() if "revocation_certificate_extraction" in row]
+    assert f"flexo-expert-{WAYS['cli']}" in line and extraction["verdict"] in line
 
 
 @pytest.mark.parametrize("way", WAYS)
