@@ -241,12 +241,22 @@ def _content_checks(profile: Profile, domain: str, frame: pd.DataFrame, e: Any) 
             )
         )
     if {"question", "answer"} & set(frame.columns) or "math_dataset" in cfg.adapters:
+        # in a mix, only the generated items have a question and an answer (the manuals are prose)
+        items = (
+            {"row_condition": f'{SOURCE_COLUMN}=="math_dataset"', "condition_parser": "pandas"}
+            if SOURCE_COLUMN in frame.columns
+            else {}
+        )
         for col in ("question", "answer"):
-            checks.append(Check(f"math item without {col}", e.ExpectColumnValuesToNotBeNull(column=col, mostly=row_ok)))
+            checks.append(
+                Check(f"math item without {col}", e.ExpectColumnValuesToNotBeNull(column=col, mostly=row_ok, **items))
+            )
             checks.append(
                 Check(
                     f"math item with empty {col}",
-                    e.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=max_chars, mostly=row_ok),
+                    e.ExpectColumnValueLengthsToBeBetween(
+                        column=col, min_value=1, max_value=max_chars, mostly=row_ok, **items
+                    ),
                 )
             )
     return checks

@@ -139,3 +139,28 @@ def test_a_profile_cannot_invent_a_domain_or_set_both_kinds_of_source(tmp_path):
 def test_every_profile_reads_each_package_for_one_domain_only(name: str) -> None:
     """params.yaml itself keeps the rule: the public mix holds none of the closed domains' sources (at scale too)."""
     check_origins_disjoint(load_profile(name))
+
+
+def test_math_item_checks_apply_to_the_generated_items_only(tmp_profile, tmp_path):
+    """In a mixed math domain, prose (a manual) has no question/answer and is not quarantined for it."""
+    from tasks.data.validate import validate
+
+    write_txt_folder(tmp_path / "manual", 20, seed=4)
+    math = DomainConfig(
+        owner="m",
+        sources=[
+            MixPart(adapter="math_dataset"),
+            MixPart(adapter="folder", options={"path": str(tmp_path / "manual")}),
+        ],
+        target_bytes=12_000,
+        min_chars=8,
+        min_letter_ratio=0.0,
+        redact_pii=False,
+    )
+    p = with_domains(tmp_profile, {"public": folder_domain(tmp_path / "pub"), "math": math}, min_rows=10)
+    ingest(p, "math")
+    result = validate(p, "math")
+    assert not any("math item" in reason for reason in result.reasons), result.reasons
+    accepted = pd.read_parquet(tmp_profile.path("runs_dir") / "data" / "math" / "accepted.parquet")
+    assert set(accepted["source"]) == {"math_dataset", "folder"}
+    assert accepted.loc[accepted["source"] == "math_dataset", "answer"].notna().all()
