@@ -32,6 +32,7 @@ class Source:
     name: str = ""
     license: str = ""
     description: str = ""
+    cache_extraction: bool = True  # documents kept in the source cache after the first read (sources/extracted.py)
 
     def __init__(self, domain: str, owner: str, options: dict[str, Any], context: SourceContext) -> None:
         self.domain = domain
@@ -110,6 +111,7 @@ def check_origins_disjoint(profile: Any) -> None:
 
 
 def _build(profile: Any, domain: str) -> Source:
+    from tasks.data.sources.extracted import ExtractedSource
     from tasks.data.sources.mix import MixSource
 
     cfg = profile.domains[domain]
@@ -121,7 +123,8 @@ def _build(profile: Any, domain: str) -> Source:
         if factory is None:
             where = f"domains.{domain}.sources[{i}].adapter" if key == "sources" else f"domains.{domain}.source.adapter"
             raise ConfigError(f"{where}: unknown adapter '{part.adapter}'; choose one of {adapter_names()}")
-        parts.append((factory(domain, cfg.owner, part.options, context), part.weight))
+        source = factory(domain, cfg.owner, part.options, context)
+        parts.append((ExtractedSource(source) if source.cache_extraction else source, part.weight))
     if key == "source":
         return parts[0][0]
     names = [p.adapter for p in cfg.parts]

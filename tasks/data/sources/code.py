@@ -32,6 +32,7 @@ DEFAULT_EXCLUDE = [
 
 @register("stdlib_code")
 class StdlibCodeSource(Source):
+    cache_extraction = False  # local files that can change under the same options: read every time
     license = "PSF-2.0 (Python Software Foundation License)"
     description = "top-level functions and classes of the CPython standard library's .py files"
 

@@ -27,6 +27,7 @@ SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 @register("folder")
 class FolderSource(Source):
+    cache_extraction = False  # local files that can change under the same options: read every time
     description = "a folder of .txt/.jsonl/.parquet files supplied by the data owner"
 
     def __init__(self, *args, **kwargs) -> None:
