@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import DataError
-from tasks.data.sources import SourceContext
 from tasks.data.sources.debian_academic import (
     R_VIGNETTE_PACKAGES,
     RVignettesAllSource,
@@ -17,6 +16,8 @@ from tasks.data.sources.debian_academic import (
     english_ratio,
     rmd_to_text,
 )
+from tests.tasks.data.fake_packages import fake_debian_package as _package
+from tests.tasks.data.fake_packages import source_context as _context
 
 RNW = r"""\documentclass{article}
 %\VignetteIndexEntry{Mixture models}
@@ -50,19 +51,6 @@ RMD_GERMAN = """# Einleitung
 Dieses Paket schätzt gemischte Modelle für die Analyse von Daten mit wiederholten Messungen und
 zeigt die Ergebnisse in übersichtlichen Grafiken.
 """
-
-
-def _context(cache: Path, target_bytes: int = 10**9, max_docs: int = 10**6) -> SourceContext:
-    return SourceContext(str(cache), target_bytes, max_docs, 1_000_000, 7, 4000)
-
-
-def _package(cache: Path, name: str, files: dict[str, bytes | str]) -> None:
-    root = cache / "debian" / name
-    for rel, body in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body.encode("utf-8") if isinstance(body, str) else body)
-    (root / ".unpacked").write_text(f"{name}_1.0-1_all.deb", encoding="utf-8")
 
 
 def _vignettes(tmp_path: Path, extra: dict | None = None, **context) -> RVignettesAllSource:

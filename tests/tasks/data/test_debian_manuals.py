@@ -13,6 +13,8 @@ from tasks.data.sources import SourceContext, adapter_names, dictd
 from tasks.data.sources import debian_manuals as dm
 from tasks.data.sources.debian_manuals import DebianManualsSource, html_to_text, info_nodes, man_to_text, pod_to_text
 from tasks.data.sources.dictd import DictdSource
+from tests.tasks.data.fake_packages import fake_debian_package as _package
+from tests.tasks.data.fake_packages import source_context
 
 PROSE = "The scheduler decides which runnable thread gets the processor next, and for how long. " * 3
 
@@ -67,25 +69,7 @@ perlsched - B<scheduling> in C<Perl> with L<threads|threads> E<lt>notesE<gt>
 
 
 def _context(cache: Path, target_bytes: int = 10**9, max_docs: int = 10**6, seed: int = 0) -> SourceContext:
-    return SourceContext(
-        cache_dir=str(cache),
-        target_bytes=target_bytes,
-        max_docs=max_docs,
-        max_doc_bytes=1_000_000,
-        seed=seed,
-        chunk_chars=400,
-    )
-
-
-def _package(cache: Path, name: str, files: dict[str, bytes], deb: str | None = None) -> Path:
-    """A fake unpacked package in the adapter cache (the `.unpacked` marker means no download happens)."""
-    root = cache / "debian" / name
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (root / ".unpacked").write_text(deb or f"{name}_1.0-1_all.deb", encoding="utf-8")
-    return root
+    return source_context(cache, target_bytes, max_docs, seed, chunk_chars=400)
 
 
 def _copyright(name: str, license_name: str = "GPL-2+") -> dict[str, bytes]:

