@@ -34,7 +34,8 @@ from pipeline import REPO_ROOT, RESULTS, write_result  # noqa: E402
 PYTEST = ["-m", "pytest", "-q", "-m", "not slow"]  # the Makefile's `test` target after `check`
 LOAD_SAMPLE_S = 5.0
 TARGET_S = 5 * 60  # issue 22: the default suite within 5 minutes on 2 cores, after the install
-SUMMARY = re.compile(r"^=+ (.*\d+ (passed|failed|error|errors|skipped).*) in [\d.]+s", re.MULTILINE)
+# pytest's closing line, with `-q` bare ("477 passed, 5 deselected in 793.23s (0:13:13)"), else between "=" rules
+SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed)[^\n]*?) in [\d.]+s", re.MULTILINE)
 
 
 class LoadSampler:
@@ -68,7 +69,7 @@ def timed(cmd: list[str], repo: Path, env: dict[str, str] | None = None) -> tupl
     started = time.perf_counter()
     done = subprocess.run(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - started
-    print(done.stdout[-3000:], flush=True)
+    print(done.stdout[-8000:], flush=True)
     return seconds, done.returncode, done.stdout
 
 
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="first time `make install` with empty uv/pip caches")
     parser.add_argument("--pytest-only", action="store_true", help="time only the pytest part, not `make check`")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    parser.add_argument("--durations", type=int, default=0, help="also print pytest's N slowest set-ups and calls")
     args = parser.parse_args()
     repo = args.repo.resolve()
     python = str(repo / ".venv" / "bin" / "python")
@@ -90,18 +92,19 @@ def main() -> None:
         if install_rc:
             sys.exit(f"make install failed (exit {install_rc})")
         check_s, check_rc = (0.0, 0) if args.pytest_only else timed(["make", "check"], repo)[:2]
-        pytest_s, pytest_rc, output = timed([python, *PYTEST], repo) if check_rc == 0 else (0.0, -1, "")
+        command = [python, *PYTEST] + ([f"--durations={args.durations}"] if args.durations else [])
+        pytest_s, pytest_rc, output = timed(command, repo) if check_rc == 0 else (0.0, -1, "")
     summary = SUMMARY.findall(output)
     fields = {
         "install_seconds": None if install_s is None else round(install_s, 1),
         "test_suite_seconds": round(check_s + pytest_s, 1),
         "check_seconds": None if args.pytest_only else round(check_s, 1),
         "pytest_seconds": round(pytest_s, 1),
-        "pytest_summary": summary[-1][0] if summary else None,
+        "pytest_summary": summary[-1] if summary else None,
         "passed": check_rc == 0 and pytest_rc == 0,
         "commands": (["make install (empty caches)"] if args.install else [])
         + ([] if args.pytest_only else ["make check"])
-        + [f".venv/bin/python {' '.join(PYTEST)}"],
+        + [f".venv/bin/python {' '.join(PYTEST)}" + (f" --durations={args.durations}" if args.durations else "")],
         "load_average_during": load.summary(),
         "target_seconds": TARGET_S,
     }

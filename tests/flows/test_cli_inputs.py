@@ -36,10 +36,18 @@ BAD = [
 ]
 
 
+@pytest.fixture(scope="module")
+def isolated_params(tmp_path_factory) -> str:
+    """The tiny profile's params with every path under one folder for the module: the MLflow store the first command
+    creates (seconds of schema migration) is the one the others find, as a user's second command does."""
+    return str(tmp_params(tmp_path_factory.mktemp("cli-inputs")))
+
+
 @pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Every path of the tiny profile under tmp_path (a store a command creates lands there, not in the repo)."""
-    monkeypatch.setenv("FLEXO_PARAMS", str(tmp_params(tmp_path)))
+def isolated(isolated_params, monkeypatch):
+    """Every path of the tiny profile under a temporary folder (a store a command creates lands there, not in the
+    repo)."""
+    monkeypatch.setenv("FLEXO_PARAMS", isolated_params)
     monkeypatch.setenv("FLEXO_PROFILE", "tiny")
     monkeypatch.setenv("COLUMNS", "1000")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

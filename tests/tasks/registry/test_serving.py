@@ -21,31 +21,44 @@ from tasks.registry import registry
 from tasks.registry.governance import assemble_and_register, revoke
 from tasks.registry.serving import FlexoMoE
 from tasks.training.assemble import assemble
+from tests.profiles import profile_under
 from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 PROMPTS = ["Stocks fell", "The theorem"]
 
 
-@pytest.fixture
-def served(tmp_profile):
-    world = build_world(tmp_profile)
+def _serving_world(profile):
+    """news and math registered, flexo-moe version 1 serving; (world, its pyfunc folder, the MoE without news)."""
+    world = build_world(profile)
     files = {d: make_expert(world, d, seed) for seed, d in enumerate(["news", "math"], start=1)}
     for domain, path in files.items():
-        registry.register_expert(tmp_profile, domain, path, md5_of(domain))
-    moe = assemble_and_register(tmp_profile)
-    ref, pyfunc_dir = registry.resolve_serving_moe(tmp_profile)
+        registry.register_expert(profile, domain, path, md5_of(domain))
+    moe = assemble_and_register(profile)
+    ref, pyfunc_dir = registry.resolve_serving_moe(profile)
     without_news = assemble(
-        tmp_profile, [files["math"]], top_k=int(moe.tags["top_k"]), out_dir=world.paths.root / "without-news"
+        profile, [files["math"]], top_k=int(moe.tags["top_k"]), out_dir=world.paths.root / "without-news"
     )
     return world, pyfunc_dir, FlexoMoE(without_news.model_dir)
 
 
-def test_pyfunc_exclude_equals_the_moe_assembled_without_it(served) -> None:
+@pytest.fixture(scope="module")
+def shared(tiny_profile, tmp_path_factory):
+    """One serving world for the tests that only read it (registration and assembly are the slow part)."""
+    return _serving_world(profile_under(tiny_profile, tmp_path_factory.mktemp("serving")))
+
+
+@pytest.fixture
+def served(tmp_profile):
+    """A serving world of the test's own, for the tests that revoke in it."""
+    return _serving_world(tmp_profile)
+
+
+def test_pyfunc_exclude_equals_the_moe_assembled_without_it(shared) -> None:
     import pandas as pd
 
     import mlflow
 
-    world, pyfunc_dir, reference = served
+    world, pyfunc_dir, reference = shared
     model = mlflow.pyfunc.load_model(str(pyfunc_dir))
     frame = pd.DataFrame({"prompt": PROMPTS})
     full = model.predict(frame)
@@ -63,8 +76,8 @@ def test_pyfunc_exclude_equals_the_moe_assembled_without_it(served) -> None:
     assert [a["token_ids"] for a in full] != [a["token_ids"] for a in excluded]
 
 
-def test_unknown_or_public_exclusion_is_a_clear_error(served) -> None:
-    _, pyfunc_dir, _ = served
+def test_unknown_or_public_exclusion_is_a_clear_error(shared) -> None:
+    _, pyfunc_dir, _ = shared
     moe = FlexoMoE(registry.moe_dir(pyfunc_dir))
     with pytest.raises(ConfigError, match=r"\['reddit'\] are not in this model"):
         moe.dropped(exclude=["reddit"])
@@ -86,9 +99,9 @@ def _free_port() -> int:
 
 
 @pytest.mark.server
-def test_served_endpoint_opt_out_is_exact(served) -> None:
+def test_served_endpoint_opt_out_is_exact(shared) -> None:
     """`mlflow models serve` on 127.0.0.1; params={"exclude": [...]} per request, no reload between requests."""
-    world, pyfunc_dir, reference = served
+    world, pyfunc_dir, reference = shared
     port = _free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     log = open(world.paths.root / "serve.log", "w")
@@ -159,9 +172,9 @@ def test_generate_refuses_a_revoked_expert_by_name(served) -> None:
     assert after["model"] == "flexo-moe:2" and after["experts"] == ["public", "math"]
 
 
-def test_an_opted_out_expert_is_never_reported_selected(served) -> None:
+def test_an_opted_out_expert_is_never_reported_selected(shared) -> None:
     """With fewer experts left than top-k, top-k still picks masked ones (at weight 0): they did not answer."""
-    _, pyfunc_dir, _ = served
+    _, pyfunc_dir, _ = shared
     moe = FlexoMoE(registry.moe_dir(pyfunc_dir))
     assert moe.model.config.num_experts_per_tok >= 2  # only public remains below: fewer than k
     answer = moe.generate("Stocks fell", 4, exclude=["news", "math"])
@@ -169,9 +182,9 @@ def test_an_opted_out_expert_is_never_reported_selected(served) -> None:
     assert answer["attribution"]["news"] == 0.0 and answer["attribution"]["math"] == 0.0
 
 
-def test_an_answer_longer_than_the_model_is_a_clear_error(served) -> None:
+def test_an_answer_longer_than_the_model_is_a_clear_error(shared) -> None:
     from tasks.registry.serving import generate_from_registry
 
-    world, _, _ = served
+    world, _, _ = shared
     with pytest.raises(ConfigError, match="exceeds the model's .* positions"):
         generate_from_registry(world.profile, "Stocks fell", max_new_tokens=10**6)
