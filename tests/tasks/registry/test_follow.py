@@ -5,8 +5,6 @@ re-assembles without it. The time from the status change to a re-assembled `serv
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,7 +14,7 @@ from tasks.core.tracking import tracking_uri
 from tasks.registry import registry
 from tasks.registry.consent import holdings
 from tasks.registry.governance import FOLLOWER, assemble_and_register, audit_trail, follow_revocations
-from tests.flows.conftest import tmp_params
+from tests.flows.conftest import flexo_in_process, tmp_params
 from tests.tasks.registry_world import build_world, make_expert, md5_of
 
 POLL_S = 1.0  # `flexo follow --interval`: the test polls as the command does
@@ -55,7 +53,7 @@ def test_a_status_tag_set_outside_flexo_reaches_serving_within_a_minute(served) 
     assert follow_revocations(profile)["new_moe"] == ""  # done once: a second look finds nothing
 
 
-def test_flexo_follow_once_after_an_alias_is_removed(served, tmp_path) -> None:
+def test_flexo_follow_once_after_an_alias_is_removed(served, tmp_path, monkeypatch, capsys) -> None:
     profile, mlclient = served
     mlclient.delete_registered_model_alias("flexo-expert-code", "active")
     env = {
@@ -65,9 +63,8 @@ def test_flexo_follow_once_after_an_alias_is_removed(served, tmp_path) -> None:
         "MLFLOW_TRACKING_URI": tracking_uri(profile),
         "COLUMNS": "1000",
     }
-    followed = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "follow", "--once"], capture_output=True, text=True, env=env, timeout=300
-    )
+    # the CLI's entry point in this process (one pass, nothing a new interpreter would change)
+    followed = flexo_in_process(monkeypatch, capsys, env, "follow", "--once")
     assert followed.returncode == 0, followed.stderr
     assert "withdrawn code" in followed.stderr and "serving now: flexo-moe version 2" in followed.stderr
     assert holdings(registry.by_alias(profile, "flexo-moe", "serving")) == {"news": "1", "math": "1"}
