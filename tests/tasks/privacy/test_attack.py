@@ -217,15 +217,15 @@ def test_cuda_without_cuda_is_a_config_error_before_any_input_is_read(profile) -
     assert not RunPaths(cuda).attack_dir.exists()
 
 
-def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path) -> None:
-    """`flexo attack math` on a real params file whose paths point into tmp_path: table printed, gate exit code 7."""
+def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path, monkeypatch, capsys) -> None:
+    """`flexo attack math` on a real params file whose paths point into tmp_path: table printed, gate exit code 7.
+    Through the CLI's entry point in this process (a new interpreter's imports cost seconds and change nothing)."""
     import os
-    import subprocess
-    import sys
 
     import yaml
 
     from tasks.core.config import DEFAULT_PARAMS
+    from tests.flows.conftest import flexo_in_process
 
     _workspace(profile, expert_steps=EXPERT_STEPS)
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
@@ -233,12 +233,8 @@ def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path) ->
     raw["profiles"]["tiny"].setdefault("router", {})["top_k"] = 2
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "attack", "math", "--profile", "tiny", "--no-mlflow"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "FLEXO_PARAMS": str(params), "OMP_NUM_THREADS": "1", "COLUMNS": "160"},
-    )
+    env = {**os.environ, "FLEXO_PARAMS": str(params)}
+    done = flexo_in_process(monkeypatch, capsys, env, "attack", "math", "--profile", "tiny", "--no-mlflow")
     assert done.returncode == 7, done.stderr
     assert "flexolmo_without" in done.stderr and "calibration" in done.stderr
     assert "exceeds attack.max_extraction_rate" in done.stderr
