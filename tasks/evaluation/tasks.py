@@ -150,7 +150,8 @@ def _math_rows(frame: pd.DataFrame) -> list[tuple[str, str, str]]:
         if column not in frame.columns:
             raise DataError(f"column '{column}' is missing; the math tasks need question/answer")
     rows = []
-    columns = (frame["id"].astype(str), frame["question"].astype(str), frame["answer"].astype(str))
+    items = frame[frame["question"].notna() & frame["answer"].notna()]  # a mixed math domain also holds prose
+    columns = (items["id"].astype(str), items["question"].astype(str), items["answer"].astype(str))
     for doc_id, question, answer in zip(*columns, strict=True):
         if question.strip() and answer.strip():
             rows.append((doc_id, question + "\n", answer))  # the training text is `question\nanswer`

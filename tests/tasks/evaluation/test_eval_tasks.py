@@ -186,3 +186,15 @@ def test_benchmark_data_check_names_every_unusable_split(tmp_profile):
     assert f"{paths.split('math', 'test')}: column 'question' is missing" in message and "news" not in message
     with pytest.raises(DataError, match="the test split of 'academic' is missing"):
         check_benchmark_data(tmp_profile, ["academic"])
+
+
+def test_math_tasks_use_the_items_of_a_mixed_math_domain_only(tiny_profile):
+    """At scale the math domain also holds manuals (prose without question/answer): the math tasks skip them."""
+    frames = _frames()
+    manuals = pd.DataFrame({"id": ["manual0", "manual1"], "text": ["A group is a set with an operation."] * 2})
+    frames["math"] = pd.concat([frames["math"], manuals], ignore_index=True).astype(
+        {"question": "string", "answer": "string"}
+    )
+    tasks = _by_name(build_tasks(frames, tiny_profile.eval, 7))
+    used = {item.doc_id for name in ("math_mc", "math_em") for item in tasks[name].items}
+    assert used and not any(doc.startswith("manual") for doc in used)
