@@ -17,7 +17,12 @@ import tasks  # noqa: F401  (offline environment)
 from tasks.core.config import Profile, load_profile
 from tests.profiles import profile_under
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread for the tests' models, here and (through the environment) in every process a test starts: they
+# are tiny (hidden sizes 16-64), a second thread buys nothing, and on a shared 2-core machine whose other core is busy,
+# OpenMP's barrier waits make each op many times slower (40 bf16 training steps of tests/model: 0.35 s on one thread,
+# 2.5-5.4 s on two with the other core loaded). An OMP_NUM_THREADS set by the user wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
