@@ -21,7 +21,7 @@ from tasks.core.datasets import SPLIT_HASHES, SPLIT_NAMES, SPLIT_RECORD, dataset
 from tasks.core.errors import DataError
 from tasks.data.anchor import take_anchor_tokenizer
 from tasks.data.ingest import ingest, staging_dir
-from tasks.data.split import _hits, fingerprint, split_domain
+from tasks.data.split import fingerprint, split_domain
 from tasks.data.textsig import MinHasher, exact_key, ngram_hashes, sorted_unique
 from tasks.data.tokenizer_training import TokenizerResult
 from tasks.data.tokenizer_training import train_tokenizer as _train_tokenizer
@@ -180,13 +180,12 @@ def _decontaminate(
         d: sorted_unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or [empty]))
         for d in built
     }
+    grams, holder = _train_gram_holders([train_grams[d] for d in built])
     moved: dict[str, int] = {}
-    for d in built:
-        others = [train_grams[e] for e in built if e != d]
-        banned = sorted_unique(np.concatenate(others)) if others else np.zeros(0, dtype=np.uint64)
+    for k, d in enumerate(built):
         for s in ("val", "test"):
             frame = frames[d][s]
-            dirty = [i for i, t in enumerate(frame["text"]) if _hits(banned, ngram_hashes(t, n))]
+            dirty = [i for i, t in enumerate(frame["text"]) if _held_elsewhere(grams, holder, k, ngram_hashes(t, n))]
             if dirty and not repair:
                 raise DataError(
                     f"data/{d}/{s}.parquet: {len(dirty)} documents share {n}-grams with another domain's train"
@@ -200,6 +199,31 @@ def _decontaminate(
                 frames[d][s].to_parquet(RunPaths(profile).split(d, s), index=False)
             _update_split_json(profile, d, frames[d], moved_extra=moved[d])
     return moved
+
+
+def _train_gram_holders(per_domain: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted unique n-grams of all domains' train splits (each array unique within its domain) and, per gram,
+    the index of the one domain holding it, or -1 when several do: one sort for all domains instead of one per domain
+    over all the others' n-grams."""
+    if not per_domain or not sum(a.size for a in per_domain):
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    grams = np.concatenate(per_domain)
+    owner = np.concatenate([np.full(a.size, k, dtype=np.int64) for k, a in enumerate(per_domain)])
+    order = np.argsort(grams, kind="stable")
+    grams, owner = grams[order], owner[order]
+    first = np.concatenate(([True], grams[1:] != grams[:-1]))
+    starts = np.flatnonzero(first)
+    holder = owner[starts]
+    holder[np.diff(np.append(starts, grams.size)) > 1] = -1
+    return grams[starts], holder
+
+
+def _held_elsewhere(grams: np.ndarray, holder: np.ndarray, domain: int, values: np.ndarray) -> bool:
+    """Whether any of `values` is in the train split of a domain other than `domain`."""
+    if grams.size == 0 or values.size == 0:
+        return False
+    idx = np.minimum(np.searchsorted(grams, values), grams.size - 1)
+    return bool(((grams[idx] == values) & (holder[idx] != domain)).any())
 
 
 def _quarantine_ids(profile: Profile, domain: str, frames: dict[str, pd.DataFrame], reasons: dict[str, str]) -> None:

@@ -136,3 +136,18 @@ def test_sorted_unique_and_unique_inverse_equal_numpy_unique(size):
     expected_unique, expected_inverse = np.unique(values, return_inverse=True)
     assert np.array_equal(unique, expected_unique) and np.array_equal(inverse, expected_inverse.ravel())
     assert np.array_equal(unique[inverse], values)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_held_elsewhere_is_membership_in_the_other_domains_train(seed):
+    """One sort for all domains answers "is this n-gram in another domain's train" as the plain union would."""
+    from tasks.data.pipeline import _held_elsewhere, _train_gram_holders
+
+    rng = np.random.default_rng(seed)
+    per_domain = [sorted_unique(rng.integers(0, 300, size=rng.integers(0, 80)).astype(np.uint64)) for _ in range(4)]
+    grams, holder = _train_gram_holders(per_domain)
+    for k in range(4):
+        others = set(np.concatenate([a for j, a in enumerate(per_domain) if j != k]).tolist())
+        for _ in range(50):
+            values = rng.integers(0, 320, size=rng.integers(0, 6)).astype(np.uint64)
+            assert _held_elsewhere(grams, holder, k, values) == bool(others & set(values.tolist()))
