@@ -5,6 +5,7 @@ STAMP   := $(VENV)/.installed
 BIN     := $(VENV)/bin
 PROFILE ?= demo
 UV_VERSION   := 0.13.8
+UV_FROM_PIP  := install -q --disable-pip-version-check uv==$(UV_VERSION)
 PIP_VERSION  := 23.2.1
 # the folder holding torch-2.13.0+cpu-*.whl: pip's find-links where set, else where this kind of machine keeps it
 TORCH_WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
@@ -29,14 +30,16 @@ test-all: check
 install: $(STAMP)
 
 # uv installs the pinned set (requirements.lock) in seconds where pip takes minutes; it is pinned itself and installed
-# into the venv by the interpreter's own pip. uv reads no pip configuration, so it is pointed at the folder of the torch
-# CPU wheel (torch==2.13.0+cpu in the lock): a bare `torch` requirement would pull gigabytes of CUDA packages, and with
-# no such folder the install fails instead. --compile-bytecode: the first imports do not pay for it. pip stays in the
-# venv (the data stage runs `python -m pip download`) at the version a plain `python -m venv` seeds.
+# into the venv by the interpreter's own pip (by the venv's, from ensurepip, where the interpreter has no pip module).
+# uv reads no pip configuration, so it is pointed at the folder of the torch CPU wheel (torch==2.13.0+cpu in the lock):
+# a bare `torch` requirement would pull gigabytes of CUDA packages, and with no such folder the install fails instead.
+# --compile-bytecode: the first imports do not pay for it. pip stays in the venv (the data stage runs
+# `python -m pip download`) at the version a plain `python -m venv` seeds.
 # The dev extra brings the checkers `make check` runs.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv --without-pip $(VENV)
-	test -x $(BIN)/uv || $(PY) -m pip --python $(BIN)/python install -q --disable-pip-version-check uv==$(UV_VERSION)
+	test -x $(BIN)/uv || { $(PY) -m pip --version >/dev/null 2>&1 && $(PY) -m pip --python $(BIN)/python $(UV_FROM_PIP); } \
+		|| { $(BIN)/python -m ensurepip >/dev/null && $(BIN)/python -m pip $(UV_FROM_PIP); }
 	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(TORCH_WHEELS:%=--find-links %) \
 		-c requirements.lock -e ".[dev]" pip==$(PIP_VERSION)
 	touch $(STAMP)
