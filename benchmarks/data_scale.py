@@ -164,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="small")
     parser.add_argument("--cold", type=Path, default=None, help="an empty source cache folder (emptied first)")
+    parser.add_argument("--cache", type=Path, default=None, help="a warm source cache folder to use as it is")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="the params file (a dry run: a copy)")
     args = parser.parse_args()
@@ -173,7 +174,7 @@ def main() -> None:
         cold_params = params_with_cache(args.params, args.profile, args.cold)
         clear_build(args.profile, cold_params)
         runs["cold_build"] = timed_build(args.profile, cold_params)
-    params = params_with_cache(args.params, args.profile, args.cold)
+    params = params_with_cache(args.params, args.profile, args.cold or args.cache)
     clear_build(args.profile, params)
     runs["warm_build"] = timed_build(args.profile, params)
     runs["rerun"] = timed_build(args.profile, params)
@@ -199,7 +200,8 @@ def main() -> None:
                 f"\n## data build at scale, profile `{args.profile}` ({result['when']}, commit {result['git_commit']})"
                 f"\n\n{result['machine']}. Targets: {TARGETS}; met: {result['meets']}.\n\n{table(result)}\n\n"
                 f"Command: `.venv/bin/python benchmarks/data_scale.py --profile {args.profile}"
-                f"{' --cold ' + str(args.cold) if args.cold else ''} --record`\n"
+                f"{' --cold ' + str(args.cold) if args.cold else ''}"
+                f"{' --cache ' + str(args.cache) if args.cache else ''} --record`\n"
             )
 
 
