@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tasks.core.errors import DataError
 from tasks.data.sources import Document, register
-from tasks.data.sources.debian_docs import RVignettesSource, _DebianSource, latex_to_text
+from tasks.data.sources.debian_docs import DebianSource, RVignettesSource, latex_to_text
 from tasks.data.sources.fetch import debian_package
 
 # bookworm r-cran-* packages (without the prefix) that install at least one .Rnw/.Rmd vignette under lib/R/*/doc.
@@ -156,7 +156,7 @@ def _letter_ratio(text: str) -> float:
 
 
 @register("texlive_docs")
-class TexliveDocsSource(_DebianSource):
+class TexliveDocsSource(DebianSource):
     license = "free licenses per TeX Live package, mostly LPPL-1.3c (texlive-*-doc; the copyright file lists each)"
     description = (
         "English LaTeX sources of the manuals of TeX Live's science and humanities packages (typesetting of "

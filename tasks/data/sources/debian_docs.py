@@ -21,7 +21,7 @@ from tasks.data.sources.gensim_corpora import chunk_paragraphs
 from tasks.data.sources.textio import budget_reached, decode_document
 
 
-class _DebianSource(Source):
+class DebianSource(Source):
     """Shared by the Debian adapters: package list, provenance and one budgeted decode -> clean -> chunk stream."""
 
     packages: tuple[str, ...] = ()
@@ -89,7 +89,7 @@ def _text_bytes(doc: Document) -> int:
 
 
 @register("python_docs")
-class PythonDocsSource(_DebianSource):
+class PythonDocsSource(DebianSource):
     license = "PSF-2.0 (Python documentation; Debian package python3.11-doc, see its copyright file)"
     description = "reStructuredText sources of the Python 3.11 tutorial, HOWTOs, FAQ and library reference, by section"
     packages = ("python3.11-doc",)
@@ -119,7 +119,7 @@ def _rst_clean(text: str) -> str:
 
 
 @register("fortunes")
-class FortunesSource(_DebianSource):
+class FortunesSource(DebianSource):
     license = "BSD-style / public domain collection (Debian package fortunes, see its copyright file)"
     description = "poems, song lyrics, literary and humorous quotations from the BSD fortune collection"
     packages = ("fortunes", "fortunes-min")
@@ -159,7 +159,7 @@ class FortunesSource(_DebianSource):
 
 
 @register("r_vignettes")
-class RVignettesSource(_DebianSource):
+class RVignettesSource(DebianSource):
     license = "GPL-2 / GPL-3 (each R package's vignette, Debian r-cran-* packages; see each copyright file)"
     description = (
         "research papers (mostly Journal of Statistical Software / R News articles) shipped as R package "

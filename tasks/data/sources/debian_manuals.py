@@ -28,8 +28,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from tasks.data.sources import Document, Source, register
-from tasks.data.sources.fetch import cache_root, debian_package, debian_version
+from tasks.data.sources import Document, register
+from tasks.data.sources.debian_docs import DebianSource
+from tasks.data.sources.fetch import cache_root, debian_package
 from tasks.data.sources.gensim_corpora import chunk_paragraphs
 from tasks.data.sources.textio import budget_reached, decode_document
 
@@ -179,24 +180,19 @@ DEFAULT_PACKAGES = (
 
 
 @register("debian_manuals")
-class DebianManualsSource(Source):
+class DebianManualsSource(DebianSource):
     license = (
         "per package (GPL-2, GPL-2 with Classpath exception, PostgreSQL, Artistic/GPL, Vim, BSD-3, GFDL, "
         "MIT/Apache-2.0, ...): see `licenses` and each usr/share/doc/<pkg>/copyright"
     )
     description = "technical manuals from Debian documentation packages (HTML pages, man pages, info nodes, POD)"
 
-    def package_list(self) -> list[str]:
-        return list(self.options.get("packages", DEFAULT_PACKAGES))
-
-    def origins(self) -> set[str]:
-        return {f"debian:{p}" for p in self.package_list()}
+    packages = DEFAULT_PACKAGES
 
     def provenance(self) -> dict[str, Any]:
         packages = self.package_list()
         return {
             **super().provenance(),
-            "debian_packages": {p: debian_version(self.context.cache_dir, p) for p in packages},
             "license_files": {p: license_file(self.context.cache_dir, p) for p in packages},
             "licenses": {p: copyright_licenses(self.context.cache_dir, p) for p in packages},
             "man_renderer": self._man_renderer(),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tasks.core.errors import DataError
 from tasks.data.sources import Document, register
-from tasks.data.sources.debian_docs import _DebianSource
+from tasks.data.sources.debian_docs import DebianSource
 from tasks.data.sources.fetch import debian_package
 
 METAMATH_DIR = "usr/share/metamath/databases"
@@ -31,7 +31,7 @@ _MM_BOOKKEEPING = re.compile(
 
 
 @register("metamath")
-class MetamathSource(_DebianSource):
+class MetamathSource(DebianSource):
     license = "CC0-1.0 (set.mm of Debian package metamath-databases, see its copyright file)"
     description = (
         "English comments of the Metamath set.mm formal-mathematics database (ZFC set theory built from logic up), "
@@ -279,7 +279,7 @@ _CLEANERS: dict[str, Callable[[str], str]] = {"html": html_to_text, "pari-tex": 
 
 
 @register("math_manuals")
-class MathManualsSource(_DebianSource):
+class MathManualsSource(DebianSource):
     license = "GPL-2+ (gap-doc, pari-doc), GPL (maxima-doc), BSD-3-clause (python-sympy-doc); see each copyright file"
     description = (
         "reference manuals and tutorials of the GAP, PARI/GP, Maxima and SymPy computer-algebra systems: prose "

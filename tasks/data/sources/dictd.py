@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.errors import DataError
-from tasks.data.sources import Document, Source, register
+from tasks.data.sources import Document, register
+from tasks.data.sources.debian_docs import DebianSource
 from tasks.data.sources.debian_manuals import PER_PACKAGE_BYTES, copyright_licenses, interleave, open_count
-from tasks.data.sources.fetch import debian_package, debian_version
+from tasks.data.sources.fetch import debian_package
 from tasks.data.sources.textio import decode_document
 
 GROUP_CHARS = 1500  # entries are grouped into documents of about this many characters
@@ -59,21 +60,16 @@ def dictd_entries(index: Path, dz: Path) -> Iterator[tuple[str, bytes]]:
 
 
 @register("dictd")
-class DictdSource(Source):
+class DictdSource(DebianSource):
     license = "per dictionary: WordNet 3.0 license (dict-wn), GFDL (dict-foldoc), GPL-2+ (dict-jargon); see `licenses`"
     description = "dictionary definitions (WordNet, FOLDOC, the Jargon File) grouped into documents across the alphabet"
 
-    def package_list(self) -> list[str]:
-        return list(self.options.get("packages", DEFAULT_PACKAGES))
-
-    def origins(self) -> set[str]:
-        return {f"debian:{p}" for p in self.package_list()}
+    packages = DEFAULT_PACKAGES
 
     def provenance(self) -> dict[str, Any]:
         packages = self.package_list()
         return {
             **super().provenance(),
-            "debian_packages": {p: debian_version(self.context.cache_dir, p) for p in packages},
             "license_files": {p: f"debian:{p}:usr/share/doc/{p}/copyright" for p in packages},
             "licenses": {p: copyright_licenses(self.context.cache_dir, p) for p in packages},
         }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks.core.errors import DataError
 from tasks.data.sources import Document, register
-from tasks.data.sources.debian_docs import _DebianSource
+from tasks.data.sources.debian_docs import DebianSource
 from tasks.data.sources.fetch import debian_package
 from tasks.data.sources.pypi_texts import pieces
 from tasks.data.sources.rdata import character_vectors
@@ -32,7 +32,7 @@ AUSTEN_TITLES = {
 WHOLE_WORK_MAX_BYTES = 16 * 1024 * 1024  # a whole novel is read as one text before it is cut into pieces
 
 
-class _LiteratureSource(_DebianSource):
+class _LiteratureSource(DebianSource):
     """Pieces cut at paragraphs, a paragraph longer than chunk_chars (verse, dialogue runs) between lines."""
 
     def chunks(self, text: str) -> list[str]:
