@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
 
 import flows  # noqa: F401  (offline environment first)
@@ -20,8 +21,16 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (systemd, Kubernetes, `timeout`, a test) ends a command as Ctrl-C does, through the exit handlers: the
+    temporary Prefect server a command started stops with it instead of outliving it (Python's default SIGTERM
+    handling skips them)."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def main() -> None:
     """Run the CLI; a FlexoError becomes a one-screen message and its exit code, not a traceback."""
+    _exit_on_sigterm()
     try:
         code = app(standalone_mode=False)  # without standalone mode, `typer.Exit(n)` comes back as n, not as sys.exit
     except FlexoError as err:

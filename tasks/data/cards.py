@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.core.artifacts import RunPaths
+from tasks.core.artifacts import RunPaths, repo_relative
 from tasks.core.config import Profile
 from tasks.core.datasets import SPLIT_NAMES, dataset_hash, load_split
 from tasks.data.ingest import staging_dir
@@ -103,7 +103,7 @@ def write_card(profile: Profile, domain: str) -> Path:
         f"- **source adapter**: `{info['adapter']}`",
         f"- **what it is**: {info['description']}",
         f"- **license**: {info['license']}",
-        f"- **DVC md5** of `data/{domain}`: `{info['dvc_md5']}`",
+        f"- **DVC md5** of `{repo_relative(RunPaths(profile).domain_dir(domain))}`: `{info['dvc_md5']}`",
         f"- **ingested**: {info['ingested']} documents; **quarantined**: {info['quarantined']}; "
         f"**PII redactions at ingest**: {info['pii_redactions']}",
         "",
