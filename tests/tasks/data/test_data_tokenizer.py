@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from tasks.core.datasets import load_split
 from tasks.data.cards import write_card
@@ -44,3 +45,20 @@ def test_tokenizer_public_only_roundtrip_bytes_per_token_and_card(tmp_profile, t
     assert info["tokens"]["train"] > 0 and info["owner"] == "sec" and info["dvc_md5"].endswith(".dir")
     assert sum(info["documents"].values()) + info["quarantined"] == info["ingested"]
     assert "quarantine by reason" in card.read_text().lower()
+
+
+def test_token_counts_run_parallel_and_leave_the_switch_as_it_was(monkeypatch):
+    """Counting switches tokenizers' parallelism on only while it encodes: the same lengths, the process setting
+    (false, against fork warnings in later stages) restored."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from tasks.data.tokenizer_training import _encoded_lengths, _per_text
+
+    texts = [f"document {i} with a few words, some repeated words {i % 7}" for i in range(300)]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=300)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    assert _per_text(tok, texts) == _encoded_lengths(tok, texts)
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
