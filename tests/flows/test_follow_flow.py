@@ -10,17 +10,13 @@ from mlflow import MlflowClient
 from tasks.core.tracking import tracking_uri
 from tasks.registry import registry
 from tasks.registry.consent import holdings
-from tasks.registry.governance import assemble_and_register
-from tests.tasks.registry_world import build_world, make_expert, md5_of
+from tests.tasks.registry_world import serving_world
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_the_scheduled_flow_reassembles_without_a_withdrawn_expert(tmp_profile) -> None:
-    world = build_world(tmp_profile)
-    for seed, domain in enumerate(["news", "math"], start=1):
-        registry.register_expert(tmp_profile, domain, make_expert(world, domain, seed), md5_of(domain))
-    assemble_and_register(tmp_profile)
+    serving_world(tmp_profile, ["news", "math"])
     assert follow_revocations(profile=tmp_profile)[0]["result"]["new_moe"] == ""
     uri = tracking_uri(tmp_profile)
     MlflowClient(tracking_uri=uri, registry_uri=uri).set_model_version_tag(

@@ -10,20 +10,16 @@ from pathlib import Path
 import pytest
 
 from flows.revoke import revoke
-from tasks.registry import registry
-from tasks.registry.governance import assemble_and_register, audit_trail
+from tasks.registry.governance import audit_trail
 from tests.flows.conftest import write_split
 from tests.tasks.data_world import prose
-from tests.tasks.registry_world import build_world, make_expert, md5_of
+from tests.tasks.registry_world import serving_world
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def test_the_flow_writes_the_certificate_with_the_extraction_rates(tmp_profile) -> None:
-    world = build_world(tmp_profile)
-    for seed, domain in enumerate(["news", "math"], start=1):
-        registry.register_expert(tmp_profile, domain, make_expert(world, domain, seed), md5_of(domain))
-    assemble_and_register(tmp_profile)
+    serving_world(tmp_profile, ["news", "math"])
     write_split(tmp_profile, "news", [prose(random.Random(3), 60) for _ in range(12)])
     (row,) = revoke("news", "1", "owner withdrew consent", by="steward-news", profile=tmp_profile)
     assert row["status"] == "completed", row

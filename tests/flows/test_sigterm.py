@@ -13,6 +13,7 @@ import psutil
 import yaml
 
 from tasks.core.config import DEFAULT_PARAMS, REPO_ROOT
+from tests.profiles import paths_under
 
 STARTUP_S = 180  # imports and the server's start on a busy 2-core machine
 STOP_S = 30
@@ -21,14 +22,7 @@ STOP_S = 30
 def _params_under(tmp_path) -> str:
     """params.yaml with the `tiny` profile's paths under tmp_path (the command touches nothing of the repository)."""
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
-    raw["profiles"]["tiny"]["paths"] = {
-        "data_dir": str(tmp_path / "data"),
-        "runs_dir": str(tmp_path / "runs"),
-        "reports_dir": str(tmp_path / "reports"),
-        "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "mlflow_artifacts_dir": str(tmp_path / "artifacts"),
-        "dvc_remotes_dir": str(tmp_path / "remotes"),
-    }
+    raw["profiles"]["tiny"]["paths"] = paths_under(tmp_path)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)

@@ -92,6 +92,19 @@ WAYS = {"cli": "news", "client_tag": "math", "alias_removed": "code", "alias_to_
 KEPT = "academic"
 
 
+def serving_world(profile: Profile, domains: list[str]) -> World:
+    """Active expert version 1 for each of `domains` (seeds 1, 2, ...) and `flexo-moe` version 1, serving, holding
+    them all."""
+    from tasks.registry import registry
+    from tasks.registry.governance import assemble_and_register
+
+    world = build_world(profile)
+    for seed, domain in enumerate(domains, start=1):
+        registry.register_expert(profile, domain, make_expert(world, domain, seed), md5_of(domain))
+    assemble_and_register(profile)
+    return world
+
+
 def consent_world(profile: Profile) -> tuple[World, dict[str, Path]]:
     """A world where every WAYS domain and KEPT has an active expert version 1, reddit also a version 2 whose check
     failed (so `active` stayed on 1), and `flexo-moe` version 1 (serving) holds them all. Returns the expert files."""

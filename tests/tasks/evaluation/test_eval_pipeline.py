@@ -23,21 +23,14 @@ from tasks.evaluation.results import (
     UNRESTRICTED,
 )
 from tasks.training import ablations
+from tests.profiles import paths_under
 from tests.tasks.eval_world import build_world
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_profile):
     root = tmp_path_factory.mktemp("evalworld")
-    paths = tiny_profile.paths.model_copy(
-        update={
-            "data_dir": str(root / "data"),
-            "runs_dir": str(root / "runs"),
-            "reports_dir": str(root / "reports"),
-            "mlflow_tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-            "mlflow_artifacts_dir": str(root / "mlart"),
-        }
-    )
+    paths = tiny_profile.paths.model_copy(update=paths_under(root))
     runtime = tiny_profile.runtime.model_copy(update={"num_threads": 1})  # tiny matrices: 1 thread avoids sync overhead
     extra = {"ablation: assembled again": "moe", "ablation: absent": "ablations/none/moe"}
     ablation = tiny_profile.ablation.model_copy(

@@ -13,9 +13,9 @@ from mlflow import MlflowClient
 from tasks.core.tracking import tracking_uri
 from tasks.registry import registry
 from tasks.registry.consent import holdings
-from tasks.registry.governance import FOLLOWER, assemble_and_register, audit_trail, follow_revocations
+from tasks.registry.governance import FOLLOWER, audit_trail, follow_revocations
 from tests.flows.conftest import flexo_in_process, tmp_params
-from tests.tasks.registry_world import build_world, make_expert, md5_of
+from tests.tasks.registry_world import serving_world
 
 POLL_S = 1.0  # `flexo follow --interval`: the test polls as the command does
 TARGET_S = 60.0
@@ -23,10 +23,7 @@ TARGET_S = 60.0
 
 @pytest.fixture
 def served(tmp_profile):
-    world = build_world(tmp_profile)
-    for seed, domain in enumerate(["news", "math", "code"], start=1):
-        registry.register_expert(tmp_profile, domain, make_expert(world, domain, seed), md5_of(domain))
-    assemble_and_register(tmp_profile)
+    serving_world(tmp_profile, ["news", "math", "code"])
     uri = tracking_uri(tmp_profile)
     return tmp_profile, MlflowClient(tracking_uri=uri, registry_uri=uri)
 
