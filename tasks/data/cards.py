@@ -36,7 +36,8 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
     provenance = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.exists() else {}
     splits = {s: load_split(profile, domain, s) for s in SPLIT_NAMES}
     has_tok = (paths.tokenizer_dir / "tokenizer.json").exists()
-    for frame in splits.values():  # every document tokenized once; splits and sources sum the counts
+    for frame in splits.values():  # every document measured once; splits and sources sum the columns
+        frame["bytes"] = frame["text"].str.encode("utf-8").str.len()
         frame["tokens"] = token_counts(profile, frame["text"].tolist()) if has_tok else 0
     quarantine = pd.read_parquet(paths.domain_dir(domain) / "quarantine.parquet")
     split_info = json.loads((paths.domain_dir(domain) / "split.json").read_text(encoding="utf-8"))
@@ -51,7 +52,7 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
         "description": provenance.get("description", ""),
         "provenance": provenance,
         "documents": {s: len(f) for s, f in splits.items()},
-        "bytes": {s: int(f["text"].str.encode("utf-8").str.len().sum()) for s, f in splits.items()},
+        "bytes": {s: int(f["bytes"].sum()) for s, f in splits.items()},
         "tokens": {s: int(f["tokens"].sum()) for s, f in splits.items()} if has_tok else None,
         "quarantined": len(quarantine),
         "quarantine_by_reason": dict(sorted(reasons.items())),
@@ -59,20 +60,19 @@ def card(profile: Profile, domain: str) -> dict[str, Any]:
         "pii_redactions": provenance.get("redactions", 0),
         "decontamination": {k: split_info.get(k) for k in ("ngram", "moved_to_train", "decontaminated_against")},
         "dvc_md5": dataset_hash(profile, domain),
-        "sources": _by_source(profile, splits, provenance) if SOURCE_COLUMN in splits["train"].columns else None,
+        "sources": _by_source(splits, provenance, has_tok) if SOURCE_COLUMN in splits["train"].columns else None,
     }
 
 
-def _by_source(profile: Profile, splits: dict[str, pd.DataFrame], provenance: dict[str, Any]) -> list[dict[str, Any]]:
+def _by_source(splits: dict[str, pd.DataFrame], provenance: dict[str, Any], has_tok: bool) -> list[dict[str, Any]]:
     """A mixed domain's kept text per source (all splits): documents, bytes, tokens, share of bytes, with the
     license and package versions its adapter recorded."""
     frame = pd.concat(list(splits.values()), ignore_index=True)
-    has_tok = (RunPaths(profile).tokenizer_dir / "tokenizer.json").exists()
-    total = int(frame["text"].str.encode("utf-8").str.len().sum()) or 1
+    total = int(frame["bytes"].sum()) or 1
     parts = {part.get("adapter"): part for part in provenance.get("parts", [])}
     rows = []
     for name, group in frame.groupby(SOURCE_COLUMN, sort=False):
-        size = int(group["text"].str.encode("utf-8").str.len().sum())
+        size = int(group["bytes"].sum())
         part = parts.get(name, {})
         versions = {k: v for k, v in part.items() if k.endswith(("packages", "package", "version", "versions"))}
         rows.append(
