@@ -406,11 +406,8 @@ def _profile_domains(base: dict[str, Any], override: dict[str, Any], source: Pat
     merged = copy.deepcopy(base)
     for domain, changes in override.items():
         changes = changes or {}
-        entry = {
-            k: v
-            for k, v in merged[domain].items()
-            if not ({"source", "sources"} & set(changes) and k in ("source", "sources"))
-        }
+        kinds = {"source", "sources"}
+        entry = {k: v for k, v in merged[domain].items() if not (kinds & set(changes) and k in kinds)}
         merged[domain] = _deep_merge(entry, changes)
     return merged
 

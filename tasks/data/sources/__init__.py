@@ -88,26 +88,31 @@ def adapter_names() -> list[str]:
 def get_source(profile: Any, domain: str) -> Source:
     """The configured adapter for `domain`, or a `MixSource` over its weighted `sources` (ConfigError naming the key if
     an adapter is unknown, or if one origin would feed two domains)."""
-    _load_builtin()
     if domain not in profile.domains:
         raise ConfigError(f"domains.{domain}: not configured in params.yaml; configured: {sorted(profile.domains)}")
-    check_origins_disjoint(profile)
-    return _build(profile, domain)
+    return _built_disjoint(profile)[domain]
 
 
 def check_origins_disjoint(profile: Any) -> None:
     """No package (origin) feeds two domains: the paper's public set holds none of the closed domains' sources, and a
     closed source shared by two owners would make their experts overlap. ConfigError naming both domains."""
+    _built_disjoint(profile)
+
+
+def _built_disjoint(profile: Any) -> dict[str, Source]:
+    """Every domain's source (constructed, nothing read yet), once their origins are checked disjoint."""
     _load_builtin()
+    built = {domain: _build(profile, domain) for domain in profile.domains}
     seen: dict[str, str] = {}
-    for domain in profile.domains:
-        for origin in sorted(_build(profile, domain).origins()):
+    for domain, source in built.items():
+        for origin in sorted(source.origins()):
             if origin in seen and seen[origin] != domain:
                 raise ConfigError(
                     f"domains.{seen[origin]} and domains.{domain} both read {origin}; a source may feed one domain "
                     f"only: remove it from one of them (profile '{profile.name}')"
                 )
             seen[origin] = domain
+    return built
 
 
 def _build(profile: Any, domain: str) -> Source:
