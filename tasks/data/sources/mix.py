@@ -43,12 +43,15 @@ class MixSource(Source):
             stats = self.yielded.setdefault(part.name, {"documents": 0, "bytes": 0})
             stats["target_bytes"] = part.context.target_bytes
             for doc in part.documents():
+                if budget_reached(stats["bytes"], stats["documents"], part.context.target_bytes, part.context.max_docs):
+                    # the mix holds every part to its share, also an adapter that reads all it has (folder); checked
+                    # before the next document, so an adapter that stops at its budget by itself ends on its own
+                    # (and its extraction is cached) instead of being cut off after its last document
+                    break
                 doc.meta = {**doc.meta, SOURCE_COLUMN: part.name}
                 stats["documents"] += 1
                 stats["bytes"] += len(doc.text.encode("utf-8"))
                 yield doc
-                if budget_reached(stats["bytes"], stats["documents"], part.context.target_bytes, part.context.max_docs):
-                    break  # the mix holds every part to its share, also an adapter that reads all it has (folder)
             remaining_bytes = max(0, remaining_bytes - stats["bytes"])
             remaining_docs = max(0, remaining_docs - stats["documents"])
             remaining_weight -= weight

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from tasks.core.config import DomainConfig, SourceConfig
 from tasks.data.sources import Document, Source, get_source, register
 from tasks.data.sources.extracted import ExtractedSource
+from tasks.data.sources.textio import budget_reached
 from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 
 CALLS: list[dict] = []
@@ -22,11 +23,20 @@ class CountingSource(Source):
     description = "a test adapter"
 
     def documents(self) -> Iterator[Document]:
+        """Stops at its byte budget by itself, as the built-in adapters do (25 bytes in all)."""
         CALLS.append(dict(self.options))
-        yield Document(f"{self.domain}/a", "first text", "pkg/a.txt", 0)
-        yield Document(f"{self.domain}/b", "second", "pkg/b.txt", 1, meta={"question": "q?", "answer": "4"})
-        yield Document(f"{self.domain}/c", "\ufffd", "pkg/c.txt", 2, problem="not UTF-8: invalid byte 0xff (c.txt)")
-        yield Document(f"{self.domain}/d", "fourth", "pkg/d.txt", 3)
+        docs = [
+            Document(f"{self.domain}/a", "first text", "pkg/a.txt", 0),
+            Document(f"{self.domain}/b", "second", "pkg/b.txt", 1, meta={"question": "q?", "answer": "4"}),
+            Document(f"{self.domain}/c", "\ufffd", "pkg/c.txt", 2, problem="not UTF-8: invalid byte 0xff (c.txt)"),
+            Document(f"{self.domain}/d", "fourth", "pkg/d.txt", 3),
+        ]
+        total = 0
+        for count, doc in enumerate(docs, start=1):
+            yield doc
+            total += len(doc.text.encode("utf-8"))
+            if budget_reached(total, count, self.context.target_bytes, self.context.max_docs):
+                return
 
     def provenance(self) -> dict:
         return {**super().provenance(), "package": f"pkg=={self.options.get('version', '1')}", "runs": len(CALLS)}
@@ -100,3 +110,26 @@ def test_in_a_mix_the_adapter_gets_its_share_of_the_budget(tmp_profile, tmp_path
     assert (
         isinstance(cached, ExtractedSource) and cached.inner.context.target_bytes == 1000 == cached.context.target_bytes
     )
+
+
+def test_in_a_mix_an_adapter_that_stops_at_its_share_is_cached(tmp_profile, tmp_path):
+    """The mix must not cut off an adapter right after its last document: it would never finish, so never be cached."""
+    from tasks.core.config import MixPart
+
+    CALLS.clear()
+    write_txt_folder(tmp_path / "mine", 3)
+    mix = DomainConfig(
+        owner="o",
+        sources=[
+            MixPart(adapter="counting_for_tests", weight=1),
+            MixPart(adapter="folder", options={"path": str(tmp_path / "mine")}, weight=1),
+        ],
+        target_bytes=50,  # the counting adapter's 25-byte share is met by its last document ("fourth")
+    )
+    profile = _profile(tmp_profile, tmp_path).model_copy(
+        update={"domains": {"public": folder_domain(tmp_path / "pub"), "x": mix}}
+    )
+    first = [d.id for d in get_source(profile, "x").documents()]
+    again = get_source(profile, "x")
+    second = [d.id for d in again.documents()]
+    assert first == second and again.parts[0][0].hit and len(CALLS) == 1
