@@ -46,6 +46,7 @@ def lineage(tiny_profile, tmp_path_factory, prefect_harness) -> Lineage:
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     write_txt_folder(root / "pub", 80, seed=5)
     write_txt_folder(root / "mine", 40, seed=6)
+    (root / "mine" / "short.txt").write_text("too short\n")  # quarantined (length): the data run counts it
     base = profile_under(tiny_profile, root)
     base = base.model_copy(update={"attack": base.attack.model_copy(update={"domain": OWNER})})
     profile = with_domains(
@@ -162,6 +163,37 @@ def test_every_run_that_reads_data_names_each_split_with_its_dvc_md5_and_remote(
             assert dataset.source_type == "dvc" and tags["dvc_md5"] == md5 and f"@{md5}" in dataset.source
             owner = profile.domains[read_domain].owner  # no remote configured: the owner's local remote
             assert json.loads(dataset.source)["remote"] == str(profile.path("dvc_remotes_dir") / owner)
+
+
+def test_each_domain_built_is_a_data_run_with_its_version_counts_validation_and_card(lineage) -> None:
+    from mlflow import MlflowClient
+
+    profile = lineage.profile
+    below = _under(lineage, _parents(lineage)[0].info.run_id)
+    client = MlflowClient(tracking.tracking_uri(profile))
+    for domain, owner in (("public", "pub"), (OWNER, "me")):
+        run = _one(below, "data", domain)
+        tags, metrics = run.data.tags, run.data.metrics
+        md5 = dataset_hash(profile, domain)
+        assert run.info.status == "FINISHED" and tags["data_md5"] == md5 and md5.endswith(".dir")
+        assert tags["dvc.remote"] and tags["dvc.tracked_by"] and tags["validation"] == "passed"
+        assert run.data.params["domain.owner"] == owner
+        assert metrics["accepted"] == metrics["ingested"] - metrics["quarantined"] > 0
+        assert sum(metrics[f"split.{s}"] for s in ("train", "val", "test")) > 0
+        built = {}
+        for dataset_input in run.inputs.dataset_inputs:
+            input_tags = {t.key: t.value for t in dataset_input.tags}
+            built[input_tags["split"]] = (dataset_input.dataset, input_tags)
+        assert set(built) == {"train", "val", "test"}
+        for dataset, input_tags in built.values():
+            assert dataset.source_type == "dvc" and f"@{md5}" in dataset.source and input_tags["dvc_md5"] == md5
+            assert input_tags["mlflow.data.context"] == "built"
+        assert f"# Data card: `{domain}`" in tags["mlflow.note.content"]  # the run's description
+        cards = {a.path for a in client.list_artifacts(run.info.run_id, "card")}
+        assert cards == {f"card/{domain}.md", f"card/{domain}.json"}
+    mine = _one(below, "data", OWNER).data.metrics
+    assert mine["ingested"] == 41 and mine["quarantined"] >= 1
+    assert any(key.startswith("quarantined.length") for key in mine), sorted(mine)
 
 
 def test_every_registered_version_links_the_run_it_came_from(lineage) -> None:
