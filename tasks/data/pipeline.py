@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from tasks.core.artifacts import RunPaths, repo_relative
 from tasks.core.config import Profile
@@ -21,8 +23,9 @@ from tasks.core.datasets import SPLIT_HASHES, SPLIT_NAMES, SPLIT_RECORD, dataset
 from tasks.core.errors import DataError
 from tasks.data.anchor import take_anchor_tokenizer
 from tasks.data.ingest import ingest, staging_dir
+from tasks.data.signatures import ACCEPTED_FILE, DocSignatures, accepted_sha256, load_ngram_docs, load_signatures
 from tasks.data.split import fingerprint, split_domain
-from tasks.data.textsig import MinHasher, exact_key, ngram_hashes, sorted_unique
+from tasks.data.textsig import MinHasher, exact_key, ngram_hashes, sorted_unique, unique_counts
 from tasks.data.tokenizer_training import TokenizerResult
 from tasks.data.tokenizer_training import train_tokenizer as _train_tokenizer
 from tasks.data.validate import QUARANTINE_COLUMNS, validate
@@ -115,7 +118,8 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
     paths = RunPaths(profile)
     built = [d for d in profile.domains if paths.split(d, "train").exists()]
     frames = {d: {s: load_split(profile, d, s) for s in SPLIT_NAMES} for d in built}
-    drop, exact_pairs, near_pairs = _cross_domain_duplicates(profile, built, frames)
+    stores = _stores(profile, built)
+    drop, exact_pairs, near_pairs = _cross_domain_duplicates(profile, built, frames, stores)
     if (exact_pairs or near_pairs) and not repair:
         raise DataError(
             f"domains are not disjoint: {exact_pairs} exact and {near_pairs} near-duplicate pairs; "
@@ -125,7 +129,7 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
     for d, ids in drop.items():
         if ids:
             _quarantine_ids(profile, d, frames[d], ids)
-    moved = _decontaminate(profile, built, frames, repair)
+    moved = _decontaminate(profile, built, frames, repair, stores)
     report = paths.data_reports_dir / "disjoint.json"
     result = DisjointResult(built, exact_pairs, near_pairs, sum(moved.values()), quarantined, moved, str(report))
     paths.data_reports_dir.mkdir(parents=True, exist_ok=True)
@@ -133,20 +137,50 @@ def check_disjoint(profile: Profile, repair: bool = True) -> DisjointResult:
     return result
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """What validation and the fingerprint stored for one domain's accepted documents (`tasks.data.signatures`)."""
+
+    signatures: DocSignatures
+    ngrams: tuple[np.ndarray, np.ndarray] | None
+    accepted: Path
+
+
+def _stores(profile: Profile, built: list[str]) -> dict[str, _Stored]:
+    """Each built domain's stored signatures that belong to its accepted.parquet on disk now (none for a domain
+    prepared before they were stored, or whose staging files changed since: its documents are recomputed)."""
+    out = {}
+    for d in built:
+        accepted = staging_dir(profile, d) / ACCEPTED_FILE
+        if not accepted.exists():
+            continue
+        sha = accepted_sha256(profile, d)
+        signatures = load_signatures(profile, d, sha)
+        if signatures is not None:
+            out[d] = _Stored(signatures, load_ngram_docs(profile, d, sha), accepted)
+    return out
+
+
 def _cross_domain_duplicates(
-    profile: Profile, built: list[str], frames: dict[str, dict[str, pd.DataFrame]]
+    profile: Profile,
+    built: list[str],
+    frames: dict[str, dict[str, pd.DataFrame]],
+    stores: dict[str, _Stored] | None = None,
 ) -> tuple[dict[str, dict[str, str]], int, int]:
     """({domain: {id: reason}} of the documents each domain gives up, exact pairs, near pairs): documents are compared
-    in params.yaml order, each against every earlier one of another domain; `_priority` picks the side that loses it."""
+    in params.yaml order, each against every earlier one of another domain; `_priority` picks the side that loses it.
+    A document found in its domain's stored signatures (`stores`) reuses its exact key and MinHash signature."""
     hasher = MinHasher(profile.data.minhash_perms, profile.data.minhash_bands, profile.data.shingle_words, profile.seed)
     owner_of: list[tuple[str, str]] = []
     exact: dict[str, tuple[str, str]] = {}
     drop: dict[str, dict[str, str]] = {d: {} for d in built}
     exact_pairs = near_pairs = 0
     for d in built:
+        stored = (stores or {}).get(d)
         for s in SPLIT_NAMES:
             for doc_id, text in zip(frames[d][s]["id"], frames[d][s]["text"], strict=True):
-                key = exact_key(text)
+                row = stored.signatures.row(text) if stored else None
+                key = exact_key(text) if row is None or not stored else stored.signatures.exact[row]
                 hit = exact.get(key)
                 if hit and hit[0] != d:
                     exact_pairs += 1
@@ -158,7 +192,8 @@ def _cross_domain_duplicates(
                     exact[key] = (d, doc_id)  # the kept copy is the one later domains are compared with
                     continue
                 exact.setdefault(key, (d, doc_id))
-                near = hasher.query_add(text, profile.data.near_duplicate_threshold)
+                signature = hasher.signature(text) if row is None or not stored else stored.signatures.minhash[row]
+                near = hasher.query_add_signature(signature, profile.data.near_duplicate_threshold)
                 owner_of.append((d, doc_id))
                 if near is not None and owner_of[near][0] != d and owner_of[near][1] not in drop[owner_of[near][0]]:
                     near_pairs += 1
@@ -170,16 +205,16 @@ def _cross_domain_duplicates(
 
 
 def _decontaminate(
-    profile: Profile, built: list[str], frames: dict[str, dict[str, pd.DataFrame]], repair: bool
+    profile: Profile,
+    built: list[str],
+    frames: dict[str, dict[str, pd.DataFrame]],
+    repair: bool,
+    stores: dict[str, _Stored] | None = None,
 ) -> dict[str, int]:
     """Move every val/test document sharing an n-gram with another domain's train into its own train (rewriting the
     splits); without `repair` the first such split is a DataError. Returns {domain: documents moved}."""
     n = profile.data.decontamination_ngram
-    empty = np.zeros(0, dtype=np.uint64)
-    train_grams = {
-        d: sorted_unique(np.concatenate([ngram_hashes(t, n) for t in frames[d]["train"]["text"]] or [empty]))
-        for d in built
-    }
+    train_grams = {d: _train_grams(frames[d]["train"], n, (stores or {}).get(d)) for d in built}
     grams, holder = _train_gram_holders([train_grams[d] for d in built])
     moved: dict[str, int] = {}
     for k, d in enumerate(built):
@@ -199,6 +234,36 @@ def _decontaminate(
                 frames[d][s].to_parquet(RunPaths(profile).split(d, s), index=False)
             _update_split_json(profile, d, frames[d], moved_extra=moved[d])
     return moved
+
+
+def _train_grams(train: pd.DataFrame, n: int, stored: _Stored | None) -> np.ndarray:
+    """The sorted unique n-grams of a train split. From the stored fingerprint when every train document is one of
+    the accepted documents it was computed from: the grams that more accepted documents hold than the accepted
+    documents outside train do (those few are the only ones whose n-grams are computed); otherwise from every
+    train document."""
+    fast = _train_grams_from_fingerprint(train, n, stored) if stored and stored.ngrams else None
+    if fast is not None:
+        return fast
+    empty = np.zeros(0, dtype=np.uint64)
+    return sorted_unique(np.concatenate([ngram_hashes(t, n) for t in train["text"]] or [empty]))
+
+
+def _train_grams_from_fingerprint(train: pd.DataFrame, n: int, stored: _Stored) -> np.ndarray | None:
+    assert stored.ngrams is not None
+    grams, docs = stored.ngrams
+    rows = [stored.signatures.row(t) for t in train["text"]]
+    if any(r is None for r in rows) or len(set(rows)) != len(rows):
+        return None  # a train document that is not (once) an accepted one: the fingerprint does not describe it
+    outside = sorted(set(range(len(stored.signatures.exact))) - set(rows))
+    texts = pq.read_table(stored.accepted, columns=["text"]).column("text").take(outside).to_pylist()
+    held = np.concatenate([ngram_hashes(t, n) for t in texts] or [np.zeros(0, dtype=np.uint64)])
+    idx = np.searchsorted(grams, held)
+    if held.size and (idx.max() >= grams.size or (grams[idx] != held).any()):
+        return None
+    at, count = unique_counts(idx)
+    keep = np.ones(grams.size, dtype=bool)
+    keep[at] = docs[at] > count
+    return grams[keep]
 
 
 def _train_gram_holders(per_domain: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,10 @@ from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.datasets import SPLIT_HASHES, split_hashes
 from tasks.core.errors import DataError
+from tasks.core.hashing import file_sha256
 from tasks.data.ingest import staging_dir
-from tasks.data.textsig import ngram_hashes, sorted_unique, unique_inverse
+from tasks.data.signatures import load_ngram_docs, write_ngrams
+from tasks.data.textsig import ngram_hashes, sorted_unique, unique_counts, unique_inverse
 
 SPLITS = ("train", "val", "test")
 MAX_ROUNDS = 50  # refill rounds; each round moves every contaminated candidate at once
@@ -51,15 +54,16 @@ def hash_order(ids: list[str], seed: int) -> list[int]:
 
 def fingerprint(profile: Profile, domain: str) -> Path:
     """runs/data/<d>/ngrams.npy: unique n-gram hashes of every accepted document (other domains decontaminate
-    against it)."""
+    against it), with ngram_docs.npy: how many accepted documents hold each (the split needs no per-document n-grams
+    then: see `choose_eval_counted`)."""
     stage = staging_dir(profile, domain)
-    accepted = pd.read_parquet(stage / "accepted.parquet", columns=["text"])
+    accepted_path = stage / "accepted.parquet"
+    accepted = pd.read_parquet(accepted_path, columns=["text"])
     n = profile.data.decontamination_ngram
     grams = [ngram_hashes(t, n) for t in accepted["text"]]
-    union = sorted_unique(np.concatenate(grams)) if grams else np.zeros(0, dtype=np.uint64)
-    out = stage / "ngrams.npy"
-    np.save(out, union, allow_pickle=False)
-    return out
+    del accepted
+    union, docs = unique_counts(np.concatenate(grams) if grams else np.zeros(0, dtype=np.uint64))
+    return write_ngrams(profile, domain, union, docs, file_sha256(accepted_path))
 
 
 def other_fingerprints(profile: Profile, domain: str) -> tuple[np.ndarray, list[str]]:
@@ -71,6 +75,25 @@ def other_fingerprints(profile: Profile, domain: str) -> tuple[np.ndarray, list[
             arrays.append(np.load(path, allow_pickle=False))
             names.append(other)
     return (sorted_unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64)), names
+
+
+def _choose_from_fingerprint(
+    profile: Profile, domain: str, accepted: pd.DataFrame, order: list[int], n_eval: int
+) -> tuple[tuple[list[int], int], list[str]] | None:
+    """`choose_eval_counted` on the domain's stored fingerprint, with the other domains' fingerprints memory-mapped
+    (only the pages a candidate's n-grams land on are read); None when the fingerprint is not this data's."""
+    stored = load_ngram_docs(profile, domain)
+    if stored is None:
+        return None
+    arrays, names = [], []
+    for other in profile.domains:
+        path = staging_dir(profile, other) / "ngrams.npy"
+        if other != domain and path.exists():
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+            names.append(other)
+    n, texts = profile.data.decontamination_ngram, accepted["text"]
+    chosen = choose_eval_counted(lambda i: ngram_hashes(texts.iat[i], n), *stored, order, n_eval, arrays)
+    return None if chosen is None else (chosen, names)
 
 
 def _hits(sorted_unique: np.ndarray, values: np.ndarray) -> bool:
@@ -116,6 +139,52 @@ def choose_eval(
     raise DataError(f"decontamination did not settle in {MAX_ROUNDS} rounds; lower val_docs/test_docs")
 
 
+def choose_eval_counted(
+    grams_of: Callable[[int], np.ndarray],
+    grams: np.ndarray,
+    docs_with_gram: np.ndarray,
+    order: list[int],
+    n_eval: int,
+    others: list[np.ndarray],
+) -> tuple[list[int], int] | None:
+    """`choose_eval` from the domain's fingerprint instead of every document's n-grams: `grams` (sorted unique n-grams
+    of all the domain's documents) with `docs_with_gram` (how many documents hold each), `grams_of(i)` the n-grams of
+    document i (asked only for eval candidates), `others` the other domains' fingerprints (each sorted, unique). The
+    same rule, so the same result: a gram is in train when more documents hold it than eval candidates do. None when
+    a candidate holds a gram the fingerprint lacks (other data: the caller falls back to `choose_eval`)."""
+    seen: dict[int, tuple[np.ndarray, bool]] = {}
+
+    def lookup(i: int) -> tuple[np.ndarray, bool] | None:
+        if i not in seen:
+            values = grams_of(i)
+            idx = np.searchsorted(grams, values)
+            if values.size and (idx.max() >= grams.size or (grams[idx] != values).any()):
+                return None
+            seen[i] = idx, any(_members(o, values).any() for o in others)
+        return seen[i]
+
+    eval_pos = list(order[:n_eval])
+    next_candidate, moved = n_eval, 0
+    for _ in range(MAX_ROUNDS):
+        found = [lookup(i) for i in eval_pos]
+        if any(f is None for f in found):
+            return None
+        held = [f for f in found if f is not None]
+        eval_grams, eval_count = unique_counts(np.concatenate([h[0] for h in held] or [np.zeros(0, dtype=np.int64)]))
+        in_train = eval_grams[docs_with_gram[eval_grams] > eval_count]
+        dirty_docs = {
+            i for i, (idx, other) in zip(eval_pos, held, strict=True) if other or _members(in_train, idx).any()
+        }
+        if not dirty_docs:
+            return eval_pos, moved
+        moved += len(dirty_docs)
+        eval_pos = [i for i in eval_pos if i not in dirty_docs]
+        while len(eval_pos) < n_eval and next_candidate < len(order):
+            eval_pos.append(order[next_candidate])
+            next_candidate += 1
+    raise DataError(f"decontamination did not settle in {MAX_ROUNDS} rounds; lower val_docs/test_docs")
+
+
 def _members(sorted_unique: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Per value, whether it occurs in the sorted, unique array (binary search)."""
     if sorted_unique.size == 0 or values.size == 0:
@@ -137,10 +206,13 @@ def split_domain(profile: Profile, domain: str) -> SplitResult:
             f"domain '{domain}': {len(accepted)} accepted documents are too few for val={n_val} + test={n_test}"
         )
     n = profile.data.decontamination_ngram
-    doc_grams = [ngram_hashes(t, n) for t in accepted["text"]]
-    others, checked = other_fingerprints(profile, domain)
     order = hash_order(accepted["id"].tolist(), profile.seed)
-    eval_pos, moved = choose_eval(doc_grams, order, n_val + n_test, others)
+    chosen_eval = _choose_from_fingerprint(profile, domain, accepted, order, n_val + n_test)
+    if chosen_eval is None:  # no fingerprint of this accepted.parquet: every document's n-grams
+        doc_grams = [ngram_hashes(t, n) for t in accepted["text"]]
+        others, checked = other_fingerprints(profile, domain)
+        chosen_eval = choose_eval(doc_grams, order, n_val + n_test, others), checked
+    (eval_pos, moved), checked = chosen_eval
     rank = {position: k for k, position in enumerate(order)}
     eval_pos = sorted(eval_pos, key=rank.__getitem__)
     test_pos, val_pos = eval_pos[:n_test], eval_pos[n_test:]

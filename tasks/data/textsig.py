@@ -50,6 +50,16 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))]
 
 
+def unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(values, return_counts=True)` by sorting `values` in place (the caller's array is consumed: a domain's
+    n-grams are hundreds of MB): (sorted unique values, how often each occurs)."""
+    if values.size == 0:
+        return values.copy(), np.zeros(0, dtype=np.int64)
+    values.sort()
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    return values[starts], np.diff(np.append(starts, values.size))
+
+
 def unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`np.unique(values, return_inverse=True)` the same way: (sorted unique values, index of each value in them)."""
     order = np.argsort(values, kind="stable")
@@ -88,7 +98,10 @@ class MinHasher:
     def query_add(self, text: str, threshold: float) -> int | None:
         """Index of an earlier added text with estimated Jaccard >= threshold, else None; the text is added either
         way."""
-        sig = self.signature(text)
+        return self.query_add_signature(self.signature(text), threshold)
+
+    def query_add_signature(self, sig: np.ndarray, threshold: float) -> int | None:
+        """`query_add` for a text whose signature is known (stored by validation: `tasks.data.signatures`)."""
         found = None
         keys = [(band, sig[band * self.rows : (band + 1) * self.rows].tobytes()) for band in range(self.bands)]
         for key in keys:

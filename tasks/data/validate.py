@@ -25,9 +25,11 @@ import pandas as pd
 from tasks.core.artifacts import RunPaths, repo_relative
 from tasks.core.config import Profile
 from tasks.core.errors import DataError
+from tasks.core.hashing import file_sha256
 from tasks.data.ingest import staging_dir
 from tasks.data.pii import PATTERNS
 from tasks.data.prose import boilerplate, english_ratio, markup_ratio
+from tasks.data.signatures import write_signatures
 from tasks.data.sources.mix import SOURCE_COLUMN
 from tasks.data.textsig import MinHasher, exact_key
 
@@ -93,14 +95,28 @@ def _parses(text: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class RowSignatures:
+    """What the duplicate checks computed per row, kept for `tasks.data.signatures` (the split and the cross-domain
+    check reuse them): every row's exact key, and the MinHash signature of every row that was indexed."""
+
+    exact: list[str]
+    minhash: dict[int, np.ndarray]
+
+
 def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame:
     """Per-row columns the suite checks: ratios, exact/near-duplicate flags (first occurrence wins), parse status."""
+    return signed_features(frame, profile, domain)[0]
+
+
+def signed_features(frame: pd.DataFrame, profile: Profile, domain: str) -> tuple[pd.DataFrame, RowSignatures]:
+    """`features` and the signatures its duplicate checks computed on the way."""
     data = profile.data
     out = frame.copy()
     out["letter_ratio"] = out["text"].map(_letter_ratio)
     out["printable_ratio"] = out["text"].map(_printable_ratio)
     keys = out["text"].map(exact_key)
-    first = {}
+    first: dict[str, int] = {}
     dup_of: list[str | None] = []
     unreadable = out["problem"].notna().tolist() if "problem" in out else [False] * len(out)
     for i, key in enumerate(keys):
@@ -120,6 +136,7 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
         hit = hasher.query_add(text, data.near_duplicate_threshold)
         near.append(out["id"].iat[indexed[hit]] if hit is not None else None)
         indexed.append(i)
+    signatures = RowSignatures(keys.tolist(), dict(zip(indexed, hasher.signatures, strict=True)))
     out["near_dup"] = [n is not None for n in near]
     out["duplicate_of"] = [d or n for d, n in zip(dup_of, near, strict=True)]
     english = _min_english_ratio(profile, domain)
@@ -135,7 +152,7 @@ def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame
         out["parses"] = [
             _parses(text) if is_python else True for text, is_python in zip(out["text"], python, strict=True)
         ]
-    return out
+    return out, signatures
 
 
 def _min_english_ratio(profile: Profile, domain: str) -> float:
@@ -304,7 +321,7 @@ def validate(profile: Profile, domain: str) -> ValidationResult:
     if not source.exists():
         raise DataError(f"{source}: missing; run the ingest first (`flexo data --domain {domain}`)")
     frame = pd.read_parquet(source).reset_index(drop=True)
-    feats = features(frame, profile, domain)
+    feats, signatures = signed_features(frame, profile, domain)
     # the problem column is checked by GX; rows with no text at all are kept visible to the length check
     checks = build_checks(profile, domain, feats)
     results = _run_suite(feats, checks, domain)
@@ -314,6 +331,7 @@ def validate(profile: Profile, domain: str) -> ValidationResult:
     success = all(r.success for r in results) and rate <= profile.data.max_quarantine_rate
     stage.mkdir(parents=True, exist_ok=True)
     accepted.to_parquet(stage / "accepted.parquet", index=False)
+    _store_signatures(profile, domain, frame, reasons, signatures, stage / "accepted.parquet")
     quarantine.to_parquet(stage / "quarantine.parquet", index=False)
     counts = _reason_counts(reasons)
     summary = _summary(checks, results)
@@ -332,6 +350,34 @@ def validate(profile: Profile, domain: str) -> ValidationResult:
             f"{len(quarantine)} of {len(frame)} documents quarantined. Report: {report}"
         )
     return outcome
+
+
+def _store_signatures(
+    profile: Profile,
+    domain: str,
+    frame: pd.DataFrame,
+    reasons: dict[int, list[str]],
+    signatures: RowSignatures,
+    accepted_path: Path,
+) -> None:
+    """The accepted rows' exact keys and MinHash signatures beside accepted.parquet (same row order), for the split
+    and the cross-domain check; a row the duplicate checks did not index gets its signature computed here."""
+    data = profile.data
+    hasher = MinHasher(data.minhash_perms, data.minhash_bands, data.shingle_words, profile.seed)
+    kept = [i for i in range(len(frame)) if i not in reasons]
+    texts = frame["text"].tolist()
+    minhash = np.stack(
+        [signatures.minhash[i] if i in signatures.minhash else hasher.signature(texts[i]) for i in kept]
+        or [np.zeros(data.minhash_perms, dtype=np.uint64)]
+    )[: len(kept)]
+    write_signatures(
+        profile,
+        domain,
+        [texts[i] for i in kept],
+        [signatures.exact[i] for i in kept],
+        minhash,
+        file_sha256(accepted_path),
+    )
 
 
 def _row_reasons(checks: list[Check], results: list[Any], feats: pd.DataFrame) -> dict[int, list[str]]:
