@@ -57,6 +57,7 @@ class CoordinatedMoE(nn.Module):
                 raise ValueError(f"bias_init must be negative (b_i = -softplus(theta) < 0), got {bias_init}")
             self.bias_theta = nn.Parameter(torch.tensor(_inverse_softplus(-bias_init)))
         self.last_router_logits: torch.Tensor | None = None
+        self.last_expert_mass: torch.Tensor | None = None  # mean p_i over the last forward's tokens (detached)
 
     @property
     def bias(self) -> torch.Tensor:
@@ -75,7 +76,9 @@ class CoordinatedMoE(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.router_logits(hidden)
         self.last_router_logits = logits
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(hidden.dtype)
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        self.last_expert_mass = probs[..., 1].detach().mean()
+        probs = probs.to(hidden.dtype)
         return probs[..., :1] * self.ffn_public(hidden) + probs[..., 1:] * self.ffn_expert(hidden)
 
 
@@ -171,6 +174,29 @@ class CoordinatedExpertModel(nn.Module):
             raise RuntimeError("the router z-loss needs the router logits of a forward pass")
         terms = [torch.logsumexp(x.float(), dim=-1).pow(2).mean() for x in logits if x is not None]
         return torch.stack(terms).sum()
+
+    def diagnostics(self) -> dict[str, torch.Tensor]:
+        """Per layer l: `router_mass_l` (mean router probability on FFN_i over the last forward's tokens), `bias_l`
+        (b_i), `ffn_update_l` (||FFN_i - FFN_pub|| / ||FFN_pub|| over its three matrices: FFN_i starts as a copy of
+        FFN_pub, so this is how far it has moved from its start).
+
+        Why: the expert can only change the output through p_i * FFN_i(h); these three say whether a weak expert was
+        routed too little, held down by its bias, or barely trained."""
+        out: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for index, block in enumerate(self.moe_blocks):
+                if block.last_expert_mass is not None:
+                    out[f"router_mass_l{index}"] = block.last_expert_mass
+                out[f"bias_l{index}"] = block.bias.detach().float()
+                moved = sum(
+                    (getattr(block.ffn_expert, k).weight.float() - getattr(block.ffn_public, k).weight.float())
+                    .pow(2)
+                    .sum()
+                    for k in EXPERT_FFN_KEYS
+                )
+                start = sum(getattr(block.ffn_public, k).weight.float().pow(2).sum() for k in EXPERT_FFN_KEYS)
+                out[f"ffn_update_l{index}"] = (torch.as_tensor(moved) / torch.as_tensor(start)).sqrt()
+        return out
 
     def expert_state(self) -> dict[str, torch.Tensor]:
         """What the owner publishes: FFN_i, r_i, b_i per layer, plus r_pub for the merge-time equality check."""

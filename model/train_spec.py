@@ -86,3 +86,7 @@ class TrainResult:
     resumed_from: int | None
     history: list[dict[str, float]] = field(default_factory=list)
     peak_memory: PeakMemory | None = None  # this process's peaks during this call (resident, and CUDA on a GPU)
+    # the step whose weights the model holds at the end: the last one, or the best validation's when validation rose
+    # after it (the model is then loaded from the best checkpoint), and why
+    exported_step: int | None = None
+    export_reason: str = ""

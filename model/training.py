@@ -303,6 +303,7 @@ class _Run:
             val_metrics = {k[4:]: v for k, v in progress.history[-1].items() if k.startswith("val_")}
         self.save(self.last_dir, with_optimizer=True)
         self.barrier()
+        exported_step, export_reason = self.keep_best(val_metrics.get("loss"))
         privacy = self.privacy
         epsilon = None
         if privacy is not None and spec.dp is not None and privacy.accountant.history:
@@ -324,6 +325,33 @@ class _Run:
             resumed_from=progress.resumed_from,
             history=progress.history,
             peak_memory=memory.close(),
+            exported_step=exported_step,
+            export_reason=export_reason,
+        )
+
+    def keep_best(self, final_val: float | None) -> tuple[int, str]:
+        """Load the best checkpoint's weights into the model when validation rose after it, so what the caller exports
+        is the best model, not the last one (the last checkpoint stays as it is: resuming continues the run).
+
+        Returns the step the model's weights are from and why."""
+        progress, step = self.progress, self.progress.step
+        best_step, best_val = progress.best_step, progress.best_val
+        if final_val is None or best_step is None or best_val is None:
+            return step, "last step (no validation)"
+        if best_step == step or not best_val < final_val:
+            return step, f"last step: validation {final_val:.4f} is the best"
+        found = ckpt.find_checkpoint(self.best_dir)
+        state = ckpt.verify(found) if found is not None else {}
+        if found is None or state.get("step") != best_step or state.get("fingerprint") != self.fingerprint:
+            raise ckpt.CheckpointError(
+                f"{self.best_dir}: the best checkpoint (step {best_step}) is missing; rerun with resume=False"
+            )
+        weights = ckpt.load_weights(found)
+        with torch.no_grad():
+            for name, p in self.named:
+                p.copy_(weights[name].to(p.device))
+        return best_step, (
+            f"best validation: {best_val:.4f} at step {best_step}, rose to {final_val:.4f} at the last step {step}"
         )
 
 
@@ -371,6 +399,14 @@ def dense_loss(lm_z_weight: float) -> LossFn:
 
 
 def coordinated_loss(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The coordinated expert model's own loss (CE + LM z-loss + router z-loss, weights set at construction)."""
+    """The coordinated expert model's own loss (CE + LM z-loss + router z-loss, weights set at construction).
+
+    In evaluation (model.eval()) it also reports the per-layer diagnostics of `CoordinatedExpertModel.diagnostics`
+    (router mass on FFN_i, bias, FFN_i's update norm): `evaluate` averages them over the validation batches, so every
+    validation step records them in the history and the logger as `val_router_mass_l<i>` etc."""
     out = model(input_ids)
-    return {"loss": out.loss, "ce": out.ce, "lm_z": out.lm_z, "router_z": out.router_z}
+    parts = {"loss": out.loss, "ce": out.ce, "lm_z": out.lm_z, "router_z": out.router_z}
+    diagnostics = getattr(getattr(model, "module", model), "diagnostics", None)  # DDP wraps the model
+    if not model.training and callable(diagnostics):
+        parts.update(diagnostics())
+    return parts

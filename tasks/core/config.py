@@ -204,14 +204,21 @@ class TrainPublicConfig(_Strict):
     eval_every: int = Field(gt=0)
     checkpoint_every: int = Field(gt=0)
     eval_batches: int = Field(4, gt=0)
+    # At most this many passes over data/public's train split (tasks/core/sizing.py): checked at config load from the
+    # data card and before training from the packed split.
+    max_epochs: float = Field(4.0, gt=0)
+    # The scaling rule: M_pub's non-embedding parameters <= tokens / min_tokens_per_param (compute-optimal is ~20; a
+    # profile bound by compute states the ratio it can afford).
+    min_tokens_per_param: float = Field(1.0, gt=0)
 
 
 class TrainExpertConfig(_Strict):
     token_ratio: float = Field(gt=0)  # expert tokens / public pretraining tokens (paper: 50B / 1T = 0.05)
-    # At most this many passes over the owner's train split (null: the budget alone decides). A small owner's data can
-    # be far below the budget; past ~4 epochs repeated tokens are worth much less than fresh ones (Muennighoff et al.
-    # 2023, "Scaling Data-Constrained Language Models"), and the expert mostly memorises them.
-    max_epochs: float | None = Field(None, gt=0)
+    # At most this many passes over each owner's train split, for the expert and the dense model (one budget for
+    # all owners, so the smallest owner's data bounds it). Past ~4 epochs repeated tokens are worth much less than
+    # fresh ones (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models") and the model mostly memorises
+    # them. A budget over it is a ConfigError (tasks/core/sizing.py), not a silent cut.
+    max_epochs: float = Field(4.0, gt=0)
     batch_size: int = Field(gt=0)
     seq_len: int = Field(gt=0)
     optim: OptimConfig
@@ -421,10 +428,14 @@ def _format_validation_error(err: ValidationError, source: Path, profile: str) -
     return "\n".join(lines)
 
 
-def load_profile(profile: str | None = None, params_path: str | os.PathLike[str] | None = None) -> Profile:
+def load_profile(
+    profile: str | None = None, params_path: str | os.PathLike[str] | None = None, *, check_data: bool = True
+) -> Profile:
     """Read `params.yaml`, merge the profile's overrides over the defaults, and validate.
 
-    `profile` falls back to $FLEXO_PROFILE, then to the file's `profile:` key.
+    `profile` falls back to $FLEXO_PROFILE, then to the file's `profile:` key. M_pub's size is checked against its
+    budget (`tasks.core.sizing`); with `check_data`, every training's budget is also checked against its data where the
+    data cards exist; a stage that rebuilds the data may pass False, so stale cards cannot block the rebuild.
     """
     source = Path(params_path) if params_path else Path(os.environ.get("FLEXO_PARAMS", DEFAULT_PARAMS))
     try:
@@ -446,6 +457,10 @@ def load_profile(profile: str | None = None, params_path: str | os.PathLike[str]
     domains = _profile_domains(raw.get("domains") or {}, merged.pop("domains", None) or {}, source)
     merged.update(name=name, seed=merged.get("seed", raw.get("seed", 0)), domains=domains)
     try:
-        return Profile.model_validate(merged)
+        loaded = Profile.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source, name)) from exc
+    from tasks.core.sizing import check_sizing  # sizing reads the run paths, which import this module
+
+    check_sizing(loaded, with_data=check_data)
+    return loaded

@@ -21,7 +21,7 @@ from tasks.core.errors import DataError
 from tasks.core.train_logging import ConsoleLogger, TrainLogger
 from tasks.training.anchor import adopt_anchor
 from tasks.training.inputs import PUBLIC, data_digest, owner_inputs, public_inputs, token_ids
-from tasks.training.outcome import TrainOutcome, flat_params, run_metrics, write_result
+from tasks.training.outcome import TrainOutcome, export_fields, flat_params, run_metrics, write_result
 from tasks.training.progress import TrainJob, run_training
 from tasks.training.runtime import setup_runtime
 
@@ -117,8 +117,11 @@ def _finish(
         model_dir=str(model_dir),
         resumed_from=result.resumed_from,
         params=params,
+        **export_fields(result),
     )
     if rank == 0:
         write_result(model_dir.parent, outcome)
-        (logger or ConsoleLogger(prefix=kind)).log_metrics(metrics, result.steps)
+        log = logger or ConsoleLogger(prefix=kind)
+        log.log_metrics(metrics, result.steps)
+        log.log_params({"export_reason": result.export_reason})
     return outcome

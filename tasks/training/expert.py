@@ -27,7 +27,7 @@ from tasks.core.train_logging import ConsoleLogger, TrainLogger
 from tasks.training.dense import trained_public_model
 from tasks.training.expert_file import save_expert
 from tasks.training.inputs import PUBLIC, data_digest, owner_inputs
-from tasks.training.outcome import TrainOutcome, flat_params, run_metrics, write_result
+from tasks.training.outcome import TrainOutcome, export_fields, flat_params, run_metrics, write_result
 from tasks.training.progress import TrainJob, run_training
 from tasks.training.route import embed_domain, load_router_embedding
 from tasks.training.runtime import setup_runtime
@@ -111,11 +111,14 @@ def train_expert(
         dp_epsilon=result.epsilon,
         resumed_from=result.resumed_from,
         params=params,
+        **export_fields(result),
     )
     if rank == 0:
         _write_card(profile, outcome, out_dir, public_sha, dp_spec)
         write_result(out_dir, outcome)
-        (logger or ConsoleLogger(prefix=f"expert {domain}")).log_metrics(outcome.metrics, result.steps)
+        log = logger or ConsoleLogger(prefix=f"expert {domain}")
+        log.log_metrics(outcome.metrics, result.steps)
+        log.log_params({"export_reason": result.export_reason})
     return outcome
 
 
@@ -162,6 +165,7 @@ def _save(
 ) -> str:
     """Write the expert file (metadata: M_pub's sha256, steps, DP and its epsilon, the ablation); returns its sha256."""
     meta = {"steps": str(result.steps), "tokens": str(result.tokens), "dp": str(dp_spec is not None)}
+    meta["exported_step"] = str(result.exported_step)
     if ablation is not None:
         meta["ablation"] = ablation
     if result.epsilon is not None and dp_spec is not None:

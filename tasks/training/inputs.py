@@ -20,6 +20,7 @@ from tasks.core.config import Profile
 from tasks.core.datasets import read_texts
 from tasks.core.device import resolve_device
 from tasks.core.errors import ConfigError, DataError
+from tasks.core.sizing import check_passes, trainings
 from tasks.core.tokenizer import load_tokenizer
 
 PUBLIC = "public"
@@ -56,16 +57,10 @@ def data_digest(*datasets: PackedDataset) -> str:
 
 
 def check_budget(
-    section: str,
-    tokens: int,
-    batch_size: int,
-    seq_len: int,
-    train: PackedDataset,
-    split_path: Path,
-    max_epochs: float | None = None,
+    section: str, tokens: int, batch_size: int, seq_len: int, train: PackedDataset, split_path: Path
 ) -> int:
-    """Optimizer steps for the budget, at most `max_epochs` passes over `train` (at least one step); a budget below one
-    batch or a split smaller than one batch is refused."""
+    """Optimizer steps for the budget; a budget below one batch or a split smaller than one batch is refused (the passes
+    over the split are checked by `tasks.core.sizing.check_passes`)."""
     per_step = batch_size * seq_len
     steps = tokens // per_step
     if steps < 1:
@@ -77,8 +72,6 @@ def check_budget(
             f"{split_path}: only {train.num_sequences} sequences of {seq_len} tokens ({len(train.tokens)} tokens), "
             f"fewer than one batch of {batch_size}; add data or lower {section}.batch_size"
         )
-    if max_epochs is not None:
-        steps = min(steps, max(1, int(max_epochs * train.num_sequences) // batch_size))
     return steps
 
 
@@ -92,7 +85,7 @@ def public_inputs(profile: Profile) -> TrainInputs:
     """data/public's train and val splits for M_pub, under `train_public`'s budget."""
     cfg = profile.train_public
     resolve_device(profile)  # a device this machine lacks is a config error before any compute
-    return _read(profile, PUBLIC, cfg.seq_len, "train_public.tokens", cfg.tokens, cfg.batch_size, None)
+    return _read(profile, PUBLIC, cfg.seq_len, cfg.batch_size)
 
 
 def owner_inputs(profile: Profile, domain: str) -> TrainInputs:
@@ -100,23 +93,17 @@ def owner_inputs(profile: Profile, domain: str) -> TrainInputs:
     if domain not in profile.closed_domains:
         raise ConfigError(f"'{domain}' is not a data owner's domain; choose one of {profile.closed_domains}")
     resolve_device(profile)  # before the tokenizing and the router embedding
-    cfg = profile.train_expert
-    section = "train_expert.token_ratio x train_public.tokens"
-    return _read(profile, domain, cfg.seq_len, section, profile.expert_tokens(), cfg.batch_size, cfg.max_epochs)
+    return _read(profile, domain, profile.train_expert.seq_len, profile.train_expert.batch_size)
 
 
-def _read(
-    profile: Profile,
-    domain: str,
-    seq_len: int,
-    section: str,
-    tokens: int,
-    batch_size: int,
-    max_epochs: float | None,
-) -> TrainInputs:
+def _read(profile: Profile, domain: str, seq_len: int, batch_size: int) -> TrainInputs:
+    """Tokenize and pack the splits, then refuse a budget below one batch or above `max_epochs` passes over the packed
+    train split (exact: the data card's count at config load leaves out the EOS each document adds)."""
     tokenizer = load_tokenizer(profile)
     train = tokenize(tokenizer, read_texts(profile, domain, "train"), seq_len)
     val = tokenize(tokenizer, read_texts(profile, domain, "val"), seq_len)
     split_path = RunPaths(profile).split(domain, "train")
-    steps = check_budget(section, tokens, batch_size, seq_len, train, split_path, max_epochs)
+    training = next(t for t in trainings(profile, pretrain=True) if t.domain == domain)
+    steps = check_budget(training.budget_key, training.tokens, batch_size, seq_len, train, split_path)
+    check_passes(profile, training, train.num_sequences * seq_len, f"{split_path}, packed")
     return TrainInputs(tokenizer, train, val, steps)

@@ -28,6 +28,11 @@ class TrainOutcome:
     dp_epsilon: float | None = None
     resumed_from: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    exported_step: int | None = None  # the step the exported weights are from (the best validation's if it rose after)
+    export_reason: str = ""
+    # every validation: step, val_loss, val_ce, ... and for an expert, per layer, val_router_mass_l<i> (router
+    # probability on FFN_i), val_bias_l<i> and val_ffn_update_l<i> (||FFN_i - FFN_pub|| / ||FFN_pub||)
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def run_metrics(result: TrainResult) -> dict[str, float]:
@@ -41,6 +46,8 @@ def run_metrics(result: TrainResult) -> dict[str, float]:
     )
     if result.val_loss is not None:
         out["val_loss"] = result.val_loss
+    if result.exported_step is not None:
+        out["exported_step"] = float(result.exported_step)
     if result.best_val_loss is not None:
         out["best_val_loss"] = result.best_val_loss
     if result.peak_memory is not None:  # this run's own peak (model.memory): exact, or sampled when it set no record
@@ -52,6 +59,11 @@ def run_metrics(result: TrainResult) -> dict[str, float]:
         out["dp_epsilon"] = float(result.epsilon)
         out["dp_noise_multiplier"] = float(result.noise_multiplier)
     return out
+
+
+def export_fields(result: TrainResult) -> dict[str, Any]:
+    """The TrainOutcome fields that say which weights were exported and why, and the validation history."""
+    return {"exported_step": result.exported_step, "export_reason": result.export_reason, "history": result.history}
 
 
 def flat_params(

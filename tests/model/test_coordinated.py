@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.config import flexolmo_config
@@ -108,3 +109,32 @@ def test_flexolmo_config_defaults_top_k_to_about_half() -> None:
 
     assert flexolmo_config(SIZES, IDS, num_experts=8).num_experts_per_tok == 4
     assert flexolmo_config(SIZES, IDS, num_experts=8).norm_topk_prob is False
+
+
+def test_diagnostics_report_router_mass_bias_and_update_norm_per_layer(public_model, batch) -> None:
+    """At the start FFN_i is FFN_pub (update 0) and the router mass is the softmax of the layer's input against
+    [r_pub; r_i + b]; after training FFN_i has moved, and `coordinated_loss` reports the diagnostics in evaluation."""
+    from model.training import coordinated_loss
+
+    coordinated = CoordinatedExpertModel.from_public(public_model, random_row(0), random_row(1), bias_init=-0.5).eval()
+    inputs: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for b in coordinated.moe_blocks]
+    with torch.no_grad():
+        coordinated(batch)
+    for hook in hooks:
+        hook.remove()
+    start = coordinated.diagnostics()
+    for layer, (block, hidden) in enumerate(zip(coordinated.moe_blocks, inputs, strict=True)):
+        logits = torch.stack([hidden @ block.router_public, hidden @ block.router_expert - 0.5], dim=-1)
+        expected = torch.softmax(logits.float(), dim=-1)[..., 1].mean()
+        assert torch.allclose(start[f"router_mass_l{layer}"], expected, atol=1e-6)
+        assert float(start[f"bias_l{layer}"]) == pytest.approx(-0.5)
+        assert float(start[f"ffn_update_l{layer}"]) == 0.0
+    _train(coordinated, batch)
+    with torch.no_grad():
+        reported = coordinated_loss(coordinated, batch)
+    layers = len(coordinated.moe_blocks)
+    assert all(float(reported[f"ffn_update_l{i}"]) > 0 for i in range(layers))
+    assert all(0 < float(reported[f"router_mass_l{i}"]) < 1 for i in range(layers))
+    coordinated.train()
+    assert "router_mass_l0" not in coordinated_loss(coordinated, batch)  # training steps stay as they were

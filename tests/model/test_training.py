@@ -133,12 +133,39 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert [h["step"] for h in full.history] == [4.0, 8.0] and full.best_val_loss == min(
         h["val_loss"] for h in full.history
     )
-    last = load_weights(tmp_path / "run" / "last")
-    assert torch.equal(last["model.embed_tokens.weight"], resumed_model.model.embed_tokens.weight.detach())
+    exported = load_weights(tmp_path / "run" / ("last" if resumed.exported_step == resumed.steps else "best"))
+    assert torch.equal(exported["model.embed_tokens.weight"], resumed_model.model.embed_tokens.weight.detach())
+    assert resumed.exported_step == full.exported_step
     assert (tmp_path / "run" / "best" / "weights.safetensors").exists()
     other = make_spec(lr=1e-3)
     with pytest.raises(CheckpointError, match="other settings"):
         train(fresh_model(), dense_loss(1e-4), data, val, other, tmp_path / "run")
+
+
+def test_the_best_validation_step_is_exported_when_validation_rose(tmp_path: Path) -> None:
+    """Overfitting one batch (lr 3e-2, validation on other text): validation rises after its best, so the model handed
+    back holds the best checkpoint's weights, not the last step's, and the result says which step and why; the last
+    checkpoint keeps the last weights (resuming continues the run)."""
+    data, val = make_data(0, 64), make_data(1, 400)
+    spec = make_spec(lr=3e-2, total_steps=12, eval_every=2)
+    model = fresh_model()
+    result = train(model, dense_loss(1e-4), data, val, spec, tmp_path / "run")
+    losses = {int(h["step"]): h["val_loss"] for h in result.history}
+    assert result.best_step is not None and result.best_step < result.steps
+    assert losses[result.steps] > losses[result.best_step] == min(losses.values())
+    assert result.exported_step == result.best_step and "rose" in result.export_reason
+    best, last = load_weights(tmp_path / "run" / "best"), load_weights(tmp_path / "run" / "last")
+    held = dict(model.named_parameters())
+    assert all(torch.equal(best[n], held[n].detach()) for n in best)
+    assert not all(torch.equal(last[n], held[n].detach()) for n in last)
+    assert result.val_loss == losses[result.steps]  # the last step's validation stays reported as such
+
+
+def test_the_last_step_is_exported_when_it_is_the_best(tmp_path: Path) -> None:
+    data, val = make_data(0), make_data(0, 400)  # validation on the training text: it falls to the end
+    spec = make_spec(lr=3e-3, total_steps=8, eval_every=4)
+    result = train(fresh_model(), dense_loss(1e-4), data, val, spec, tmp_path / "run")
+    assert result.best_step == result.exported_step == result.steps and "is the best" in result.export_reason
 
 
 def test_tampered_checkpoint_is_refused(tmp_path: Path) -> None:

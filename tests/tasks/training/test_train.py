@@ -140,22 +140,40 @@ def test_dp_expert_reports_epsilon(trained) -> None:
     assert float(meta["dp_epsilon"]) == pytest.approx(expert.dp_epsilon, rel=1e-5)
 
 
-def test_max_epochs_caps_an_expert_budget_the_owner_data_cannot_fill(trained) -> None:
-    """A small owner's split repeated many times over is mostly memorised: `train_expert.max_epochs` caps the steps at
-    that many passes, and the run records how many passes it made (MLflow params, train_result.json)."""
-    world, _ = trained
+def test_a_budget_over_max_epochs_is_refused_before_any_compute(world) -> None:
+    """No training makes more than `max_epochs` passes over its train split: a budget over it is a ConfigError naming
+    the profile, the training, the budget, the data's tokens, the passes and the key to change, before any compute."""
     cfg = world.train_expert
-    budget_steps = world.expert_tokens() // (cfg.batch_size * cfg.seq_len)
     sequences = tokenize(load_tokenizer(world), read_texts(world, "math", "train"), cfg.seq_len).num_sequences
-    max_epochs = 2.5 * cfg.batch_size / sequences  # room for 2 steps, fewer than the budget's
-    assert budget_steps > 2
-    capped = world.model_copy(update={"train_expert": cfg.model_copy(update={"max_epochs": max_epochs})})
-    expert = train_expert(capped, "math", resume=False)
-    assert expert.metrics["steps"] == 2
-    assert expert.params["epochs"] == pytest.approx(2 * cfg.batch_size / sequences, abs=1e-4)
-    assert expert.params["epochs"] <= max_epochs
+    passes = world.expert_tokens() / (sequences * cfg.seq_len)
+    tight = world.model_copy(update={"train_expert": cfg.model_copy(update={"max_epochs": passes * 0.9})})
+    for run in (train_expert, train_dense):
+        with pytest.raises(ConfigError, match=r"profile 'tiny': expert and dense model math .* passes.*max_epochs"):
+            run(tight, "math")
+    assert not RunPaths(world).expert_dir("math").exists() and not RunPaths(world).dense_dir("math").exists()
+    public = world.train_public
+    tight = world.model_copy(update={"train_public": public.model_copy(update={"max_epochs": 0.01})})
+    with pytest.raises(ConfigError, match=rf"M_pub would train {public.tokens:,} tokens .*train_public.max_epochs"):
+        train_public(tight)
+    assert not RunPaths(world).public_dir.exists()
+
+
+def test_expert_run_result_records_the_exported_step_and_the_router_diagnostics(trained) -> None:
+    """train_result.json holds every validation's per-layer router mass on FFN_i, bias and FFN_i update norm, and
+    which step's weights were exported and why."""
+    world, _ = trained
+    expert = train_expert(world, "math", resume=False)
     recorded = json.loads((RunPaths(world).expert_dir("math") / "train_result.json").read_text())
-    assert recorded["params"]["epochs"] == expert.params["epochs"]
+    steps = int(expert.metrics["steps"])
+    assert [int(h["step"]) for h in recorded["history"]] == list(range(2, steps + 1, 2))
+    for entry in recorded["history"]:
+        for layer in range(world.model.num_layers):
+            assert 0 < entry[f"val_router_mass_l{layer}"] < 1
+            assert entry[f"val_bias_l{layer}"] < 0
+            assert entry[f"val_ffn_update_l{layer}"] > 0  # FFN_i moved away from its copy of FFN_pub
+    best = min(recorded["history"], key=lambda h: h["val_loss"])
+    assert recorded["exported_step"] == expert.exported_step == int(best["step"]) == expert.metrics["exported_step"]
+    assert recorded["export_reason"] and recorded["export_reason"] == expert.export_reason
 
 
 def test_missing_split_fails_before_any_compute(world) -> None:
