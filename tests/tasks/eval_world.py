@@ -105,14 +105,17 @@ def _perturbed(model, seed: int, scale: float):
     return other
 
 
-def build_world(profile: Profile, dense: bool = True) -> None:
+def build_world(profile: Profile, dense: bool = True, public: torch.nn.Module | None = None) -> None:
+    """`public`: M_pub itself (an anchor such as a tiny Llama, pad id 0 and eos id 1 as the tokenizer here); by default
+    an OLMo-2 as flexo builds it."""
     rng = np.random.default_rng(0)
     for domain in profile.domains:
         write_domain(profile, domain, rng, rows=60)
     write_tokenizer(profile)
     paths = RunPaths(profile)
-    sizes = ModelSizes.from_mapping(profile.model)
-    public = build_public_model(sizes, TokenizerIds(pad_token_id=0, eos_token_id=1), seed=0).eval()
+    if public is None:
+        sizes = ModelSizes.from_mapping(profile.model)
+        public = build_public_model(sizes, TokenizerIds(pad_token_id=0, eos_token_id=1), seed=0).eval()
     public_sha = export_pretrained(public, paths.public_model_dir, paths.tokenizer_dir)
     gen = torch.Generator().manual_seed(3)
     rows = {}
