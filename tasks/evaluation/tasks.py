@@ -25,7 +25,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from tasks.core.config import EvalConfig
 from tasks.core.errors import DataError
@@ -257,37 +256,23 @@ def build_tasks(
 
 
 def write_lm_eval_files(tasks: list[Task], out_dir: Path) -> list[Path]:
-    """Each task as `<name>.jsonl` + an lm-evaluation-harness task YAML (the format our harness reads too)."""
+    """Each task's items as `<name>.jsonl` (one row per item: id, context, choices, gold and the gold `target`) plus its
+    lm-evaluation-harness task config (`tasks.evaluation.lm_eval_tasks`), so `lm-eval` scores the same items."""
+    from tasks.evaluation.lm_eval_tasks import write_task_config
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for task in tasks:
         data = out_dir / f"{task.spec.name}.jsonl"
         with data.open("w", encoding="utf-8") as handle:
             for item in task.items:
-                record = {"id": item.doc_id, "context": item.context, "choices": list(item.choices), "gold": item.gold}
+                record = {
+                    "id": item.doc_id,
+                    "context": item.context,
+                    "choices": list(item.choices),
+                    "gold": item.gold,
+                    "target": item.choices[item.gold],
+                }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        output_type = {"bpb": "loglikelihood_rolling", "mc": "multiple_choice", "em": "loglikelihood"}[task.spec.kind]
-        metric = {"bpb": "bits_per_byte", "mc": "acc", "em": "acc"}[task.spec.kind]
-        config = {
-            "task": f"flexmix_{task.spec.name}",
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": data.name}},
-            "test_split": "test",
-            "output_type": output_type,
-            "doc_to_text": "{{context}}",
-            "doc_to_target": "{{gold}}" if task.spec.kind == "mc" else "{{choices[0]}}",
-            "target_delimiter": "",
-            "metric_list": [{"metric": metric, "higher_is_better": task.spec.higher_is_better}],
-            "metadata": {
-                "domain": task.spec.domain,
-                "chance": task.spec.chance,
-                "items": len(task.items),
-                "description": task.spec.description,
-            },
-        }
-        if task.spec.kind == "mc":
-            config["doc_to_choice"] = "{{choices}}"
-        yaml_path = out_dir / f"{task.spec.name}.yaml"
-        yaml_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        written += [data, yaml_path]
+        written += [data, write_task_config(task, data)]
     return written

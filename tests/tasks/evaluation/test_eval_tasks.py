@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from model.scoring import Scores
 from tasks.core.errors import DataError
@@ -126,10 +125,14 @@ def test_unusable_splits_are_clear_errors(tiny_profile):
 def test_lm_eval_files(tiny_profile, tmp_path):
     tasks = build_tasks(_frames(), tiny_profile.eval, 0)
     write_lm_eval_files(tasks, tmp_path)
-    config = yaml.safe_load((tmp_path / "news_mc.yaml").read_text())
-    assert config["output_type"] == "multiple_choice" and config["doc_to_choice"] == "{{choices}}"
+    from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval's own reader: the `!function` it names must resolve
+
+    config = load_yaml(tmp_path / "news_mc.yaml")
+    assert config["output_type"] == "multiple_choice" and config["doc_to_choice"] == "choices"
+    assert config["process_results"].__name__ == "mc_results"
     rows = [json.loads(line) for line in (tmp_path / "news_mc.jsonl").read_text().splitlines()]
-    assert len(rows) == len(_by_name(tasks)["news_mc"].items) and set(rows[0]) == {"id", "context", "choices", "gold"}
+    assert len(rows) == len(_by_name(tasks)["news_mc"].items)
+    assert set(rows[0]) == {"id", "context", "choices", "gold", "target"}
 
 
 def test_cut_at_space():

@@ -1,0 +1,60 @@
+"""`flexo-lm-eval`: lm-evaluation-harness's own command line with the `flexo` model type registered, offline.
+
+Why a wrapper: lm-eval 0.4 finds model types only in its registry, filled by importing the module that defines them;
+this entry point imports `tasks.evaluation.lm_eval_model` first, then hands every argument to lm-eval (`--batch_size`
+defaults to `auto`: the profile's eval.batch_size). It sets HF_DATASETS_OFFLINE/HF_HUB_OFFLINE unless they are set, so
+FLEXMIX never reaches for the hub (export them as 0 to run lm-eval's standard tasks, which download their data). One
+subcommand of its own writes the FLEXMIX task folder:
+
+  flexo-lm-eval write-tasks --profile demo        # runs/demo/eval/tasks/*.jsonl + *.yaml (also written by evaluate)
+  flexo-lm-eval --model flexo --model_args profile=demo,model=moe,exclude=code \\
+      --tasks flexmix --include_path runs/demo/eval/tasks
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+OFFLINE = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+
+
+def task_folder(profile_name: str | None, params: str | None = None) -> Path:
+    """Write the profile's FLEXMIX tasks (JSONL + lm-eval configs) where `evaluate` writes them; returns the folder."""
+    from tasks.core.artifacts import RunPaths
+    from tasks.core.config import load_profile
+    from tasks.evaluation.inputs import held_out_split_paths, load_test_frames
+    from tasks.evaluation.tasks import build_tasks, write_lm_eval_files
+
+    profile = load_profile(profile_name, params)
+    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed, held_out_split_paths(profile))
+    folder = RunPaths(profile).eval_dir / "tasks"
+    write_lm_eval_files(tasks, folder)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    for name in OFFLINE:
+        os.environ.setdefault(name, "1")
+    if args[:1] == ["write-tasks"]:
+        parser = argparse.ArgumentParser(prog="flexo-lm-eval write-tasks")
+        parser.add_argument("--profile", default=None, help="params.yaml profile (default: $FLEXO_PROFILE)")
+        parser.add_argument("--params", default=None, help="params.yaml path (default: ./params.yaml)")
+        options = parser.parse_args(args[1:])
+        print(task_folder(options.profile, options.params))
+        return
+    from lm_eval.__main__ import cli_evaluate
+
+    import tasks.evaluation.lm_eval_model  # noqa: F401  registers `--model flexo`
+
+    if not any(a in ("--batch_size", "-b") or a.startswith("--batch_size=") for a in args):
+        args = [*args, "--batch_size", "auto"]  # flexo's model reads `auto` as the profile's eval.batch_size
+    sys.argv = ["lm-eval", *args]
+    cli_evaluate()
+
+
+if __name__ == "__main__":
+    main()
