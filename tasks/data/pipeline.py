@@ -31,6 +31,7 @@ from tasks.data.tokenizer_training import train_tokenizer as _train_tokenizer
 from tasks.data.validate import QUARANTINE_COLUMNS, validate
 from tasks.data.versioning import VersionResult
 from tasks.data.versioning import version_domain as _version_domain
+from tasks.data.workers import in_process, processes_active
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,14 @@ class DomainBuild:
 
 
 def prepare_domain(profile: Profile, domain: str, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Ingest + validate (GX) + fingerprint one domain (the steps that need no other domain)."""
+    """Ingest + validate (GX) + fingerprint one domain (the steps that need no other domain); in a process of its own
+    while `tasks.data.workers.domain_processes` is active (the data flow prepares two domains at once)."""
+    if processes_active():
+        return dict(in_process(f"prepare_domain '{domain}'", _prepare_here, profile, domain, progress=progress))
+    return _prepare_here(profile, domain, progress)
+
+
+def _prepare_here(profile: Profile, domain: str, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     ingested = ingest(profile, domain, progress=progress)
     result = validate(profile, domain)
     fingerprint(profile, domain)

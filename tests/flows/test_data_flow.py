@@ -119,3 +119,27 @@ def test_a_test_split_too_small_for_the_benchmark_fails_at_the_data_stage(world,
     assert {r["step"]: r["status"] for r in summary["steps"] if r["domain"] == "mine"}["version_domain"] == "completed"
     evaluate = [r for r in summary["steps"] if r["step"] == "evaluate"]
     assert evaluate[0]["status"] == "skipped" and "check_benchmark" in evaluate[0]["detail"]
+
+
+def test_domains_prepared_side_by_side_fail_alone_and_are_named(world, tmp_path) -> None:
+    """Domains are prepared two at a time in worker processes; one whose source is missing fails as its own step,
+    with its error, and the others are built as usual."""
+    pub, mine = tmp_path / "pub", tmp_path / "mine"
+    write_txt_folder(pub, 80, seed=5)
+    write_txt_folder(mine, 40, seed=6)
+    base = world.model_copy(update={"attack": world.attack.model_copy(update={"domain": "mine"})})
+    domains = {
+        "public": folder_domain(pub, owner="pub"),
+        "mine": folder_domain(mine, owner="me"),
+        "gone": folder_domain(tmp_path / "no-such-folder", owner="nobody"),
+    }
+    p = with_domains(base, domains, near_duplicate_threshold=0.99)
+    out = data(profile=p, fail_on_error=False, version=False)
+    status = {(r["step"], r["domain"]): r for r in out}
+    failed = status[("prepare_domain", "gone")]
+    assert failed["status"] == "failed" and "no-such-folder" in failed["detail"], failed
+    assert status[("split_domain", "gone")]["status"] == "skipped"
+    for d in ("public", "mine"):
+        assert status[("prepare_domain", d)]["status"] == "completed"
+        assert status[("write_card", d)]["status"] == "completed"
+    assert (RunPaths(p).data_staging("public") / "signatures.json").exists()

@@ -1,0 +1,67 @@
+"""Domain work in spawned processes (tasks.data.workers): the result, the progress and the errors come back, a process
+that dies is an error naming the domain, and a domain prepared in a process writes the same files as one prepared
+here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from tasks.core.errors import DataError
+from tasks.data.ingest import staging_dir
+from tasks.data.pipeline import prepare_domain
+from tasks.data.workers import domain_processes, in_process, processes_active
+from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
+
+
+def _pid_and_progress(steps: int, progress=None) -> int:
+    for k in range(steps):
+        progress(k + 1)
+        time.sleep(0.3)
+    return os.getpid()
+
+
+def _fails(message: str, progress=None) -> None:
+    raise DataError(message)
+
+
+def _dies(code: int, progress=None) -> None:
+    os._exit(code)
+
+
+def test_a_call_runs_in_another_process_and_its_progress_comes_back():
+    seen: list[int] = []
+    pid = in_process("test", _pid_and_progress, 8, progress=seen.append)
+    assert pid != os.getpid()
+    assert seen and seen == sorted(seen) and set(seen) <= set(range(1, 9))  # at most one count a second
+
+
+def test_an_error_comes_back_and_a_process_that_dies_names_its_label():
+    with pytest.raises(DataError, match="source folder gone"):
+        in_process("prepare_domain 'b'", _fails, "source folder gone")
+    with pytest.raises(DataError, match="prepare_domain 'b': its worker process ended without a result"):
+        in_process("prepare_domain 'b'", _dies, 3)
+
+
+def test_processes_are_active_only_inside_the_context():
+    assert not processes_active()
+    with domain_processes():
+        assert processes_active()
+    assert not processes_active()
+
+
+def test_a_domain_prepared_in_a_process_writes_the_same_files(tmp_profile, tmp_path):
+    write_txt_folder(tmp_path / "src", 50, seed=3)
+    p = with_domains(tmp_profile, {"b": folder_domain(tmp_path / "src", owner="bee")})
+    here = prepare_domain(p, "b")
+    stage = staging_dir(p, "b")
+    files = {f.name: f.read_bytes() for f in sorted(stage.iterdir())}
+    shutil.rmtree(stage)
+    with domain_processes():
+        there = prepare_domain(p, "b")
+    assert there == here
+    assert {f.name: f.read_bytes() for f in sorted(stage.iterdir())} == files
+    assert {"signatures.npz", "signatures.json", "ngram_docs.npy", "accepted.parquet"} <= files.keys()
