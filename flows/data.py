@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow
 
 from flows.data_runs import log_data_runs
+from flows.events import announce_data_versions
 from flows.inputs import as_profile, data_hash, tokenizer_sha
 from flows.outcomes import Outcome, finish, publish, publish_table, upstream_missing
 from flows.placement import check_owner
@@ -163,6 +164,7 @@ def data(
         version and set(chosen) == set(p.domains) and all(o.ok for o in out)
     ):  # every domain built: record the shared stages too
         out.append(run_step("data", "record_shared_stages", p))
+    announce_data_versions(p, out)  # a new DVC md5 of a domain: `flexo.data.versioned` starts its owner's retraining
     log_data_runs(p, chosen, out)  # inside a pipeline run: one nested MLflow run per domain that did work
     _publish(p, out)
     return finish(out, fail_on_error)
