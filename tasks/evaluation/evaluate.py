@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.memory import release_freed_memory
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.device import resolve_run_precision, torch_device
@@ -58,6 +59,7 @@ def evaluate(profile: Profile, progress: bool = True, moe_dir: Path | None = Non
         return _evaluate(profile, progress, moe_dir)
     finally:
         torch.set_num_threads(threads)
+        release_freed_memory()  # the models are gone: `flexo run`'s next stage starts from what is really in use
 
 
 def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalResult:
@@ -82,6 +84,7 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
         run = EvalRun(profile, device, tokenizer, tasks, requests, layout, models, runner)
         for family in FAMILIES:
             family(run)
+            release_freed_memory()  # the family's own models (soups, trained MoEs) and activations are freed
         sweeps = run_sweeps(run)
     with runner.autocast():
         by_domain = routing_by_domain(run, sweeps.subset.tasks)

@@ -1,0 +1,156 @@
+"""The evaluation's memory savings change no number: activation checkpointing in the baselines' router training, the
+ensemble keeping its members' logits as the models return them, and handing freed memory back to the OS.
+
+Each is checked against the plain definition it replaced (no checkpointing; fp32 copies of every member's logits), on
+real tiny models and on a whole tiny-world evaluation, in bf16 autocast (where the dtype matters) and fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from transformers import Olmo2ForCausalLM
+
+from model import baselines
+from model.baselines import EnsembleScorer, btm_logits, routing_weights, train_moe, upcycle
+from model.config import ModelSizes, TokenizerIds
+from model.memory import current_rss_gib, release_freed_memory
+from model.precision import Precision, autocast
+from model.public import build_public_model
+from model.scoring import Batch, BatchScore, Request, make_batch, reduce_logprobs, token_logprobs
+from tasks.core.config import Profile
+from tasks.evaluation import families
+from tasks.evaluation.evaluate import evaluate
+from tasks.evaluation.results import EvalResult
+from tests.profiles import paths_under
+from tests.tasks.eval_world import build_world
+
+SIZES = ModelSizes(
+    vocab_size=256, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_seq_len=32, init_std=0.02
+)
+
+
+def _plain_checkpointing(_model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """The training loop as it was: every activation kept from the forward pass."""
+    return contextlib.nullcontext()
+
+
+class PlainEnsembleScorer(EnsembleScorer):
+    """The ensemble as it was: an fp32 copy of every member's logits kept for BTM."""
+
+    def __call__(self, batch: Batch) -> dict[str, BatchScore]:
+        results: dict[str, BatchScore] = {}
+        all_logits, nlls = [], []
+        for name, model in self.members:
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            logits = logits.float()
+            results[name] = reduce_logprobs(token_logprobs(logits), batch)
+            all_logits.append(logits)
+            nlls.append(results[name][2])
+        weights = routing_weights(torch.stack(nlls), self.temperature, self.top_k)
+        results[self.btm_name] = reduce_logprobs(token_logprobs(btm_logits(all_logits, weights)), batch)
+        return results
+
+
+def _dense(seed: int) -> Olmo2ForCausalLM:
+    return build_public_model(SIZES, TokenizerIds(0, 1), seed=seed).eval()
+
+
+def _batches(steps: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(7)
+    return [torch.randint(2, SIZES.vocab_size, (4, 16), generator=generator) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("train_experts", [False, True])
+def test_checkpointed_router_training_is_bit_identical(
+    monkeypatch: pytest.MonkeyPatch, precision: Precision, train_experts: bool
+) -> None:
+    rows = baselines.random_router_rows(4, SIZES.hidden_size, SIZES.init_std, seed=3)
+    start = upcycle(_dense(0), 4, rows, 4)
+    for layer in start.model.layers:  # distinct experts, so the routing matters
+        layer.mlp.experts.gate_up_proj.data.add_(torch.randn_like(layer.mlp.experts.gate_up_proj) * 0.02)
+    checkpointed, plain = copy.deepcopy(start), copy.deepcopy(start)
+
+    losses = train_moe(checkpointed, iter(_batches(3)), 1e-2, 0.1, 1.0, train_experts, precision)
+    assert not checkpointed.is_activation_checkpointing  # scoring afterwards runs the plain forward
+    assert not getattr(checkpointed, "_require_grads_hooks", None)
+    with monkeypatch.context() as patch:
+        patch.setattr(baselines, "activation_checkpointing", _plain_checkpointing)
+        reference = train_moe(plain, iter(_batches(3)), 1e-2, 0.1, 1.0, train_experts, precision)
+
+    assert losses == reference
+    trained = checkpointed.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in plain.state_dict().items())
+    assert not all(torch.equal(trained[k], v) for k, v in start.state_dict().items())  # it did train
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_ensemble_scores_equal_the_fp32_copies(precision: Precision) -> None:
+    members = [(f"m{i}", _dense(i)) for i in range(3)]
+    generator = torch.Generator().manual_seed(1)
+    requests = [
+        Request(
+            tuple(torch.randint(2, 256, (int(n),), generator=generator).tolist()),
+            tuple(torch.randint(2, 256, (5,), generator=generator).tolist()),
+        )
+        for n in (3, 9, 14)
+    ]
+    batch = make_batch(requests, 0)
+    with torch.no_grad(), autocast(precision, "cpu"):
+        got = EnsembleScorer(members, 1.0, 2, "btm")(batch)
+        want = PlainEnsembleScorer(members, 1.0, 2, "btm")(batch)
+    assert list(got) == list(want) == ["m0", "m1", "m2", "btm"]
+    for name in want:
+        assert all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True)), name
+
+
+@pytest.fixture(scope="module")
+def bf16_world(tmp_path_factory: pytest.TempPathFactory, tiny_profile: Profile) -> Profile:
+    root = tmp_path_factory.mktemp("evalmemory")
+    profile = tiny_profile.model_copy(
+        update={
+            "paths": tiny_profile.paths.model_copy(update=paths_under(root)),
+            "runtime": tiny_profile.runtime.model_copy(update={"num_threads": 1, "precision": "bf16"}),
+        }
+    )
+    build_world(profile)
+    return profile
+
+
+def _scores(result: EvalResult) -> dict:
+    data = json.loads(result.results_json.read_text())
+    return {k: v for k, v in data.items() if k not in ("seconds", "machine")}
+
+
+def test_the_whole_evaluation_is_unchanged(bf16_world: Profile, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every number of results.json (every model, task, SE, sweep, opt-out, routing share, training loss) equals the
+    one the plain definitions give, under bf16 autocast."""
+    saved = _scores(evaluate(bf16_world, progress=False))
+    with monkeypatch.context() as patch:
+        patch.setattr(baselines, "activation_checkpointing", _plain_checkpointing)
+        patch.setattr(families, "EnsembleScorer", PlainEnsembleScorer)
+        plain = _scores(evaluate(bf16_world, progress=False))
+    assert saved == plain
+    assert {"BTX", "FlexOlmo (RT, public)", "unrestricted MoE", "BTM (top-2)"} <= set(saved["per_task"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_freed_heap_memory_goes_back_to_the_os() -> None:
+    """Holes left between live allocations stay resident until `malloc_trim` hands their pages back."""
+    first = np.ones(1 << 19)  # 4 MiB: freeing an mmapped chunk raises glibc's mmap threshold above this size,
+    del first  # so the blocks below come from the heap, as activations do
+    blocks = [np.ones(1 << 19) for _ in range(64)]
+    del blocks[::2]  # 128 MiB of holes between live blocks
+    before = current_rss_gib()
+    release_freed_memory()
+    after = current_rss_gib()
+    assert before is not None and after is not None
+    assert before - after > 0.06, (before, after)
+    assert all(float(b.sum()) == float(1 << 19) for b in blocks)  # what is alive is untouched
