@@ -26,6 +26,7 @@ from transformers import Olmo2ForCausalLM, PreTrainedModel
 
 from model.extraction import ExtractionResult, Probe, SamplingSettings, extraction_attack, memorize
 from model.hashing import sha256_file
+from model.memory import release_freed_memory
 from model.public import load_public_model
 from tasks.core import build
 from tasks.core.artifacts import EXPERT_FILE, WEIGHTS_FILE, RunPaths
@@ -107,6 +108,8 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
             rates[target.name] = ModelRate.of(
                 target.name, description, result, time.perf_counter() - t0, documents.doc_ids
             )
+            del model
+            release_freed_memory()  # this model's generation buffers (and the model, unless reused) before the next
     out = _result(profile, domain, expert_sha, documents, calibration, rates, time.perf_counter() - started)
     write_report(out)
     if not calibration.passed:
