@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from flows.commands import ProfileOption, app, console, load
+from tasks.core.config import Profile
 from tasks.core.errors import ConfigError
 
 TABLE_WIDTH = 160  # registry tables hold hashes and names: wider than an 80-column pipe default
@@ -288,9 +289,14 @@ def ui_command(
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops the UIs too, like Ctrl-C
     # each UI in its own process group, stopped as a group: mlflow's and prefect's servers spawn workers of their own
+    mlflow_ui = f"http://127.0.0.1:{resolved.registry.ui_port}"
+    links = _experiment_links(resolved, mlflow_ui)  # before any server starts: a failure here leaves none behind
     processes = [subprocess.Popen(command, env=_venv_env(), start_new_session=True)]
-    console.print(f"MLflow UI:  http://127.0.0.1:{resolved.registry.ui_port}  ({uri})")
+    console.print(f"MLflow UI:  {mlflow_ui}  ({uri})")
+    for line in links:
+        console.print(line, highlight=False, soft_wrap=True)  # a URL must stay on one line to be clicked
     if prefect:
+        prefect_ui = f"http://127.0.0.1:{resolved.registry.prefect_ui_port}"
         processes.append(
             subprocess.Popen(
                 [
@@ -302,11 +308,12 @@ def ui_command(
                     "--port",
                     str(resolved.registry.prefect_ui_port),
                 ],
-                env=_venv_env(),
+                # the UI's pages call the API they were served from (Prefect's default is port 4200, whatever --port)
+                env={**_venv_env(), "PREFECT_UI_API_URL": f"{prefect_ui}/api"},
                 start_new_session=True,
             )
         )
-        console.print(f"Prefect UI: http://127.0.0.1:{resolved.registry.prefect_ui_port}")
+        console.print(f"Prefect UI: {prefect_ui}")
     try:
         codes = [process.wait() for process in processes]
     except KeyboardInterrupt:
@@ -315,6 +322,21 @@ def ui_command(
         for process in processes:
             _stop_group(process)
     raise typer.Exit(max(codes))
+
+
+def _experiment_links(profile: Profile, mlflow_ui: str) -> list[str]:
+    """The experiment's runs and its reviewer view (`tasks.core.tracking.experiment_url`, `reviewer_view_url`), its
+    tags brought up to date first (a store from an older version lacks them); none before a run created the store."""
+    from tasks.core import tracking
+
+    if not tracking.store_exists(profile):
+        return []
+    experiment_id = tracking.setup(profile)
+    return [
+        f"  runs:          {tracking.experiment_url(mlflow_ui, experiment_id)}",
+        f"  reviewer view: {tracking.reviewer_view_url(mlflow_ui, experiment_id)}"
+        "  (stage, domain, val loss, bits per byte, extraction rate, data version)",
+    ]
 
 
 def _stop_group(process: subprocess.Popen) -> None:

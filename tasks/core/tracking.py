@@ -31,6 +31,23 @@ PIPELINE_STAGE = "pipeline"  # the stage tag of the parent run
 # MLflow 3 opens an experiment without this tag on its GenAI overview; this kind opens it on its runs
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3's runs table opens on fixed default columns (Source, Models, Dataset: hard-coded in its JS bundle, read from
+# no experiment tag or server setting). What it does read is a shared view: the experiment tag
+# `mlflow.sharedViewState.<key>` (JSON of the table's state), applied when the URL carries `?viewStateShareKey=<key>`.
+# The reviewer view is one such view; `flexo ui` prints its link.
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+REVIEWER_VIEW_KEY = "flexo-reviewer"
+WORKFLOW_QUERY = "workflowType=machine_learning"  # MLflow 3.17's UI: the model-training pages, not GenAI's
+REVIEWER_COLUMNS = (  # (MLflow column type, key): what a reviewer compares across runs
+    ("attributes", "Dataset"),
+    ("tags", TAG_STAGE),
+    ("tags", TAG_DOMAIN),
+    ("metrics", "val_loss"),
+    ("metrics", "bpb.FlexOlmo_no_RT.average"),  # the evaluation: FlexOlmo against the public model
+    ("metrics", "bpb.M_pub.average"),
+    ("metrics", "extraction_rate"),
+    ("tags", "data_md5"),
+)
 DVC_SOURCE_TYPE = "dvc"
 SQLITE_PREFIX = "sqlite:///"  # an embedded store: the rest of the URI is the database file
 
@@ -93,15 +110,42 @@ def setup(profile: Profile, experiment: str | None = None) -> str:
             artifacts = profile.path("mlflow_artifacts_dir") / name
             artifacts.mkdir(parents=True, exist_ok=True)
             location = artifacts.as_uri()
-        experiment_id = mlflow.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-        )
+        experiment_id = mlflow.create_experiment(name, artifact_location=location, tags=experiment_tags())
     else:
         experiment_id = found.experiment_id
-        if EXPERIMENT_KIND_TAG not in found.tags:  # a store made before the kind was set; a user's choice stays
-            mlflow.MlflowClient().set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        client = mlflow.MlflowClient()
+        for key, value in experiment_tags().items():
+            # a store made before a tag was set; a user's own experiment kind stays, the reviewer view is ours
+            if key not in found.tags or (key.startswith(SHARED_VIEW_TAG_PREFIX) and found.tags[key] != value):
+                client.set_experiment_tag(experiment_id, key, value)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def experiment_tags() -> dict[str, str]:
+    """The experiment's UI set-up: its kind (opens on its runs, not MLflow 3's GenAI overview) and the reviewer view."""
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, SHARED_VIEW_TAG_PREFIX + REVIEWER_VIEW_KEY: reviewer_view_state()}
+
+
+def reviewer_view_state() -> str:
+    """The runs table's state for the reviewer view, as MLflow's UI reads a shared view (plain JSON; column keys as
+    its `type.`key`` canonical sort keys)."""
+    import json
+
+    columns = [f"{kind}.`{key}`" for kind, key in REVIEWER_COLUMNS]
+    return json.dumps({"selectedColumns": columns})  # the rest (order, filters) stays at the UI's defaults
+
+
+def experiment_url(ui_base: str, experiment_id: str) -> str:
+    """The experiment's page in the MLflow UI at `ui_base`, opening on its runs. Why the query: MLflow 3.17's UI
+    chooses between its GenAI and model-training pages per browser (the sidebar switch, kept in the browser's local
+    storage, GenAI until switched), not from the experiment's kind; `workflowType` in the URL chooses for that page."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs?{WORKFLOW_QUERY}"
+
+
+def reviewer_view_url(ui_base: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI at `ui_base`, with the reviewer's columns shown."""
+    return f"{experiment_url(ui_base, experiment_id)}&viewStateShareKey={REVIEWER_VIEW_KEY}"
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
