@@ -10,7 +10,7 @@ PIP_VERSION  := 23.2.1
 # the folder holding torch-2.13.0+cpu-*.whl: pip's find-links where set, else where this kind of machine keeps it
 TORCH_WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
 
-.PHONY: run check test test-all install ui clean-runs
+.PHONY: run check test test-all install browser ui clean-runs
 
 run: $(STAMP)  ## the main job: the whole pipeline on the embedded defaults
 	$(BIN)/flexo run --profile $(PROFILE)
@@ -24,8 +24,18 @@ check: $(STAMP)  ## lint, format, types, import layering (pyproject.toml configu
 test: check  ## the checks, then the default test suite (fails on no tests: pytest exit code 5 is non-zero)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: check
+test-all: check browser  ## the checks, then every test, the slow ones too (the browser test needs `browser`)
 	$(BIN)/python -m pytest -q
+
+# The browser test (tests/flows/test_ui_browser.py) drives Debian's chromium through its chromedriver (Selenium, from
+# the dev extra, is given the driver's path: it never downloads one). Installed once, with apt, as root or via sudo.
+CHROMIUM     := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	test -x $(CHROMIUM) -a -x $(CHROMEDRIVER) || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver; }
 
 install: $(STAMP)
 
