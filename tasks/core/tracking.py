@@ -114,10 +114,8 @@ def setup(profile: Profile, experiment: str | None = None) -> str:
     else:
         experiment_id = found.experiment_id
         client = mlflow.MlflowClient()
-        for key, value in experiment_tags().items():
-            # a store made before a tag was set; a user's own experiment kind stays, the reviewer view is ours
-            if key not in found.tags or (key.startswith(SHARED_VIEW_TAG_PREFIX) and found.tags[key] != value):
-                client.set_experiment_tag(experiment_id, key, value)
+        for key, value in tags_to_update(found.tags).items():
+            client.set_experiment_tag(experiment_id, key, value)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -125,6 +123,16 @@ def setup(profile: Profile, experiment: str | None = None) -> str:
 def experiment_tags() -> dict[str, str]:
     """The experiment's UI set-up: its kind (opens on its runs, not MLflow 3's GenAI overview) and the reviewer view."""
     return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, SHARED_VIEW_TAG_PREFIX + REVIEWER_VIEW_KEY: reviewer_view_state()}
+
+
+def tags_to_update(existing: Mapping[str, str]) -> dict[str, str]:
+    """The experiment tags an existing experiment needs: those it lacks (a store made before they were set) and the
+    reviewer view where ours changed; a user's own experiment kind stays."""
+    return {
+        key: value
+        for key, value in experiment_tags().items()
+        if key not in existing or (key.startswith(SHARED_VIEW_TAG_PREFIX) and existing[key] != value)
+    }
 
 
 def reviewer_view_state() -> str:
