@@ -91,10 +91,12 @@ def routing_weights(context_nll: torch.Tensor, temperature: float, top_k: int | 
 
 
 def btm_logits(logits: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-    """Logit ensembling: z = sum_i w_i z_i per example (weights (models, B); logits each (B, T, V))."""
+    """Logit ensembling: z = sum_i w_i z_i per example (weights (models, B); logits each (B, T, V)). Each product is
+    formed in one fp32 buffer per member (its fp32 copy, scaled in place), not in two."""
     combined = torch.zeros_like(logits[0], dtype=torch.float32)
     for model_logits, w in zip(logits, weights, strict=True):
-        combined += w.to(torch.float32)[:, None, None] * model_logits.float()
+        scaled = model_logits.to(torch.float32, copy=True)
+        combined += scaled.mul_(w.to(torch.float32)[:, None, None])
     return combined
 
 

@@ -55,6 +55,7 @@ def evaluate(profile: Profile, progress: bool = True, moe_dir: Path | None = Non
     threads = torch.get_num_threads()
     if profile.runtime.num_threads:
         torch.set_num_threads(profile.runtime.num_threads)
+    release_freed_memory()  # what earlier stages of the same process freed is not counted as this stage's peak
     try:
         return _evaluate(profile, progress, moe_dir)
     finally:

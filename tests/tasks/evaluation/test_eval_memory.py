@@ -18,7 +18,7 @@ import torch
 from transformers import Olmo2ForCausalLM
 
 from model import baselines
-from model.baselines import EnsembleScorer, btm_logits, routing_weights, train_moe, upcycle
+from model.baselines import EnsembleScorer, routing_weights, train_moe, upcycle
 from model.config import ModelSizes, TokenizerIds
 from model.memory import current_rss_gib, release_freed_memory
 from model.precision import Precision, autocast
@@ -41,6 +41,14 @@ def _plain_checkpointing(_model: torch.nn.Module) -> contextlib.AbstractContextM
     return contextlib.nullcontext()
 
 
+def _plain_btm_logits(logits: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Logit ensembling as it was: a product tensor per member."""
+    combined = torch.zeros_like(logits[0], dtype=torch.float32)
+    for model_logits, w in zip(logits, weights, strict=True):
+        combined += w.to(torch.float32)[:, None, None] * model_logits.float()
+    return combined
+
+
 class PlainEnsembleScorer(EnsembleScorer):
     """The ensemble as it was: an fp32 copy of every member's logits kept for BTM."""
 
@@ -54,7 +62,7 @@ class PlainEnsembleScorer(EnsembleScorer):
             all_logits.append(logits)
             nlls.append(results[name][2])
         weights = routing_weights(torch.stack(nlls), self.temperature, self.top_k)
-        results[self.btm_name] = reduce_logprobs(token_logprobs(btm_logits(all_logits, weights)), batch)
+        results[self.btm_name] = reduce_logprobs(token_logprobs(_plain_btm_logits(all_logits, weights)), batch)
         return results
 
 
