@@ -124,14 +124,43 @@ def version_domain(profile: Profile, domain: str, push: bool = True) -> VersionR
 SHARED_STAGES = ("disjoint", "tokenizer", "cards")  # dvc.yaml's cross-domain stages
 
 
+def _stage_paths(stage: dict) -> set[str]:
+    """The paths a dvc.yaml stage writes (its `outs` and `metrics`, each a path or a one-key {path: options})."""
+    entries = [*stage.get("outs", []), *stage.get("metrics", [])]
+    return {next(iter(e)) if isinstance(e, dict) else str(e) for e in entries}
+
+
+def _written_here(profile: Profile, repo: Path) -> dict[str, set[str]]:
+    """What this profile's data build writes for each shared stage, relative to the repository. A profile with an
+    existing M_pub trains no tokenizer and keeps its reports under reports/data/<profile>/; a profile with its own data
+    folder writes elsewhere too: their stages are not the ones dvc.yaml describes."""
+    paths = RunPaths(profile)
+
+    def rel(path: Path) -> str:
+        return (
+            path.resolve().relative_to(repo.resolve()).as_posix()
+            if path.resolve().is_relative_to(repo.resolve())
+            else ""
+        )
+
+    reports = paths.data_reports_dir
+    written = {"disjoint": {rel(reports / "disjoint.json")}, "cards": {rel(reports / "cards")}}
+    if not profile.anchor.pretrained:
+        written["tokenizer"] = {rel(paths.tokenizer_dir), rel(reports / "bytes_per_token.json")}
+    return written
+
+
 def record_shared_stages(profile: Profile) -> list[str]:
     """`dvc commit` dvc.yaml's cross-domain stages (disjointness check, tokenizer, cards) once every domain is built, so
     after a pipeline run `dvc status` is clean and `dvc repro` reruns only what changed. A repository without the
-    pipeline's dvc.yaml (each domain a `dvc add` output) has no such stages: nothing to record."""
+    pipeline's dvc.yaml (each domain a `dvc add` output) has no such stages: nothing to record. A stage whose outputs
+    this profile does not write (an anchor's profile, a profile with its own data folder) is left as it is: committing
+    it would record another build's files, or fail on a tokenizer that was never trained."""
     repo = repo_root(profile)
     path = repo / "dvc.yaml"
     stages = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("stages", {}) if path.exists() else {}
-    chosen = [s for s in SHARED_STAGES if s in stages]
+    written = _written_here(profile, repo)
+    chosen = [s for s in SHARED_STAGES if s in stages and _stage_paths(stages[s]) <= written.get(s, set())]
     if not chosen:
         return []
     ensure_dvc(repo)

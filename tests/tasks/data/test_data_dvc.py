@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tasks.core.datasets import dataset_hash
+from tasks.core.errors import DataError
 from tasks.data.versioning import dvc, version_domain
 from tests.tasks.data_world import folder_domain, with_domains
 
@@ -88,14 +89,42 @@ def test_shared_stages_are_recorded_so_dvc_status_is_clean(repo, tmp_path):
     from tasks.data.versioning import record_shared_stages
 
     stages = {
-        "disjoint": {"cmd": "true", "deps": ["data"], "metrics": [{"reports/disjoint.json": {"cache": False}}]},
-        "cards": {"cmd": "true", "deps": ["data"], "outs": [{"reports/cards": {"cache": False}}]},
+        "disjoint": {"cmd": "true", "deps": ["data"], "metrics": [{"reports/data/disjoint.json": {"cache": False}}]},
+        "cards": {"cmd": "true", "deps": ["data"], "outs": [{"reports/data/cards": {"cache": False}}]},
     }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    (tmp_path / "reports" / "cards").mkdir(parents=True)
-    (tmp_path / "reports" / "cards" / "news.md").write_text("# news\n")
-    (tmp_path / "reports" / "disjoint.json").write_text("{}\n")
+    cards = tmp_path / "reports" / "data" / "cards"
+    cards.mkdir(parents=True)
+    (cards / "news.md").write_text("# news\n")
+    (cards.parent / "disjoint.json").write_text("{}\n")
     assert record_shared_stages(repo) == ["disjoint", "cards"]  # `tokenizer` is not in this dvc.yaml: skipped
     assert "up to date" in dvc(tmp_path, "status")
-    (tmp_path / "reports" / "cards" / "news.md").write_text("# news, edited\n")
+    (cards / "news.md").write_text("# news, edited\n")
     assert "cards" in dvc(tmp_path, "status")  # the record is real: a changed output shows
+
+
+def test_shared_stages_this_profile_does_not_write_are_left_alone(repo, tmp_path):
+    """An anchor's profile trains no tokenizer and writes its reports under reports/data/<profile>/: committing
+    dvc.yaml's stages would fail on the missing tokenizer or record another build's files. Likewise for a profile with
+    its own data folder."""
+    from tasks.core.config import AnchorConfig
+    from tasks.data.versioning import record_shared_stages
+
+    stages = {
+        "disjoint": {"cmd": "true", "deps": ["data"], "metrics": [{"reports/data/disjoint.json": {"cache": False}}]},
+        "tokenizer": {"cmd": "true", "deps": ["data"], "outs": ["data/tokenizer"]},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "reports" / "data").mkdir(parents=True)
+    (tmp_path / "reports" / "data" / "disjoint.json").write_text("{}\n")
+    anchored = repo.model_copy(update={"anchor": AnchorConfig(source="checkpoint", path=str(tmp_path / "m"))})
+    assert record_shared_stages(anchored) == []  # no data/tokenizer here: `dvc commit tokenizer` would fail
+    with pytest.raises(DataError, match="tokenizer"):
+        dvc(tmp_path, "commit", "-f", "-q", "tokenizer")  # what recording it anyway does
+    elsewhere = repo.model_copy(
+        update={"paths": repo.paths.model_copy(update={"data_dir": str(tmp_path / "data-at-scale")})}
+    )
+    assert record_shared_stages(elsewhere) == []
+    (tmp_path / "data" / "tokenizer").mkdir()
+    (tmp_path / "data" / "tokenizer" / "tokenizer.json").write_text("{}\n")
+    assert record_shared_stages(repo) == ["disjoint", "tokenizer"]  # the profile dvc.yaml describes: both recorded
