@@ -2,6 +2,7 @@
 PY      ?= python3
 VENV    := .venv
 STAMP   := $(VENV)/.installed
+LM_EVAL := $(VENV)/.lm-eval
 BIN     := $(VENV)/bin
 PROFILE ?= demo
 UV_VERSION   := 0.13.8
@@ -21,10 +22,10 @@ check: $(STAMP)  ## lint, format, types, import layering (pyproject.toml configu
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
-test: check  ## the checks, then the default test suite (fails on no tests: pytest exit code 5 is non-zero)
+test: check $(LM_EVAL)  ## the checks, then the default test suite (fails on no tests: pytest exit code 5 is non-zero)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-all: check browser  ## the checks, then every test, the slow ones too (the browser test needs `browser`)
+test-all: check browser $(LM_EVAL)  ## the checks, then every test, the slow ones too (the browser test needs `browser`)
 	$(BIN)/python -m pytest -q
 
 # The browser test (tests/flows/test_ui_browser.py) drives Debian's chromium through its chromedriver (Selenium, from
@@ -53,6 +54,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(TORCH_WHEELS:%=--find-links %) \
 		-c requirements.lock -e ".[dev]" pip==$(PIP_VERSION)
 	touch $(STAMP)
+
+# lm-evaluation-harness (the `lm-eval` extra): the evaluation-engine tests need it, the pipeline does not, so the first
+# `make test` installs it instead of every install (it alone would take more than the install's time budget).
+$(LM_EVAL): $(STAMP)
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode $(TORCH_WHEELS:%=--find-links %) \
+		-c requirements.lock -e ".[dev,lm-eval]" pip==$(PIP_VERSION)
+	touch $(LM_EVAL)
 
 ui: $(STAMP)
 	$(BIN)/flexo ui
