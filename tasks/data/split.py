@@ -55,9 +55,12 @@ def hash_order(ids: list[str], seed: int) -> list[int]:
 def fingerprint(profile: Profile, domain: str) -> Path:
     """runs/data/<d>/ngrams.npy: unique n-gram hashes of every accepted document (other domains decontaminate
     against it), with ngram_docs.npy: how many accepted documents hold each (the split needs no per-document n-grams
-    then: see `choose_eval_counted`)."""
+    then: see `choose_eval_counted`). Validation stores both for the data it accepts; this computes them only where
+    they are missing or belong to other data."""
     stage = staging_dir(profile, domain)
     accepted_path = stage / "accepted.parquet"
+    if load_ngram_docs(profile, domain) is not None:  # validation stored it from the n-grams it computed
+        return stage / "ngrams.npy"
     accepted = pd.read_parquet(accepted_path, columns=["text"])
     n = profile.data.decontamination_ngram
     grams = [ngram_hashes(t, n) for t in accepted["text"]]

@@ -16,22 +16,42 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _PRIME = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for the rolling n-gram hash
 
 
+def words(text: str) -> list[str]:
+    """The lower-cased words every signature is computed on (computed once per document where several are needed)."""
+    return _WORD.findall(text.lower())
+
+
 def normalise(text: str) -> str:
     """Lower-cased words joined by single spaces: the form every signature is computed on."""
-    return " ".join(_WORD.findall(text.lower()))
+    return " ".join(words(text))
 
 
 def exact_key(text: str) -> str:
     """Key for exact duplicates: identical after whitespace/case/punctuation normalisation."""
-    return xxhash.xxh3_128_hexdigest(normalise(text).encode("utf-8"))
+    return exact_key_of(words(text))
+
+
+def exact_key_of(word_list: list[str]) -> str:
+    """`exact_key` of a text from its `words`."""
+    return xxhash.xxh3_128_hexdigest(" ".join(word_list).encode("utf-8"))
 
 
 def ngram_hashes(text: str, n: int) -> np.ndarray:
     """uint64 hashes of every word n-gram of `text` (unique, sorted); a text shorter than n gives its one short gram."""
-    words = _WORD.findall(text.lower())
-    if not words:
+    return ngrams_of(word_hashes(words(text)), n)
+
+
+def word_hashes(word_list: list[str]) -> np.ndarray:
+    """uint64 hash of each word (the input of every n-gram hash)."""
+    return np.fromiter(
+        (xxhash.xxh3_64_intdigest(w.encode("utf-8")) for w in word_list), dtype=np.uint64, count=len(word_list)
+    )
+
+
+def ngrams_of(h: np.ndarray, n: int) -> np.ndarray:
+    """`ngram_hashes` of a text from its `word_hashes`."""
+    if h.size == 0:
         return np.zeros(0, dtype=np.uint64)
-    h = np.fromiter((xxhash.xxh3_64_intdigest(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
     if len(h) < n:
         n = len(h)
     with np.errstate(over="ignore"):
@@ -84,7 +104,11 @@ class MinHasher:
         self.signatures: list[np.ndarray] = []
 
     def signature(self, text: str) -> np.ndarray:
-        grams = ngram_hashes(text, self.shingle)
+        return self.signature_of(word_hashes(words(text)))
+
+    def signature_of(self, h: np.ndarray) -> np.ndarray:
+        """`signature` of a text from its `word_hashes`."""
+        grams = ngrams_of(h, self.shingle)
         if grams.size == 0:
             return np.full(self.a.shape, np.iinfo(np.uint64).max, dtype=np.uint64)
         with np.errstate(over="ignore"):
