@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 OFFLINE = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+INSTALL = '.venv/bin/uv pip install --python .venv/bin/python -c requirements.lock -e ".[lm-eval]"'
 
 
 def task_folder(profile_name: str | None, params: str | None = None) -> Path:
@@ -46,8 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         options = parser.parse_args(args[1:])
         print(task_folder(options.profile, options.params))
         return
-    from lm_eval.__main__ import cli_evaluate
-
+    try:
+        from lm_eval.__main__ import cli_evaluate
+    except ModuleNotFoundError as exc:
+        raise SystemExit(f"{exc.name} is not installed; install the extra: {INSTALL}") from exc
     import tasks.evaluation.lm_eval_model  # noqa: F401  registers `--model flexo`
 
     if not any(a in ("--batch_size", "-b") or a.startswith("--batch_size=") for a in args):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import lm_eval.models  # noqa: F401  lm-eval's own types first: it fills its registry only while that is empty
 import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model

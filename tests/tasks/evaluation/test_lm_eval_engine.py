@@ -172,3 +172,17 @@ def test_shell_command_scores_a_moe_offline(world, tmp_path):
         metric = "bits_per_byte" if task.spec.kind == "bpb" else "acc"
         value = results[lm_eval_name(task.spec.name)][f"{metric},none"]
         assert value == pytest.approx(ours[task.spec.name].value, rel=1e-12), task.spec.name
+
+
+def test_other_lm_eval_models_run_the_flexmix_configs(world):
+    """A model type of lm-eval's own (`dummy`: plain (loglik, is_greedy) pairs) is still found with `flexo`
+    registered, and runs the FLEXMIX configs: bits per byte then divides by the whole target's bytes."""
+    _, tasks, _, _, manager, _ = world
+    names = [lm_eval_name(t.spec.name) for t in tasks]
+    out = lm_eval.simple_evaluate(model="dummy", tasks=names, task_manager=manager, bootstrap_iters=0)
+    assert out is not None and set(out["results"]) == set(names)
+    bpb = next(t for t in tasks if t.spec.kind == "bpb")
+    samples = sorted(out["samples"][lm_eval_name(bpb.spec.name)], key=lambda s: int(s["doc_id"]))
+    assert [n for _, n in (s["bits_per_byte"] for s in samples)] == [
+        len(item.choices[0].encode("utf-8")) for item in bpb.items
+    ]
