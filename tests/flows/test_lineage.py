@@ -44,7 +44,7 @@ def lineage(tiny_profile, tmp_path_factory, prefect_harness) -> Lineage:
 
     root = tmp_path_factory.mktemp("lineage")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    write_txt_folder(root / "pub", 80, seed=5)
+    write_txt_folder(root / "pub", 200, seed=5)  # M_pub's budget within train_public.max_epochs passes
     write_txt_folder(root / "mine", 40, seed=6)
     (root / "mine" / "short.txt").write_text("too short\n")  # quarantined (length): the data run counts it
     base = profile_under(tiny_profile, root)
@@ -249,6 +249,8 @@ def test_the_experiment_opens_on_its_runs(lineage) -> None:
     client = MlflowClient(tracking.tracking_uri(lineage.profile))
     experiment = client.get_experiment_by_name(lineage.profile.registry.experiment)
     assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    view = experiment.tags[tracking.SHARED_VIEW_TAG_PREFIX + tracking.REVIEWER_VIEW_KEY]  # the reviewer's columns
+    assert view == tracking.reviewer_view_state()
 
 
 def test_version_descriptions_are_their_cards_and_the_audit_trail_is_out_of_the_tags_column(lineage) -> None:
