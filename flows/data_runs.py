@@ -3,11 +3,11 @@ what a reviewer checks before trusting a model trained on it: the data version (
 counts per split, the quarantine by reason, the Great Expectations result, and the data card (as the run's
 description and as an artifact).
 
-Why after the flow's steps and not inside them: the steps are cached Prefect tasks that run in parallel, and their
-results (the `Outcome`s) hold everything logged here, so one hook at the end of the flow logs every domain from
-them. A domain whose steps were all served from Prefect's cache opens no run (an unchanged rerun adds no empty runs,
-as the other stages'). Outside a pipeline run (`flexo data`, a data owner's own machine) nothing is logged: the data
-flow needs no tracking store.
+Why after the flow's steps and not inside them: the steps are cached Prefect tasks (how they are ordered or spread over
+processes is the flow's business), and their results (the `Outcome`s) hold everything logged here, so one hook at the
+end of the flow logs every domain from them. A domain whose steps were all served from Prefect's cache opens no run (an
+unchanged rerun adds no empty runs, as the other stages'). Outside a pipeline run (`flexo data`, a data owner's own
+machine) nothing is logged: the data flow needs no tracking store.
 """
 
 from __future__ import annotations
