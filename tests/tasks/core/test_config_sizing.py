@@ -54,7 +54,8 @@ def _with_cards(tmp_path: Path, mutate, tokens: dict[str, int]) -> Path:
 
 
 def test_a_public_budget_over_max_epochs_of_its_card_is_a_config_error(tmp_path: Path) -> None:
-    path = _with_cards(tmp_path, lambda raw: None, {"public": 4000})  # tiny: 16,384 tokens = 4.1 passes
+    four = lambda raw: raw["profiles"]["tiny"]["train_public"].update(max_epochs=4)  # noqa: E731 (tiny allows 64)
+    path = _with_cards(tmp_path, four, {"public": 4000})  # tiny: 16,384 tokens = 4.1 passes
     with pytest.raises(ConfigError) as info:
         load_profile("tiny", path)
     message = str(info.value)
@@ -74,7 +75,8 @@ def test_a_public_budget_over_max_epochs_of_its_card_is_a_config_error(tmp_path:
 
 def test_the_smallest_owner_bounds_the_expert_budget(tmp_path: Path) -> None:
     """One expert budget for all owners: an owner whose card holds too few tokens refuses the profile, naming it."""
-    path = _with_cards(tmp_path, lambda raw: None, {"public": 100_000, "math": 100_000, "news": 1000})
+    four = lambda raw: raw["profiles"]["tiny"]["train_expert"].update(max_epochs=4)  # noqa: E731 (tiny allows 64)
+    path = _with_cards(tmp_path, four, {"public": 100_000, "math": 100_000, "news": 1000})
     with pytest.raises(ConfigError, match=r"expert and dense model news would train 4,096 tokens .* 4\.10 passes"):
         load_profile("tiny", path)
     raise_cap = _with_cards(
