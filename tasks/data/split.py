@@ -55,17 +55,19 @@ def hash_order(ids: list[str], seed: int) -> list[int]:
 def fingerprint(profile: Profile, domain: str) -> Path:
     """runs/data/<d>/ngrams.npy: unique n-gram hashes of every accepted document (other domains decontaminate
     against it), with ngram_docs.npy: how many accepted documents hold each (the split needs no per-document n-grams
-    then: see `choose_eval_counted`). Validation stores both for the data it accepts; this computes them only where
-    they are missing or belong to other data."""
+    then: see `choose_eval_counted`). Nothing to do when both are stored for this accepted.parquet already."""
     stage = staging_dir(profile, domain)
     accepted_path = stage / "accepted.parquet"
-    if load_ngram_docs(profile, domain) is not None:  # validation stored it from the n-grams it computed
+    if load_ngram_docs(profile, domain) is not None:
         return stage / "ngrams.npy"
     accepted = pd.read_parquet(accepted_path, columns=["text"])
     n = profile.data.decontamination_ngram
     grams = [ngram_hashes(t, n) for t in accepted["text"]]
     del accepted
-    union, docs = unique_counts(np.concatenate(grams) if grams else np.zeros(0, dtype=np.uint64))
+    joined = np.concatenate(grams) if grams else np.zeros(0, dtype=np.uint64)
+    del grams  # the per-document arrays go before the sort (hundreds of MB at scale)
+    union, docs = unique_counts(joined)
+    del joined
     return write_ngrams(profile, domain, union, docs, file_sha256(accepted_path))
 
 

@@ -29,17 +29,9 @@ from tasks.core.hashing import file_sha256
 from tasks.data.ingest import staging_dir
 from tasks.data.pii import PATTERNS
 from tasks.data.prose import boilerplate, english_ratio, markup_ratio
-from tasks.data.signatures import write_ngrams, write_signatures
+from tasks.data.signatures import write_signatures
 from tasks.data.sources.mix import SOURCE_COLUMN
-from tasks.data.textsig import (
-    MinHasher,
-    exact_key_of,
-    ngram_hashes,
-    ngrams_of,
-    unique_counts,
-    word_hashes,
-    words,
-)
+from tasks.data.textsig import MinHasher, exact_key_of, word_hashes, words
 
 QUARANTINE_COLUMNS = ["id", "text", "reason", "source_file", "row"]
 
@@ -106,11 +98,12 @@ def _parses(text: str) -> bool:
 @dataclass(frozen=True)
 class RowSignatures:
     """What the duplicate checks computed per row, kept for `tasks.data.signatures` (the split and the cross-domain
-    check reuse them): every row's exact key, and the MinHash signature and n-grams of every row that was indexed."""
+    check reuse them): every row's exact key, and the MinHash signature of every row that was indexed. (The
+    decontamination n-grams are not kept from here: held through the suite run they would raise the memory peak of
+    the largest domain by their size; the fingerprint computes them once the suite's frames are gone.)"""
 
     exact: list[str]
     minhash: dict[int, np.ndarray]
-    ngrams: dict[int, np.ndarray]  # decontamination n-grams (the fingerprint's input) of the same rows
 
 
 def features(frame: pd.DataFrame, profile: Profile, domain: str) -> pd.DataFrame:
@@ -127,12 +120,12 @@ def signed_features(frame: pd.DataFrame, profile: Profile, domain: str) -> tuple
     texts, ids = out["text"].tolist(), out["id"].tolist()
     unreadable = out["problem"].notna().tolist() if "problem" in out else [False] * len(out)
     hasher = MinHasher(data.minhash_perms, data.minhash_bands, data.shingle_words, profile.seed)
-    signatures = RowSignatures([], {}, {})
+    signatures = RowSignatures([], {})
     first: dict[str, int] = {}
     dup_of: list[str | None] = []
     near: list[str | None] = []
     indexed: list[int] = []
-    for i, text in enumerate(texts):  # each document's words once: its exact key, MinHash and n-grams
+    for i, text in enumerate(texts):  # each document's words once: its exact key and MinHash signature
         word_list = words(text)
         key = exact_key_of(word_list)
         signatures.exact.append(key)
@@ -145,13 +138,11 @@ def signed_features(frame: pd.DataFrame, profile: Profile, domain: str) -> tuple
         if dup_of[i] is not None:
             near.append(None)
             continue
-        h = word_hashes(word_list)
-        signature = hasher.signature_of(h)
+        signature = hasher.signature_of(word_hashes(word_list))
         hit = hasher.query_add_signature(signature, data.near_duplicate_threshold)
         near.append(ids[indexed[hit]] if hit is not None else None)
         indexed.append(i)
         signatures.minhash[i] = signature
-        signatures.ngrams[i] = ngrams_of(h, data.decontamination_ngram)
     out["exact_dup"] = [d is not None for d in dup_of]
     out["near_dup"] = [n is not None for n in near]
     out["duplicate_of"] = [d or n for d, n in zip(dup_of, near, strict=True)]
@@ -376,9 +367,8 @@ def _store_signatures(
     signatures: RowSignatures,
     accepted_path: Path,
 ) -> None:
-    """The accepted rows' exact keys and MinHash signatures beside accepted.parquet (same row order), and the
-    domain's fingerprint from their n-grams, for the split and the cross-domain check; a row the duplicate checks did
-    not index gets its signature and n-grams computed here."""
+    """The accepted rows' exact keys and MinHash signatures beside accepted.parquet (same row order), for the split
+    and the cross-domain check; a row the duplicate checks did not index gets its signature computed here."""
     data = profile.data
     hasher = MinHasher(data.minhash_perms, data.minhash_bands, data.shingle_words, profile.seed)
     kept = [i for i in range(len(frame)) if i not in reasons]
@@ -388,12 +378,6 @@ def _store_signatures(
     for row, i in enumerate(kept):
         minhash[row] = signatures.minhash[i] if i in signatures.minhash else hasher.signature(texts[i])
     write_signatures(profile, domain, [texts[i] for i in kept], [signatures.exact[i] for i in kept], minhash, sha)
-    n = data.decontamination_ngram
-    grams = [signatures.ngrams[i] if i in signatures.ngrams else ngram_hashes(texts[i], n) for i in kept]
-    signatures.ngrams.clear()  # the per-row arrays go as soon as they are joined (hundreds of MB at scale)
-    union, docs = unique_counts(np.concatenate(grams) if grams else np.zeros(0, dtype=np.uint64))
-    del grams
-    write_ngrams(profile, domain, union, docs, sha)
 
 
 def _row_reasons(checks: list[Check], results: list[Any], feats: pd.DataFrame) -> dict[int, list[str]]:

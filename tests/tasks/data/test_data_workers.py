@@ -19,7 +19,8 @@ from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 
 def _pid_and_progress(steps: int, progress=None) -> int:
     for k in range(steps):
-        progress(k + 1)
+        if progress:
+            progress(k + 1)
         time.sleep(0.3)
     return os.getpid()
 
@@ -44,6 +45,13 @@ def test_an_error_comes_back_and_a_process_that_dies_names_its_label():
         in_process("prepare_domain 'b'", _fails, "source folder gone")
     with pytest.raises(DataError, match="prepare_domain 'b': its worker process ended without a result"):
         in_process("prepare_domain 'b'", _dies, 3)
+
+
+def test_each_call_gets_a_fresh_worker_so_no_domain_keeps_its_memory():
+    with domain_processes():
+        first = in_process("a", _pid_and_progress, 1, progress=None)
+        second = in_process("b", _pid_and_progress, 1, progress=None)
+    assert first != second
 
 
 def test_processes_are_active_only_inside_the_context():
