@@ -3,16 +3,15 @@ one per core), `in_process` runs a step for one domain in a spawned worker proce
 
 Why processes: preparing a domain is pure Python (validation, n-grams), so threads would share one core. Why spawn:
 the parent has torch, Prefect and their threads loaded, which a forked child must not inherit. Why a fresh worker for
-every domain (one executor per calling thread, a lane, whose worker ends after each call): a worker keeps much of its
-heap after a domain (0.9 GiB measured after the small at-scale domains), which beside the public domain's own peak
-took the build over its 6 GiB; starting one costs a few seconds of imports. A worker that dies (out of memory,
-killed) fails its own domain only, named.
+every domain, ended with it: a worker keeps much of its heap after a domain (0.9 GiB measured after the small at-scale
+domains), and even an idle one holds its imports (0.5 GiB); beside the public domain's own peak either took the build
+over its 6 GiB. Starting one costs a few seconds of imports. A worker that dies (out of memory, killed) fails its own
+domain only, named.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,79 +26,32 @@ from tasks.core.errors import DataError
 RELAY_EVERY_S = 1.0  # a worker reports its progress count at most this often (each report crosses a pipe)
 POLL_S = 0.5  # how often the parent passes reported progress on while it waits
 
+_ACTIVE: ContextVar[bool] = ContextVar("flexo_domain_processes", default=False)
 _queue: Any = None  # the worker's progress queue (set in the spawned process by `_start`)
-
-
-class _Lanes:
-    """One single-process executor (a fresh worker per call) and its progress queue per calling thread, all shut down
-    together."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_thread: dict[int, tuple[ProcessPoolExecutor, Any]] = {}
-
-    def get(self) -> tuple[ProcessPoolExecutor, Any]:
-        with self._lock:
-            lane = self._by_thread.get(threading.get_ident())
-            if lane is None:
-                context = multiprocessing.get_context("spawn")
-                queue = context.Queue()
-                pool = ProcessPoolExecutor(
-                    1, mp_context=context, initializer=_start, initargs=(queue,), max_tasks_per_child=1
-                )
-                lane = self._by_thread[threading.get_ident()] = pool, queue
-            return lane
-
-    def drop(self) -> None:
-        """Forget this thread's worker (it died): the lane's next call starts a new one."""
-        with self._lock:
-            lane = self._by_thread.pop(threading.get_ident(), None)
-        if lane is not None:
-            _close(*lane)
-
-    def close(self) -> None:
-        with self._lock:
-            lanes, self._by_thread = list(self._by_thread.values()), {}
-        for lane in lanes:
-            _close(*lane)
-
-
-def _close(pool: ProcessPoolExecutor, queue: Any) -> None:
-    pool.shutdown(wait=True, cancel_futures=True)
-    queue.close()
-    queue.join_thread()
-
-
-_LANES: ContextVar[_Lanes | None] = ContextVar("flexo_domain_processes", default=None)
 
 
 @contextmanager
 def domain_processes() -> Iterator[None]:
-    """While active (in this context and the threads started with a copy of it), `in_process` uses a worker process
-    per thread; they all end with the context."""
-    lanes = _Lanes()
-    token = _LANES.set(lanes)
+    """While active (in this context and the threads started with a copy of it), `prepare_domain` runs each domain in
+    a worker process of its own."""
+    token = _ACTIVE.set(True)
     try:
         yield
     finally:
-        _LANES.reset(token)
-        lanes.close()
+        _ACTIVE.reset(token)
 
 
 def processes_active() -> bool:
-    return _LANES.get() is not None
+    return _ACTIVE.get()
 
 
 def in_process(label: str, fn: Callable[..., Any], *args: Any, progress: Callable[[int], None] | None = None) -> Any:
-    """`fn(*args, progress=...)` in this thread's worker process (a one-off worker outside `domain_processes`): its
-    result, or its exception raised here; `progress` gets the counts the worker reports. A worker that ends without a
-    result is a DataError naming `label`."""
-    lanes = _LANES.get()
-    if lanes is None:
-        with domain_processes():
-            return in_process(label, fn, *args, progress=progress)
-    pool, queue = lanes.get()
-    _relay(queue, None)  # nothing left over from the lane's previous domain
+    """`fn(*args, progress=...)` in a fresh spawned worker process that ends with the call: its result, or its
+    exception raised here; `progress` gets the counts the worker reports. A worker that ends without a result is a
+    DataError naming `label`."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start, initargs=(queue,))
     try:
         future = pool.submit(_call, fn, args, progress is not None)
         while True:
@@ -110,11 +62,14 @@ def in_process(label: str, fn: Callable[..., Any], *args: Any, progress: Callabl
             finally:
                 _relay(queue, progress)
     except BrokenProcessPool as err:
-        lanes.drop()
         raise DataError(
             f"{label}: its worker process ended without a result ({err}); nothing of it was kept. "
             f"Check the machine's memory and rerun the step"
         ) from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        queue.close()
+        queue.join_thread()
 
 
 def _relay(queue: Any, progress: Callable[[int], None] | None) -> None:

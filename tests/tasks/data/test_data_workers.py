@@ -47,11 +47,14 @@ def test_an_error_comes_back_and_a_process_that_dies_names_its_label():
         in_process("prepare_domain 'b'", _dies, 3)
 
 
-def test_each_call_gets_a_fresh_worker_so_no_domain_keeps_its_memory():
+def test_each_call_gets_a_fresh_worker_that_ends_with_it():
+    import psutil
+
     with domain_processes():
         first = in_process("a", _pid_and_progress, 1, progress=None)
         second = in_process("b", _pid_and_progress, 1, progress=None)
     assert first != second
+    assert not psutil.pid_exists(first) and not psutil.pid_exists(second)
 
 
 def test_processes_are_active_only_inside_the_context():
