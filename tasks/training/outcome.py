@@ -57,6 +57,7 @@ def run_metrics(result: TrainResult) -> dict[str, float]:
             out["peak_cuda_gib"] = result.peak_memory.device_gib
     if result.epsilon is not None:
         out["dp_epsilon"] = float(result.epsilon)
+    if result.noise_multiplier is not None:
         out["dp_noise_multiplier"] = float(result.noise_multiplier)
     return out
 
