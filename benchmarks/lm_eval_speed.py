@@ -10,7 +10,11 @@ with the harness's.
 `--root DIR` reads the profile's data and runs from DIR (DIR/data/<domain>/test.parquet, DIR/data/tokenizer,
 DIR/runs/<profile>/moe), e.g. a copy of a finished demo run.
 
-Usage:  .venv/bin/python benchmarks/lm_eval_speed.py --profile demo --root /tmp/demo-copy [--repeats 2]
+`--overhead` times only what lm-eval adds around the scoring: the same lm-eval pass with lm-eval's `dummy` model
+(instant random answers) and the tokenization the `flexo` model repeats (`tokenize_tasks`); the scoring itself is the
+same `model.scoring` code on the same batches either way. Cheap where a full pass is not (a shared, loaded machine).
+
+Usage:  .venv/bin/python benchmarks/lm_eval_speed.py --profile demo --root /tmp/demo-copy [--repeats 2] [--overhead]
 Prints one JSON object and a table.
 """
 
@@ -96,12 +100,46 @@ def max_difference(tasks, harness, out) -> dict[str, float]:
     return {"max_abs_loglik_difference": worst, "items_differing": differing, "items": items}
 
 
+def overhead(profile, repeats: int) -> None:
+    """lm-eval's pass with its `dummy` model, and the tokenization the flexo model adds, `repeats` times each."""
+    from tasks.core.tokenizer import load_tokenizer
+    from tasks.evaluation.inputs import held_out_split_paths, load_test_frames, tokenize_tasks
+    from tasks.evaluation.tasks import build_tasks
+
+    tokenizer = load_tokenizer(profile)
+    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed, held_out_split_paths(profile))
+    lm_eval_s, tokenize_s = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(repeats):
+            seconds, out = lm_eval_pass(profile, "dummy", Path(folder))
+            lm_eval_s.append(seconds)
+            start = time.perf_counter()
+            requests, _ = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
+            tokenize_s.append(time.perf_counter() - start)
+            print(
+                f"lm-eval pass (dummy model): {seconds:.2f} s; tokenize {len(requests)} requests: "
+                f"{tokenize_s[-1]:.2f} s",
+                flush=True,
+            )
+    result = {
+        "profile": profile.name,
+        "requests": len(requests),
+        "lm_eval_dummy_s": lm_eval_s,
+        "tokenize_s": tokenize_s,
+    }
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--overhead", action="store_true", help="only what lm-eval adds around the scoring")
     args = parser.parse_args()
+    if args.overhead:
+        overhead(_profile(args.profile, args.root), args.repeats)
+        return
 
     import torch
 
