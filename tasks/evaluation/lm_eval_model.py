@@ -54,6 +54,7 @@ from tasks.training.assemble import read_manifest
 
 MODEL_KINDS = ("public", "dense:<domain>", "moe", "btm", "soup", "soup_weighted", "prompt")
 DEFAULT_MAX_GEN_TOKS = 64
+MODEL_ARGS = ("profile", "params", "model", "experts", "exclude", "moe_dir", "batch_size", "device")
 
 
 class Engine(Protocol):
@@ -110,9 +111,12 @@ class FlexoLM(LM):
         moe_dir: str | None = None,
         batch_size: int | str | None = None,
         device: str | None = None,
-        **unused: Any,
+        max_batch_size: int | None = None,  # lm-eval passes it to every model type; batches are `batch_size`
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        if unknown:  # a misspelt `exclude` must not score the MoE with every expert
+            raise ConfigError(f"unknown flexo model_args {sorted(unknown)}; flexo takes {', '.join(MODEL_ARGS)}")
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile, params)
         wanted = "cuda" if (device or "").startswith("cuda") else device  # `--device cuda:0`: the profile's form
         if wanted == "cpu" or (wanted == "cuda" and torch.cuda.is_available()):  # lm-eval's default is cuda

@@ -120,6 +120,8 @@ def test_model_args_are_checked(world):
         FlexoLM(profile=profile, model="moe", experts="code", exclude="math")
     with pytest.raises(ConfigError, match="not a flexo model"):
         FlexoLM(profile=profile, model="gpt2")
+    with pytest.raises(ConfigError, match="unknown flexo model_args"):
+        FlexoLM(profile=profile, model="moe", exlcude="code")
 
 
 def test_rolling_and_generation_requests(world):
