@@ -223,12 +223,12 @@ def _decontaminate(
     splits); without `repair` the first such split is a DataError. Returns {domain: documents moved}."""
     n = profile.data.decontamination_ngram
     train_grams = {d: _train_grams(frames[d]["train"], n, (stores or {}).get(d)) for d in built}
-    grams, holder = _train_gram_holders([train_grams[d] for d in built])
     moved: dict[str, int] = {}
-    for k, d in enumerate(built):
+    for d in built:
+        others = [train_grams[o] for o in built if o != d]
         for s in ("val", "test"):
             frame = frames[d][s]
-            dirty = [i for i, t in enumerate(frame["text"]) if _held_elsewhere(grams, holder, k, ngram_hashes(t, n))]
+            dirty = [i for i, t in enumerate(frame["text"]) if _held_elsewhere(others, ngram_hashes(t, n))]
             if dirty and not repair:
                 raise DataError(
                     f"data/{d}/{s}.parquet: {len(dirty)} documents share {n}-grams with another domain's train"
@@ -274,29 +274,17 @@ def _train_grams_from_fingerprint(train: pd.DataFrame, n: int, stored: _Stored) 
     return grams[keep]
 
 
-def _train_gram_holders(per_domain: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted unique n-grams of all domains' train splits (each array unique within its domain) and, per gram,
-    the index of the one domain holding it, or -1 when several do: one sort for all domains instead of one per domain
-    over all the others' n-grams."""
-    if not per_domain or not sum(a.size for a in per_domain):
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    grams = np.concatenate(per_domain)
-    owner = np.concatenate([np.full(a.size, k, dtype=np.int64) for k, a in enumerate(per_domain)])
-    order = np.argsort(grams, kind="stable")
-    grams, owner = grams[order], owner[order]
-    first = np.concatenate(([True], grams[1:] != grams[:-1]))
-    starts = np.flatnonzero(first)
-    holder = owner[starts]
-    holder[np.diff(np.append(starts, grams.size)) > 1] = -1
-    return grams[starts], holder
-
-
-def _held_elsewhere(grams: np.ndarray, holder: np.ndarray, domain: int, values: np.ndarray) -> bool:
-    """Whether any of `values` is in the train split of a domain other than `domain`."""
-    if grams.size == 0 or values.size == 0:
+def _held_elsewhere(others: list[np.ndarray], values: np.ndarray) -> bool:
+    """Whether any of `values` is in one of the other domains' train n-grams (each sorted, unique): a binary search
+    per eval document and domain, no sort of all domains' n-grams together."""
+    if values.size == 0:
         return False
-    idx = np.minimum(np.searchsorted(grams, values), grams.size - 1)
-    return bool(((grams[idx] == values) & (holder[idx] != domain)).any())
+    for grams in others:
+        if grams.size:
+            idx = np.minimum(np.searchsorted(grams, values), grams.size - 1)
+            if (grams[idx] == values).any():
+                return True
+    return False
 
 
 def _quarantine_ids(profile: Profile, domain: str, frames: dict[str, pd.DataFrame], reasons: dict[str, str]) -> None:
