@@ -205,12 +205,33 @@ class FlexoLM(LM):
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not requests:
             return []
-        pairs = [(str(r.args[0]), str(r.args[1])) for r in requests]
+        order = self._flexo_order(requests)
+        pairs = [(str(requests[i].args[0]), str(requests[i].args[1])) for i in order]
         scores, n_bytes = self._score_pairs(pairs)
-        return [
-            ScoredLoglikelihood(float(ll), bool(greedy), n)
-            for ll, greedy, n in zip(scores.loglik, scores.greedy, n_bytes, strict=True)
-        ]
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        for position, index in enumerate(order):
+            loglik, greedy = float(scores.loglik[position]), bool(scores.greedy[position])
+            out[index] = ScoredLoglikelihood(loglik, greedy, n_bytes[position])
+        return out
+
+    def _flexo_order(self, requests: list[Any]) -> list[int]:
+        """Request indices in `flexo eval`'s order (FLEXMIX tasks by domain as the profile lists them, then item, then
+        choice; anything else after, as given): length-sorted batching then groups the same requests as the
+        evaluation's own passes, which bf16 needs for the same numbers (a different padded width rounds differently)."""
+        from tasks.evaluation.lm_eval_tasks import lm_eval_name
+        from tasks.evaluation.tasks import task_specs
+
+        names = [lm_eval_name(spec.name) for d in self.profile.domains for spec, _ in task_specs(d, self.profile.eval)]
+        rank = {name: position for position, name in enumerate(names)}
+
+        def key(index: int) -> tuple[int, int, int, int]:
+            request = requests[index]
+            task = rank.get(str(getattr(request, "task_name", "")), len(rank))
+            if task == len(rank):
+                return (task, index, 0, 0)
+            return (task, int(request.doc_id), int(request.idx), index)
+
+        return sorted(range(len(requests)), key=key)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         """Each whole text in disjoint windows of the model's length, the first token predicted after EOS."""
