@@ -145,7 +145,7 @@ def data(
     every domain is validated and fingerprinted before any is split, so the splits (and their data hashes) do not depend
     on the order domains are built in. Every step is cached: an unchanged rerun is all cache hits. `version=False` (the
     default of `flexo data`) builds without DVC."""
-    p = as_profile(profile)
+    p = as_profile(profile, check_data=False)  # the flow rewrites the cards the sizing check reads
     chosen = domains or list(p.domains)
     for d in chosen:
         check_owner(d)

@@ -13,9 +13,10 @@ from tasks.core.datasets import dataset_hash
 from tasks.core.hashing import file_sha256
 
 
-def as_profile(profile: str | Profile | None) -> Profile:
-    """A flow parameter (a profile name, or a resolved Profile from a test or a caller) as a validated Profile."""
-    return profile if isinstance(profile, Profile) else load_profile(profile)
+def as_profile(profile: str | Profile | None, check_data: bool = True) -> Profile:
+    """A flow parameter (a profile name, or a resolved Profile from a test or a caller) as a validated Profile;
+    `check_data=False` where the flow rebuilds the data cards the sizing check reads."""
+    return profile if isinstance(profile, Profile) else load_profile(profile, check_data=check_data)
 
 
 def data_hash(profile: Profile, domain: str) -> str:

@@ -40,8 +40,10 @@ ProfileOption = Annotated[
 ]
 
 
-def load(profile: str | None):
-    """The validated profile (a bad value raises ConfigError naming the key)."""
+def load(profile: str | None, check_data: bool = True):
+    """The validated profile (a bad value raises ConfigError naming the key). `check_data=False` for the commands that
+    (re)build the data: the budgets are checked against the data cards they are about to rewrite, so stale cards must
+    not stop them."""
     from tasks.core.config import load_profile
 
-    return load_profile(profile)
+    return load_profile(profile, check_data=check_data)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import yaml
 
 from tasks.core.config import REPO_ROOT
 
 
-def _flexo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True)
+def _flexo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env
+    )
 
 
 def test_unknown_domain_and_stage_exit_3_naming_them():
@@ -22,3 +29,21 @@ def test_unknown_domain_and_stage_exit_3_naming_them():
 def test_dvc_stage_refuses_a_profile_dvc_lock_cannot_see():
     run = _flexo("data", "-p", "tiny", "--stage", "ingest", "--domain", "news")
     assert run.returncode == 3 and "`profile:`" in run.stderr.replace("\n", " ")
+
+
+def test_stale_data_cards_stop_training_commands_but_not_the_data_rebuild(tmp_path: Path) -> None:
+    """The sizing check reads the data cards; the command that rewrites them must still load the profile."""
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    tiny = raw["profiles"]["tiny"]
+    tiny.setdefault("paths", {})["reports_dir"] = str(tmp_path / "reports")
+    tiny["train_public"]["max_epochs"] = 4
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    cards = tmp_path / "reports" / "data" / "cards"
+    cards.mkdir(parents=True)
+    (cards / "public.json").write_text(json.dumps({"domain": "public", "tokens": {"train": 4000}}))  # 4.1 passes
+    env = {**os.environ, "FLEXO_PARAMS": str(params)}
+    training = _flexo("train-public", "-p", "tiny", env=env)
+    assert training.returncode == 3 and "4.10 passes" in training.stderr.replace("\n", " ")
+    rebuild = _flexo("data", "-p", "tiny", "--domain", "nope", env=env)  # loads the profile, then refuses the domain
+    assert rebuild.returncode == 3 and "unknown domain(s) ['nope']" in rebuild.stderr
