@@ -133,15 +133,23 @@ def choose_eval(
         in_train = docs_with_gram > np.bincount(gram_of_pair[eval_pair], minlength=unique.size)
         banned_pair = (in_others | in_train)[gram_of_pair]
         dirty_docs = set(pair_doc[eval_pair & banned_pair].tolist())
-        dirty = [i for i in eval_pos if i in dirty_docs]
-        if not dirty:
+        if not dirty_docs:
             return eval_pos, moved
-        moved += len(dirty)
-        eval_pos = [i for i in eval_pos if i not in dirty_docs]
-        while len(eval_pos) < n_eval and next_candidate < len(order):
-            eval_pos.append(order[next_candidate])
-            next_candidate += 1
+        moved += len(dirty_docs)
+        eval_pos, next_candidate = _refill(eval_pos, dirty_docs, order, next_candidate, n_eval)
     raise DataError(f"decontamination did not settle in {MAX_ROUNDS} rounds; lower val_docs/test_docs")
+
+
+def _refill(
+    eval_pos: list[int], dirty_docs: set[int], order: list[int], next_candidate: int, n_eval: int
+) -> tuple[list[int], int]:
+    """One refill round of the eval choice: drop the dirty candidates, take the next ones in `order` until `n_eval`
+    are held again (or `order` runs out); returns the candidates and where the next refill starts."""
+    eval_pos = [i for i in eval_pos if i not in dirty_docs]
+    while len(eval_pos) < n_eval and next_candidate < len(order):
+        eval_pos.append(order[next_candidate])
+        next_candidate += 1
+    return eval_pos, next_candidate
 
 
 def choose_eval_counted(
@@ -183,10 +191,7 @@ def choose_eval_counted(
         if not dirty_docs:
             return eval_pos, moved
         moved += len(dirty_docs)
-        eval_pos = [i for i in eval_pos if i not in dirty_docs]
-        while len(eval_pos) < n_eval and next_candidate < len(order):
-            eval_pos.append(order[next_candidate])
-            next_candidate += 1
+        eval_pos, next_candidate = _refill(eval_pos, dirty_docs, order, next_candidate, n_eval)
     raise DataError(f"decontamination did not settle in {MAX_ROUNDS} rounds; lower val_docs/test_docs")
 
 

@@ -16,12 +16,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 import yaml
 
 from tasks.core.config import REPO_ROOT
 from tests.flows.conftest import tmp_params
+from tests.processes import with_marker
 from tests.tasks.data_world import write_txt_folder
 
 pytestmark = pytest.mark.slow  # a pipeline run, then three flow runs in workers' subprocesses (minutes)
@@ -60,17 +60,6 @@ def _flexo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
     )
-
-
-def _with_marker(marker: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("FLEXO_TEST_MARKER") == marker and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def _runs(client: Any, deployment_id: Any) -> list[Any]:
@@ -204,9 +193,9 @@ def test_new_data_retrains_assembles_and_evaluates_once_and_unchanged_data_nothi
             except subprocess.TimeoutExpired:
                 worker.kill()
         deadline = time.monotonic() + 15
-        while _with_marker(marker) and time.monotonic() < deadline:
+        while with_marker(marker) and time.monotonic() < deadline:
             time.sleep(0.5)
-        for process in _with_marker(marker):
+        for process in with_marker(marker):
             process.kill()
         if ids:
             _cleanup_server(client, ids)

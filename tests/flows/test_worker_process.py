@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psutil
 
 from tasks.core.config import REPO_ROOT
+from tests.processes import with_marker
 
 STARTUP_S = 120  # imports of flexo and of the Prefect worker on a busy 2-core machine
 HELD_S = 300  # what the stand-in API keeps a worker's request waiting (the worker must be stopped before)
@@ -42,18 +43,6 @@ class _StandInApi(BaseHTTPRequestHandler):
         return
 
 
-def _with_marker(marker: str) -> list[psutil.Process]:
-    """Every running process whose environment carries `marker` (a child that outlived its parent included)."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("FLEXO_TEST_MARKER") == marker and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
-
-
 def test_sigterm_to_flexo_worker_leaves_no_process(tmp_path) -> None:
     api = ThreadingHTTPServer(("127.0.0.1", 0), _StandInApi)
     api.daemon_threads = True
@@ -73,12 +62,12 @@ def test_sigterm_to_flexo_worker_leaves_no_process(tmp_path) -> None:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
         deadline = time.monotonic() + 15
-        while _with_marker(marker) and time.monotonic() < deadline:
+        while with_marker(marker) and time.monotonic() < deadline:
             time.sleep(0.5)
-        left = [" ".join(p.cmdline())[:120] for p in _with_marker(marker)]
+        left = [" ".join(p.cmdline())[:120] for p in with_marker(marker)]
         assert not left, f"still running after SIGTERM to flexo worker: {left}"
     finally:
-        for process in _with_marker(marker):
+        for process in with_marker(marker):
             process.kill()
         if worker.poll() is None:
             worker.kill()
