@@ -50,6 +50,7 @@ from tasks.evaluation.lm_eval_engines import (
 from tasks.evaluation.results import FLEX, PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, dense_name
 from tasks.evaluation.tasks import Item, Task, TaskSpec
 from tasks.registry.locate import locate_moe
+from tasks.registry.request import dropped_experts
 from tasks.training.assemble import read_manifest
 
 MODEL_KINDS = ("public", "dense:<domain>", "moe", "btm", "soup", "soup_weighted", "prompt")
@@ -81,20 +82,6 @@ def _names(value: str | Sequence[str] | None) -> list[str]:
     if value is None or value == "":
         return []
     return [v for v in value.split("+") if v] if isinstance(value, str) else list(value)
-
-
-def dropped_experts(experts: Sequence[str], opt_in: Sequence[str], opt_out: Sequence[str]) -> list[int]:
-    """Expert indices to mask: everything not opted in (public always stays), or everything opted out."""
-    if opt_in and opt_out:
-        raise ConfigError("give either experts= (opt in) or exclude= (opt out), not both")
-    unknown = sorted({*opt_in, *opt_out} - set(experts))
-    if unknown:
-        raise ConfigError(f"expert(s) {unknown} are not in this MoE; it holds {experts}")
-    if "public" in opt_out:
-        raise ConfigError("the public expert cannot be excluded: it holds the shared model every expert builds on")
-    if opt_in:
-        return [i for i, name in enumerate(experts) if name not in {"public", *opt_in}]
-    return [experts.index(name) for name in opt_out]
 
 
 @register_model("flexo")

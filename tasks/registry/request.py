@@ -33,3 +33,20 @@ def check_names(profile: Profile, experts: Sequence[str] | None, exclude: Sequen
         raise ConfigError(f"expert(s) {unknown} are not configured domains; choose from {profile.closed_domains}")
     if exclude and PUBLIC in exclude:
         raise ConfigError("the public expert cannot be excluded: it holds the shared model everyone builds on")
+
+
+def dropped_experts(names: Sequence[str], experts: Sequence[str] | None, exclude: Sequence[str] | None) -> list[int]:
+    """Indices of a MoE's experts (`names`, in its order) to mask: everything not opted in (`experts`; public always
+    stays) plus everything `exclude`d. Serving and the lm-eval model type share it, so `experts=`/`exclude=` mean the
+    same everywhere."""
+    if experts and exclude:
+        raise ConfigError("give either experts (opt-in) or exclude (opt-out), not both")
+    unknown = sorted({*(experts or []), *(exclude or [])} - set(names))
+    if unknown:
+        raise ConfigError(f"expert(s) {unknown} are not in this model; it holds {list(names)}")
+    if exclude and PUBLIC in exclude:
+        raise ConfigError("the public expert cannot be excluded: it holds the shared model everyone builds on")
+    if experts:
+        keep = {PUBLIC, *experts}
+        return [i for i, name in enumerate(names) if name not in keep]
+    return [list(names).index(name) for name in (exclude or [])]

@@ -35,7 +35,7 @@ from tasks.registry.names import (
     REGISTRY_URI_KEY,
     VersionRef,
 )
-from tasks.registry.request import PUBLIC, check_names, check_request
+from tasks.registry.request import PUBLIC, check_names, check_request, dropped_experts
 
 # The pyfunc declares its schema with an explicit signature (prompt column + params); MLflow's advice to add type hints
 # to `predict` instead (given when the class below is defined) is noise here.
@@ -66,18 +66,7 @@ class FlexoMoE:
 
     def dropped(self, experts: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> list[int]:
         """Indices to mask: everything not opted in (`experts`; public always stays) plus everything `exclude`d."""
-        if experts and exclude:
-            raise ConfigError("give either experts (opt-in) or exclude (opt-out), not both")
-        asked = [*(experts or []), *(exclude or [])]
-        unknown = sorted(set(asked) - set(self.experts))
-        if unknown:
-            raise ConfigError(f"expert(s) {unknown} are not in this model; it holds {self.experts}")
-        if exclude and PUBLIC in exclude:
-            raise ConfigError("the public expert cannot be excluded: it holds the shared model everyone builds on")
-        if experts:
-            keep = {PUBLIC, *experts}
-            return [i for i, name in enumerate(self.experts) if name not in keep]
-        return [self.experts.index(name) for name in (exclude or [])]
+        return dropped_experts(self.experts, experts, exclude)
 
     def masked(
         self,

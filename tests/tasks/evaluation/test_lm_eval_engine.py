@@ -114,7 +114,7 @@ def test_lm_eval_gives_the_harness_numbers(world, row):
 
 def test_model_args_are_checked(world):
     profile, *_ = world
-    with pytest.raises(ConfigError, match="not in this MoE"):
+    with pytest.raises(ConfigError, match="not in this model"):
         FlexoLM(profile=profile, model="moe", exclude="nonexistent")
     with pytest.raises(ConfigError, match="either experts"):
         FlexoLM(profile=profile, model="moe", experts="code", exclude="math")
