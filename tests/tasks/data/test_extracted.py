@@ -89,7 +89,8 @@ def test_a_users_folder_is_read_every_time(tmp_profile, tmp_path):
     assert len(list(get_source(profile, "mine").documents())) == 4
 
 
-def test_in_a_mix_the_adapter_gets_its_share_of_the_budget(tmp_profile, tmp_path):
+def _counting_and_folder_mix(tmp_profile, tmp_path, folder_weight: float, target_bytes: int):
+    """A profile whose domain `x` mixes the counting adapter (weight 1) with a folder of 3 texts (`folder_weight`)."""
     from tasks.core.config import MixPart
 
     write_txt_folder(tmp_path / "mine", 3)
@@ -97,13 +98,17 @@ def test_in_a_mix_the_adapter_gets_its_share_of_the_budget(tmp_profile, tmp_path
         owner="o",
         sources=[
             MixPart(adapter="counting_for_tests", weight=1),
-            MixPart(adapter="folder", options={"path": str(tmp_path / "mine")}, weight=3),
+            MixPart(adapter="folder", options={"path": str(tmp_path / "mine")}, weight=folder_weight),
         ],
-        target_bytes=4000,
+        target_bytes=target_bytes,
     )
-    profile = _profile(tmp_profile, tmp_path).model_copy(
+    return _profile(tmp_profile, tmp_path).model_copy(
         update={"domains": {"public": folder_domain(tmp_path / "pub"), "x": mix}}
     )
+
+
+def test_in_a_mix_the_adapter_gets_its_share_of_the_budget(tmp_profile, tmp_path):
+    profile = _counting_and_folder_mix(tmp_profile, tmp_path, folder_weight=3, target_bytes=4000)
     source = get_source(profile, "x")
     list(source.documents())
     cached = source.parts[0][0]
@@ -114,21 +119,9 @@ def test_in_a_mix_the_adapter_gets_its_share_of_the_budget(tmp_profile, tmp_path
 
 def test_in_a_mix_an_adapter_that_stops_at_its_share_is_cached(tmp_profile, tmp_path):
     """The mix must not cut off an adapter right after its last document: it would never finish, so never be cached."""
-    from tasks.core.config import MixPart
-
     CALLS.clear()
-    write_txt_folder(tmp_path / "mine", 3)
-    mix = DomainConfig(
-        owner="o",
-        sources=[
-            MixPart(adapter="counting_for_tests", weight=1),
-            MixPart(adapter="folder", options={"path": str(tmp_path / "mine")}, weight=1),
-        ],
-        target_bytes=50,  # the counting adapter's 25-byte share is met by its last document ("fourth")
-    )
-    profile = _profile(tmp_profile, tmp_path).model_copy(
-        update={"domains": {"public": folder_domain(tmp_path / "pub"), "x": mix}}
-    )
+    # the counting adapter's 25-byte share of 50 is met by its last document ("fourth")
+    profile = _counting_and_folder_mix(tmp_profile, tmp_path, folder_weight=1, target_bytes=50)
     first = [d.id for d in get_source(profile, "x").documents()]
     again = get_source(profile, "x")
     second = [d.id for d in again.documents()]
