@@ -24,6 +24,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from model.config import ModelSizes
+    from model.precision import Precision
+    from model.train_spec import TrainSpec
+    from tasks.core.config import Profile, TrainExpertConfig, TrainPublicConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,7 +62,7 @@ def peak_matmul_flops(device: str, dtype_name: str, seconds: float = 1.5) -> dic
     return {"peak_flops": max(best.values()), **{f"matmul_{k}": v for k, v in best.items()}}
 
 
-def flops_per_token(sizes, seq_len: int, kind: str) -> float:
+def flops_per_token(sizes: ModelSizes, seq_len: int, kind: str) -> float:
     """Matmul FLOPs one training token needs (forward + backward), PaLM-style accounting.
 
     dense: 6 x (attention + FFN + LM-head weights) + 12 x layers x hidden x seq (attention scores and values).
@@ -73,7 +80,7 @@ def flops_per_token(sizes, seq_len: int, kind: str) -> float:
     return forward + act_grads + weight_grads + scores
 
 
-def build_model(profile, sizes, kind: str):
+def build_model(profile: Profile, sizes: ModelSizes, kind: str) -> tuple[Any, Any]:
     """The model a `kind` trains and its loss: M_pub (dense), or the coordinated 2-expert model (frozen or not)."""
     import torch
 
@@ -88,16 +95,23 @@ def build_model(profile, sizes, kind: str):
         return model, dense_loss(section.lm_z_loss)
     g = torch.Generator().manual_seed(0)
     rows = [torch.randn(sizes.hidden_size, generator=g) * 0.05 for _ in range(2)]
-    model = CoordinatedExpertModel.from_public(
+    coordinated = CoordinatedExpertModel.from_public(
         model, rows[0], rows[1], lm_z_weight=section.lm_z_loss, router_z_weight=profile.train_expert.router_z_loss
     )
     if kind == "expert_full":
-        for p in model.parameters():
+        for p in coordinated.parameters():
             p.requires_grad_(True)
-    return model, coordinated_loss
+    return coordinated, coordinated_loss
 
 
-def bench_spec(section, total: int, batch_size: int, device: str, precision: str, compile_step: bool):
+def bench_spec(
+    section: TrainPublicConfig | TrainExpertConfig,
+    total: int,
+    batch_size: int,
+    device: str,
+    precision: str,
+    compile_step: bool,
+) -> TrainSpec:
     """A TrainSpec that only steps: no evaluation, no checkpoint inside the measured window."""
     from model.training import TrainSpec
 
@@ -106,7 +120,7 @@ def bench_spec(section, total: int, batch_size: int, device: str, precision: str
         batch_size=batch_size,
         seq_len=section.seq_len,
         lr=section.optim.lr,
-        betas=tuple(section.optim.betas),
+        betas=(section.optim.betas[0], section.optim.betas[1]),
         weight_decay=section.optim.weight_decay,
         warmup_steps=1,
         min_lr_ratio=0.1,
@@ -116,12 +130,12 @@ def bench_spec(section, total: int, batch_size: int, device: str, precision: str
         eval_batches=1,
         seed=0,
         device=device,
-        precision=precision,
+        precision=cast("Precision", precision),
         compile=compile_step,
     )
 
 
-def time_steps(model, loss, data, spec, warmup: int) -> tuple[float, float]:
+def time_steps(model: Any, loss: Any, data: Any, spec: TrainSpec, warmup: int) -> tuple[float, float]:
     """(wall, process-CPU) seconds of the steps after `warmup`; CPU time is robust to a shared machine."""
     import tempfile
 
@@ -132,7 +146,7 @@ def time_steps(model, loss, data, spec, warmup: int) -> tuple[float, float]:
     stamps: list[float] = []
     cpu_stamps: list[float] = []
 
-    def on_step(event) -> None:
+    def on_step(event: Any) -> None:
         if event.kind == "step":
             if spec.device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -239,6 +253,21 @@ def child_command(args: argparse.Namespace, size: str, kind: str) -> list[str]:
     return cmd
 
 
+def child_env(environ: dict[str, str] | None = None, path: list[str] | None = None) -> dict[str, str]:
+    """The parent's environment for a child, with PYTHONPATH = the repository, then the parent's PYTHONPATH, then the
+    rest of its sys.path: the child imports exactly what the parent does (a device run puts its wheels in PYTHONPATH
+    via `pip install --target`; a child that got only the repository found no transformers there)."""
+    environ = dict(os.environ if environ is None else environ)
+    entries = [str(ROOT), *environ.get("PYTHONPATH", "").split(os.pathsep), *(sys.path if path is None else path)]
+    kept = list(dict.fromkeys(e for e in entries if e))  # in order, once each; "" (the cwd) is the child's own
+    return {**environ, "PYTHONPATH": os.pathsep.join(kept)}
+
+
+def spawn(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run one child (output captured) in the repository root with `child_env`."""
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=child_env())
+
+
 def print_table(results: list[dict], sizes: list[str]) -> None:
     by = {(r["size"], r["kind"]): r for r in results}
     print(f"\n{'size':6} {'kind':12} {'tok/s':>9} {'MFU':>6} {'peak GFLOP/s':>12} {'s/step':>7} {'RSS GiB':>7}")
@@ -271,8 +300,7 @@ def main() -> None:
     results = []
     for size in args.sizes:
         for kind in args.kinds:
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            done = subprocess.run(child_command(args, size, kind), capture_output=True, text=True, cwd=ROOT, env=env)
+            done = spawn(child_command(args, size, kind))
             if done.returncode:
                 print(done.stderr, file=sys.stderr)
                 raise SystemExit(f"{size}/{kind} failed")
