@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from transformers import Olmo2ForCausalLM
 from model import baselines
 from model.baselines import EnsembleScorer, routing_weights, train_moe, upcycle
 from model.config import ModelSizes, TokenizerIds
+from model.hosts import MoEModel
 from model.memory import current_rss_gib, release_freed_memory
 from model.precision import Precision, autocast
 from model.public import build_public_model
@@ -27,7 +29,6 @@ from model.scoring import Batch, BatchScore, Request, make_batch, reduce_logprob
 from tasks.core.config import Profile
 from tasks.evaluation import families
 from tasks.evaluation.evaluate import evaluate
-from tasks.evaluation.results import EvalResult
 from tests.profiles import paths_under
 from tests.tasks.eval_world import build_world
 
@@ -49,21 +50,26 @@ def _plain_btm_logits(logits: list[torch.Tensor], weights: torch.Tensor) -> torc
     return combined
 
 
-class PlainEnsembleScorer(EnsembleScorer):
+def _plain_ensemble(scorer: EnsembleScorer, batch: Batch) -> dict[str, BatchScore]:
     """The ensemble as it was: an fp32 copy of every member's logits kept for BTM."""
+    results: dict[str, BatchScore] = {}
+    all_logits, nlls = [], []
+    for name, model in scorer.members:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = logits.float()
+        results[name] = reduce_logprobs(token_logprobs(logits), batch)
+        all_logits.append(logits)
+        nlls.append(results[name][2])
+    weights = routing_weights(torch.stack(nlls), scorer.temperature, scorer.top_k)
+    results[scorer.btm_name] = reduce_logprobs(token_logprobs(_plain_btm_logits(all_logits, weights)), batch)
+    return results
+
+
+class PlainEnsembleScorer(EnsembleScorer):
+    """The ensemble as it was (`_plain_ensemble`)."""
 
     def __call__(self, batch: Batch) -> dict[str, BatchScore]:
-        results: dict[str, BatchScore] = {}
-        all_logits, nlls = [], []
-        for name, model in self.members:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-            logits = logits.float()
-            results[name] = reduce_logprobs(token_logprobs(logits), batch)
-            all_logits.append(logits)
-            nlls.append(results[name][2])
-        weights = routing_weights(torch.stack(nlls), self.temperature, self.top_k)
-        results[self.btm_name] = reduce_logprobs(token_logprobs(_plain_btm_logits(all_logits, weights)), batch)
-        return results
+        return _plain_ensemble(self, batch)
 
 
 def _dense(seed: int) -> Olmo2ForCausalLM:
@@ -132,21 +138,87 @@ def bf16_world(tmp_path_factory: pytest.TempPathFactory, tiny_profile: Profile) 
     return profile
 
 
-def _scores(result: EvalResult) -> dict:
-    data = json.loads(result.results_json.read_text())
-    return {k: v for k, v in data.items() if k not in ("seconds", "machine")}
+def _mismatches(got: dict[str, BatchScore], want: dict[str, BatchScore]) -> list[str]:
+    """The names whose scores differ in any element (or that only one side has)."""
+    if list(got) != list(want):
+        return [f"names {list(got)} != {list(want)}"]
+    return [name for name in want if not all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True))]
+
+
+class EvaluationCheck:
+    """Runs the plain definition beside the memory-saving one at every call the evaluation makes, on the same inputs
+    (and torch RNG state), and records what differs. The evaluation continues on the memory-saving results, so when
+    every call matches, the evaluation under the plain definitions (the same code around the same inputs) writes the
+    same results.json, without running that whole evaluation a second time."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.ensemble_batches = 0
+        self.trainings: list[bool] = []  # train_experts of each checked router training
+
+    def scorer(self) -> type[EnsembleScorer]:
+        check = self
+
+        class CheckedEnsembleScorer(EnsembleScorer):
+            def __call__(self, batch: Batch) -> dict[str, BatchScore]:
+                got = super().__call__(batch)
+                want = _plain_ensemble(self, batch)
+                check.ensemble_batches += 1
+                where = f"ensemble batch {check.ensemble_batches}"
+                check.problems += [f"{where}: {name}" for name in _mismatches(got, want)]
+                return got
+
+        return CheckedEnsembleScorer
+
+    def train_moe(
+        self,
+        moe: MoEModel,
+        batches: Iterable[torch.Tensor],
+        lr: float,
+        weight_decay: float,
+        grad_clip: float,
+        train_experts: bool,
+        precision: Precision = "fp32",
+    ) -> list[float]:
+        """`train_moe` as the evaluation calls it, the plain training of a copy of `moe` beside it."""
+        steps = list(batches)
+        plain = copy.deepcopy(moe)
+        settings = (lr, weight_decay, grad_clip, train_experts, precision)
+        rng = torch.get_rng_state()
+        losses = train_moe(moe, iter(steps), *settings)
+        rng_after = torch.get_rng_state()
+        torch.set_rng_state(rng)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(baselines, "activation_checkpointing", _plain_checkpointing)
+            reference = train_moe(plain, iter(steps), *settings)
+        self.trainings.append(train_experts)
+        name = f"router training {len(self.trainings)} (train_experts={train_experts})"
+        trained, want = moe.state_dict(), plain.state_dict()
+        if losses != reference:
+            self.problems.append(f"{name}: losses {losses} != {reference}")
+        if list(trained) != list(want) or not all(torch.equal(trained[k], v) for k, v in want.items()):
+            self.problems.append(f"{name}: trained weights differ")
+        if not torch.equal(torch.get_rng_state(), rng_after):
+            self.problems.append(f"{name}: the torch RNG advanced differently")
+        if getattr(moe, "is_activation_checkpointing", False) or getattr(moe, "_require_grads_hooks", None):
+            self.problems.append(f"{name}: checkpointing left on the model it scores next")
+        torch.set_rng_state(rng_after)
+        return losses
 
 
 def test_the_whole_evaluation_is_unchanged(bf16_world: Profile, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every number of results.json (every model, task, SE, sweep, opt-out, routing share, training loss) equals the
-    one the plain definitions give, under bf16 autocast."""
-    saved = _scores(evaluate(bf16_world, progress=False))
-    with monkeypatch.context() as patch:
-        patch.setattr(baselines, "activation_checkpointing", _plain_checkpointing)
-        patch.setattr(families, "EnsembleScorer", PlainEnsembleScorer)
-        plain = _scores(evaluate(bf16_world, progress=False))
-    assert saved == plain
-    assert {"BTX", "FlexOlmo (RT, public)", "unrestricted MoE", "BTM (top-2)"} <= set(saved["per_task"])
+    one the plain definitions give, under bf16 autocast: at every ensemble batch and router training of a whole
+    evaluation, the plain definition on the same inputs gives bit-identical scores, losses, weights and RNG state."""
+    check = EvaluationCheck()
+    monkeypatch.setattr(families, "EnsembleScorer", check.scorer())
+    monkeypatch.setattr(families, "train_moe", check.train_moe)
+    result = evaluate(bf16_world, progress=False)
+    assert not check.problems, check.problems
+    assert check.ensemble_batches > 0
+    assert set(check.trainings) == {False, True}  # router-only (BTX, router tuning) and with experts (unrestricted)
+    per_task = json.loads(result.results_json.read_text())["per_task"]
+    assert {"BTX", "FlexOlmo (RT, public)", "unrestricted MoE", "BTM (top-2)"} <= set(per_task)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
