@@ -263,6 +263,10 @@ class EvalConfig(_Strict):
     unrestricted_steps: int = Field(0, ge=0)  # unrestricted MoE upper bound: steps on all data (0 = not run)
     unrestricted_lr: float = Field(9e-4, gt=0)
     sweep_docs: int = Field(16, gt=0)  # bpb docs per domain for the k-sweep and opt-out curves
+    # mixed-domain documents (`tasks.evaluation.mixed`): test-split paragraphs of several domains in one document
+    mixed_docs: int = Field(24, ge=0)  # 0 = not built
+    mixed_domains_per_doc: int = Field(2, ge=2)  # domains each document switches through (distinct, in order)
+    mixed_segment_chars: int = Field(240, gt=0)  # at most this much of each domain's test document (cut at whitespace)
     # more assembled MoEs to score, e.g. the ablations {"ablation: no bias": "ablations/no_bias/moe"}
     # (paths under runs/<profile>)
     extra_moes: dict[str, str] = Field(default_factory=dict)

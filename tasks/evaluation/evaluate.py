@@ -10,6 +10,7 @@ MoE (from the registry's `serving` version when a registry exists, else `RunPath
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,20 @@ from tasks.core.device import resolve_run_precision, torch_device
 from tasks.core.errors import DataError
 from tasks.core.tokenizer import load_tokenizer
 from tasks.evaluation.families import FAMILIES, btm_label
-from tasks.evaluation.inputs import held_out_split_paths, load_models, load_test_frames, tokenize_tasks
-from tasks.evaluation.metrics import TaskScore, bootstrap_indices, score_model
+from tasks.evaluation.inputs import (
+    append_mixed,
+    held_out_split_paths,
+    load_models,
+    load_test_frames,
+    tokenize_tasks,
+)
+from tasks.evaluation.metrics import TaskScore, bootstrap_indices, score_model, switch_scores
+from tasks.evaluation.mixed import MIXED_TASK, build_mixed
 from tasks.evaluation.report import write_report
 from tasks.evaluation.results import EvalResult, ReportInputs
 from tasks.evaluation.runner import EvalRun, Runner, machine_description
 from tasks.evaluation.sweeps import Sweeps, routing_by_domain, run_sweeps
-from tasks.evaluation.tasks import build_tasks, write_lm_eval_files
+from tasks.evaluation.tasks import Task, build_tasks, write_lm_eval_files
 
 
 def check_benchmark_data(profile: Profile, domains: list[str] | None = None) -> dict[str, Any]:
@@ -71,10 +79,16 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     started = time.perf_counter()
     device = torch_device(profile)
     tokenizer = load_tokenizer(profile)
-    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed, held_out_split_paths(profile))
+    frames = load_test_frames(profile)
+    tasks = build_tasks(frames, profile.eval, profile.seed, held_out_split_paths(profile))
     write_lm_eval_files(tasks, RunPaths(profile).eval_dir / "tasks")
     requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
-    resamples = bootstrap_indices(tasks, profile.eval.bootstrap, profile.seed)
+    docs = build_mixed(frames, profile.eval, profile.seed)
+    scored = list(tasks)
+    if docs:  # after every FLEXMIX task: their requests, layout and bootstrap draws stay what they were
+        mixed, requests, layout = append_mixed(requests, layout, docs, tokenizer, profile.model.max_seq_len)
+        scored.append(mixed)
+    resamples = bootstrap_indices(scored, profile.eval.bootstrap, profile.seed)
     models = load_models(profile, device, moe_dir)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress
@@ -82,19 +96,37 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     precision = resolve_run_precision(profile, device)
     with bar:
         runner = Runner(profile, device, tokenizer.pad_token_id, bar, precision)
-        run = EvalRun(profile, device, tokenizer, tasks, requests, layout, models, runner)
+        run = EvalRun(profile, device, tokenizer, scored, requests, layout, models, runner)
         for family in FAMILIES:
             family(run)
             release_freed_memory()  # the family's own models (soups, trained MoEs) and activations are freed
         sweeps = run_sweeps(run)
     with runner.autocast():
         by_domain = routing_by_domain(run, sweeps.subset.tasks)
-    per_model = {name: score_model(tasks, layout, scores, resamples) for name, scores in run.results.items()}
-    return write_report(_report_inputs(run, per_model, sweeps, by_domain, time.perf_counter() - started))
+    per_model = {name: score_model(scored, layout, scores, resamples) for name, scores in run.results.items()}
+    mixed_rows = _mixed_rows(per_model, run, resamples)
+    report = _report_inputs(run, tasks, per_model, sweeps, by_domain, time.perf_counter() - started)
+    return write_report(replace(report, mixed=mixed_rows, mixed_docs=docs))
+
+
+def _mixed_rows(
+    per_model: dict[str, dict[str, TaskScore]], run: EvalRun, resamples: list[np.ndarray]
+) -> dict[str, dict[str, TaskScore]]:
+    """Each model's mixed-document scores (whole document, before and after the first switch), taken out of
+    `per_model` so that every FLEXMIX table stays as it was."""
+    rows: dict[str, dict[str, TaskScore]] = {}
+    if not run.tasks or run.tasks[-1].spec.name != MIXED_TASK:
+        return rows
+    index, resample = run.layout.offsets[-1], resamples[-1]
+    for name, row in per_model.items():
+        whole = row.pop(MIXED_TASK)
+        rows[name] = {"document": whole, **switch_scores(index, run.results[name], run.layout.n_bytes, resample)}
+    return rows
 
 
 def _report_inputs(
     run: EvalRun,
+    tasks: list[Task],
     per_model: dict[str, dict[str, TaskScore]],
     sweeps: Sweeps,
     by_domain: np.ndarray,
@@ -103,7 +135,7 @@ def _report_inputs(
     routing = run.routing
     return ReportInputs(
         profile=run.profile,
-        tasks=run.tasks,
+        tasks=tasks,
         per_model=per_model,
         domains=list(run.profile.domains),
         experts=run.models.experts,
@@ -118,4 +150,6 @@ def _report_inputs(
         seconds={**run.runner.seconds, "total": seconds},
         machine=f"{machine_description(run.device)}; {run.precision} matmuls",
         ablation_rows=run.ablation_rows,
+        costs=run.costs,
+        context=run.context,
     )

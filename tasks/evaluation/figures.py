@@ -1,4 +1,5 @@
-"""The FLEXMIX report's figures (PNG, matplotlib Agg): routing heatmap, k-sweep curve, opt-out matrix."""
+"""The FLEXMIX report's figures (PNG, matplotlib Agg): routing heatmap, k-sweep curve, opt-out matrix, quality against
+inference cost."""
 
 from __future__ import annotations
 
@@ -72,6 +73,42 @@ def opt_out(delta: np.ndarray, errors: np.ndarray, removed: list[str], domains: 
     ax.set_yticks(range(len(removed)), [f"without {r}" for r in removed])
     fig.colorbar(image, ax=ax, label="Δ bits per byte vs full model (+ = worse)")
     ax.set_title("Opt-out: remove one expert (bold: |Δ| > 2 SE)")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def quality_vs_cost(
+    names: list[str], mflops: np.ndarray, values: dict[str, np.ndarray], errors: dict[str, np.ndarray], path: Path
+) -> Path:
+    """One panel per quality measure (y, ± 1 SE) against forward MFLOPs per token (x): the dense domain models as
+    one grey group, every other model a labelled point (equal points share a label)."""
+    plt = _pyplot()
+    dense = np.array([name.startswith("dense ") for name in names])
+    fig, axes = plt.subplots(1, len(values), figsize=(5.6 * len(values), 4.4), squeeze=False)
+    for ax, (label, y) in zip(axes[0], values.items(), strict=True):
+        for group, color, legend in ((dense, "0.6", "dense domain models"), (~dense, "C0", "other models")):
+            if group.any():
+                ax.errorbar(
+                    mflops[group],
+                    y[group],
+                    yerr=errors[label][group],
+                    fmt="o",
+                    color=color,
+                    capsize=3,
+                    alpha=0.8,
+                    label=legend,
+                )
+        shared: dict[tuple[float, float], list[str]] = {}
+        for name, x_i, y_i, is_dense in zip(names, mflops, y, dense, strict=True):
+            if not is_dense:
+                shared.setdefault((float(x_i), round(float(y_i), 6)), []).append(name)
+        for (x_i, y_i), labels in shared.items():
+            ax.annotate("\n".join(labels), (x_i, y_i), textcoords="offset points", xytext=(5, 2), fontsize=6)
+        ax.set_xlabel("forward MFLOPs per token")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Quality against inference cost")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

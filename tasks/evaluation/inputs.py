@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from tasks.core.config import Profile
 from tasks.core.datasets import load_split, read_texts
 from tasks.core.errors import DataError
 from tasks.evaluation.metrics import Layout
+from tasks.evaluation.mixed import MixedDoc, mixed_task
 from tasks.evaluation.results import dense_name
 from tasks.evaluation.tasks import Task
 from tasks.registry.locate import locate_moe
@@ -79,6 +81,29 @@ def tokenize_tasks(tasks: Sequence[Task], tokenizer, max_len: int) -> tuple[list
                 n_bytes.append(len(text.encode("utf-8")))
         offsets.append(index)
     return requests, Layout(offsets, np.asarray(n_bytes, dtype=np.int64))
+
+
+def append_mixed(
+    requests: list[Request], layout: Layout, docs: Sequence[MixedDoc], tokenizer: Any, max_len: int
+) -> tuple[Task, list[Request], Layout]:
+    """The mixed-domain documents as one more task after `layout`'s: per document, the whole document's request (cut
+    as `tokenize_tasks` cuts) and the same request stopped at the first domain switch (its first tokens: the rest of
+    the first segment). Every model is causal, so the second's log-likelihood is the first's over those tokens, and
+    the difference is what the model scores after the switch."""
+    task = mixed_task(list(docs))
+    whole, part = tokenize_tasks([task], tokenizer, max_len)
+    firsts = tokenizer([doc.first_segment_rest for doc in docs], add_special_tokens=False)["input_ids"]
+    before, before_bytes = [], []
+    for request, first in zip(whole, firsts, strict=True):
+        shared = next((i for i, (a, b) in enumerate(zip(request.target, first, strict=False)) if a != b), None)
+        cut = max(1, min(len(request.target), len(first)) if shared is None else shared)
+        before.append(Request(request.context, request.target[:cut]))
+        before_bytes.append(len(tokenizer.decode(list(request.target[:cut])).encode("utf-8")))
+    start = len(requests)
+    count = len(docs)
+    index = np.stack([np.arange(start, start + count), np.arange(start + count, start + 2 * count)], axis=1)
+    n_bytes = np.concatenate([layout.n_bytes, part.n_bytes, np.minimum(before_bytes, part.n_bytes)])
+    return task, [*requests, *whole, *before], Layout([*layout.offsets, index], n_bytes.astype(np.int64))
 
 
 def load_models(profile: Profile, device: torch.device, moe_dir: Path | None = None) -> Models:

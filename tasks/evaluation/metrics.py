@@ -68,6 +68,19 @@ def score_model(tasks: list[Task], layout: Layout, scores: Scores, resamples: li
     return out
 
 
+def switch_scores(index: np.ndarray, scores: Scores, n_bytes: np.ndarray, resample: np.ndarray) -> dict[str, TaskScore]:
+    """Bits per byte of mixed-domain documents (`index` columns: whole document, the same stopped at the first domain
+    switch) before the switch and after it, on the task's bootstrap draws."""
+    whole, before = index[:, 0], index[:, 1]
+    bits_before = -scores.loglik[before] / math.log(2)
+    bits_after = -(scores.loglik[whole] - scores.loglik[before]) / math.log(2)
+    bytes_before = n_bytes[before].astype(np.float64)
+    return {
+        "before switch": task_score(bits_before, bytes_before, resample),
+        "after switch": task_score(bits_after, n_bytes[whole] - bytes_before, resample),
+    }
+
+
 def _mean(scores: list[TaskScore]) -> TaskScore:
     return TaskScore(float(np.mean([s.value for s in scores])), np.mean([s.replicates for s in scores], axis=0))
 

@@ -29,6 +29,7 @@ from tasks.evaluation.results import (
     results_payload,
     write_json,
 )
+from tasks.evaluation.sections import CHANCE_NOTE, chance_cells, cost_figure, cost_section, mixed_section
 
 PAPER_GAIN_OVER_BTM = 0.101  # FlexOlmo (RT) vs BTM, average over tasks: 47.8/43.4 and 52.4/47.6 (Tables 1 and 2)
 
@@ -180,6 +181,9 @@ def write_report(inputs: ReportInputs) -> EvalResult:
     inputs.figure_dir.mkdir(parents=True, exist_ok=True)
     tables = _Tables.of(inputs)
     figures = _write_figures(inputs)
+    cost_png = cost_figure(inputs, tables.bpb, tables.acc)
+    if cost_png is not None:
+        figures["quality_vs_cost"] = cost_png
     csvs = {
         "bpb": _write_csv(paths.eval_dir / "table_bpb.csv", tables.bpb, inputs.domains),
         "accuracy": _write_csv(paths.eval_dir / "table_accuracy.csv", tables.acc, inputs.domains),
@@ -189,8 +193,14 @@ def write_report(inputs: ReportInputs) -> EvalResult:
         for model, row in table.items():
             for column, score in row.items():
                 metrics[mlflow_key(f"{table_name}/{model}/{column}")] = score.value
+    for model, row in inputs.mixed.items():
+        for column, score in row.items():
+            metrics[mlflow_key(f"mixed/{model}/{column}")] = score.value
+    for model, cost in inputs.costs.items():
+        metrics[mlflow_key(f"flops_per_token/{model}")] = cost.per_token
     metrics["seconds/total"] = inputs.seconds["total"]
-    lines = _header(inputs) + _score_sections(inputs, tables) + _moe_sections(inputs) + _notes(inputs)
+    lines = _header(inputs) + _score_sections(inputs, tables) + mixed_section(inputs)
+    lines += cost_section(inputs, tables.bpb, tables.acc) + _moe_sections(inputs) + _notes(inputs)
     report = paths.reports_dir / f"flexmix-{inputs.profile.name}.md"
     report.write_text("\n".join(lines))
     results_json = write_json(paths.eval_dir / "results.json", results_payload(inputs, tables.bpb, tables.acc))
@@ -234,15 +244,16 @@ def _header(inputs: ReportInputs) -> list[str]:
         "",
         "## Tasks",
         "",
-        "| task | domain | kind | items (eligible docs) | chance | what it measures |",
-        "|---|---|---|---|---|---|",
+        f"| task | domain | kind | items (eligible docs) | chance | {PUBLIC} | {PUBLIC} − chance | what it measures |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    public = inputs.per_model.get(PUBLIC, {})
     for task in inputs.tasks:
         lines.append(
             f"| {task.spec.name} | {task.spec.domain} | {task.spec.kind} | {len(task.items)} ({task.eligible}) | "
-            f"{task.spec.chance:.2f} | {task.spec.description} |"
+            f"{task.spec.chance:.2f} | " + " | ".join(chance_cells(task, public)) + f" | {task.spec.description} |"
         )
-    return lines + [""]
+    return lines + ["", CHANCE_NOTE, ""]
 
 
 def _score_sections(inputs: ReportInputs, tables: _Tables) -> list[str]:

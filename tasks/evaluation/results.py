@@ -8,14 +8,16 @@ and these types; keeping them here lets each import this one module instead of i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
+from tasks.evaluation.cost import Cost
 from tasks.evaluation.metrics import TaskScore
+from tasks.evaluation.mixed import MixedDoc
 from tasks.evaluation.tasks import Task
 
 PUBLIC = "M_pub"
@@ -67,6 +69,11 @@ class ReportInputs:
     seconds: dict[str, float]  # pass -> wall time, and "total"
     machine: str
     ablation_rows: dict[str, str] = field(default_factory=dict)  # router ablation row -> its reference row
+    # model -> bits per byte of the mixed-domain documents: "document", "before switch", "after switch"
+    mixed: dict[str, dict[str, TaskScore]] = field(default_factory=dict)
+    mixed_docs: list[MixedDoc] = field(default_factory=list)
+    costs: dict[str, Cost] = field(default_factory=dict)  # model -> inference FLOPs per token
+    context: float = 0.0  # mean attended positions per evaluated token (the attention term of `costs`)
 
     @property
     def figure_dir(self) -> Path:
@@ -105,6 +112,18 @@ def results_payload(
         "routing_by_domain": inputs.routing_by_domain.tolist(),
         "extras": inputs.extras,
         "ablations": inputs.ablation_rows,
+        "mixed": jsonable_scores(inputs.mixed),
+        "mixed_docs": [
+            {"id": doc.doc_id, "prefix_chars": doc.prefix_chars, "segments": [asdict(s) for s in doc.segments]}
+            for doc in inputs.mixed_docs
+        ],
+        "cost": {
+            "mean_context": inputs.context,
+            "models": {
+                m: {"flops_per_token": c.per_token, "routing_flops_per_prefix_token": c.routing, "how": c.how}
+                for m, c in inputs.costs.items()
+            },
+        },
         "skipped": inputs.skipped,
         "seconds": inputs.seconds,
         "tasks": [

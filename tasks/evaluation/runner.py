@@ -29,6 +29,7 @@ from model.scoring import (
     token_logprobs,
 )
 from tasks.core.config import Profile
+from tasks.evaluation.cost import Cost, mean_context, model_cost
 from tasks.evaluation.inputs import Models
 from tasks.evaluation.metrics import Layout
 from tasks.evaluation.results import FLEX
@@ -96,12 +97,15 @@ class EvalRun:
     skipped: dict[str, str] = field(default_factory=dict)
     routing: RoutingScorer = field(init=False)  # the serving MoE's routing counts, filled by its pass (`FLEX`)
     ablation_rows: dict[str, str] = field(default_factory=dict)  # router ablation row -> its reference row
+    costs: dict[str, Cost] = field(default_factory=dict)  # model -> inference FLOPs per token (`cost`)
     default_k: int = field(init=False)  # the serving MoE's top-k as loaded (the k-sweep changes it, then restores it)
     num_experts: int = field(init=False)
+    context: float = field(init=False)  # mean attended positions per token of `requests` (the FLOPs of attention)
 
     def __post_init__(self) -> None:
         self.default_k = self.models.moe.config.num_experts_per_tok
         self.num_experts = self.models.moe.config.num_experts
+        self.context = mean_context(self.requests)
         self.routing = RoutingScorer(self.models.moe, FLEX)
         self.skipped.update(self.models.skipped)
 
@@ -110,8 +114,9 @@ class EvalRun:
         return self.runner.precision
 
     def score(self, name: str, model: torch.nn.Module) -> None:
-        """One model's pass over every request, recorded under `name`."""
+        """One model's pass over every request, recorded under `name` with its cost per token."""
         self.results.update(self.runner.run(name, self.requests, model_scorer(model, name)))
+        self.costs[name] = model_cost(model.config, self.context)
 
 
 def machine_description(device: torch.device) -> str:

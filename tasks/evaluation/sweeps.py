@@ -43,7 +43,11 @@ class Sweeps:
 
 def bpb_subset(run: EvalRun) -> BpbSubset:
     profile = run.profile
-    tasks = [Task(t.spec, t.items[: profile.eval.sweep_docs], t.eligible) for t in run.tasks if t.spec.kind == "bpb"]
+    tasks = [
+        Task(t.spec, t.items[: profile.eval.sweep_docs], t.eligible)
+        for t in run.tasks
+        if t.spec.kind == "bpb" and t.spec.domain in profile.domains  # not the mixed-domain documents
+    ]
     requests, layout = tokenize_tasks(tasks, run.tokenizer, profile.model.max_seq_len)
     return BpbSubset(tasks, requests, layout, bootstrap_indices(tasks, profile.eval.bootstrap, profile.seed + 3))
 

@@ -64,7 +64,7 @@ class Task:
 Builder = Callable[[pd.DataFrame, str, EvalConfig, np.random.Generator], tuple[list[Item], int]]
 
 
-def _rng(seed: int, task_name: str) -> np.random.Generator:
+def task_rng(seed: int, task_name: str) -> np.random.Generator:
     """A generator per task: fixed by the profile seed and the task's name, independent of task order."""
     return np.random.default_rng([seed, zlib.crc32(task_name.encode())])
 
@@ -243,7 +243,7 @@ def build_tasks(
         source = (sources or {}).get(domain, f"the '{domain}' test split")
         for spec, key in task_specs(domain, cfg):
             try:
-                items, eligible = _BUILDERS[key](frame, domain, cfg, _rng(seed, spec.name))
+                items, eligible = _BUILDERS[key](frame, domain, cfg, task_rng(seed, spec.name))
             except DataError as exc:
                 raise DataError(f"{source}: {exc}") from exc
             if not items:

@@ -13,6 +13,7 @@ from transformers import LlamaForCausalLM, Qwen2MoeForCausalLM
 
 from model.public import load_moe, load_public_model
 from tasks.core.artifacts import RunPaths
+from tasks.evaluation.cost import decoder_flops
 from tasks.evaluation.evaluate import evaluate
 from tasks.evaluation.results import FLEX, PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED
 from tasks.registry.serving import FlexoMoE
@@ -64,6 +65,16 @@ def test_every_family_scores_every_task_on_a_llama_anchor(world) -> None:
             bounds = (0.0, 20.0) if task.endswith("_bpb") else (0.0, 1.0)
             assert bounds[0] <= score["value"] <= bounds[1], (name, task, score)
     assert data["per_task"][FLEX] != data["per_task"][PUBLIC]  # the experts change what the MoE computes
+    assert data["mixed"][FLEX]["after switch"] != data["mixed"][PUBLIC]["after switch"]
+    # FLOPs from a Llama config (grouped KV heads allowed) and a Qwen2-MoE one (`moe_intermediate_size`)
+    cost, context = data["cost"]["models"], data["cost"]["mean_context"]
+    llama = load_public_model(str(RunPaths(profile).public_model_dir)).config
+    assert cost[PUBLIC]["flops_per_token"] == pytest.approx(decoder_flops(llama, context))
+    moe = load_moe(str(RunPaths(profile).moe_dir)).config
+    expert = 6 * moe.hidden_size * moe.moe_intermediate_size * moe.num_hidden_layers
+    assert cost[FLEX]["flops_per_token"] - cost[PUBLIC]["flops_per_token"] == pytest.approx(
+        (moe.num_experts_per_tok - 1) * expert + 2 * moe.hidden_size * moe.num_experts * moe.num_hidden_layers
+    )
     for figure in ("routing", "k_sweep", "opt_out"):
         assert result.figures[figure].stat().st_size > 1000
 

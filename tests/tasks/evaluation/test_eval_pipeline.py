@@ -4,7 +4,9 @@ identities they must (routing shares sum to k, opt-out of an expert changes its 
 from __future__ import annotations
 
 import json
+import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -63,7 +65,7 @@ def test_report_has_every_model_and_figure(world):
     assert data["per_task"]["ablation: assembled again"] == data["per_task"][FLEX]  # the same MoE scores the same
     for name in expected:
         assert f"| {name} |" in text
-    for figure in ("routing", "k_sweep", "opt_out"):
+    for figure in ("routing", "k_sweep", "opt_out", "quality_vs_cost"):
         assert result.figures[figure].exists() and result.figures[figure].stat().st_size > 1000
     assert all(p.exists() for p in result.tables.values())
     assert (RunPaths(profile).eval_dir / "tasks" / "math_em.yaml").exists()
@@ -93,6 +95,117 @@ def test_routing_and_k_sweep(world):
             assert sum(per_domain) == pytest.approx(k, abs=1e-6)  # each token selects exactly k experts
     assert sorted(int(x) for x in data["k_sweep"]) == list(range(1, len(data["experts"]) + 1))
     assert sorted(data["opt_out"]) == sorted(data["experts"][1:])
+
+
+def test_mixed_documents_are_test_text_scored_by_every_model(world):
+    """Every model has a mixed-document row (whole, before and after the switch), none of it leaks into the FLEXMIX
+    tables, and every segment is its recorded test document's text."""
+    profile, result = world
+    data = json.loads(result.results_json.read_text())
+    assert sorted(data["mixed"]) == sorted(data["per_task"])
+    assert all("mixed_bpb" not in row for row in data["per_task"].values())
+    for model, row in data["mixed"].items():
+        assert sorted(row) == ["after switch", "before switch", "document"], model
+        assert all(0 < score["value"] < 20 and score["se"] > 0 for score in row.values()), (model, row)
+    assert data["mixed"][FLEX] != data["mixed"]["BTM (top-2)"] != data["mixed"][PUBLIC]
+    docs = data["mixed_docs"]
+    assert len(docs) == profile.eval.mixed_docs
+    paths = RunPaths(profile)
+    for doc in docs:
+        assert len({s["domain"] for s in doc["segments"]}) == profile.eval.mixed_domains_per_doc
+        for segment in doc["segments"]:
+            test = pd.read_parquet(paths.split(segment["domain"], "test")).set_index("id")["text"]
+            assert segment["source_id"] in test.index  # the world's ids name their split: <domain>-test-<i>
+            assert test[segment["source_id"]][segment["source_start"] : segment["source_end"]]
+    text = result.report.read_text()
+    assert "## Mixed-domain documents" in text
+    section = text.split("## Mixed-domain documents")[1].split("\n## ")[0]
+    for name in data["mixed"]:
+        assert f"| {name} |" in section
+
+
+def test_before_the_switch_is_the_whole_documents_first_tokens(world):
+    """The before-the-switch request is the whole document's request cut at the switch, so a causal model scores
+    those tokens the same in both: M_pub's per-token log-probabilities of the whole request, summed over them, are
+    the shorter request's log-likelihood."""
+    from model.public import load_public_model
+    from model.scoring import make_batch, model_scorer, score_requests
+    from tasks.core.tokenizer import load_tokenizer
+    from tasks.evaluation.inputs import append_mixed, load_test_frames
+    from tasks.evaluation.metrics import Layout
+    from tasks.evaluation.mixed import build_mixed
+
+    profile, result = world
+    tokenizer = load_tokenizer(profile)
+    docs = build_mixed(load_test_frames(profile), profile.eval, profile.seed)
+    assert [d.doc_id for d in docs] == [d["id"] for d in json.loads(result.results_json.read_text())["mixed_docs"]]
+    empty = Layout([], pd.Series([], dtype="int64").to_numpy())
+    task, requests, layout = append_mixed([], empty, docs, tokenizer, profile.model.max_seq_len)
+    index = layout.offsets[0]
+    assert index.shape == (len(docs), 2) and len(task.items) == len(docs)
+    public = load_public_model(str(RunPaths(profile).public_model_dir)).eval()
+    scores = score_requests(requests, model_scorer(public, "p"), 4, tokenizer.pad_token_id)["p"]
+    after_bytes = []
+    for whole_id, before_id in index:
+        whole, before = requests[whole_id], requests[before_id]
+        assert whole.context == before.context and whole.target[: len(before.target)] == before.target
+        assert 0 < layout.n_bytes[before_id] <= layout.n_bytes[whole_id]
+        after_bytes.append(layout.n_bytes[whole_id] - layout.n_bytes[before_id])
+        batch = make_batch([whole], tokenizer.pad_token_id)
+        with torch.no_grad():
+            logprobs = torch.log_softmax(public(input_ids=batch.input_ids).logits.float(), dim=-1)[0]
+        positions = range(len(whole.context) - 1, len(whole.context) - 1 + len(before.target))
+        first = sum(float(logprobs[p, t]) for p, t in zip(positions, before.target, strict=True))
+        assert scores.loglik[before_id] == pytest.approx(first, abs=1e-4)
+    assert sum(b > 0 for b in after_bytes) > len(docs) // 2  # most documents are still scored after their switch
+
+
+def test_every_model_has_its_cost_and_tasks_their_chance_margin(world):
+    """FLOPs per token from the configs: dense models alike, BTM its top-2 members, soups one model, the MoEs more
+    than a dense model (k experts) but less than BTM (shared attention and head); every task row states M_pub's
+    margin over chance."""
+    profile, result = world
+    data = json.loads(result.results_json.read_text())
+    cost = data["cost"]["models"]
+    assert sorted(cost) == sorted(data["per_task"])
+    one = cost[PUBLIC]["flops_per_token"]
+    assert all(cost[f"dense {d}"]["flops_per_token"] == one for d in profile.closed_domains)
+    assert cost[SOUP_UNIFORM]["flops_per_token"] == cost[SOUP_WEIGHTED]["flops_per_token"] == one
+    assert cost["BTM (top-2)"]["flops_per_token"] == 2 * one
+    members = 1 + len(profile.closed_domains)
+    for name in ("BTM (top-2)", SOUP_WEIGHTED):
+        assert cost[name]["routing_flops_per_prefix_token"] == members * one
+    assert cost[PROMPT]["routing_flops_per_prefix_token"] > 0
+    for name in (FLEX, FLEX_RT, BTX, UNRESTRICTED, NO_COORD):
+        assert one < cost[name]["flops_per_token"] < 2 * one, name
+    text = result.report.read_text()
+    assert "## Quality against inference cost" in text and "quality_vs_cost.png" in text
+    tasks_table = text.split("## Tasks")[1].split("\n\n")[1]
+    rows = [line for line in tasks_table.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    assert len(rows) == len(data["tasks"])
+    assert all(" (yes) |" in row or " (no) |" in row for row in rows)
+
+
+def test_prompt_routing_is_skipped_without_its_encoder(world, monkeypatch):
+    """A worker without sentence-transformers (None in sys.modules makes `import` raise ImportError) records why
+    prompt routing is not evaluated instead of failing the evaluation."""
+    from tasks.core.tokenizer import load_tokenizer
+    from tasks.evaluation.families import score_prompt_routing
+    from tasks.evaluation.inputs import load_models, load_test_frames, tokenize_tasks
+    from tasks.evaluation.runner import EvalRun, Runner
+    from tasks.evaluation.tasks import build_tasks
+
+    profile, _ = world
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    tokenizer = load_tokenizer(profile)
+    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
+    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
+    device = torch.device("cpu")
+    runner = Runner(profile, device, tokenizer.pad_token_id, None, "fp32")
+    run = EvalRun(profile, device, tokenizer, tasks, requests, layout, load_models(profile, device), runner)
+    score_prompt_routing(run)
+    assert PROMPT not in run.results and PROMPT not in run.costs
+    assert "sentence_transformers" in run.skipped[PROMPT] and "cannot be imported" in run.skipped[PROMPT]
 
 
 def test_missing_inputs_are_named(tmp_profile):
