@@ -43,15 +43,22 @@ from tasks.evaluation.tasks import Task, build_tasks, write_lm_eval_files
 def check_benchmark_data(profile: Profile, domains: list[str] | None = None) -> dict[str, Any]:
     """Build every FLEXMIX task on these domains' test splits now (cheap: no model, no tokenizer), so a test split too
     small for the benchmark is one clear error at the data stage, naming every domain and task it affects, instead of a
-    failed evaluation after all the training. Returns the item count of each task."""
+    failed evaluation after all the training. With every domain's split, the mixed-domain documents are built too.
+    Returns the item count of each task."""
     problems, counts = [], {}
-    for domain, frame in load_test_frames(profile, domains).items():
+    frames = load_test_frames(profile, domains)
+    for domain, frame in frames.items():
         try:
             tasks = build_tasks({domain: frame}, profile.eval, profile.seed, held_out_split_paths(profile, [domain]))
         except DataError as exc:
             problems.append(str(exc))
             continue
         counts.update({task.spec.name: len(task.items) for task in tasks})
+    if set(frames) == set(profile.domains) and profile.eval.mixed_docs:
+        try:
+            counts[MIXED_TASK] = len(build_mixed(frames, profile.eval, profile.seed))
+        except DataError as exc:
+            problems.append(f"mixed-domain documents: {exc}")
     if problems:
         raise DataError("the FLEXMIX benchmark cannot be built from these test splits:\n  " + "\n  ".join(problems))
     return {"tasks": counts}

@@ -191,6 +191,26 @@ def test_benchmark_data_check_names_every_unusable_split(tmp_profile):
         check_benchmark_data(tmp_profile, ["academic"])
 
 
+def test_benchmark_data_check_builds_the_mixed_documents_from_every_domain(tmp_profile):
+    """With every domain's test split the pre-flight also builds the mixed-domain documents, and names the setting
+    when there are fewer domains than each document should mix."""
+    from tasks.core.artifacts import RunPaths
+    from tasks.evaluation.evaluate import check_benchmark_data
+    from tasks.evaluation.mixed import MIXED_TASK
+
+    paths = RunPaths(tmp_profile)
+    frames = _frames()
+    for domain in tmp_profile.domains:
+        frame = frames[domain] if domain in frames else frames["news"].assign(id=domain + frames["news"]["id"])
+        paths.split(domain, "test").parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(paths.split(domain, "test"))
+    assert check_benchmark_data(tmp_profile)["tasks"][MIXED_TASK] == tmp_profile.eval.mixed_docs
+    assert MIXED_TASK not in check_benchmark_data(tmp_profile, ["news", "code"])["tasks"]
+    too_many = tmp_profile.eval.model_copy(update={"mixed_domains_per_doc": len(tmp_profile.domains) + 1})
+    with pytest.raises(DataError, match="mixed-domain documents: eval.mixed_domains_per_doc is 9"):
+        check_benchmark_data(tmp_profile.model_copy(update={"eval": too_many}))
+
+
 def test_math_tasks_use_the_items_of_a_mixed_math_domain_only(tiny_profile):
     """At scale the math domain also holds manuals (prose without question/answer): the math tasks skip them."""
     frames = _frames()
