@@ -22,8 +22,14 @@ check: $(STAMP)  ## lint, format, types, import layering (pyproject.toml configu
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo
 
+# The default suite on TEST_WORKERS pytest-xdist workers (the dev extra; 0: in pytest's own process), a whole test
+# file per worker (--dist loadfile: a file's module-scoped world is built once) in the order tests/conftest.py gives
+# (longest file first, hence --no-loadscope-reorder). `make test TEST_WORKERS=2` on two cores.
+TEST_WORKERS ?= 0
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: check $(LM_EVAL)  ## the checks, then the default test suite (fails on no tests: pytest exit code 5 is non-zero)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 test-all: check browser $(LM_EVAL)  ## the checks, then every test, the slow ones too (the browser test needs `browser`)
 	$(BIN)/python -m pytest -q

@@ -9,7 +9,9 @@ benchmarks/RESULTS.md. Exits non-zero when a part failed (the time of a failing 
     .venv/bin/python benchmarks/test_suite.py --repo /tmp/clone --install --record
 
 `--install` first times README command one's install (`make install`) in that checkout with empty uv and pip caches
-(fresh temporary folders): on a fresh clone, the install's seconds as a newcomer pays them.
+(fresh temporary folders): on a fresh clone, the install's seconds as a newcomer pays them. `--save-durations` also
+times every set-up and call (`--durations=0`) and writes each test file's total to tests/durations.json of this
+checkout, the order in which `make test` hands files to its workers (longest first).
 """
 
 from __future__ import annotations
@@ -31,11 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import REPO_ROOT, RESULTS, write_result  # noqa: E402
 
-PYTEST = ["-m", "pytest", "-q", "-m", "not slow"]  # the Makefile's `test` target after `check`
+# the Makefile's `test` target after `check`, with its TEST_WORKERS (PYTEST_PARALLEL)
+PYTEST = ["-m", "pytest", "-q", "-m", "not slow"]
+MAKEFILE_WORKERS = re.compile(r"^TEST_WORKERS \?= (\d+)$", re.MULTILINE)
+DURATIONS = REPO_ROOT / "tests" / "durations.json"
 LOAD_SAMPLE_S = 5.0
 TARGET_S = 5 * 60  # issue 22: the default suite within 5 minutes on 2 cores, after the install
 # pytest's closing line, with `-q` bare ("477 passed, 5 deselected in 793.23s (0:13:13)"), else between "=" rules
 SUMMARY = re.compile(r"^(?:=+ )?(\d+ (?:passed|failed)[^\n]*?) in [\d.]+s", re.MULTILINE)
+# one line of `--durations`: "43.96s setup    tests/flows/test_lineage.py::test_the_pipeline_ran_every_stage"
+DURATION = re.compile(r"^([\d.]+)s (?:setup|call|teardown) +([^:\s]+)::", re.MULTILINE)
 
 
 class LoadSampler:
@@ -73,15 +80,31 @@ def timed(cmd: list[str], repo: Path, env: dict[str, str] | None = None) -> tupl
     return seconds, done.returncode, done.stdout
 
 
+def pytest_args(repo: Path, workers: int | None) -> list[str]:
+    """The `test` target's pytest arguments in `repo`'s Makefile; `workers` overrides its TEST_WORKERS (a Makefile
+    without one runs the suite in one process)."""
+    if workers is None:
+        found = MAKEFILE_WORKERS.search((repo / "Makefile").read_text())
+        workers = int(found.group(1)) if found else 0
+    return PYTEST + (["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"] if workers else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=REPO_ROOT, help="the checkout to run in (its .venv installed)")
     parser.add_argument("--install", action="store_true", help="first time `make install` with empty uv/pip caches")
     parser.add_argument("--pytest-only", action="store_true", help="time only the pytest part, not `make check`")
     parser.add_argument("--record", action="store_true", help="append the result to benchmarks/RESULTS.md")
+    parser.add_argument("--workers", type=int, help="pytest-xdist workers (default: the Makefile's TEST_WORKERS)")
     parser.add_argument("--durations", type=int, default=0, help="also print pytest's N slowest set-ups and calls")
+    parser.add_argument(
+        "--save-durations", action="store_true", help="write every file's seconds to tests/durations.json"
+    )
     args = parser.parse_args()
+    if args.save_durations:
+        args.durations = 0  # pytest's "all of them"
     repo = args.repo.resolve()
+    pytest = pytest_args(repo, args.workers)
     python = str(repo / ".venv" / "bin" / "python")
     install_s, install_rc = None, 0
     with LoadSampler() as load:
@@ -92,7 +115,8 @@ def main() -> None:
         if install_rc:
             sys.exit(f"make install failed (exit {install_rc})")
         check_s, check_rc = (0.0, 0) if args.pytest_only else timed(["make", "check"], repo)[:2]
-        command = [python, *PYTEST] + ([f"--durations={args.durations}"] if args.durations else [])
+        timing = args.save_durations or args.durations
+        command = [python, *pytest] + ([f"--durations={args.durations}"] if timing else [])
         pytest_s, pytest_rc, output = timed(command, repo) if check_rc == 0 else (0.0, -1, "")
     summary = SUMMARY.findall(output)
     fields = {
@@ -104,7 +128,7 @@ def main() -> None:
         "passed": check_rc == 0 and pytest_rc == 0,
         "commands": (["make install (empty caches)"] if args.install else [])
         + ([] if args.pytest_only else ["make check"])
-        + [f".venv/bin/python {' '.join(PYTEST)}" + (f" --durations={args.durations}" if args.durations else "")],
+        + [f".venv/bin/python {' '.join(pytest)}" + (f" --durations={args.durations}" if timing else "")],
         "load_average_during": load.summary(),
         "target_seconds": TARGET_S,
     }
@@ -113,7 +137,19 @@ def main() -> None:
     print(f"written {path.relative_to(REPO_ROOT)}")
     if args.record:
         _record(path)
+    if args.save_durations and fields["passed"]:
+        _save_durations(output)
     sys.exit(0 if fields["passed"] else 1)
+
+
+def _save_durations(output: str) -> None:
+    """Each test file's seconds (the sum of its set-ups, calls and teardowns in `output`), longest first."""
+    seconds: dict[str, float] = {}
+    for value, test_file in DURATION.findall(output):
+        seconds[test_file] = seconds.get(test_file, 0.0) + float(value)
+    ranked = {name: round(total, 1) for name, total in sorted(seconds.items(), key=lambda item: -item[1])}
+    DURATIONS.write_text(json.dumps(ranked, indent=1) + "\n")
+    print(f"written {DURATIONS.relative_to(REPO_ROOT)} ({len(ranked)} files, {sum(ranked.values()):.0f} s)")
 
 
 def _record(path: Path) -> None:

@@ -1,13 +1,17 @@
 """Shared fixtures. Importing `tasks` first makes the test process offline and telemetry-free, as entry points do.
 
 No process a test starts may outlive the suite: the session ends with a check that fails it when one is still running.
+`make test` runs the suite on two pytest-xdist workers, a whole file per worker (module-scoped worlds are built once);
+each worker has its own Prefect home, and files are handed out longest first (`tests/durations.json`).
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -24,6 +28,18 @@ from tests.profiles import profile_under
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# Under pytest-xdist, each worker's Prefect home (its ephemeral servers' SQLite database and persisted task results) is
+# its own folder inside the one `tasks` chose: the commands two workers' tests run at the same time, and the servers
+# they start, do not share one database. Tests that need another home still set PREFECT_HOME for their subprocesses.
+if _WORKER := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / f"xdist-{_WORKER}")
+
+# Seconds each test file took in a measured default run (the sum of its `--durations=0` entries). Only the order in
+# which xdist hands files to workers depends on it: longest first, so that no long file starts last while the other
+# worker idles. A file missing from it (new, or fast) goes after them in collection order; a stale entry costs time,
+# never a result.
+DURATIONS = Path(__file__).with_name("durations.json")
+
 
 _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
@@ -39,6 +55,17 @@ def _adopt_orphans() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On an xdist worker, the files longest first (`DURATIONS`); tests keep their order within a file. Every worker
+    sorts the same collection the same way, as xdist requires. A run without xdist keeps the collection order."""
+    if not hasattr(config, "workerinput"):  # what xdist gives its workers' configs
+        return
+    seconds = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    files = list(dict.fromkeys(item.nodeid.split("::")[0] for item in items))
+    rank = {name: (-float(seconds.get(name, 0.0)), index) for index, name in enumerate(files)}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 def _running_children(before: set[int]) -> list[psutil.Process]:
