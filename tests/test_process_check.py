@@ -3,6 +3,7 @@ included, and kills it; a suite that stops what it starts passes."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,9 @@ import psutil
 
 from tasks.core.config import REPO_ROOT
 
+GRACE_S = (
+    1  # the inner sessions' grace period: their leaked sleepers run for 300 s, waiting 15 s for them proves nothing
+)
 CONFTEST = "from tests.conftest import _no_process_outlives_the_suite  # noqa: F401\n"
 LEAKS = """
 import shlex
@@ -43,6 +47,7 @@ def _session(tmp_path: Path, tests: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=REPO_ROOT,
+        env={**os.environ, "FLEXO_TEST_LEAK_GRACE_S": str(GRACE_S)},
         capture_output=True,
         text=True,
         timeout=300,
