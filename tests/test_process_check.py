@@ -14,9 +14,8 @@ import psutil
 
 from tasks.core.config import REPO_ROOT
 
-GRACE_S = (
-    1  # the inner sessions' grace period: their leaked sleepers run for 300 s, waiting 15 s for them proves nothing
-)
+# the inner sessions' grace period: their leaked sleepers run for 300 s, so a longer wait changes no outcome
+GRACE_S = 1
 CONFTEST = "from tests.conftest import _no_process_outlives_the_suite  # noqa: F401\n"
 LEAKS = """
 import shlex
