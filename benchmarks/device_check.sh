@@ -3,22 +3,19 @@
 # `device` tool: one H200, Python 3.12 with torch, no package registry, 15 minutes of device time per session).
 #
 # Why a script: device time runs from the machine's start, so each check must be one call, ready before the machine is
-# asked for. Two checks (benchmarks/RESULTS.md records what they measured):
+# asked for. The check here (benchmarks/RESULTS.md records what it measured):
 #   throughput  train_throughput.py (tokens/s and MFU against the same-run bf16 matmul peak; dense and expert training,
 #               `small` and `demo` sizes, and `small` again with the step compiled; issue 4's >= 35% at `small`) and
 #               moe_inference.py (issue 7's 1.2x target)
-#   science     the `small` profile's model stages through `python -m flows.headless` (M_pub, 8 experts, 8 dense models,
-#               the MoE, the FLEXMIX evaluation) and its report back as flexmix-small.tar.gz (issue 7)
+# The `small` science run (issue 7's report) outlasts one call and its data outweighs one call's 64 MiB: it runs in
+# resumable steps through benchmarks/device_science.sh (`prepare science` here packs its data for it).
 #
 # Usage, in the repository root:
 #   benchmarks/device_check.sh prepare [science]   # here: the wheels the image lacks -> .whl/ (git-ignored); with
-#                                                 # `science` also the small data, tokenizer and router rows (CPU, here)
+#                                                 # `science` also `benchmarks/device_science.sh pack small` (CPU, here)
 #   device run: command "bash benchmarks/device_check.sh run throughput", carry [".whl"], timeout_s 420
-#   device run: command "bash benchmarks/device_check.sh run science", carry [".whl", "data", "runs/small/router"]
 #   PYTHON=.venv/bin/python DEVICE=cpu STEPS=1 WARMUP=1 SIZES=tiny benchmarks/device_check.sh run throughput  # dry run
-# Outputs under $OUT (./device_check/ when OUT is unset): device_check.log and each check's JSON (and report archive).
-# `prepare science` overwrites data/ with the small profile's data (data/ is shared by the profiles): rebuild the demo's
-# with `flexo data` afterwards.
+# Outputs under $OUT (./device_check/ when OUT is unset): device_check.log and each check's JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,9 +42,7 @@ prepare() {
         --platform manylinux2014_x86_64 --platform any -d "$WHEEL_DIR" "${specs[@]}"
     du -sh "$WHEEL_DIR"
     if [[ ${1:-} == science ]]; then
-        .venv/bin/flexo data --profile small
-        .venv/bin/python -m flows.headless --profile small --stages embed
-        du -sh data runs/small/router
+        PYTHON=.venv/bin/python bash benchmarks/device_science.sh pack small
     fi
 }
 
@@ -76,31 +71,17 @@ throughput() {
     grep '^{' "$OUT_DIR/moe_inference.log" > "$OUT_DIR/moe_inference.json"
 }
 
-science() {
-    local profile=${PROFILE:-small}
-    [[ -f data/tokenizer/tokenizer.json && -d runs/$profile/router ]] \
-        || { echo "no $profile data or router rows here: run '$0 prepare science' and carry data, runs/$profile/router" >&2; exit 1; }
-    local status=0 stamp
-    stamp=$(mktemp)
-    "$PYTHON" -m flows.headless --profile "$profile" --summary "$OUT_DIR/headless.json" || status=$?
-    # what this run wrote comes back, also from a run cut short (the summary says how far it got); never an older
-    # report that was already in the tree
-    find reports/flexmix-"$profile".md reports/flexmix-"$profile" runs/"$profile"/eval -maxdepth 1 -type f -newer "$stamp" \
-        2> /dev/null | tar -czf "$OUT_DIR/flexmix-$profile.tar.gz" -T -
-    tar -tzf "$OUT_DIR/flexmix-$profile.tar.gz"
-    return $status
-}
-
 run() {
-    [[ $# -gt 0 ]] || { echo "usage: $0 run throughput|science ..." >&2; exit 2; }
+    [[ $# -gt 0 ]] || { echo "usage: $0 run throughput" >&2; exit 2; }
     mkdir -p "$OUT_DIR"
     export PYTHONUNBUFFERED=1
     {
         setup_device
         for check in "$@"; do
             case $check in
-                throughput|science) "$check" ;;
-                *) echo "unknown check '$check' (throughput, science)" >&2; exit 2 ;;
+                throughput) "$check" ;;
+                science) echo "the science run is benchmarks/device_science.sh (resumable steps)" >&2; exit 2 ;;
+                *) echo "unknown check '$check' (throughput)" >&2; exit 2 ;;
             esac
         done
     } 2>&1 | tee -a "$OUT_DIR/device_check.log"
@@ -109,5 +90,5 @@ run() {
 case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     run) shift; run "$@" ;;
-    *) echo "usage: $0 prepare [science] | run throughput|science ..." >&2; exit 2 ;;
+    *) echo "usage: $0 prepare [science] | run throughput" >&2; exit 2 ;;
 esac

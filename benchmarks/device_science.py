@@ -26,6 +26,7 @@ Exit status: 0 done (or already done), 75 call the same step again (cut at the b
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import io
 import json
@@ -63,7 +64,7 @@ KILL_GRACE_S = 20.0
 DEFAULT_BUDGET_S = 480.0
 DEFAULT_PART_MIB = 48  # a data part, with the working tree (about 3 MB), under the 64 MiB a call carries
 GATHERED_SUFFIXES = (".json", ".md", ".csv", ".png", ".log", ".txt", ".yaml")
-SKIPPED_FOLDERS = {"incoming", "data", "ckpt", "tokenizer", "tasks", "router", "out"}  # inputs, checkpoints, $OUT
+SKIPPED_FOLDERS = {"incoming", "ckpt", "tokenizer", "tasks", "router", "out"}  # inputs, checkpoints, $OUT
 SKIPPED_NAMES = ("tokenizer", "special_tokens_map")  # a model directory's tokenizer files (inputs, and large)
 UNPACKED = ".unpacked"  # the run directory's record of the archive it unpacked (its sha256)
 
@@ -191,10 +192,11 @@ def _stop_group(child: subprocess.Popen[bytes]) -> None:
 def pack_members(sc: Science) -> list[tuple[Path, str]]:
     """(file, name in the archive) for everything the device steps read: each domain's splits and split.json, the
     tokenizer, the data cards and the router rows, named relative to the run directory's layout (data/, runs/,
-    reports/) so `data` can unpack them in place."""
+    reports/; the data folder keeps its name, e.g. data-at-scale/) so `data` can unpack them in place."""
     paths = run_paths(sc, sc.base_params)
     profile = paths.profile
-    roots = {"data": profile.path("data_dir"), "runs": profile.path("runs_dir"), "reports": profile.path("reports_dir")}
+    data_dir = profile.path("data_dir")  # its own name kept: the data reports and cards are filed under it
+    roots = {data_dir.name: data_dir, "runs": profile.path("runs_dir"), "reports": profile.path("reports_dir")}
 
     def named(path: Path) -> tuple[Path, str]:
         for name, root in roots.items():
@@ -236,38 +238,72 @@ def embed_router_rows(sc: Science) -> Outcome | None:
 
 
 def pack(sc: Science) -> Outcome:
-    """Router rows, then one tar.gz of `pack_members` cut into parts, with manifest.json (each part's sha256)."""
+    """Router rows, then one tar.gz of `pack_members` cut into parts, with manifest.json (each part's sha256); skipped
+    when the parts on disk were packed from the same files."""
     sc.carry_dir.mkdir(parents=True, exist_ok=True)
     failed = embed_router_rows(sc)
     if failed:
         return failed
     members = pack_members(sc)
-    manifest = write_parts(members, sc.carry_dir, sc.part_mib * MIB, sc.profile)
+    manifest = packed_manifest(sc.carry_dir, members, sc.part_mib * MIB)
+    skipped = manifest is not None
+    manifest = manifest or write_parts(members, sc.carry_dir, sc.part_mib * MIB, sc.profile)
     calls = carry_plan(sc, [p["name"] for p in manifest["parts"]])
     message = f"{len(members)} files, {manifest['archive_bytes']} bytes in {len(calls)} part(s) under {sc.carry_dir}"
-    return Outcome(DONE, message, {"carry": calls})
+    return Outcome(DONE, ("already packed: " if skipped else "") + message, {"carry": calls})
+
+
+def members_fingerprint(members: Sequence[tuple[Path, str]], part_bytes: int) -> str:
+    """What a pack was made from: each file's name in the archive, size and modification time, and the part size."""
+    digest = hashlib.sha256(str(part_bytes).encode())
+    for path, name in members:
+        stat = path.stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def packed_manifest(folder: Path, members: Sequence[tuple[Path, str]], part_bytes: int) -> dict[str, Any] | None:
+    """The manifest on disk when it was packed from exactly `members` and every part is there at its size."""
+    path = folder / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest.get("members_fingerprint") != members_fingerprint(members, part_bytes):
+        return None
+    whole = all(
+        (folder / p["name"]).exists() and (folder / p["name"]).stat().st_size == p["bytes"] for p in manifest["parts"]
+    )
+    return manifest if whole else None
 
 
 def write_parts(members: Sequence[tuple[Path, str]], folder: Path, part_bytes: int, profile: str) -> dict[str, Any]:
     """`members` as one tar.gz cut into part-NN files of at most `part_bytes`, and manifest.json (each part's and the
-    whole's sha256); parts of an earlier pack are removed first."""
+    whole's sha256); parts of an earlier pack are removed first. The same files give the same bytes (no time stamps,
+    owners or permissions from this machine), so a repeated pack leaves the device's `data` nothing to redo."""
     for old in folder.glob("part-*"):
         old.unlink()
     archive = folder / "archive.tar.gz"
-    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
-        for path, name in members:
-            tar.add(path, arcname=name)
+    with archive.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as packed:
+        with tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path, name in members:
+                tar.add(path, arcname=name, filter=_plain)
     parts = split_file(archive, folder, part_bytes)
     manifest = {
         "profile": profile,
         "archive_sha256": sha256_of(archive),
         "archive_bytes": archive.stat().st_size,
         "files": len(members),
+        "members_fingerprint": members_fingerprint(members, part_bytes),
         "parts": [{"name": p.name, "bytes": p.stat().st_size, "sha256": sha256_of(p)} for p in parts],
     }
     archive.unlink()
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+    return info
 
 
 def split_file(path: Path, folder: Path, part_bytes: int) -> list[Path]:
@@ -359,8 +395,9 @@ def write_params(sc: Science) -> None:
     raw = yaml.safe_load(sc.base_params.read_text())
     section = raw["profiles"].setdefault(sc.profile, {}) or {}
     raw["profiles"][sc.profile] = section
+    data_dir = (section.get("paths") or {}).get("data_dir") or raw["defaults"]["paths"]["data_dir"]
     section["paths"] = {
-        "data_dir": str(sc.run_dir / "data"),
+        "data_dir": str(sc.run_dir / Path(data_dir).name),  # the name `pack` filed the data and its cards under
         "runs_dir": str(sc.run_dir / "runs"),
         "reports_dir": str(sc.run_dir / "reports"),
         "mlflow_tracking_uri": f"sqlite:///{sc.run_dir / 'mlflow.db'}",
@@ -470,15 +507,27 @@ def gather_files(sc: Science) -> list[Path]:
     the evaluation's JSON/CSV and the report with its figures. Never weights or checkpoints."""
     if not sc.run_dir.exists():
         return []
+    data_name = _data_name(sc)
     found = []
     for path in sorted(sc.run_dir.rglob("*")):
         relative = path.relative_to(sc.run_dir)
         parts = set(relative.parts)
-        if not path.is_file() or parts & SKIPPED_FOLDERS or path.name.startswith(SKIPPED_NAMES):
+        skipped = parts & SKIPPED_FOLDERS or path.name.startswith(SKIPPED_NAMES) or relative.parts[0] == data_name
+        if not path.is_file() or skipped:
             continue
         if path.suffix in GATHERED_SUFFIXES:
             found.append(path)
     return found
+
+
+def _data_name(sc: Science) -> str:
+    """The run's data folder (inputs, never gathered): from its params.yaml once `data` wrote it."""
+    if not sc.params.exists():
+        return "data"
+    import yaml
+
+    paths = yaml.safe_load(sc.params.read_text())["profiles"][sc.profile]["paths"]
+    return Path(paths["data_dir"]).name
 
 
 def gather(sc: Science, outcome: Outcome | None = None, step: str = "gather") -> list[Path]:

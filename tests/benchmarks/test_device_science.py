@@ -5,6 +5,7 @@ the whole chain ran as a dry run at the tiny profile (benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -83,6 +84,32 @@ def test_data_parts_carried_over_several_calls_are_unpacked_once_all_are_there(s
     assert science.data(sc).message == "data already unpacked"
 
 
+def test_the_same_files_pack_to_the_same_bytes_and_a_repeated_pack_is_skipped(tmp_path) -> None:
+    members = _members(tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    packed = science.write_parts(members, first, 4000, "tiny")
+    os.utime(members[0][0], ns=(1, 1))  # another pack of equal bytes at another time: still the same archive
+    again = science.write_parts(members, second, 4000, "tiny")
+    assert packed["archive_sha256"] == again["archive_sha256"]
+    assert science.packed_manifest(second, members, 4000) == again
+    assert science.packed_manifest(second, members, 8000) is None  # another part size
+    members[1][0].write_bytes(os.urandom(3001))
+    assert science.packed_manifest(second, members, 4000) is None  # a changed file
+    science.write_parts(members, second, 4000, "tiny")
+    (second / "part-01").unlink()
+    assert science.packed_manifest(second, members, 4000) is None  # a part gone
+
+
+def test_the_run_keeps_the_data_folders_name(sc) -> None:
+    """`small` reads data-at-scale/ (its cards are filed under that name): the run directory's copy keeps it."""
+    small = dataclasses.replace(sc, profile="small")
+    small.run_dir.mkdir(parents=True)
+    science.write_params(small)
+    assert load_profile("small", small.params).path("data_dir") == small.run_dir / "data-at-scale"
+    assert science._data_name(small) == "data-at-scale"
+
+
 def test_a_model_step_needs_the_data_and_the_steps_before_it(sc) -> None:
     assert science.model_stage(sc, "public").status == science.MISSING  # a fresh machine: nothing under /tmp
     sc.run_dir.mkdir(parents=True)
@@ -139,6 +166,8 @@ def test_gathered_files_stay_within_the_device_tools_limits(sc) -> None:
     (run / "public" / "model" / "model.safetensors").write_bytes(os.urandom(1000))  # weights: never gathered
     (run / "public" / "model" / "tokenizer.json").write_text("{}")  # an input: never gathered
     (run / "public" / "train_result.json").write_text(json.dumps({"sha256": "x"}))
+    (sc.run_dir / "data" / "public").mkdir(parents=True)
+    (sc.run_dir / "data" / "public" / "split.json").write_text("{}")  # the data: an input, never gathered
     (sc.run_dir / "logs").mkdir()
     (sc.run_dir / "logs" / "public.log").write_bytes(b"early\n" + os.urandom(science.LOG_TAIL_BYTES) + b"\nlast line\n")
     (run / "eval").mkdir()
@@ -158,7 +187,9 @@ def test_gathered_files_stay_within_the_device_tools_limits(sc) -> None:
         log = tar.extractfile("logs/public.log").read()
     assert names == status["archive"]["files"]
     assert "runs/tiny/public/train_result.json" in names
-    assert not [n for n in names if "ckpt" in n or n.endswith((".safetensors", "tokenizer.json"))]
+    assert not [
+        n for n in names if "ckpt" in n or n.startswith("data/") or n.endswith((".safetensors", "tokenizer.json"))
+    ]
     assert log.endswith(b"last line\n") and not log.startswith(b"early") and len(log) == science.LOG_TAIL_BYTES
     assert "runs/tiny/eval/huge.json" in status["left_out"]
     dropped = [n for n in status["left_out"] if n.endswith(".png")]
