@@ -1,8 +1,10 @@
 """Shared fixtures. Importing `tasks` first makes the test process offline and telemetry-free, as entry points do.
 
 No process a test starts may outlive the suite: the session ends with a check that fails it when one is still running.
-`make test` runs the suite on two pytest-xdist workers, a whole file per worker (module-scoped worlds are built once);
-each worker has its own Prefect home, and files are handed out longest first (`tests/durations.json`).
+`make test TEST_WORKERS=2` runs the suite on two pytest-xdist workers, a whole file per worker (module-scoped worlds
+are built once); each worker has its own Prefect home, and files are handed out longest first (`tests/durations.json`).
+A new SQLite MLflow store gets its tables as a copy of the first one MLflow built in the process
+(`tests/mlflow_schema.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 import tasks  # noqa: F401  (offline environment)
 from tasks.core.config import Profile, load_profile
+from tests.mlflow_schema import SchemaTemplate
 from tests.profiles import profile_under
 
 # One intra-op thread for the tests' models, here and (through the environment) in every process a test starts: they
@@ -68,6 +71,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     files = list(dict.fromkeys(item.nodeid.split("::")[0] for item in items))
     rank = {name: (-float(seconds.get(name, 0.0)), index) for index, name in enumerate(files)}
     items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+
+
+_MLFLOW_SCHEMA = SchemaTemplate()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A new SQLite MLflow store gets its tables as a copy of the first one's (tests/mlflow_schema.py), once MLflow is
+    imported."""
+    _MLFLOW_SCHEMA.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _MLFLOW_SCHEMA.remove()
 
 
 def _running_children(before: set[int]) -> list[psutil.Process]:
