@@ -25,12 +25,32 @@ def _exit_on_sigterm() -> None:
     """SIGTERM (systemd, Kubernetes, `timeout`, a test) ends a command as Ctrl-C does, through the exit handlers: the
     temporary Prefect server a command started stops with it instead of outliving it (Python's default SIGTERM
     handling skips them)."""
-    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """Only a flag and SystemExit: a signal handler that imports or locks can deadlock against the code it
+    interrupted. (Prefect's own handler replaces this one while a flow runs and passes the signal back at its end.)"""
+    _terminated_by.append(signum)
+    sys.exit(128 + signum)
+
+
+_terminated_by: list[int] = []  # the signal that ended the command, whatever the flow engine turned it into
 
 
 def main() -> None:
-    """Run the CLI; a FlexoError becomes a one-screen message and its exit code, not a traceback."""
+    """Run the CLI. A command ended by SIGTERM exits 128 + 15 even where Prefect's engine reported the interruption
+    as a crash (exit 1), so service managers and scripts see the signal, not a failure."""
     _exit_on_sigterm()
+    try:
+        _main()
+    finally:
+        if _terminated_by:
+            sys.exit(128 + _terminated_by[0])
+
+
+def _main() -> None:
+    """Run the CLI; a FlexoError becomes a one-screen message and its exit code, not a traceback."""
     try:
         code = app(standalone_mode=False)  # without standalone mode, `typer.Exit(n)` comes back as n, not as sys.exit
     except FlexoError as err:

@@ -22,7 +22,7 @@ from flows.steps import code_fingerprint
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.hashing import json_sha256
-from tasks.data.workers import domain_processes
+from tasks.data.workers import domain_processes, end_all_workers
 
 PREPARE_PROCESSES = 2  # domains prepared at once: two cores, and the memory of one large domain beside a small one
 
@@ -45,7 +45,12 @@ def _prepare(p: Profile, chosen: list[str]) -> dict[str, Outcome]:
         return {d: one(d) for d in chosen}
     with domain_processes(), ThreadPoolExecutor(lanes, thread_name_prefix="prepare") as threads:
         started = {d: threads.submit(contextvars.copy_context().run, one, d) for d in _largest_first(p, chosen)}
-        return {d: started[d].result() for d in chosen}
+        try:
+            return {d: started[d].result() for d in chosen}
+        except BaseException:  # interrupted (SIGTERM, Ctrl-C): start no further domain, end the running ones
+            threads.shutdown(wait=False, cancel_futures=True)
+            end_all_workers()
+            raise
 
 
 def _largest_first(p: Profile, chosen: list[str]) -> list[str]:

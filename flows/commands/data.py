@@ -48,18 +48,15 @@ def _build(p: Profile, chosen: list[str], version: bool) -> None:
     """The Prefect `data` flow (the `data` stage of `flexo run`), with one line per step as it ends: every step is
     cached, so a rerun of an unchanged build is all cache hits. A domain failing its suite is reported with its report
     path and the others go on; the command then exits non-zero."""
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
-
     from flows.commands.run import StageDisplay
     from flows.data import data
     from flows.outcomes import add_listener
+    from flows.prefect_server import prefect_api
     from tasks.core.errors import DataError
 
     remove = add_listener(StageDisplay())
     try:
-        with temporary_settings(
-            {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}
-        ):
+        with prefect_api(p.orchestration.server_startup_timeout_s):
             rows = data(profile=p, domains=chosen, fail_on_error=False, version=version)
     finally:
         remove()

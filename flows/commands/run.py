@@ -96,10 +96,9 @@ def run_command(
     bad = sorted(set(stages or []) - set(STAGES)) + sorted(set(domains or []) - set(p.closed_domains))
     if bad:
         raise ConfigError(f"unknown stage(s)/domain(s) {bad}; stages: {list(STAGES)}; domains: {p.closed_domains}")
-    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
-
     from flows.outcomes import add_listener
     from flows.pipeline import pipeline
+    from flows.prefect_server import prefect_api
 
     console.print(
         f"[bold]flexo run[/] profile [bold]{p.name}[/]: Prefect API "
@@ -107,9 +106,7 @@ def run_command(
     )
     remove = add_listener(StageDisplay())
     try:
-        with temporary_settings(
-            {PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: p.orchestration.server_startup_timeout_s}
-        ):
+        with prefect_api(p.orchestration.server_startup_timeout_s):
             summary = pipeline(profile=p, domains=domains or None, stages=stages or None)
     finally:
         remove()

@@ -62,3 +62,35 @@ def test_sigterm_stops_the_command_and_its_prefect_server(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_to_the_whole_process_group_ends_the_command_promptly(tmp_path) -> None:
+    """systemd's default and `kill -- -PGID` signal the server too: the command must not then spend minutes retrying
+    its exit-time API calls against a server that is gone (Prefect's client retries with back-off by default)."""
+    env = {**os.environ, "FLEXO_PARAMS": _params_under(tmp_path), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "out.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "data", "-p", "tiny"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, as a service manager starts it
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while "completed" not in log.read_text():  # a flow run is under way: its exit reports to the server
+            assert proc.poll() is None and time.monotonic() < deadline, f"no step completed:\n{log.read_text()}"
+            time.sleep(0.2)
+        command = psutil.Process(proc.pid)
+        family = [command, *command.children(recursive=True)]
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=STOP_S) == 128 + signal.SIGTERM, log.read_text()
+        gone, alive = psutil.wait_procs(family, timeout=STOP_S)
+        assert not alive, f"left running after the command: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
