@@ -81,34 +81,42 @@ def opt_out(delta: np.ndarray, errors: np.ndarray, removed: list[str], domains: 
 def quality_vs_cost(
     names: list[str], mflops: np.ndarray, values: dict[str, np.ndarray], errors: dict[str, np.ndarray], path: Path
 ) -> Path:
-    """One panel per quality measure (y, ± 1 SE) against forward MFLOPs per token (x): the dense domain models as
-    one grey group, every other model a labelled point (equal points share a label)."""
+    """One panel per quality measure (y, ± 1 SE) against forward MFLOPs per token (x): the dense domain models as one
+    grey group, every other model its own colour and marker, named in one legend below the panels (labels beside the
+    points would overlap where models cost the same)."""
     plt = _pyplot()
-    dense = np.array([name.startswith("dense ") for name in names])
-    fig, axes = plt.subplots(1, len(values), figsize=(5.6 * len(values), 4.4), squeeze=False)
+    dense = [name.startswith("dense ") for name in names]
+    others = [i for i, is_dense in enumerate(dense) if not is_dense]
+    markers = "osD^v<>PX*"
+    fig, axes = plt.subplots(1, len(values), figsize=(5.0 * len(values), 4.0), squeeze=False)
     for ax, (label, y) in zip(axes[0], values.items(), strict=True):
-        for group, color, legend in ((dense, "0.6", "dense domain models"), (~dense, "C0", "other models")):
-            if group.any():
-                ax.errorbar(
-                    mflops[group],
-                    y[group],
-                    yerr=errors[label][group],
-                    fmt="o",
-                    color=color,
-                    capsize=3,
-                    alpha=0.8,
-                    label=legend,
-                )
-        shared: dict[tuple[float, float], list[str]] = {}
-        for name, x_i, y_i, is_dense in zip(names, mflops, y, dense, strict=True):
-            if not is_dense:
-                shared.setdefault((float(x_i), round(float(y_i), 6)), []).append(name)
-        for (x_i, y_i), labels in shared.items():
-            ax.annotate("\n".join(labels), (x_i, y_i), textcoords="offset points", xytext=(5, 2), fontsize=6)
+        grey = [i for i, is_dense in enumerate(dense) if is_dense]
+        if grey:
+            ax.errorbar(
+                mflops[grey],
+                y[grey],
+                yerr=errors[label][grey],
+                fmt="o",
+                color="0.65",
+                capsize=2,
+                label="dense domain models",
+            )
+        for position, i in enumerate(others):
+            ax.errorbar(
+                mflops[i],
+                y[i],
+                yerr=errors[label][i],
+                fmt=markers[position % len(markers)],
+                capsize=2,
+                color=plt.get_cmap("tab20")(position % 20),
+                label=names[i],
+            )
         ax.set_xlabel("forward MFLOPs per token")
         ax.set_ylabel(label)
-        ax.legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, bbox_to_anchor=(0.5, -0.02))
     fig.suptitle("Quality against inference cost")
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) + 3) // 4), 1, 1))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path

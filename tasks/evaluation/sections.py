@@ -138,8 +138,11 @@ def cost_section(
 def cost_figure(
     inputs: ReportInputs, bpb: dict[str, dict[str, TaskScore]], acc: dict[str, dict[str, TaskScore]]
 ) -> Path | None:
-    """Average bits per byte and accuracy against MFLOPs per token, one point per model that has both."""
+    """Average bits per byte, accuracy and (when scored) the mixed documents' bits per byte against MFLOPs per token,
+    one point per model that has them all."""
     names = [m for m in inputs.costs if m in bpb and "average" in bpb[m] and "average" in acc.get(m, {})]
+    if inputs.mixed:
+        names = [m for m in names if m in inputs.mixed]
     if not names:
         return None
     flops = np.array([inputs.costs[m].per_token / 1e6 for m in names])
@@ -147,6 +150,8 @@ def cost_figure(
         "average bits per byte (lower is better)": [bpb[m]["average"] for m in names],
         "average accuracy (higher is better)": [acc[m]["average"] for m in names],
     }
+    if inputs.mixed:
+        panels["mixed documents: bits per byte (lower is better)"] = [inputs.mixed[m]["document"] for m in names]
     values = {label: np.array([s.value for s in scores]) for label, scores in panels.items()}
     errors = {label: np.array([s.se for s in scores]) for label, scores in panels.items()}
     return quality_vs_cost(names, flops, values, errors, inputs.figure_dir / "quality_vs_cost.png")
