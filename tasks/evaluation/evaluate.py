@@ -36,7 +36,7 @@ from tasks.evaluation.mixed import MIXED_TASK, build_mixed
 from tasks.evaluation.report import write_report
 from tasks.evaluation.results import EvalResult, ReportInputs
 from tasks.evaluation.runner import EvalRun, Runner, machine_description
-from tasks.evaluation.sweeps import Sweeps, routing_by_domain, run_sweeps
+from tasks.evaluation.sweeps import Sweeps, routing_at_switch, routing_by_domain, run_sweeps
 from tasks.evaluation.tasks import Task, build_tasks, write_lm_eval_files
 
 
@@ -110,10 +110,11 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
         sweeps = run_sweeps(run)
     with runner.autocast():
         by_domain = routing_by_domain(run, sweeps.subset.tasks)
+        switch = routing_at_switch(run, docs)
     per_model = {name: score_model(scored, layout, scores, resamples) for name, scores in run.results.items()}
     mixed_rows = _mixed_rows(per_model, run, resamples)
     report = _report_inputs(run, tasks, per_model, sweeps, by_domain, time.perf_counter() - started)
-    return write_report(replace(report, mixed=mixed_rows, mixed_docs=docs))
+    return write_report(replace(report, mixed=mixed_rows, mixed_docs=docs, switch_routing=switch))
 
 
 def _mixed_rows(

@@ -72,6 +72,7 @@ class ReportInputs:
     # model -> bits per byte of the mixed-domain documents: "document", "before switch", "after switch"
     mixed: dict[str, dict[str, TaskScore]] = field(default_factory=dict)
     mixed_docs: list[MixedDoc] = field(default_factory=list)
+    switch_routing: dict[str, tuple[float, float]] = field(default_factory=dict)  # `sweeps.routing_at_switch`
     costs: dict[str, Cost] = field(default_factory=dict)  # model -> inference FLOPs per token
     context: float = 0.0  # mean attended positions per evaluated token (the attention term of `costs`)
 
@@ -117,6 +118,7 @@ def results_payload(
             {"id": doc.doc_id, "prefix_chars": doc.prefix_chars, "segments": [asdict(s) for s in doc.segments]}
             for doc in inputs.mixed_docs
         ],
+        "mixed_routing": {k: {"value": v, "se": se} for k, (v, se) in inputs.switch_routing.items()},
         "cost": {
             "mean_context": inputs.context,
             "models": {

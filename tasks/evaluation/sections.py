@@ -15,7 +15,7 @@ import numpy as np
 
 from tasks.evaluation.figures import quality_vs_cost
 from tasks.evaluation.metrics import TaskScore, relative_gain
-from tasks.evaluation.results import PUBLIC, ReportInputs
+from tasks.evaluation.results import FLEX, PUBLIC, ReportInputs
 from tasks.evaluation.tasks import Task
 
 SEPARATES_SE = 2.0  # M_pub this many standard errors above chance: the task can tell models apart at this scale
@@ -98,6 +98,30 @@ def mixed_section(inputs: ReportInputs) -> list[str]:
                 _pct(relative_gain(after, reference["after switch"], False)),
             ]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines + _switch_routing(inputs)
+
+
+def _switch_routing(inputs: ReportInputs) -> list[str]:
+    """FlexOlmo's routing before and after the switch: does the second paragraph's expert take over?"""
+    if not inputs.switch_routing:
+        return []
+    lines = [
+        "",
+        f"Routing across the switch ({FLEX}, top-{inputs.default_k}): share of tokens whose top-k holds each "
+        "paragraph's expert, mean over layers, then over the documents (± SE over documents; tokens after the switch "
+        "= the whole request's counts minus the before-the-switch request's).",
+        "",
+        "| expert | before the switch | after the switch |",
+        "|---|---|---|",
+    ]
+    for which in ("first", "second"):
+        cells = []
+        for side in ("before", "after"):
+            value, se = inputs.switch_routing.get(
+                f"{which} paragraph's expert, {side} the switch", (math.nan, math.nan)
+            )
+            cells.append(f"{value:.3f} ± {se:.3f}")
+        lines.append(f"| {which} paragraph's domain | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -17,6 +17,7 @@ from model.optout import masked_experts
 from model.scoring import Request, Scores, model_scorer, score_requests
 from tasks.evaluation.inputs import tokenize_tasks
 from tasks.evaluation.metrics import Layout, TaskScore, bootstrap_indices, domain_table, score_model
+from tasks.evaluation.mixed import MIXED_TASK, MixedDoc
 from tasks.evaluation.runner import EvalRun, RoutingScorer
 from tasks.evaluation.tasks import Task
 
@@ -96,3 +97,40 @@ def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task]) -> np.ndarray:
         score_requests(requests, scorer, profile.eval.batch_size, tokenizer.pad_token_id, run.device)
         out[:, column, :] = (scorer.hits / max(scorer.tokens, 1)).numpy()
     return out
+
+
+def routing_at_switch(run: EvalRun, docs: Sequence[MixedDoc]) -> dict[str, tuple[float, float]]:
+    """Whether the serving MoE's routing follows a mixed document's first domain switch: per document, the share of
+    tokens (mean over layers) whose top-k holds the first paragraph's expert, and the second's, before the switch (the
+    prefix and the rest of the first paragraph) and after it. The tokens after the switch are counted as the whole
+    request's minus the before-the-switch request's (same tokens up to the switch, so a causal model routes them the
+    same in both). (mean, SE) over the documents whose two domains both have an expert."""
+    if not docs or run.tasks[-1].spec.name != MIXED_TASK:
+        return {}
+    moe, experts = run.models.moe, run.models.experts
+    shares: dict[str, list[float]] = {}
+    for doc, (whole, before) in zip(docs, run.layout.offsets[-1], strict=True):
+        first, second = doc.segments[0].domain, doc.segments[1].domain
+        if first not in experts or second not in experts:
+            continue
+        counts = []
+        for request in (run.requests[before], run.requests[whole]):
+            scorer = RoutingScorer(moe, "r")
+            score_requests([request], scorer, 1, run.tokenizer.pad_token_id, run.device)
+            counts.append((scorer.hits.mean(dim=0), scorer.tokens))  # (experts,) mean over layers
+        (hits_before, tokens_before), (hits_whole, tokens_whole) = counts
+        if tokens_whole <= tokens_before:  # the window ended before the switch
+            continue
+        after = (hits_whole - hits_before) / (tokens_whole - tokens_before)
+        for side, share in (("before", hits_before / tokens_before), ("after", after)):
+            for which, domain in (("first", first), ("second", second)):
+                shares.setdefault(f"{which} paragraph's expert, {side} the switch", []).append(
+                    float(share[experts.index(domain)])
+                )
+    return {key: _mean_and_se(values) for key, values in shares.items()}
+
+
+def _mean_and_se(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values)
+    se = float(array.std(ddof=1) / np.sqrt(len(array))) if len(array) > 1 else float("nan")
+    return float(array.mean()), se

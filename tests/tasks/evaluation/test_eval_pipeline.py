@@ -117,8 +117,15 @@ def test_mixed_documents_are_test_text_scored_by_every_model(world):
             test = pd.read_parquet(paths.split(segment["domain"], "test")).set_index("id")["text"]
             assert segment["source_id"] in test.index  # the world's ids name their split: <domain>-test-<i>
             assert test[segment["source_id"]][segment["source_start"] : segment["source_end"]]
+    routing = data["mixed_routing"]  # every tiny-world domain has an expert: every document counts
+    assert sorted(routing) == sorted(
+        f"{which} paragraph's expert, {side} the switch"
+        for which in ("first", "second")
+        for side in ("before", "after")
+    )
+    assert all(0 <= r["value"] <= 1 and r["se"] >= 0 for r in routing.values()), routing
     text = result.report.read_text()
-    assert "## Mixed-domain documents" in text
+    assert "## Mixed-domain documents" in text and "Routing across the switch" in text
     section = text.split("## Mixed-domain documents")[1].split("\n## ")[0]
     for name in data["mixed"]:
         assert f"| {name} |" in section
