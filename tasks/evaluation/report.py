@@ -29,7 +29,15 @@ from tasks.evaluation.results import (
     results_payload,
     write_json,
 )
-from tasks.evaluation.sections import CHANCE_NOTE, chance_cells, cost_figure, cost_section, mixed_section
+from tasks.evaluation.sections import (
+    CHANCE_NOTE,
+    chance_cells,
+    cost_figure,
+    cost_section,
+    mixed_section,
+)
+from tasks.evaluation.sections import fmt_gain as _pct
+from tasks.evaluation.sections import fmt_score as _fmt
 
 PAPER_GAIN_OVER_BTM = 0.101  # FlexOlmo (RT) vs BTM, average over tasks: 47.8/43.4 and 52.4/47.6 (Tables 1 and 2)
 
@@ -37,18 +45,6 @@ PAPER_GAIN_OVER_BTM = 0.101  # FlexOlmo (RT) vs BTM, average over tasks: 47.8/43
 def mlflow_key(name: str) -> str:
     """A metric/tag name MLflow accepts: spaces become underscores, characters outside [\\w-.:/] are dropped."""
     return re.sub(r"[^\w\-.:/]", "", name.replace(" ", "_"))
-
-
-def _fmt(score: TaskScore | None, digits: int = 3) -> str:
-    if score is None:
-        return "–"
-    return f"{score.value:.{digits}f} ± {score.se:.{digits}f}"
-
-
-def _pct(score: TaskScore | None) -> str:
-    if score is None:
-        return "–"
-    return f"{100 * score.value:+.1f}% ± {100 * score.se:.1f}"
 
 
 def _markdown_table(

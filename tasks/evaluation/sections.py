@@ -21,11 +21,13 @@ from tasks.evaluation.tasks import Task
 SEPARATES_SE = 2.0  # M_pub this many standard errors above chance: the task can tell models apart at this scale
 
 
-def _fmt(score: TaskScore | None, digits: int = 3) -> str:
+def fmt_score(score: TaskScore | None, digits: int = 3) -> str:
+    """`value ± SE`, or a dash where the model has no such score (the report's every cell)."""
     return "–" if score is None else f"{score.value:.{digits}f} ± {score.se:.{digits}f}"
 
 
-def _pct(score: TaskScore | None) -> str:
+def fmt_gain(score: TaskScore | None) -> str:
+    """A relative gain in percent with its SE."""
     return "–" if score is None else f"{100 * score.value:+.1f}% ± {100 * score.se:.1f}"
 
 
@@ -47,8 +49,8 @@ def chance_cells(task: Task, public: dict[str, TaskScore]) -> list[str]:
     margin = chance_margin(task, score)
     verdict = "yes" if margin > SEPARATES_SE else "no"
     if math.isinf(margin):  # no bootstrap spread: every item right or every item wrong
-        return [_fmt(score), f"{'above' if margin > 0 else 'below'} chance, SE 0 ({verdict})"]
-    return [_fmt(score), f"{margin:+.1f} SE ({verdict})"]
+        return [fmt_score(score), f"{'above' if margin > 0 else 'below'} chance, SE 0 ({verdict})"]
+    return [fmt_score(score), f"{margin:+.1f} SE ({verdict})"]
 
 
 CHANCE_NOTE = (
@@ -87,15 +89,15 @@ def mixed_section(inputs: ReportInputs) -> list[str]:
     for model, row in inputs.mixed.items():
         whole, before, after = row["document"], row["before switch"], row["after switch"]
         step = TaskScore(after.value - before.value, after.replicates - before.replicates)
-        cells = [model, _fmt(whole), _fmt(before), _fmt(after), _fmt(step)]
+        cells = [model, fmt_score(whole), fmt_score(before), fmt_score(after), fmt_score(step)]
         cells.append(
-            _pct(relative_gain(whole, inputs.mixed[PUBLIC]["document"], False)) if PUBLIC in inputs.mixed else "–"
+            fmt_gain(relative_gain(whole, inputs.mixed[PUBLIC]["document"], False)) if PUBLIC in inputs.mixed else "–"
         )
         if btm:
             reference = inputs.mixed[btm]
             cells += [
-                _pct(relative_gain(whole, reference["document"], False)),
-                _pct(relative_gain(after, reference["after switch"], False)),
+                fmt_gain(relative_gain(whole, reference["document"], False)),
+                fmt_gain(relative_gain(after, reference["after switch"], False)),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + _switch_routing(inputs)
@@ -154,7 +156,8 @@ def cost_section(
     for model, cost in costs.items():
         mixed = inputs.mixed.get(model, {}).get("document")
         cells = [model, cost.how, _mflops(cost.per_token), _mflops(cost.routing)]
-        cells += [_fmt(bpb.get(model, {}).get("average")), _fmt(acc.get(model, {}).get("average")), _fmt(mixed)]
+        averages = [bpb.get(model, {}).get("average"), acc.get(model, {}).get("average"), mixed]
+        cells += [fmt_score(score) for score in averages]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
