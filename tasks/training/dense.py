@@ -22,7 +22,7 @@ from tasks.core.train_logging import ConsoleLogger, TrainLogger
 from tasks.training.anchor import adopt_anchor
 from tasks.training.inputs import PUBLIC, data_digest, owner_inputs, public_inputs, token_ids
 from tasks.training.outcome import TrainOutcome, export_fields, flat_params, run_metrics, write_result
-from tasks.training.progress import TrainJob, run_training
+from tasks.training.progress import TrainJob, drop_checkpoints, run_training
 from tasks.training.runtime import setup_runtime
 
 
@@ -78,7 +78,9 @@ def train_dense(
     ckpt_dir = paths.dense_dir(domain) / "ckpt"
     job = TrainJob(f"train-dense {domain}", model, dense_loss(cfg.lm_z_loss), data, spec, ckpt_dir, params, extra)
     result = run_training(job, resume=resume, logger=logger, callback=callback, rank=rank)
-    return _finish("dense", domain, model, result, paths.dense_dir(domain) / "model", paths, params, rank, logger)
+    outcome = _finish("dense", domain, model, result, paths.dense_dir(domain) / "model", paths, params, rank, logger)
+    drop_checkpoints(ckpt_dir, cfg.keep_checkpoints, rank)
+    return outcome
 
 
 def trained_public_model(profile: Profile) -> tuple[Any, str]:

@@ -28,7 +28,7 @@ from tasks.training.dense import trained_public_model
 from tasks.training.expert_file import save_expert
 from tasks.training.inputs import PUBLIC, data_digest, owner_inputs
 from tasks.training.outcome import TrainOutcome, export_fields, flat_params, run_metrics, write_result
-from tasks.training.progress import TrainJob, run_training
+from tasks.training.progress import TrainJob, drop_checkpoints, run_training
 from tasks.training.route import embed_domain, load_router_embedding
 from tasks.training.runtime import setup_runtime
 
@@ -119,6 +119,7 @@ def train_expert(
         log = logger or ConsoleLogger(prefix=f"expert {domain}")
         log.log_metrics(outcome.metrics, result.steps)
         log.log_params({"export_reason": result.export_reason})
+    drop_checkpoints(out_dir / "ckpt", cfg.keep_checkpoints, rank)
     return outcome
 
 

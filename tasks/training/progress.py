@@ -3,6 +3,7 @@ logger, and the trainer's refusals (a checkpoint of another run, a bad setting) 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,10 @@ def run_training(
             if isinstance(exc, FlexoError):
                 raise
             raise ConfigError(str(exc)) from exc
+
+
+def drop_checkpoints(ckpt_dir: Path, keep: bool, rank: int) -> None:
+    """Remove a finished training's ckpt/ (resume state and optimizer moments) unless `keep`. Call only after the
+    model is exported and its result written: until then the checkpoint is what a failed export resumes from."""
+    if not keep and rank == 0:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)

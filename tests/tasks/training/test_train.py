@@ -129,6 +129,22 @@ def test_public_expert_and_dense_runs_write_their_artifacts(trained) -> None:
     dense = train_dense(world, "math")
     assert dense.sha256 == sha256_file(paths.dense_dir("math") / "model" / "model.safetensors")
     assert dense.sha256 != public.sha256
+    assert (paths.expert_dir("math") / "ckpt").is_dir() and (paths.dense_dir("math") / "ckpt").is_dir()  # kept
+
+
+def test_without_keep_checkpoints_a_finished_run_leaves_its_exported_model_and_no_ckpt(world) -> None:
+    """`train_expert.keep_checkpoints: false` (the anchor profiles): ckpt/ goes once the model is exported (the
+    default keeps it: test_public_expert_and_dense_runs_write_their_artifacts)."""
+    cfg = world.train_expert.model_copy(update={"keep_checkpoints": False})
+    lean = world.model_copy(update={"train_expert": cfg})
+    paths = RunPaths(lean)
+    train_public(lean)
+    expert = train_expert(lean, "math")
+    dense = train_dense(lean, "math")
+    assert not (paths.expert_dir("math") / "ckpt").exists() and not (paths.dense_dir("math") / "ckpt").exists()
+    load_expert(expert.expert_file, expected_sha256=expert.sha256)  # the export is whole
+    assert dense.sha256 == sha256_file(paths.dense_dir("math") / "model" / "model.safetensors")
+    assert (paths.public_dir / "ckpt").is_dir()  # M_pub's own is not the expert section's to drop
 
 
 def test_dp_expert_reports_epsilon(trained) -> None:
