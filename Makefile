@@ -24,8 +24,9 @@ check: $(STAMP)  ## lint, format, types, import layering (pyproject.toml configu
 
 # The default suite on TEST_WORKERS pytest-xdist workers (the dev extra; 0: in pytest's own process), a whole test
 # file per worker (--dist loadfile: a file's module-scoped world is built once) in the order tests/conftest.py gives
-# (longest file first, hence --no-loadscope-reorder). `make test TEST_WORKERS=2` on two cores.
-TEST_WORKERS ?= 0
+# (longest file first, hence --no-loadscope-reorder). Two: the suite in about 5 minutes on 2 cores instead of 11
+# (benchmarks/RESULTS.md); `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: check $(LM_EVAL)  ## the checks, then the default test suite (fails on no tests: pytest exit code 5 is non-zero)
