@@ -79,7 +79,7 @@ def train_dense(
     job = TrainJob(f"train-dense {domain}", model, dense_loss(cfg.lm_z_loss), data, spec, ckpt_dir, params, extra)
     result = run_training(job, resume=resume, logger=logger, callback=callback, rank=rank)
     outcome = _finish("dense", domain, model, result, paths.dense_dir(domain) / "model", paths, params, rank, logger)
-    drop_checkpoints(ckpt_dir, cfg.keep_checkpoints, rank)
+    drop_checkpoints(job.ckpt_dir, cfg.keep_checkpoints, rank)
     return outcome
 
 

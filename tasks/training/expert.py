@@ -119,7 +119,7 @@ def train_expert(
         log = logger or ConsoleLogger(prefix=f"expert {domain}")
         log.log_metrics(outcome.metrics, result.steps)
         log.log_params({"export_reason": result.export_reason})
-    drop_checkpoints(out_dir / "ckpt", cfg.keep_checkpoints, rank)
+    drop_checkpoints(job.ckpt_dir, cfg.keep_checkpoints, rank)
     return outcome
 
 
