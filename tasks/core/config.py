@@ -244,6 +244,16 @@ class RouterConfig(_Strict):
     top_k: int | None = None  # experts per token in the merged MoE; None = about half of n+1
 
 
+class TargetsConfig(_Strict):
+    """The science targets the report checks (issue 21), each with its threshold (`tasks.evaluation.targets`)."""
+
+    max_epochs: float = Field(4.0, gt=0)  # no profile trains any model for more passes over its split
+    max_export_gap: float = Field(0.02, ge=0)  # M_pub's exported validation loss at most this far above its best
+    min_gain_share: float = Field(0.7, ge=0)  # FlexOlmo's bpb gain over M_pub / the dense specialist's, per domain
+    noise_se: float = Field(2.0, gt=0)  # a difference is real beyond this many standard errors
+    min_gain_over_btm: float = Field(0.10, ge=0)  # FlexOlmo's task-average accuracy over BTM's, relative
+
+
 class EvalConfig(_Strict):
     """FLEXMIX-small: task sizes, text cuts, baseline budgets (see README `## Evaluation (FLEXMIX-small)`)."""
 
@@ -274,6 +284,7 @@ class EvalConfig(_Strict):
     # more assembled MoEs to score, e.g. the ablations {"ablation: no bias": "ablations/no_bias/moe"}
     # (paths under runs/<profile>)
     extra_moes: dict[str, str] = Field(default_factory=dict)
+    targets: TargetsConfig = Field(default_factory=TargetsConfig)
 
 
 class AblationConfig(_Strict):

@@ -38,6 +38,7 @@ from tasks.evaluation.sections import (
 )
 from tasks.evaluation.sections import fmt_gain as _pct
 from tasks.evaluation.sections import fmt_score as _fmt
+from tasks.evaluation.target_section import profile_targets, targets_section, with_section
 
 PAPER_GAIN_OVER_BTM = 0.101  # FlexOlmo (RT) vs BTM, average over tasks: 47.8/43.4 and 52.4/47.6 (Tables 1 and 2)
 
@@ -195,12 +196,16 @@ def write_report(inputs: ReportInputs) -> EvalResult:
     for model, cost in inputs.costs.items():
         metrics[mlflow_key(f"flops_per_token/{model}")] = cost.per_token
     metrics["seconds/total"] = inputs.seconds["total"]
+    payload = results_payload(inputs, tables.bpb, tables.acc)
+    verdicts = profile_targets(inputs.profile, payload)
+    payload["targets"] = [v.as_dict() for v in verdicts]
     lines = _header(inputs) + _score_sections(inputs, tables) + mixed_section(inputs)
     lines += cost_section(inputs, tables.bpb, tables.acc) + _moe_sections(inputs) + _notes(inputs)
     report = paths.reports_dir / f"flexmix-{inputs.profile.name}.md"
-    report.write_text("\n".join(lines))
-    results_json = write_json(paths.eval_dir / "results.json", results_payload(inputs, tables.bpb, tables.acc))
-    return EvalResult(report, results_json, csvs, figures, metrics, inputs.skipped, inputs.seconds)
+    report.write_text(with_section("\n".join(lines), targets_section(verdicts, inputs.profile.eval.targets)))
+    results_json = write_json(paths.eval_dir / "results.json", payload)
+    targets = {v.key: v.verdict for v in verdicts}
+    return EvalResult(report, results_json, csvs, figures, metrics, inputs.skipped, inputs.seconds, targets)
 
 
 def _write_figures(inputs: ReportInputs) -> dict[str, Path]:
@@ -350,7 +355,8 @@ def _notes(inputs: ReportInputs) -> list[str]:
 
 def log_to_mlflow(profile: Profile, result: EvalResult) -> None:
     """One `evaluate` stage run (nested under an active pipeline run, if any): eval params, every metric, the figures
-    under plots/, the report, tables and results JSON, and a `skipped.<model>` tag per model not evaluated."""
+    under plots/, the report, tables and results JSON, a `skipped.<model>` tag per model not evaluated and a
+    `target.<key>` tag per science target (its verdict)."""
     import mlflow
     from tasks.core.tracking import log_image_file, log_metrics, stage_run
 
@@ -363,3 +369,5 @@ def log_to_mlflow(profile: Profile, result: EvalResult) -> None:
             mlflow.log_artifact(str(path), artifact_path="eval")
         if result.skipped:
             mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: v[:500] for k, v in result.skipped.items()})
+        if result.targets:
+            mlflow.set_tags({f"target.{key}": verdict for key, verdict in result.targets.items()})

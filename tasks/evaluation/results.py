@@ -47,6 +47,7 @@ class EvalResult:
     metrics: dict[str, float]  # flat: "<table>/<model>/<column>" -> value
     skipped: dict[str, str]  # model -> why it was not evaluated
     seconds: dict[str, float]  # wall time per evaluated model / experiment
+    targets: dict[str, str] = field(default_factory=dict)  # science target key -> verdict (`tasks.evaluation.targets`)
 
 
 @dataclass(frozen=True)
