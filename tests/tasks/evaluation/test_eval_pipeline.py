@@ -24,6 +24,7 @@ from tasks.evaluation.results import (
     SOUP_WEIGHTED,
     UNRESTRICTED,
 )
+from tasks.evaluation.targets import FAILS, HOLDS, NOISE
 from tasks.training import ablations
 from tests.profiles import paths_under
 from tests.tasks.eval_world import build_world
@@ -69,6 +70,31 @@ def test_report_has_every_model_and_figure(world):
         assert result.figures[figure].exists() and result.figures[figure].stat().st_size > 1000
     assert all(p.exists() for p in result.tables.values())
     assert (RunPaths(profile).eval_dir / "tasks" / "math_em.yaml").exists()
+
+
+def test_the_report_states_the_science_targets(world):
+    """The Targets section sits before the task list, one row per target, and results.json carries the same list
+    (before `test_flexo_eval_logs_to_mlflow` rewrites both with fewer families)."""
+    _, result = world
+    text = result.report.read_text()
+    assert text.index("## Targets") < text.index("## Tasks") < text.index("### Downstream tasks")
+    targets = json.loads(result.results_json.read_text())["targets"]
+    assert [t["key"] for t in targets] == [
+        "epochs",
+        "export",
+        "gain_share",
+        "forgetting",
+        "opt_out",
+        "mixed",
+        "ordering",
+    ]
+    assert result.targets == {t["key"]: t["verdict"] for t in targets}
+    section = text.split("## Targets")[1].split("## Tasks")[0]
+    assert all(f"| {t['target']} | {t['measured']} |" in section for t in targets)
+    # every science target the tiny world can measure gets a verdict (it runs each family: RT, mixed docs, opt-out)
+    for key in ("gain_share", "forgetting", "opt_out", "mixed", "ordering"):
+        assert result.targets[key] in (HOLDS, NOISE, FAILS), (key, result.targets[key])
+    assert FLEX_RT in next(t["target"] for t in targets if t["key"] == "mixed")  # the served row: router-tuned
 
 
 def test_scores_are_in_range_with_errors(world):
@@ -261,6 +287,8 @@ def test_flexo_eval_logs_to_mlflow(world, monkeypatch):
     metrics = runs[0].data.metrics
     assert "bpb/FlexOlmo_no_RT/average" in metrics and "acc/M_pub/average" in metrics
     assert runs[0].data.tags["skipped.FlexOlmo_RT_public"] == "eval.rt_steps is 0"
+    assert runs[0].data.tags["target.epochs"] == "not measured"  # the world's models come without train_result.json
+    assert runs[0].data.tags["target.opt_out"] in (HOLDS, NOISE, FAILS)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "plots")}
     assert {"plots/routing.png", "plots/k_sweep.png", "plots/opt_out.png"} <= artifacts
 
