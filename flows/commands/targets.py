@@ -22,7 +22,7 @@ def targets_command(
     from tasks.core.errors import DataError
     from tasks.evaluation.results import write_json
     from tasks.evaluation.target_section import profile_targets, targets_section, with_section
-    from tasks.evaluation.targets import FAILS, HOLDS, read_results
+    from tasks.evaluation.targets import FAILS, HOLDS, paired, read_results
 
     resolved = load(profile, check_data=False)
     paths = RunPaths(resolved)
@@ -30,6 +30,11 @@ def targets_command(
     payload = read_results(results_json, resolved.name)
     verdicts = profile_targets(resolved, payload)
     table = Table("target", "measured", "verdict", title=f"science targets: {resolved.name}", show_lines=True)
+    table.caption = (
+        "gaps between models: paired SEs"
+        if paired(payload)
+        else "gaps between models: unpaired SEs (this results.json predates paired_se)"
+    )
     for v in verdicts:
         style = {HOLDS: "green", FAILS: "red"}.get(v.verdict, "yellow")
         table.add_row(v.target, v.measured, f"[{style}]{v.verdict}[/]" + (f": {v.diagnosis}" if v.diagnosis else ""))
@@ -39,7 +44,8 @@ def targets_command(
     report = paths.reports_dir / f"flexmix-{resolved.name}.md"
     if not report.is_file():
         raise DataError(f"{report} not found: evaluate first (`flexo run -p {resolved.name} --stage evaluate`)")
-    report.write_text(with_section(report.read_text(), targets_section(verdicts, resolved.eval.targets)))
+    section = targets_section(verdicts, resolved.eval.targets, paired(payload))
+    report.write_text(with_section(report.read_text(), section))
     payload["targets"] = [v.as_dict() for v in verdicts]
     write_json(results_json, payload)
     console.print(f"wrote the targets into {report} and {results_json}")

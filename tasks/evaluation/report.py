@@ -202,7 +202,8 @@ def write_report(inputs: ReportInputs) -> EvalResult:
     lines = _header(inputs) + _score_sections(inputs, tables) + mixed_section(inputs)
     lines += cost_section(inputs, tables.bpb, tables.acc) + _moe_sections(inputs) + _notes(inputs)
     report = paths.reports_dir / f"flexmix-{inputs.profile.name}.md"
-    report.write_text(with_section("\n".join(lines), targets_section(verdicts, inputs.profile.eval.targets)))
+    section = targets_section(verdicts, inputs.profile.eval.targets, paired=True)  # the payload has `paired_se`
+    report.write_text(with_section("\n".join(lines), section))
     results_json = write_json(paths.eval_dir / "results.json", payload)
     targets = {v.key: v.verdict for v in verdicts}
     return EvalResult(report, results_json, csvs, figures, metrics, inputs.skipped, inputs.seconds, targets)

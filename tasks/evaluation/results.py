@@ -92,11 +92,28 @@ def write_json(path: Path, payload: dict) -> Path:
     return path
 
 
+def paired_ses(table: dict[str, dict[str, TaskScore]], references: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """reference -> model -> column -> the SE of (model − reference) over the shared bootstrap draws. Why: a gap
+    between two models is far better measured paired than from the two SEs, and results.json cannot keep the draws."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for ref in (r for r in references if r in table):
+        out[ref] = {
+            model: {
+                c: TaskScore(s.value - table[ref][c].value, s.replicates - table[ref][c].replicates).se
+                for c, s in row.items()
+                if c in table[ref]
+            }
+            for model, row in table.items()
+            if model != ref
+        }
+    return out
+
+
 def results_payload(
     inputs: ReportInputs, bpb: dict[str, dict[str, TaskScore]], acc: dict[str, dict[str, TaskScore]]
 ) -> dict:
-    """results.json: every number of the report (`bpb`, `acc`: its per-domain tables) with its standard error, and
-    the run's settings and timings."""
+    """results.json: every number of the report (`bpb`, `acc`: its per-domain tables) with its standard error, the
+    paired SEs of the gaps the science targets read (`paired_se`), and the run's settings and timings."""
 
     def scores(row: dict[str, TaskScore]) -> dict[str, dict[str, float]]:
         return {d: {"value": s.value, "se": s.se} for d, s in row.items()}
@@ -115,6 +132,10 @@ def results_payload(
         "extras": inputs.extras,
         "ablations": inputs.ablation_rows,
         "mixed": jsonable_scores(inputs.mixed),
+        "paired_se": {
+            name: paired_ses(table, [PUBLIC, inputs.btm_label, FLEX, FLEX_RT])
+            for name, table in (("bpb", bpb), ("accuracy", acc), ("mixed", inputs.mixed))
+        },
         "mixed_docs": [
             {"id": doc.doc_id, "prefix_chars": doc.prefix_chars, "segments": [asdict(s) for s in doc.segments]}
             for doc in inputs.mixed_docs

@@ -20,17 +20,22 @@ def profile_targets(profile: Profile, payload: dict) -> list[Verdict]:
     return evaluate_targets(payload, training, profile.anchor.pretrained, profile.eval.targets)
 
 
-def targets_section(verdicts: list[Verdict], cfg: TargetsConfig) -> list[str]:
-    """The markdown lines of the section: how to read it, then target | measured | verdict."""
+def targets_section(verdicts: list[Verdict], cfg: TargetsConfig, paired: bool) -> list[str]:
+    """The markdown lines of the section: how to read it (and whether its gaps' SEs are paired), then
+    target | measured | verdict."""
+    how = (
+        "A gap between two models gets its SE from the shared bootstrap draws (paired: results.json's `paired_se`)"
+        if paired
+        else "A gap between two models gets the unpaired, conservative SE sqrt(se_a² + se_b²): this results.json was "
+        "written before it kept the paired SEs (`paired_se`), so gaps the tables call real can read *within noise* here"
+    )
     lines = [
         HEADING,
         "",
         "The science targets of issue 21 on this run (`tasks/evaluation/targets.py`; thresholds in `eval.targets`). "
         f"± is one standard error; a verdict compares with {cfg.noise_se:g} SE: **holds** beyond it, **within "
-        "noise** inside it, **fails** beyond it the other way. A difference of two scores gets the unpaired, "
-        "conservative SE sqrt(se_a² + se_b²) (results.json keeps each score's SE, not the paired bootstrap draws the "
-        "tables' gains use); the opt-out deltas carry their paired SE; ratios and relative gains get theirs by the "
-        "delta method. The gain-share target decides on FlexOlmo's gain − "
+        f"noise** inside it, **fails** beyond it the other way. {how}; the opt-out deltas carry their paired SE; "
+        "ratios and relative gains get theirs by the delta method. The gain-share target decides on FlexOlmo's gain − "
         f"{100 * cfg.min_gain_share:g}% × the dense gain, which stays defined where the dense gain is near zero.",
         "",
         "| target | measured | verdict |",

@@ -3,9 +3,11 @@
 Why pure functions of results.json (plus the training records): an evaluation written before these checks existed
 gets its verdicts by re-reading its own numbers (`flexo targets`), and each rule is testable on a hand-built payload.
 
-Standard errors: results.json keeps every score's bootstrap SE but not the paired replicates, so a difference of two
-scores gets the conservative, unpaired sqrt(se_a² + se_b²); the opt-out deltas are differences already and carry their
-paired SE. Ratios and relative gains get theirs by the delta method on the same independent scores.
+Standard errors: every model is scored on the same bootstrap draws, and results.json keeps the SE of each model's gap
+to M_pub, BTM and FlexOlmo on them (`paired_se`); a combination of scores gets its SE from those covariances. A
+results.json written before `paired_se` existed has each score's SE only: its gaps get the conservative, unpaired
+sqrt(se_a² + se_b²). The opt-out deltas are differences already and carry their paired SE. Ratios and relative gains
+get theirs by the delta method.
 """
 
 from __future__ import annotations
@@ -33,9 +35,6 @@ class Estimate:
 
     value: float
     se: float
-
-    def __sub__(self, other: Estimate) -> Estimate:
-        return Estimate(self.value - other.value, math.hypot(self.se, other.se))
 
     def show(self, digits: int = 3) -> str:
         return f"{self.value:+.{digits}f} ± {self.se:.{digits}f}"
@@ -67,9 +66,40 @@ def worst(verdicts: list[str]) -> str:
     return max(verdicts, key=lambda v: _RANK[v]) if verdicts else NOT_MEASURED
 
 
-def _score(payload: dict, table: str, model: str, column: str) -> Estimate | None:
-    cell = payload.get(table, {}).get(model, {}).get(column)
-    return None if cell is None else Estimate(float(cell["value"]), float(cell["se"]))
+class Scores:
+    """One table of results.json (bpb, accuracy or mixed) with the covariances its paired SEs give."""
+
+    def __init__(self, payload: dict, table: str) -> None:
+        self.cells: dict[str, dict[str, dict[str, float]]] = payload.get(table, {})
+        self.paired: dict[str, dict[str, dict[str, float]]] = payload.get("paired_se", {}).get(table, {})
+
+    def get(self, model: str, column: str) -> Estimate | None:
+        cell = self.cells.get(model, {}).get(column)
+        return None if cell is None else Estimate(float(cell["value"]), float(cell["se"]))
+
+    def has(self, models: list[str], column: str) -> bool:
+        return all(self.get(m, column) is not None for m in models)
+
+    def cov(self, a: str, b: str, column: str) -> float:
+        """Cov(a, b) from Var(a − b) = Var a + Var b − 2 Cov; 0 (unpaired) where results.json has no paired SE."""
+        se_a, se_b = self.cells[a][column]["se"], self.cells[b][column]["se"]
+        if a == b:
+            return se_a**2
+        gap = self.paired.get(b, {}).get(a, {}).get(column, self.paired.get(a, {}).get(b, {}).get(column))
+        return 0.0 if gap is None else (se_a**2 + se_b**2 - gap**2) / 2
+
+    def delta(self, value: float, gradient: dict[str, float], column: str) -> Estimate:
+        """A function of the scores: its `value` and the delta-method SE from its `gradient` (model -> ∂/∂score)."""
+        var = sum(ga * gb * self.cov(a, b, column) for a, ga in gradient.items() for b, gb in gradient.items())
+        return Estimate(value, math.sqrt(max(var, 0.0)))
+
+    def linear(self, weights: dict[str, float], column: str) -> Estimate:
+        """Σ weight × score (e.g. {a: 1, b: -1}: the gap a − b) with its SE."""
+        value = sum(w * self.cells[m][column]["value"] for m, w in weights.items())
+        return self.delta(value, weights, column)
+
+    def gap(self, a: str, b: str, column: str) -> Estimate:
+        return self.linear({a: 1.0, b: -1.0}, column)
 
 
 def served_flex(payload: dict) -> str:
@@ -166,17 +196,18 @@ def export_target(public: dict | None, anchored: bool, cfg: TargetsConfig) -> Ve
 # --- 2. FlexOlmo keeps most of each specialist's gain --------------------------------------------------------------
 
 
-def gain_share(public: Estimate, flex: Estimate, dense: Estimate, share: float) -> tuple[Estimate, Estimate]:
+def gain_share(
+    scores: Scores, public: str, flex: str, dense: str, column: str, share: float
+) -> tuple[Estimate, Estimate]:
     """(ratio, margin): FlexOlmo's bpb gain over M_pub / the dense specialist's (delta-method SE), and the margin
     flex gain − share × dense gain, which decides the verdict and stays defined where the dense gain is near 0."""
-    g_flex, g_dense = public.value - flex.value, public.value - dense.value
-    margin_se = math.sqrt(((1 - share) * public.se) ** 2 + flex.se**2 + (share * dense.se) ** 2)
-    margin = Estimate(g_flex - share * g_dense, margin_se)
+    p, f, d = (scores.cells[m][column]["value"] for m in (public, flex, dense))
+    g_flex, g_dense = p - f, p - d
+    margin = scores.linear({public: 1 - share, flex: -1.0, dense: share}, column)
     if g_dense == 0:
         return Estimate(math.nan, math.nan), margin
-    d_public = (flex.value - dense.value) / g_dense**2
-    ratio_se = math.sqrt((d_public * public.se) ** 2 + (flex.se / g_dense) ** 2 + (g_flex / g_dense**2 * dense.se) ** 2)
-    return Estimate(g_flex / g_dense, ratio_se), margin
+    gradient = {public: (f - d) / g_dense**2, flex: -1 / g_dense, dense: g_flex / g_dense**2}
+    return scores.delta(g_flex / g_dense, gradient, column), margin
 
 
 def gain_share_target(payload: dict, cfg: TargetsConfig) -> Verdict:
@@ -186,17 +217,18 @@ def gain_share_target(payload: dict, cfg: TargetsConfig) -> Verdict:
         "dense specialist's"
     )
     parts, measured, short = [], [], []
+    bpb = Scores(payload, "bpb")
     for domain in closed_domains(payload):
-        scores = [_score(payload, "bpb", m, domain) for m in (PUBLIC, flex, dense_name(domain))]
-        if any(s is None for s in scores):
+        dense = dense_name(domain)
+        if not bpb.has([PUBLIC, flex, dense], domain):
             continue
-        p, f, d = (s for s in scores if s is not None)
-        ratio, margin = gain_share(p, f, d, cfg.min_gain_share)
+        ratio, margin = gain_share(bpb, PUBLIC, flex, dense, domain, cfg.min_gain_share)
         verdict = beyond(margin, cfg.noise_se)
         parts.append(verdict)
         measured.append(f"{domain} {ratio.value:.2f} ± {ratio.se:.2f}")
         if verdict != HOLDS:
-            short.append(f"{domain} {verdict} (gains: {flex} {p.value - f.value:+.3f}, dense {p.value - d.value:+.3f})")
+            gains = f"{flex} {bpb.gap(PUBLIC, flex, domain).show()}, dense {bpb.gap(PUBLIC, dense, domain).show()}"
+            short.append(f"{domain} {verdict} (gains: {gains})")
     if not parts:
         return Verdict("gain_share", target, "–", NOT_MEASURED, _why_missing(payload, flex))
     verdict = worst(parts)
@@ -211,20 +243,18 @@ def forgetting_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     """FlexOlmo's public bpb no worse than M_pub's beyond 2 SE, while every dense specialist's is worse beyond it."""
     flex, k = served_flex(payload), cfg.noise_se
     target = f"{flex}'s public bpb within {k:g} SE of {PUBLIC}'s, the dense specialists' worse"
-    public = _score(payload, "bpb", PUBLIC, PUBLIC_DOMAIN)
-    ours = _score(payload, "bpb", flex, PUBLIC_DOMAIN)
-    if public is None or ours is None:
+    bpb = Scores(payload, "bpb")
+    if not bpb.has([PUBLIC, flex], PUBLIC_DOMAIN):
         return Verdict("forgetting", target, "–", NOT_MEASURED, _why_missing(payload, flex))
-    kept = ours - public  # positive = more bits = forgot
+    kept = bpb.gap(flex, PUBLIC, PUBLIC_DOMAIN)  # positive = more bits = forgot
     parts = [FAILS if kept.value > k * kept.se else HOLDS]
     notes = [f"{flex} forgets ({kept.show()})"] if parts[0] == FAILS else []
     lost: list[str] = []
     kept_by: dict[str, list[str]] = {NOISE: [], FAILS: []}  # dense specialists that did not lose public beyond noise
     for domain in closed_domains(payload):
-        dense = _score(payload, "bpb", dense_name(domain), PUBLIC_DOMAIN)
-        if dense is None:
+        if not bpb.has([dense_name(domain)], PUBLIC_DOMAIN):
             continue
-        loss = dense - public
+        loss = bpb.gap(dense_name(domain), PUBLIC, PUBLIC_DOMAIN)
         lost.append(beyond(loss, k))
         if lost[-1] != HOLDS:
             kept_by[lost[-1]].append(f"{domain} {loss.show()}")
@@ -280,18 +310,20 @@ def mixed_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     if btm is None or flex not in mixed or btm not in mixed:
         missing = flex if flex not in mixed else (btm or "BTM")
         return Verdict("mixed", target, "–", NOT_MEASURED, _why_missing(payload, missing))
-    ours, theirs = _score(payload, "mixed", flex, "document"), _score(payload, "mixed", btm, "document")
-    assert ours is not None and theirs is not None
-    gain = theirs - ours  # positive = FlexOlmo needs fewer bits
+    scores = Scores(payload, "mixed")
+    ours, theirs = scores.get(flex, "document"), scores.get(btm, "document")
+    if ours is None or theirs is None:
+        return Verdict("mixed", target, "–", NOT_MEASURED, "results.json has no whole-document mixed scores")
+    gain = scores.gap(btm, flex, "document")  # positive = FlexOlmo needs fewer bits
     verdict = beyond(gain, cfg.noise_se)
     measured = f"{flex} {ours.value:.3f} ± {ours.se:.3f}, {btm} {theirs.value:.3f} ± {theirs.se:.3f}: {gain.show()}"
     diagnosis = ""
     if verdict != HOLDS:
-        sides = []
-        for column in ("before switch", "after switch"):
-            a, b = _score(payload, "mixed", flex, column), _score(payload, "mixed", btm, column)
-            if a is not None and b is not None:
-                sides.append(f"{column}: {(b - a).show()}")
+        sides = [
+            f"{column}: {scores.gap(btm, flex, column).show()}"
+            for column in ("before switch", "after switch")
+            if scores.has([flex, btm], column)
+        ]
         diagnosis = "gain " + ", ".join(sides) + (k_sweep_hint(payload) if verdict == FAILS else "")
     return Verdict("mixed", target, measured, verdict, diagnosis)
 
@@ -299,11 +331,10 @@ def mixed_target(payload: dict, cfg: TargetsConfig) -> Verdict:
 # --- 6. the paper's ordering on the task average --------------------------------------------------------------------
 
 
-def relative(model: Estimate, reference: Estimate) -> Estimate:
-    """model / reference − 1 with its delta-method SE (independent scores)."""
-    ratio = model.value / reference.value
-    se = math.hypot(model.se / reference.value, ratio * reference.se / reference.value)
-    return Estimate(ratio - 1, se)
+def relative(scores: Scores, model: str, reference: str, column: str) -> Estimate:
+    """model / reference − 1 with its delta-method SE."""
+    m, r = scores.cells[model][column]["value"], scores.cells[reference][column]["value"]
+    return scores.delta(m / r - 1, {model: 1 / r, reference: -m / r**2}, column)
 
 
 def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
@@ -313,16 +344,13 @@ def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
         f"task average: {PUBLIC} < soup < BTM < FlexOlmo ≤ unrestricted MoE, FlexOlmo ≥ "
         f"+{100 * cfg.min_gain_over_btm:g}% over BTM"
     )
-    avg = {
-        m: Estimate(r["average"]["value"], r["average"]["se"])
-        for m, r in payload.get("accuracy", {}).items()
-        if "average" in r
-    }
+    acc, col = Scores(payload, "accuracy"), "average"
+    avg = {m for m in acc.cells if acc.get(m, col) is not None}
     chain = [PUBLIC, SOUP_WEIGHTED, btm, flex]
     parts, measured, notes = [], [], []
     for low, high in zip(chain, chain[1:], strict=False):
         if low in avg and high in avg:
-            diff = avg[high] - avg[low]
+            diff = acc.gap(high, low, col)
             parts.append(beyond(diff, k))
             measured.append(f"{high} − {low} {diff.show()}")
             if parts[-1] != HOLDS:
@@ -331,7 +359,7 @@ def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
             missing = low if low not in avg else high
             notes.append(f"{missing} not measured ({_why_missing(payload, missing)})")
     if flex in avg and UNRESTRICTED in avg:
-        gap = avg[UNRESTRICTED] - avg[flex]
+        gap = acc.gap(UNRESTRICTED, flex, col)
         parts.append(FAILS if gap.value < -k * gap.se else HOLDS)
         measured.append(f"{UNRESTRICTED} − {flex} {gap.show()}")
         if parts[-1] == FAILS:
@@ -339,7 +367,7 @@ def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     else:
         notes.append(f"{UNRESTRICTED}: not measured ({_why_missing(payload, UNRESTRICTED)})")
     if flex in avg and btm in avg:
-        gain = relative(avg[flex], avg[btm])
+        gain = relative(acc, flex, btm, col)
         parts.append(beyond(Estimate(gain.value - cfg.min_gain_over_btm, gain.se), k))
         measured.append(f"{flex} vs {btm} {100 * gain.value:+.1f}% ± {100 * gain.se:.1f}")
         if parts[-1] != HOLDS:
@@ -349,6 +377,11 @@ def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     verdict = worst(parts)
     hint = k_sweep_hint(payload) if verdict == FAILS else ""
     return Verdict("ordering", target, "; ".join(measured), verdict, "; ".join(notes) + hint)
+
+
+def paired(payload: dict) -> bool:
+    """Whether the gaps' SEs are paired (results.json written with `paired_se`) or unpaired (an older one)."""
+    return bool(payload.get("paired_se"))
 
 
 def evaluate_targets(payload: dict, training: dict[str, dict], anchored: bool, cfg: TargetsConfig) -> list[Verdict]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from pathlib import Path
+
+import pytest
 
 from tasks.evaluation.results import FLEX
 from tasks.evaluation.target_section import HEADING
@@ -12,10 +16,12 @@ from tests.flows.conftest import flexo_in_process, tmp_params
 from tests.tasks.evaluation.test_targets import REPORT, good_payload
 
 
-def test_flexo_targets_reads_results_and_writes_the_section(tmp_path, monkeypatch, capsys) -> None:
+def test_flexo_targets_reads_results_and_writes_the_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = {**os.environ, "FLEXO_PARAMS": str(tmp_params(tmp_path)), "FLEXO_PROFILE": "tiny"}
 
-    def flexo(*args: str):
+    def flexo(*args: str) -> subprocess.CompletedProcess[str]:
         return flexo_in_process(monkeypatch, capsys, env, "targets", *args)
 
     missing = flexo()
@@ -31,6 +37,7 @@ def test_flexo_targets_reads_results_and_writes_the_section(tmp_path, monkeypatc
     assert "science targets: tiny" in shown.stderr and "holds" in shown.stderr
     assert "not measured" in shown.stderr  # no train_result.json under this run: the training targets say so
     assert not report.exists()  # printing writes nothing
+    assert "unpaired SEs (this results.json predates paired_se)" in shown.stderr
 
     no_report = flexo("--write")
     assert no_report.returncode == 4 and "flexmix-tiny.md not found" in no_report.stderr
@@ -41,6 +48,7 @@ def test_flexo_targets_reads_results_and_writes_the_section(tmp_path, monkeypatc
     inserted = report.read_text()
     assert inserted.count(HEADING) == 1 and inserted.index(HEADING) < inserted.index("## Tasks")
     assert "| **fails**" not in inserted
+    assert "sqrt(se_a² + se_b²): this results.json was written before it kept the paired SEs" in inserted
     assert [t["key"] for t in json.loads(results.read_text())["targets"]][-1] == "ordering"
 
     worse = json.loads(results.read_text())

@@ -4,6 +4,7 @@ identities they must (routing shares sum to k, opt-out of an expert changes its 
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pandas as pd
@@ -95,6 +96,12 @@ def test_the_report_states_the_science_targets(world):
     for key in ("gain_share", "forgetting", "opt_out", "mixed", "ordering"):
         assert result.targets[key] in (HOLDS, NOISE, FAILS), (key, result.targets[key])
     assert FLEX_RT in next(t["target"] for t in targets if t["key"] == "mixed")  # the served row: router-tuned
+    # the gaps' SEs come from the shared bootstrap draws: smaller than the unpaired sum of the two SEs
+    data = json.loads(result.results_json.read_text())
+    bpb, paired = data["bpb"], data["paired_se"]["bpb"]
+    unpaired = math.hypot(bpb[FLEX]["average"]["se"], bpb[PUBLIC]["average"]["se"])
+    assert 0 < paired[PUBLIC][FLEX]["average"] < unpaired
+    assert set(paired) == {PUBLIC, "BTM (top-2)", FLEX, FLEX_RT} and "(paired: results.json's `paired_se`)" in section
 
 
 def test_scores_are_in_range_with_errors(world):

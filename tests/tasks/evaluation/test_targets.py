@@ -17,7 +17,8 @@ from tasks.evaluation.targets import (
     NOISE,
     NOT_APPLICABLE,
     NOT_MEASURED,
-    Estimate,
+    Scores,
+    beyond,
     epochs_target,
     evaluate_targets,
     export_target,
@@ -125,13 +126,43 @@ def test_the_export_gap_is_the_exported_steps_validation_against_the_best() -> N
 # --- the gain share -----------------------------------------------------------------------------------------------
 
 
+def _table(cells: dict[str, tuple[float, float]], paired: dict[str, dict[str, float]] | None = None) -> Scores:
+    """A one-column table ("x") of (value, se) per model; `paired`: reference -> model -> SE of (model − reference)."""
+    payload = {
+        "bpb": {m: {"x": _c(v, se)} for m, (v, se) in cells.items()},
+        "paired_se": {"bpb": {r: {m: {"x": se} for m, se in row.items()} for r, row in (paired or {}).items()}},
+    }
+    return Scores(payload, "bpb")
+
+
 def test_the_gain_share_ratio_and_its_delta_method_error() -> None:
-    ratio, margin = gain_share(Estimate(3.0, 0.0), Estimate(2.2, 0.05), Estimate(2.0, 0.0), 0.7)
+    ratio, margin = gain_share(_table({"P": (3.0, 0.0), "F": (2.2, 0.05), "D": (2.0, 0.0)}), "P", "F", "D", "x", 0.7)
     assert ratio.value == pytest.approx(0.8) and ratio.se == pytest.approx(0.05)  # only FlexOlmo varies: se / gain
     assert margin.value == pytest.approx(0.8 - 0.7) and margin.se == pytest.approx(0.05)
-    ratio, _ = gain_share(Estimate(3.0, 0.03), Estimate(2.2, 0.0), Estimate(2.0, 0.04), 0.7)
+    ratio, _ = gain_share(_table({"P": (3.0, 0.03), "F": (2.2, 0.0), "D": (2.0, 0.04)}), "P", "F", "D", "x", 0.7)
     # d/dP = (F - D) / g_d² = 0.2, d/dD = g_f / g_d² = 0.8
     assert ratio.se == pytest.approx(math.hypot(0.2 * 0.03, 0.8 * 0.04))
+
+
+def test_paired_draws_shrink_a_gap_the_unpaired_sum_would_call_noise() -> None:
+    cells = {"a": (2.00, 0.10), "b": (2.05, 0.10)}
+    assert _table(cells).gap("b", "a", "x").se == pytest.approx(math.hypot(0.1, 0.1))
+    paired = _table(cells, {"a": {"b": 0.01}})  # the two models move together over the draws
+    assert paired.gap("b", "a", "x").se == pytest.approx(0.01)
+    assert paired.gap("a", "b", "x").se == pytest.approx(0.01)  # either direction of the stored pair
+    assert beyond(_table(cells).gap("b", "a", "x"), 2.0) == NOISE and beyond(paired.gap("b", "a", "x"), 2.0) == HOLDS
+    # a combination of three: Var(a + b − 2c) from the pairwise covariances
+    three = _table({"a": (1.0, 0.1), "b": (1.0, 0.1), "c": (1.0, 0.1)}, {"a": {"b": 0.0, "c": 0.0}, "b": {"c": 0.0}})
+    assert three.linear({"a": 1, "b": 1, "c": -2}, "x").se == pytest.approx(0.0, abs=1e-9)  # perfectly correlated
+
+
+def test_forgetting_reads_the_paired_se_where_results_json_has_it() -> None:
+    payload = _set(good_payload(), "bpb", FLEX, "public", 2.02, se=0.1)
+    payload["bpb"][PUBLIC]["public"] = _c(2.0, 0.1)
+    assert forgetting_target(payload, CFG).verdict == HOLDS  # unpaired: 0.02 ± 0.14
+    payload["paired_se"] = {"bpb": {PUBLIC: {FLEX: {"public": 0.005}}}}
+    verdict = forgetting_target(payload, CFG)
+    assert verdict.verdict == FAILS and "forgets (+0.020 ± 0.005)" in verdict.diagnosis
 
 
 def test_the_gain_share_fails_on_the_domain_where_flexolmo_keeps_too_little() -> None:
@@ -233,7 +264,7 @@ def test_a_skipped_upper_bound_is_named_not_measured() -> None:
 
 
 def test_relative_gain_error_by_the_delta_method() -> None:
-    gain = relative(Estimate(0.6, 0.03), Estimate(0.5, 0.02))
+    gain = relative(_table({"F": (0.6, 0.03), "B": (0.5, 0.02)}), "F", "B", "x")
     assert gain.value == pytest.approx(0.2)
     assert gain.se == pytest.approx(math.hypot(0.03 / 0.5, 1.2 * 0.02 / 0.5))
 
@@ -252,13 +283,15 @@ REPORT = "# FLEXMIX-small: profile `x`\n\nMachine: here.\n\n## Tasks\n\n| task |
 
 def test_the_section_is_inserted_before_the_tasks_and_then_replaced() -> None:
     good = evaluate_targets(good_payload(), {}, anchored=False, cfg=CFG)
-    first = with_section(REPORT, targets_section(good, CFG))
+    first = with_section(REPORT, targets_section(good, CFG, paired=False))
     assert first.index(HEADING) < first.index("## Tasks") and first.count(HEADING) == 1
-    assert first.replace("\n".join(targets_section(good, CFG)) + "\n", "") == REPORT  # nothing else changed
+    assert (
+        first.replace("\n".join(targets_section(good, CFG, paired=False)) + "\n", "") == REPORT
+    )  # nothing else changed
     bad_payload = copy.deepcopy(good_payload())
     bad_payload["accuracy"][FLEX]["average"] = _c(0.3)
     bad = evaluate_targets(bad_payload, {}, anchored=False, cfg=CFG)
-    second = with_section(first, targets_section(bad, CFG))
+    second = with_section(first, targets_section(bad, CFG, paired=False))
     assert second.count(HEADING) == 1 and "| **fails**" in second and second.endswith("## Routing\n\ntext\n")
-    assert with_section(second, targets_section(bad, CFG)) == second
+    assert with_section(second, targets_section(bad, CFG, paired=False)) == second
     assert "| task average: " in second
