@@ -80,7 +80,7 @@ def _train(step: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str
 def _log_evaluation(profile: Profile, out: Mapping[str, Any]) -> None:
     """What `flexo eval` logs besides the metrics (`tasks.evaluation.report.log_to_mlflow`), from the step's JSON
     result: the evaluation settings as params, the report, tables, results JSON and figures as artifacts, and a
-    `skipped.<model>` tag per model not evaluated."""
+    `skipped.<model>` tag per model not evaluated and a `target.<key>` tag per science target (its verdict)."""
     import mlflow
     from tasks.core.tracking import flatten
     from tasks.evaluation.report import mlflow_key
@@ -95,6 +95,9 @@ def _log_evaluation(profile: Profile, out: Mapping[str, Any]) -> None:
     skipped = out.get("skipped") or {}
     if skipped:
         mlflow.set_tags({mlflow_key(f"skipped.{k}")[:250]: str(v)[:500] for k, v in skipped.items()})
+    targets = out.get("targets") or {}
+    if targets:
+        mlflow.set_tags({f"target.{key}": str(verdict) for key, verdict in targets.items()})
 
 
 def tracked(step: str, profile: Profile, domain: str | None, **kwargs: Any) -> dict[str, Any]:

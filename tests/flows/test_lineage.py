@@ -138,7 +138,9 @@ def test_one_parent_per_pipeline_run_with_the_profile_and_every_run_below_it(lin
     ):
         run = _one(below, stage, domain)
         assert run.data.tags[tracking.TAG_GIT_COMMIT] == commit
-    assert _one(below, "evaluate").data.params  # the evaluation settings are on the one evaluate run
+    evaluated = _one(below, "evaluate").data
+    assert evaluated.params  # the evaluation settings are on the one evaluate run
+    assert {"target.gain_share", "target.ordering"} <= set(evaluated.tags)  # each science target's verdict
 
 
 def test_every_run_that_reads_data_names_each_split_with_its_dvc_md5_and_remote(lineage) -> None:
