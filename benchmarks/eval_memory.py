@@ -6,7 +6,13 @@ The stage is run exactly as the pipeline runs it (same code, same report); each 
 `model.memory.PeakWindow`. A part's peak is exact when it set the process's high-water mark, else sampled every
 20 ms (a lower bound), as the pipeline summary's stage peaks are.
 
+Each part also records `tensor_gib`: the bytes of every torch storage a Python object still references after it
+(parameters included), so the resident size left after a part splits into live tensors and the rest (allocator pages,
+libraries, Python objects). `--imports` first imports what `flexo run`'s process holds (the Prefect flows, MLflow,
+Great Expectations), so the stage starts from that process's baseline of loaded code.
+
 Usage:  FLEXO_PARAMS=<params.yaml of the finished run> .venv/bin/python benchmarks/eval_memory.py [--profile demo]
+        [--imports] [--out results.json]
 Prints one JSON object and a table.
 """
 
@@ -14,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,10 +33,32 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def live_tensor_gib() -> float:
+    """GiB of distinct torch storages referenced by live Python objects (tensors and parameters found by the garbage
+    collector); what only C++ holds (autograd's saved tensors, caches) is not counted."""
+    import torch
+
+    seen: dict[int, int] = {}
+    with warnings.catch_warnings():  # isinstance() on a deprecated torch alias warns
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+                try:
+                    storage = obj.untyped_storage()
+                except (RuntimeError, NotImplementedError):
+                    continue
+                seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values()) / 2**30
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="demo")
+    parser.add_argument("--imports", action="store_true", help="import flexo run's flows (Prefect, MLflow, GX) first")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
+    if args.imports:
+        import flows.pipeline  # noqa: F401  (what `flexo run` imports before any stage)
 
     from model.memory import PeakWindow, current_rss_gib
     from tasks.core.config import load_profile
@@ -50,6 +80,7 @@ def main() -> None:
                         "peak_rss_gib": round(peak.rss_gib, 3),
                         "exact": peak.exact,
                         "rss_after_gib": round(current_rss_gib() or 0.0, 3),
+                        "tensor_gib": round(live_tensor_gib(), 3),
                         "seconds": round(time.perf_counter() - start, 1),
                     }
                 )
@@ -73,14 +104,21 @@ def main() -> None:
         "peak_rss_gib": round(peak.rss_gib, 3),
         "exact": peak.exact,
         "rss_after_gib": round(current_rss_gib() or 0.0, 3),
+        "tensor_gib": round(live_tensor_gib(), 3),
         "seconds": round(time.perf_counter() - start, 1),
+        "imports": args.imports,
         "report": str(result.report),
         "parts": parts,
     }
     print(json.dumps(out, indent=1))
-    print("\n| part | peak RSS GiB | exact | RSS after GiB | s |\n|---|---:|---|---:|---:|")
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print("\n| part | peak RSS GiB | exact | RSS after GiB | live tensors GiB | s |\n|---|---:|---|---:|---:|---:|")
     for row in [*parts, {**out, "part": "**evaluate**"}]:
-        print(f"| {row['part']} | {row['peak_rss_gib']} | {row['exact']} | {row['rss_after_gib']} | {row['seconds']} |")
+        print(
+            f"| {row['part']} | {row['peak_rss_gib']} | {row['exact']} | {row['rss_after_gib']} | "
+            f"{row['tensor_gib']} | {row['seconds']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tasks.core.config import Profile
 from tasks.core.device import resolve_run_precision, torch_device
 from tasks.core.errors import DataError
 from tasks.core.tokenizer import load_tokenizer
-from tasks.evaluation.families import FAMILIES, btm_label
+from tasks.evaluation.families import FAMILIES, btm_label, schedule
 from tasks.evaluation.inputs import (
     append_mixed,
     held_out_split_paths,
@@ -104,9 +104,8 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     with bar:
         runner = Runner(profile, device, tokenizer.pad_token_id, bar, precision)
         run = EvalRun(profile, device, tokenizer, scored, requests, layout, models, runner)
-        for family in FAMILIES:
-            family(run)
-            release_freed_memory()  # the family's own models (soups, trained MoEs) and activations are freed
+        del models  # `run.models` is the one reference, so a released group is really gone
+        run_families(run)
         sweeps = run_sweeps(run)
     with runner.autocast():
         by_domain = routing_by_domain(run, sweeps.subset.tasks)
@@ -115,6 +114,35 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     mixed_rows = _mixed_rows(per_model, run, resamples)
     report = _report_inputs(run, tasks, per_model, sweeps, by_domain, time.perf_counter() - started)
     return write_report(replace(report, mixed=mixed_rows, mixed_docs=docs, switch_routing=switch))
+
+
+_ORDERED = ("results", "costs", "extras", "skipped", "ablation_rows")  # EvalRun's dicts whose order is the report's
+
+
+def run_families(run: EvalRun) -> None:
+    """Every family of `FAMILIES`, in `schedule`'s order (each model group dropped after its last reader), then every
+    record put back in `FAMILIES` order, so the report's rows, notes and pass times read as if they had run in it."""
+    start = [list(record) for record in _records(run)]
+    added: dict[str, list[list[Any]]] = {}
+    for step in schedule(FAMILIES):
+        before = [set(record) for record in _records(run)]
+        step.family(run)
+        added[step.family.__name__] = [[k for k in r if k not in b] for b, r in zip(before, _records(run), strict=True)]
+        for group in step.release:
+            run.models.release(group, f"no family after {step.family.__name__} reads it")
+        release_freed_memory()  # the family's own models (soups, trained MoEs), released groups and activations
+    for index, record in enumerate(_records(run)):
+        order = start[index] + [k for f in FAMILIES for k in added[f.__name__][index]]
+        kept = [k for k in dict.fromkeys(order) if k in record]
+        if len(kept) != len(record):
+            raise RuntimeError(f"evaluation records out of order: {list(record)} vs {kept}")
+        items = [(k, record[k]) for k in kept]
+        record.clear()  # in place: every holder of the dict sees the report's order
+        record.update(items)
+
+
+def _records(run: EvalRun) -> list[dict[Any, Any]]:
+    return [*(getattr(run, name) for name in _ORDERED), run.runner.seconds]
 
 
 def _mixed_rows(

@@ -4,13 +4,14 @@ records in `run.skipped` why it could not.
 Why a fixed order: `FAMILIES` order is the order of the report's rows and notes; the weighted soup and prompt routing
 reuse the members' scores from the ensemble pass, so they run after it; and the families that train (BTX, router
 tuning, the unrestricted MoE) draw their batches from seeds of their own, so their numbers do not depend on which
-families ran before them.
+families ran before them. That last point lets `schedule` run them in another order: the families that read the dense
+models first, so those models can be dropped before the MoE families build and train their own models.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +64,7 @@ def btm_label(run: EvalRun) -> str:
 def _members(run: EvalRun) -> tuple[list[str], list[Olmo2ForCausalLM]]:
     """The dense members the soups, BTM, BTX and prompt routing combine: M_pub first, then each dense model."""
     names = [PUBLIC] + [dense_name(d) for d in run.models.dense]
-    return names, [run.models.public] + list(run.models.dense.values())
+    return names, [run.models.public_model()] + list(run.models.dense.values())
 
 
 # ---- the dense members and what combines them --------------------------------------------------------------------
@@ -241,7 +242,7 @@ def score_btx(run: EvalRun) -> None:
     _, members = _members(run)
     rows = random_router_rows(len(members), profile.model.hidden_size, profile.model.init_std, profile.seed)
     dense = list(run.models.dense.values())
-    btx = btx_merge(run.models.public, dense, rows, min(run.default_k, len(members))).to(run.device)
+    btx = btx_merge(run.models.public_model(), dense, rows, min(run.default_k, len(members))).to(run.device)
     training = RouterTraining(
         ("public",), cfg.btx_router_steps, profile.seed, cfg.router_train_lr, cfg.router_train_weight_decay
     )
@@ -270,7 +271,7 @@ def score_unrestricted(run: EvalRun) -> None:
         run.skipped[UNRESTRICTED] = "eval.unrestricted_steps is 0"
         return
     rows = random_router_rows(run.num_experts, profile.model.hidden_size, profile.model.init_std, profile.seed)
-    unrestricted = upcycle(run.models.public, run.num_experts, rows, run.default_k).to(run.device)
+    unrestricted = upcycle(run.models.public_model(), run.num_experts, rows, run.default_k).to(run.device)
     training = RouterTraining(
         tuple(profile.domains),
         cfg.unrestricted_steps,
@@ -293,7 +294,8 @@ def score_no_coordination(run: EvalRun) -> None:
         run.skipped[NO_COORD] = "needs a dense model and a router embedding for every expert in the MoE"
         return
     states = [dense_as_expert(models.dense[d], rows[0], rows[i + 1]) for i, d in enumerate(closed)]
-    run.score(NO_COORD, merge_experts(models.public, rows[0].to(run.device), states, run.default_k).to(run.device))
+    merged = merge_experts(models.public_model(), rows[0].to(run.device), states, run.default_k)
+    run.score(NO_COORD, merged.to(run.device))
 
 
 def score_extra_moes(run: EvalRun) -> None:
@@ -346,3 +348,46 @@ FAMILIES: tuple[Callable[[EvalRun], None], ...] = (
     score_extra_moes,
     score_router_ablations,
 )
+
+Family = Callable[[EvalRun], None]
+
+# The model groups of `Models` each family reads, by function name (a wrapped family keeps its name). The serving MoE is
+# read to the end (sweeps, routing figures) and is not a group. Order: the first group's readers run first.
+GROUPS = ("dense", "public")
+USES: dict[str, frozenset[str]] = {
+    score_dense_and_btm.__name__: frozenset({"dense", "public"}),
+    score_soups.__name__: frozenset({"dense", "public"}),
+    score_prompt_routing.__name__: frozenset({"dense"}),
+    score_btx.__name__: frozenset({"dense", "public"}),
+    score_no_coordination.__name__: frozenset({"dense", "public"}),
+    score_unrestricted.__name__: frozenset({"public"}),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One family as it runs, and the model groups no later step reads, dropped right after it."""
+
+    family: Family
+    release: tuple[str, ...]
+
+
+def schedule(families: Sequence[Family]) -> list[Step]:
+    """`families` in the order they run: those that read the dense models, then those that read M_pub (and not the
+    dense models), then the rest, each part in `families` order; every group is released after its last reader.
+
+    Why: the MoE families build, train and score models of their own; with the dense models and M_pub still held they
+    ran beside all of them (demo: 8 x 34 MB; anchor profiles: 8 x 540 MB). Every family's numbers are independent of
+    the families before it (their own seeds; scores of earlier families only where `USES` puts the reader after
+    them), and the report keeps `families` order (`tasks.evaluation.evaluate` puts its rows back)."""
+
+    def rank(family: Family) -> int:
+        uses = USES.get(family.__name__, frozenset())
+        return next((i for i, group in enumerate(GROUPS) if group in uses), len(GROUPS))
+
+    ordered = sorted(families, key=rank)  # stable: `families` order within a rank
+    last = {
+        group: max((i for i, f in enumerate(ordered) if group in USES.get(f.__name__, ())), default=0)
+        for group in GROUPS
+    }
+    return [Step(f, tuple(g for g in GROUPS if last[g] == i)) for i, f in enumerate(ordered)]

@@ -8,7 +8,7 @@ it, raised before any model is scored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,54 @@ from tasks.registry.locate import locate_moe
 from tasks.training.assemble import read_manifest
 
 
+class ReleasedModels(Mapping[str, Olmo2ForCausalLM]):
+    """The names of models this process no longer holds: membership, iteration and truth still answer which dense
+    models exist (the report and the families' skip checks need that), but reaching a model is an error naming why
+    it is gone, so a family scheduled after the release cannot silently score nothing."""
+
+    def __init__(self, names: Sequence[str], why: str) -> None:
+        self._names, self._why = list(names), why
+
+    def __getitem__(self, name: str) -> Olmo2ForCausalLM:
+        raise RuntimeError(f"the model {name!r} was released ({self._why}); a family that needs it must run earlier")
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 @dataclass
 class Models:
-    public: Olmo2ForCausalLM
-    dense: dict[str, Olmo2ForCausalLM]
+    """The models the evaluation scores. `release` drops a group once no later family uses it, so the MoE families
+    do not run beside every dense model (at anchor sizes 7 x 135M parameters, 3.8 GB in fp32)."""
+
+    public: Olmo2ForCausalLM | None  # None once released
+    dense: Mapping[str, Olmo2ForCausalLM]
     moe: FlexOlmoForCausalLM
     moe_dir: Path
     experts: list[str]
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def release(self, group: str, why: str) -> None:
+        """Drop this object's references to `group` ("dense" or "public"); the memory is freed once nothing else
+        holds the models (`model.memory.release_freed_memory` then hands it back)."""
+        if group == "dense":
+            self.dense = ReleasedModels(list(self.dense), why)
+        elif group == "public":
+            self.public = None
+        else:
+            raise ValueError(f"unknown model group {group!r} (dense or public)")
+
+    def public_model(self) -> Olmo2ForCausalLM:
+        """M_pub, or an error saying it was released before a family that needs it."""
+        if self.public is None:
+            raise RuntimeError("M_pub was released; a family that needs it must run earlier")
+        return self.public
 
 
 def load_test_frames(profile: Profile, domains: list[str] | None = None) -> dict[str, pd.DataFrame]:
