@@ -160,11 +160,14 @@ def _encoder_missing() -> str | None:
 def _prompt_routing(
     run: EvalRun, names: list[str], domains: list[str], centroids: torch.Tensor
 ) -> tuple[Scores, dict[str, float]]:
-    from tasks.training.route import encode
+    from tasks.training.route import encode, load_encoder
 
     profile, tasks = run.profile, run.tasks
     contexts = [item.context for task in tasks for item in task.items]
-    embeddings = encode(contexts, profile.router.embed_batch_size, profile.runtime.precision)
+    try:
+        embeddings = encode(contexts, profile.router.embed_batch_size, profile.runtime.precision)
+    finally:  # nothing later in the stage encodes: the cached encoder (85 MB of weights) would ride along to the end
+        load_encoder.cache_clear()
     picks = nearest_centroid(torch.from_numpy(np.asarray(embeddings)), centroids).numpy()
     total = len(run.layout.n_bytes)
     out = Scores(np.zeros(total), np.zeros(total, dtype=bool), np.zeros(total))

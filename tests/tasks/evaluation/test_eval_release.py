@@ -24,7 +24,9 @@ from tasks.evaluation import evaluate as stage
 from tasks.evaluation import families
 from tasks.evaluation.families import FAMILIES, Step, schedule
 from tasks.evaluation.inputs import Models, ReleasedModels
+from tasks.evaluation.results import PROMPT
 from tasks.evaluation.runner import EvalRun
+from tasks.training import route
 from tests.profiles import paths_under
 from tests.tasks.eval_world import build_world
 
@@ -80,6 +82,7 @@ class Liveness:
         self.dense: list[weakref.ref[torch.nn.Module]] = []
         self.public: weakref.ref[torch.nn.Module] | None = None
         self.at_start: dict[str, tuple[int, bool]] = {}  # family -> (dense models alive, M_pub alive)
+        self.encoder_cached: dict[str, int] = {}  # family -> sentence encoders in `load_encoder`'s cache
 
     def load_models(self, load: Callable[..., Models]) -> Callable[..., Models]:
         @functools.wraps(load)
@@ -97,6 +100,7 @@ class Liveness:
             gc.collect()
             alive = sum(ref() is not None for ref in self.dense)
             self.at_start[family.__name__] = (alive, self.public is not None and self.public() is not None)
+            self.encoder_cached[family.__name__] = route.load_encoder.cache_info().currsize
             family(run)
 
         return wrapper
@@ -126,3 +130,5 @@ def test_released_models_are_gone_and_the_results_are_unchanged(
     assert live.at_start["score_unrestricted"] == (0, True)
     for name in MOE_FAMILIES:
         assert live.at_start[name] == (0, False), name  # the MoE families run without the dense models and M_pub
+    assert PROMPT in want["per_task"]  # prompt routing ran (its encoder was loaded) ...
+    assert live.encoder_cached["score_btx"] == 0  # ... and the family after it runs without the encoder
