@@ -8,7 +8,8 @@ machine may spare; one family shows how its peak depends on its size (training s
 
 Usage:  FLEXO_PARAMS=<params.yaml of a finished run> .venv/bin/python benchmarks/eval_family_memory.py
         --family score_unrestricted [--no-step-trim] [--profile demo]
-Prints one JSON line (the requests are the FLEXMIX tasks', without the mixed-domain documents). Set ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment to bound oneDNN's primitive cache.
+Prints one JSON line (the requests are the FLEXMIX tasks', without the mixed-domain documents). Set
+ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment to bound oneDNN's primitive cache.
 """
 
 from __future__ import annotations
