@@ -104,7 +104,6 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     with bar:
         runner = Runner(profile, device, tokenizer.pad_token_id, bar, precision)
         run = EvalRun(profile, device, tokenizer, scored, requests, layout, models, runner)
-        del models  # `run.models` is the one reference, so a released group is really gone
         run_families(run)
         sweeps = run_sweeps(run)
     with runner.autocast():
