@@ -1,4 +1,4 @@
-"""`flexo targets`: the science targets (issue 21) of a finished evaluation, re-read from its results.json."""
+"""`flexo targets`: the science targets of a finished evaluation, re-read from its results.json."""
 
 from __future__ import annotations
 

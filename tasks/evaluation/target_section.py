@@ -1,4 +1,4 @@
-"""The report's "## Targets" section: one row per science target (issue 21), and putting it into a written report.
+"""The report's "## Targets" section: one row per science target, and putting it into a written report.
 
 Why apart from `targets`: the verdicts are computed once (evaluation) or again from results.json (`flexo targets`);
 both write the same section, and a report written before the section existed gets it inserted without re-scoring.
@@ -32,7 +32,7 @@ def targets_section(verdicts: list[Verdict], cfg: TargetsConfig, paired: bool) -
     lines = [
         HEADING,
         "",
-        "The science targets of issue 21 on this run (`tasks/evaluation/targets.py`; thresholds in `eval.targets`). "
+        "What FlexOlmo claims, checked on this run (`tasks/evaluation/targets.py`; thresholds in `eval.targets`). "
         f"± is one standard error; a verdict compares with {cfg.noise_se:g} SE: **holds** beyond it, **within "
         f"noise** inside it, **fails** beyond it the other way. {how}; the opt-out deltas carry their paired SE; "
         "ratios and relative gains get theirs by the delta method. The gain-share target decides on FlexOlmo's gain − "

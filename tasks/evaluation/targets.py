@@ -1,4 +1,4 @@
-"""The science targets of issue 21, each checked on a finished evaluation: holds, within noise or fails, with ± 2 SE.
+"""The science targets (the paper's claims) on a finished evaluation: holds, within noise or fails, with ± 2 SE.
 
 Why pure functions of results.json (plus the training records): an evaluation written before these checks existed
 gets its verdicts by re-reading its own numbers (`flexo targets`), and each rule is testable on a hand-built payload.
@@ -385,7 +385,7 @@ def paired(payload: dict) -> bool:
 
 
 def evaluate_targets(payload: dict, training: dict[str, dict], anchored: bool, cfg: TargetsConfig) -> list[Verdict]:
-    """Every target of issue 21 on one evaluation's results.json payload, in the issue's order."""
+    """Every target on one evaluation's results.json payload, in a fixed order."""
     return [
         epochs_target(training, anchored, cfg),
         export_target(training.get(PUBLIC), anchored, cfg),

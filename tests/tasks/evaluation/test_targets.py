@@ -1,4 +1,4 @@
-"""The science targets (issue 21) on hand-built results.json payloads: each one holds, sits within noise and fails
+"""The science targets on hand-built results.json payloads: each one holds, sits within noise and fails
 where it should, names where it fails, and the report's Targets section is inserted once and then replaced."""
 
 from __future__ import annotations
