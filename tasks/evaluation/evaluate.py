@@ -36,7 +36,7 @@ from tasks.evaluation.mixed import MIXED_TASK, build_mixed
 from tasks.evaluation.report import write_report
 from tasks.evaluation.results import EvalResult, ReportInputs
 from tasks.evaluation.runner import EvalRun, Runner, machine_description
-from tasks.evaluation.sweeps import Sweeps, routing_at_switch, routing_by_domain, run_sweeps
+from tasks.evaluation.sweeps import DomainRouting, Sweeps, routing_at_switch, routing_by_domain, run_sweeps
 from tasks.evaluation.tasks import Task, build_tasks, write_lm_eval_files
 
 
@@ -164,7 +164,7 @@ def _report_inputs(
     tasks: list[Task],
     per_model: dict[str, dict[str, TaskScore]],
     sweeps: Sweeps,
-    by_domain: np.ndarray,
+    by_domain: DomainRouting,
     seconds: float,
 ) -> ReportInputs:
     routing = run.routing
@@ -179,7 +179,8 @@ def _report_inputs(
         sweep=sweeps.k_sweep,
         optout=sweeps.opt_out,
         routing_overall=(routing.hits / max(routing.tokens, 1)).numpy(),
-        routing_by_domain=by_domain,
+        routing_by_domain=by_domain.share,
+        router_mass_by_domain=by_domain.mass,
         extras=run.extras,
         skipped=run.skipped,
         seconds={**run.runner.seconds, "total": seconds},

@@ -306,6 +306,7 @@ def _moe_sections(inputs: ReportInputs) -> list[str]:
         + ", ".join(f"{e} {inputs.routing_overall.mean(axis=0)[i]:.2f}" for i, e in enumerate(experts))
         + ".",
         "",
+        *_router_mass_lines(inputs),
         "## Number of active experts",
         "",
         f"![k-sweep]({figures}/k_sweep.png)",
@@ -318,6 +319,30 @@ def _moe_sections(inputs: ReportInputs) -> list[str]:
             f"| {k} | " + " | ".join(_fmt(sweep[k].get(d)) for d in domains) + f" | {_fmt(sweep[k]['average'])} |"
         )
     return lines + _optout_section(inputs)
+
+
+def _router_mass_lines(inputs: ReportInputs) -> list[str]:
+    """How much of each domain's routing its own expert carries (mean router probability over layers and tokens),
+    against the public FFN, the strongest other expert and a uniform router's 1/n: the top-k share above cannot show a
+    router that spreads its mass evenly, and an MoE whose experts are all chosen then averages them."""
+    mass = inputs.router_mass_by_domain
+    if mass is None:
+        return []
+    experts, per_domain = inputs.experts, mass.mean(axis=0)  # (domains, experts)
+    lines = [
+        f"Router probability on each domain's tokens (mean over layers and tokens; a uniform router gives "
+        f"{1 / len(experts):.3f} to each of the {len(experts)} experts):",
+        "",
+        "| domain | its own expert | public FFN | strongest other expert |",
+        "|---|---|---|---|",
+    ]
+    for column, domain in enumerate(inputs.domains):
+        row = per_domain[column]
+        own = f"{row[experts.index(domain)]:.3f}" if domain in experts and domain != experts[0] else "–"
+        others = [(row[i], e) for i, e in enumerate(experts) if e not in (domain, experts[0])]
+        top, name = max(others) if others else (float("nan"), "–")
+        lines.append(f"| {domain} | {own} | {row[0]:.3f} | {name} {top:.3f} |")
+    return lines + [""]
 
 
 def _optout_section(inputs: ReportInputs) -> list[str]:

@@ -76,6 +76,7 @@ class ReportInputs:
     switch_routing: dict[str, tuple[float, float]] = field(default_factory=dict)  # `sweeps.routing_at_switch`
     costs: dict[str, Cost] = field(default_factory=dict)  # model -> inference FLOPs per token
     context: float = 0.0  # mean attended positions per evaluated token (the attention term of `costs`)
+    router_mass_by_domain: np.ndarray | None = None  # (layers, domains, experts): mean router probability
 
     @property
     def figure_dir(self) -> Path:
@@ -129,6 +130,7 @@ def results_payload(
         "k_sweep": {str(k): scores(row) for k, row in inputs.sweep.items()},
         "opt_out": {r: scores(row) for r, row in inputs.optout.items()},
         "routing_by_domain": inputs.routing_by_domain.tolist(),
+        "router_mass_by_domain": None if (mass := inputs.router_mass_by_domain) is None else mass.tolist(),
         "extras": inputs.extras,
         "ablations": inputs.ablation_rows,
         "mixed": jsonable_scores(inputs.mixed),

@@ -61,20 +61,23 @@ class Runner:
 
 
 class RoutingScorer:
-    """A MoE scorer that also counts, per layer, how many tokens each expert was selected for (top-k)."""
+    """A MoE scorer that also counts, per layer, how many tokens each expert was selected for (top-k), and sums each
+    expert's router probability over them (`mass`: how much of the layer's output it carries, not just whether)."""
 
     def __init__(self, moe: FlexOlmoForCausalLM, name: str) -> None:
         self.moe, self.name = moe, name
         layers, experts = len(moe.model.layers), moe.config.num_experts
         self.hits = torch.zeros(layers, experts, dtype=torch.float64)
+        self.mass = torch.zeros(layers, experts, dtype=torch.float64)
         self.tokens = 0
 
     def __call__(self, batch: Batch) -> dict[str, BatchScore]:
         with record_routing(self.moe) as record:
             logits = self.moe(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
         valid = batch.attention_mask.reshape(-1).bool().cpu()
-        for layer, selected in enumerate(record.selected[-1]):
+        for layer, (selected, probs) in enumerate(zip(record.selected[-1], record.probabilities[-1], strict=True)):
             self.hits[layer] += selected.cpu()[valid].double().sum(dim=0)
+            self.mass[layer] += probs.cpu()[valid].double().sum(dim=0)
         self.tokens += int(valid.sum())
         return {self.name: reduce_logprobs(token_logprobs(logits), batch)}
 

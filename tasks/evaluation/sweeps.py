@@ -83,11 +83,21 @@ def opt_out(run: EvalRun, subset: BpbSubset, full: dict[str, TaskScore]) -> dict
     return out
 
 
-def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task]) -> np.ndarray:
-    """(layers, domains, experts): share of each domain's tokens for which the expert is in the top-k."""
+@dataclass(frozen=True)
+class DomainRouting:
+    """Per (layer, domain, expert): the share of the domain's tokens whose top-k holds the expert, and the expert's
+    mean router probability on them (a near-uniform router shows here even when every expert is in the top-k)."""
+
+    share: np.ndarray
+    mass: np.ndarray
+
+
+def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task]) -> DomainRouting:
+    """Where each domain's tokens (bpb subset) go in the serving MoE: top-k share and router mass per layer."""
     moe, profile, tokenizer = run.models.moe, run.profile, run.tokenizer
     domains = list(profile.domains)
     out = np.zeros((len(moe.model.layers), len(domains), moe.config.num_experts))
+    mass = np.zeros_like(out)
     for column, domain in enumerate(domains):
         mine = [t for t in sub_tasks if t.spec.domain == domain]
         if not mine:
@@ -96,7 +106,8 @@ def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task]) -> np.ndarray:
         scorer = RoutingScorer(moe, "r")
         score_requests(requests, scorer, profile.eval.batch_size, tokenizer.pad_token_id, run.device)
         out[:, column, :] = (scorer.hits / max(scorer.tokens, 1)).numpy()
-    return out
+        mass[:, column, :] = (scorer.mass / max(scorer.tokens, 1)).numpy()
+    return DomainRouting(out, mass)
 
 
 def routing_at_switch(run: EvalRun, docs: Sequence[MixedDoc]) -> dict[str, tuple[float, float]]:

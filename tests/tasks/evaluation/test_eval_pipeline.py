@@ -126,6 +126,12 @@ def test_routing_and_k_sweep(world):
     for layer in data["routing_by_domain"]:
         for per_domain in layer:
             assert sum(per_domain) == pytest.approx(k, abs=1e-6)  # each token selects exactly k experts
+    for layer in data["router_mass_by_domain"]:
+        for per_domain in layer:
+            assert sum(per_domain) == pytest.approx(1.0, abs=1e-4)  # a softmax over all experts
+            assert max(per_domain) < 1.0 and min(per_domain) > 0.0
+    report = result.report.read_text()
+    assert "| domain | its own expert | public FFN | strongest other expert |" in report
     assert sorted(int(x) for x in data["k_sweep"]) == list(range(1, len(data["experts"]) + 1))
     assert sorted(data["opt_out"]) == sorted(data["experts"][1:])
 
