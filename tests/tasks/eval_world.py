@@ -9,6 +9,7 @@ fast.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,3 +135,18 @@ def build_world(profile: Profile, dense: bool = True, public: torch.nn.Module | 
         files.append(paths.expert_dir(domain) / EXPERT_FILE)
         save_expert(state, files[-1], domain=domain, public_sha256=public_sha)
     assemble(profile, files)
+
+
+def bf16_world_under(root: Path, tiny_profile: Profile) -> Profile:
+    """`tiny_profile` moved under `root`, one thread and bf16 autocast, with its world built: the evaluations whose
+    results must not change when memory is freed are compared there."""
+    from tests.profiles import paths_under
+
+    profile = tiny_profile.model_copy(
+        update={
+            "paths": tiny_profile.paths.model_copy(update=paths_under(root)),
+            "runtime": tiny_profile.runtime.model_copy(update={"num_threads": 1, "precision": "bf16"}),
+        }
+    )
+    build_world(profile)
+    return profile

@@ -29,8 +29,7 @@ from model.scoring import Batch, BatchScore, Request, make_batch, reduce_logprob
 from tasks.core.config import Profile
 from tasks.evaluation import families
 from tasks.evaluation.evaluate import evaluate
-from tests.profiles import paths_under
-from tests.tasks.eval_world import build_world
+from tests.tasks.eval_world import bf16_world_under
 
 SIZES = ModelSizes(
     vocab_size=256, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_seq_len=32, init_std=0.02
@@ -127,15 +126,7 @@ def test_ensemble_scores_equal_the_fp32_copies(precision: Precision) -> None:
 
 @pytest.fixture(scope="module")
 def bf16_world(tmp_path_factory: pytest.TempPathFactory, tiny_profile: Profile) -> Profile:
-    root = tmp_path_factory.mktemp("evalmemory")
-    profile = tiny_profile.model_copy(
-        update={
-            "paths": tiny_profile.paths.model_copy(update=paths_under(root)),
-            "runtime": tiny_profile.runtime.model_copy(update={"num_threads": 1, "precision": "bf16"}),
-        }
-    )
-    build_world(profile)
-    return profile
+    return bf16_world_under(tmp_path_factory.mktemp("evalmemory"), tiny_profile)
 
 
 def _mismatches(got: dict[str, BatchScore], want: dict[str, BatchScore]) -> list[str]:

@@ -27,8 +27,7 @@ from tasks.evaluation.inputs import Models, ReleasedModels
 from tasks.evaluation.results import PROMPT
 from tasks.evaluation.runner import EvalRun
 from tasks.training import route
-from tests.profiles import paths_under
-from tests.tasks.eval_world import build_world
+from tests.tasks.eval_world import bf16_world_under
 
 MOE_FAMILIES = {"score_flexolmo", "score_flexolmo_rt", "score_extra_moes", "score_router_ablations"}
 
@@ -56,15 +55,7 @@ def test_a_released_model_is_an_error_but_its_name_still_counts() -> None:
 
 @pytest.fixture(scope="module")
 def bf16_world(tmp_path_factory: pytest.TempPathFactory, tiny_profile: Profile) -> Profile:
-    root = tmp_path_factory.mktemp("evalrelease")
-    profile = tiny_profile.model_copy(
-        update={
-            "paths": tiny_profile.paths.model_copy(update=paths_under(root)),
-            "runtime": tiny_profile.runtime.model_copy(update={"num_threads": 1, "precision": "bf16"}),
-        }
-    )
-    build_world(profile)
-    return profile
+    return bf16_world_under(tmp_path_factory.mktemp("evalrelease"), tiny_profile)
 
 
 def _without_timings(results: Path) -> dict[str, Any]:
