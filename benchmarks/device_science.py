@@ -426,7 +426,7 @@ def todo(sc: Science, step: str) -> list[str] | None:
     if step == "assemble":
         return [] if (paths.moe_dir / "flexo_manifest.json").exists() else None
     if step == "evaluate":
-        report = paths.reports_dir / f"flexmix-{sc.profile}.md"
+        report = paths.eval_report
         return [] if (paths.eval_dir / "results.json").exists() and report.exists() else None
     raise ValueError(step)
 

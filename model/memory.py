@@ -139,8 +139,7 @@ def release_freed_memory() -> None:
     process that has finished with a model still shows their pages as resident, and the next stage of `flexo run`
     (same process) reports them as its own peak. Call it after a piece of work has dropped its models."""
     gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
+    trim_heap()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 

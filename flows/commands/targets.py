@@ -41,7 +41,7 @@ def targets_command(
     console.print(table)
     if not write:
         return
-    report = paths.reports_dir / f"flexmix-{resolved.name}.md"
+    report = paths.eval_report
     if not report.is_file():
         raise DataError(f"{report} not found: evaluate first (`flexo run -p {resolved.name} --stage evaluate`)")
     section = targets_section(verdicts, resolved.eval.targets, paired(payload))

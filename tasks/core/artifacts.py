@@ -116,6 +116,11 @@ class RunPaths:
         return self.profile.path("reports_dir")
 
     @property
+    def eval_report(self) -> Path:
+        """The FLEXMIX report `evaluate` writes (its figures sit in the folder of the same stem)."""
+        return self.reports_dir / f"flexmix-{self.profile.name}.md"
+
+    @property
     def registry_cache(self) -> Path:
         """Registered versions downloaded for use (verified by sha256 before every load), per model and version."""
         return self.root / "registry"

@@ -20,13 +20,13 @@ from tasks.evaluation.figures import k_sweep, opt_out, routing_heatmap
 from tasks.evaluation.metrics import TaskScore, domain_table, relative_gain
 from tasks.evaluation.results import (
     FLEX,
-    FLEX_RT,
     PUBLIC,
     SOUP_WEIGHTED,
     UNRESTRICTED,
     EvalResult,
     ReportInputs,
     results_payload,
+    served_flex_row,
     write_json,
 )
 from tasks.evaluation.sections import (
@@ -87,13 +87,11 @@ def _comparison(
     public: str,
     btm: str,
     soup: str,
-    flex: str,
-    flex_rt: str,
     unrestricted: str,
 ) -> list[str]:
     """Where our numbers agree with the paper's headline, computed, not asserted."""
     lines = ["## Against the paper's headline", ""]
-    best_flex = flex_rt if flex_rt in acc else flex
+    best_flex = served_flex_row(acc)
     for label, table, higher in (("task accuracy", acc, True), ("bits per byte", bpb, False)):
         avg = {m: row["average"] for m, row in table.items() if "average" in row}
         if best_flex in avg and btm in avg:
@@ -201,7 +199,7 @@ def write_report(inputs: ReportInputs) -> EvalResult:
     payload["targets"] = [v.as_dict() for v in verdicts]
     lines = _header(inputs) + _score_sections(inputs, tables) + mixed_section(inputs)
     lines += cost_section(inputs, tables.bpb, tables.acc) + _moe_sections(inputs) + _notes(inputs)
-    report = paths.reports_dir / f"flexmix-{inputs.profile.name}.md"
+    report = paths.eval_report
     section = targets_section(verdicts, inputs.profile.eval.targets, paired=True)  # the payload has `paired_se`
     report.write_text(with_section("\n".join(lines), section))
     results_json = write_json(paths.eval_dir / "results.json", payload)
@@ -278,7 +276,7 @@ def _score_sections(inputs: ReportInputs, tables: _Tables) -> list[str]:
         ref_btm,
         False,
     )
-    lines += _comparison(acc, bpb, PUBLIC, inputs.btm_label, SOUP_WEIGHTED, FLEX, FLEX_RT, UNRESTRICTED)
+    lines += _comparison(acc, bpb, PUBLIC, inputs.btm_label, SOUP_WEIGHTED, UNRESTRICTED)
     lines += _ablations(acc, bpb, inputs.ablation_rows)
     tasks = inputs.tasks
     lines += [

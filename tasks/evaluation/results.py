@@ -8,6 +8,7 @@ and these types; keeping them here lets each import this one module instead of i
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,11 @@ FLEX = "FlexOlmo (no RT)"
 FLEX_RT = "FlexOlmo (RT, public)"
 UNRESTRICTED = "unrestricted MoE"
 NO_COORD = "ablation: no coordinated training"
+
+
+def served_flex_row(models: Container[str]) -> str:
+    """The FlexOlmo row the report serves among `models`: with router tuning where it ran, else without."""
+    return FLEX_RT if FLEX_RT in models else FLEX
 
 
 def dense_name(domain: str) -> str:
@@ -80,7 +86,7 @@ class ReportInputs:
 
     @property
     def figure_dir(self) -> Path:
-        return RunPaths(self.profile).reports_dir / f"flexmix-{self.profile.name}"
+        return RunPaths(self.profile).eval_report.with_suffix("")
 
 
 def jsonable_scores(per_model: dict[str, dict[str, TaskScore]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from tasks.core.artifacts import TRAIN_RESULT_FILE, RunPaths
 from tasks.core.config import TargetsConfig
-from tasks.evaluation.results import BTM, FLEX, FLEX_RT, PUBLIC, SOUP_WEIGHTED, UNRESTRICTED, dense_name
+from tasks.evaluation.results import BTM, PUBLIC, SOUP_WEIGHTED, UNRESTRICTED, dense_name, served_flex_row
 
 HOLDS, NOISE, FAILS = "holds", "within noise", "fails"
 NOT_MEASURED, NOT_APPLICABLE = "not measured", "not applicable"
@@ -104,7 +104,7 @@ class Scores:
 
 def served_flex(payload: dict) -> str:
     """The FlexOlmo row the report serves: with router tuning where it ran (as the report's comparison picks it)."""
-    return FLEX_RT if FLEX_RT in payload.get("accuracy", {}) else FLEX
+    return served_flex_row(payload.get("accuracy", {}))
 
 
 def btm_label(payload: dict) -> str | None:
