@@ -54,7 +54,7 @@ install: $(STAMP)
 # --compile-bytecode: the first imports do not pay for it. pip stays in the venv (the data stage runs
 # `python -m pip download`) at the version a plain `python -m venv` seeds.
 # The dev extra brings the checkers `make check` runs.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml setup.py lm_eval_flexo_hook.pth requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv --without-pip $(VENV)
 	test -x $(BIN)/uv || { $(PY) -m pip --version >/dev/null 2>&1 && $(PY) -m pip --python $(BIN)/python $(UV_FROM_PIP); } \
 		|| { $(BIN)/python -m ensurepip >/dev/null && $(BIN)/python -m pip $(UV_FROM_PIP); }

@@ -1,10 +1,10 @@
-"""`flexo-lm-eval`: lm-evaluation-harness's own command line with the `flexo` model type registered, offline.
+"""`flexo-lm-eval`: lm-evaluation-harness's own command line, with flexo's defaults and one subcommand of its own.
 
-Why a wrapper: lm-eval 0.4 finds model types only in its registry, filled by importing the module that defines them;
-this entry point imports `tasks.evaluation.lm_eval_model` first, then hands every argument to lm-eval (`--batch_size`
-defaults to `auto`: the profile's eval.batch_size). It sets HF_DATASETS_OFFLINE/HF_HUB_OFFLINE unless they are set, so
-FLEXMIX never reaches for the hub (export them as 0 to run lm-eval's standard tasks, which download their data). One
-subcommand of its own writes the FLEXMIX task folder:
+lm-eval's own `lm_eval --model flexo ...` finds the `flexo` model type by itself (`lm_eval_flexo_hook`, installed with
+flexo, registers it when lm-eval loads its models). This entry point is that command with `--batch_size` defaulting to
+`auto` (the profile's eval.batch_size; lm-eval's default is 1), the model type registered even where the hook is not
+installed, and the hub off before lm-eval loads `datasets` (importing `tasks` forces HF_HUB_OFFLINE/HF_DATASETS_OFFLINE,
+see `tasks.core.environment`). Its subcommand writes the FLEXMIX task folder:
 
   flexo-lm-eval write-tasks --profile demo        # runs/demo/eval/tasks/*.jsonl + *.yaml (also written by evaluate)
   flexo-lm-eval --model flexo --model_args profile=demo,model=moe,exclude=code \\
@@ -14,11 +14,9 @@ subcommand of its own writes the FLEXMIX task folder:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-OFFLINE = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 INSTALL = '.venv/bin/uv pip install --python .venv/bin/python -c requirements.lock -e ".[lm-eval]"'
 
 
@@ -38,8 +36,6 @@ def task_folder(profile_name: str | None, params: str | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    for name in OFFLINE:
-        os.environ.setdefault(name, "1")
     if args[:1] == ["write-tasks"]:
         parser = argparse.ArgumentParser(prog="flexo-lm-eval write-tasks")
         parser.add_argument("--profile", default=None, help="params.yaml profile (default: $FLEXO_PROFILE)")
@@ -51,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         from lm_eval.__main__ import cli_evaluate
     except ModuleNotFoundError as exc:
         raise SystemExit(f"{exc.name} is not installed; install the extra: {INSTALL}") from exc
-    import tasks.evaluation.lm_eval_model  # noqa: F401  registers `--model flexo`
+    import tasks.evaluation.lm_eval_model  # noqa: F401  registers `--model flexo` (the start-up hook may be absent)
 
     if not any(a in ("--batch_size", "-b") or a.startswith("--batch_size=") for a in args):
         args = [*args, "--batch_size", "auto"]  # flexo's model reads `auto` as the profile's eval.batch_size
