@@ -32,7 +32,7 @@ from tasks.evaluation.inputs import (
     tokenize_tasks,
 )
 from tasks.evaluation.metrics import TaskScore, bootstrap_indices, score_model, switch_scores
-from tasks.evaluation.mixed import MIXED_TASK, build_mixed
+from tasks.evaluation.mixed import MIXED_TASK, build_mixed, with_mixed
 from tasks.evaluation.report import write_report
 from tasks.evaluation.results import EvalResult, ReportInputs
 from tasks.evaluation.runner import EvalRun, Runner, machine_description
@@ -88,9 +88,9 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     tokenizer = load_tokenizer(profile)
     frames = load_test_frames(profile)
     tasks = build_tasks(frames, profile.eval, profile.seed, held_out_split_paths(profile))
-    write_lm_eval_files(tasks, RunPaths(profile).eval_dir / "tasks")
-    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
     docs = build_mixed(frames, profile.eval, profile.seed)
+    write_lm_eval_files(with_mixed(tasks, docs), RunPaths(profile).eval_dir / "tasks")
+    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
     scored = list(tasks)
     if docs:  # after every FLEXMIX task: their requests, layout and bootstrap draws stay what they were
         mixed, requests, layout = append_mixed(requests, layout, docs, tokenizer, profile.model.max_seq_len)

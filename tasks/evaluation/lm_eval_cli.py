@@ -6,7 +6,7 @@ flexo, registers it when lm-eval loads its models). This entry point is that com
 installed, and the hub off before lm-eval loads `datasets` (importing `tasks` forces HF_HUB_OFFLINE/HF_DATASETS_OFFLINE,
 see `tasks.core.environment`). Its subcommand writes the FLEXMIX task folder:
 
-  flexo-lm-eval write-tasks --profile demo        # runs/demo/eval/tasks/*.jsonl + *.yaml (also written by evaluate)
+  flexo-lm-eval write-tasks --profile demo        # runs/demo/eval/tasks/*.jsonl + *.yaml, mixed documents too (as evaluate writes them)
   flexo-lm-eval --model flexo --model_args profile=demo,model=moe,exclude=code \\
       --tasks flexmix --include_path runs/demo/eval/tasks
 """
@@ -25,12 +25,14 @@ def task_folder(profile_name: str | None, params: str | None = None) -> Path:
     from tasks.core.artifacts import RunPaths
     from tasks.core.config import load_profile
     from tasks.evaluation.inputs import held_out_split_paths, load_test_frames
+    from tasks.evaluation.mixed import build_mixed, with_mixed
     from tasks.evaluation.tasks import build_tasks, write_lm_eval_files
 
     profile = load_profile(profile_name, params)
-    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed, held_out_split_paths(profile))
+    frames = load_test_frames(profile)
+    tasks = build_tasks(frames, profile.eval, profile.seed, held_out_split_paths(profile))
     folder = RunPaths(profile).eval_dir / "tasks"
-    write_lm_eval_files(tasks, folder)
+    write_lm_eval_files(with_mixed(tasks, build_mixed(frames, profile.eval, profile.seed)), folder)
     return folder
 
 

@@ -119,3 +119,9 @@ def mixed_task(docs: list[MixedDoc]) -> Task:
     spec = TaskSpec(MIXED_TASK, MIXED, "bpb", description, UNIFORM_BYTE_BPB, False)
     sources = {(s.domain, s.source_id) for doc in docs for s in doc.segments}
     return Task(spec, [doc.item for doc in docs], len(sources))
+
+
+def with_mixed(tasks: list[Task], docs: list[MixedDoc]) -> list[Task]:
+    """The FLEXMIX tasks, then the mixed-document task where documents were built: what `evaluate` scores, in its
+    order, and what it writes for lm-eval (`flexmix_mixed_bpb` scores the whole documents)."""
+    return [*tasks, mixed_task(docs)] if docs else list(tasks)

@@ -25,6 +25,7 @@ from tasks.evaluation.inputs import load_models, load_test_frames, tokenize_task
 from tasks.evaluation.lm_eval_metrics import task_scores
 from tasks.evaluation.lm_eval_tasks import lm_eval_name
 from tasks.evaluation.metrics import bootstrap_indices, score_model
+from tasks.evaluation.mixed import MIXED_TASK, build_mixed, with_mixed
 from tasks.evaluation.results import FLEX, PROMPT, PUBLIC, SOUP_UNIFORM, SOUP_WEIGHTED, dense_name
 from tasks.evaluation.runner import EvalRun, Runner
 from tasks.evaluation.tasks import build_tasks, write_lm_eval_files
@@ -51,7 +52,9 @@ def world(tmp_path_factory, tiny_profile):
     build_world(profile)
     torch.set_num_threads(1)
     tokenizer = load_tokenizer(profile)
-    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
+    frames = load_test_frames(profile)
+    tasks = with_mixed(build_tasks(frames, profile.eval, profile.seed), build_mixed(frames, profile.eval, profile.seed))
+    assert tasks[-1].spec.name == MIXED_TASK  # the mixed-domain documents are an lm-eval task too
     task_dir = root / "lm_eval_tasks"
     write_lm_eval_files(tasks, task_dir)
     requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
