@@ -6,7 +6,7 @@ flexo, registers it when lm-eval loads its models). This entry point is that com
 installed, and the hub off before lm-eval loads `datasets` (importing `tasks` forces HF_HUB_OFFLINE/HF_DATASETS_OFFLINE,
 see `tasks.core.environment`). Its subcommand writes the FLEXMIX task folder:
 
-  flexo-lm-eval write-tasks --profile demo        # runs/demo/eval/tasks/*.jsonl + *.yaml, mixed documents too (as evaluate writes them)
+  flexo-lm-eval write-tasks --profile demo   # runs/demo/eval/tasks/*.jsonl + *.yaml, as evaluate writes them
   flexo-lm-eval --model flexo --model_args profile=demo,model=moe,exclude=code \\
       --tasks flexmix --include_path runs/demo/eval/tasks
 """
