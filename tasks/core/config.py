@@ -272,6 +272,11 @@ class EvalConfig(_Strict):
     soup_weight_decimals: int = Field(2, ge=0)  # per-example weighted soup: weights rounded for soup caching
     btx_router_steps: int = Field(30, ge=0)  # BTX: router steps on public data (0 = BTX not run)
     rt_steps: int = Field(30, ge=0)  # FlexOlmo router tuning on public data (0 = not run)
+    # RT's data: "proxy" = public text plus, per owner, the public documents nearest its router centroid (the paper's
+    # D̂_i; `tasks.evaluation.proxy`), sampled uniformly; "public" = public text alone
+    rt_data: Literal["proxy", "public"] = "proxy"
+    rt_proxy_docs: int = Field(64, gt=0)  # ... documents per owner's proxy set
+    rt_proxy_pool: int = Field(2000, gt=0)  # ... public train documents ranked for them (a seeded sample)
     router_train_lr: float = Field(2e-3, gt=0)  # paper RT lr
     router_train_weight_decay: float = Field(0.1, ge=0)
     unrestricted_steps: int = Field(0, ge=0)  # unrestricted MoE upper bound: steps on all data (0 = not run)

@@ -11,8 +11,9 @@ models first, so those models can be dropped before the MoE families build and t
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from tasks.core.artifacts import RunPaths
 from tasks.evaluation.cost import Cost, encoder_flops, ensemble_cost, minilm_config, model_cost
 from tasks.evaluation.inputs import router_rows, token_batches
 from tasks.evaluation.mixed import MIXED
+from tasks.evaluation.proxy import proxy_texts
 from tasks.evaluation.results import (
     BTM,
     BTX,
@@ -54,6 +56,8 @@ from tasks.evaluation.results import (
     dense_name,
 )
 from tasks.evaluation.runner import EvalRun
+
+log = logging.getLogger(__name__)
 
 NO_DENSE = "no dense domain models were found"
 
@@ -208,15 +212,14 @@ class RouterTraining:
     lr: float
     weight_decay: float
     train_experts: bool = False  # False: only the router rows train
+    proxies: Mapping[str, list[str]] = field(default_factory=dict)  # more document sets beside the domains' text
 
 
-def _train_then_score(
-    run: EvalRun, name: str, moe: FlexOlmoForCausalLM, training: RouterTraining, score_top_k: int | None = None
-) -> list[float]:
-    """Train `moe` as `training` says, optionally set the top-k it is scored with, score it; returns the losses."""
+def _train(run: EvalRun, moe: FlexOlmoForCausalLM, training: RouterTraining) -> list[float]:
+    """Train `moe` in place as `training` says; returns the losses."""
     profile = run.profile
-    batches = token_batches(profile, run.tokenizer, training.domains, training.steps, training.seed)
-    losses = train_moe(
+    batches = token_batches(profile, run.tokenizer, training.domains, training.steps, training.seed, training.proxies)
+    return train_moe(
         moe,
         _heap_trimmed(b.to(run.device) for b in batches),
         training.lr,
@@ -225,8 +228,11 @@ def _train_then_score(
         training.train_experts,
         run.precision,
     )
-    if score_top_k is not None:
-        set_top_k(moe, score_top_k)
+
+
+def _train_then_score(run: EvalRun, name: str, moe: FlexOlmoForCausalLM, training: RouterTraining) -> list[float]:
+    """Train `moe` as `training` says, score it; returns the losses."""
+    losses = _train(run, moe, training)
     run.score(name, moe)
     return losses
 
@@ -263,18 +269,39 @@ def score_btx(run: EvalRun) -> None:
 
 
 def score_flexolmo_rt(run: EvalRun) -> None:
-    """FlexOlmo with router tuning on public text, all experts active while tuning (paper §3.3.3)."""
-    profile, cfg = run.profile, run.profile.eval
-    if not cfg.rt_steps:
+    """FlexOlmo with router tuning (`router_tuned`), scored at the serving top-k."""
+    if not run.profile.eval.rt_steps:
         run.skipped[FLEX_RT] = "eval.rt_steps is 0"
         return
+    tuned, run.extras[FLEX_RT] = router_tuned(run, run.profile.eval.rt_data)
+    run.score(FLEX_RT, tuned)
+
+
+def router_tuned(run: EvalRun, data: str) -> tuple[FlexOlmoForCausalLM, dict[str, float]]:
+    """A copy of the serving MoE whose router rows were tuned with every expert active (paper §3.3.3), on public text
+    and each owner's proxy set (`data` "proxy", `tasks.evaluation.proxy`) or on public text alone ("public"), then
+    set back to the serving top-k; with its router losses and how many proxy sets it read."""
+    profile, cfg = run.profile, run.profile.eval
+    proxies = _rt_proxies(run) if data == "proxy" else {}
     tuned = copy.deepcopy(run.models.moe)
     set_top_k(tuned, run.num_experts)
     training = RouterTraining(
-        ("public",), cfg.rt_steps, profile.seed + 1, cfg.router_train_lr, cfg.router_train_weight_decay
+        ("public",), cfg.rt_steps, profile.seed + 1, cfg.router_train_lr, cfg.router_train_weight_decay, proxies=proxies
     )
-    losses = _train_then_score(run, FLEX_RT, tuned, training, score_top_k=run.default_k)
-    run.extras[FLEX_RT] = _router_losses(losses)
+    losses = _train(run, tuned, training)
+    set_top_k(tuned, run.default_k)
+    return tuned, {**_router_losses(losses), "proxy_sets": float(len(proxies))}
+
+
+def _rt_proxies(run: EvalRun) -> dict[str, list[str]]:
+    """The owners' proxy sets; none (public text alone, with a warning) where the encoder or a centroid is missing."""
+    missing = _encoder_missing()
+    owners = [e for e in run.models.experts if e in run.profile.closed_domains]  # the public FFN has no proxy set
+    proxies = None if missing else proxy_texts(run.profile, owners)
+    if proxies is None:
+        why = missing or "router embeddings (runs/<profile>/router/*.safetensors) are missing"
+        log.warning("router tuning runs on public text alone, without the owners' proxy sets: %s", why)
+    return proxies or {}
 
 
 def score_unrestricted(run: EvalRun) -> None:

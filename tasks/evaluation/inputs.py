@@ -177,25 +177,33 @@ def router_rows(profile: Profile, domains: Sequence[str], key: str) -> torch.Ten
     return torch.stack([load_file(str(f))[key] for f in files]).float()
 
 
-def token_batches(profile: Profile, tokenizer, domains: Sequence[str], steps: int, seed: int) -> Iterator[torch.Tensor]:
-    """`steps` batches (train_expert.batch_size x seq_len) of packed train-split text, domains interleaved equally."""
-    paths = RunPaths(profile)
+def token_batches(
+    profile: Profile,
+    tokenizer,
+    domains: Sequence[str],
+    steps: int,
+    seed: int,
+    extra: Mapping[str, Sequence[str]] | None = None,
+) -> Iterator[torch.Tensor]:
+    """`steps` batches (train_expert.batch_size x seq_len) of packed text, sources interleaved equally: each domain's
+    train split, then each `extra` set of documents (e.g. router tuning's proxy sets, `tasks.evaluation.proxy`)."""
     cfg = profile.train_expert
+    sources = [(str(RunPaths(profile).split(d, "train")), read_texts(profile, d, "train")) for d in domains]
+    sources += [(f"{name} (router tuning's proxy documents)", list(texts)) for name, texts in (extra or {}).items()]
     need = steps * cfg.batch_size * cfg.seq_len
     rng = np.random.default_rng(seed)
-    per_domain = []
-    for domain in domains:
-        texts = read_texts(profile, domain, "train")
+    per_source = []
+    for where, texts in sources:
         ids: list[int] = []
         for index in rng.permutation(len(texts)).tolist():
             ids += tokenizer(texts[index], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-            if len(ids) >= need // len(domains) + cfg.seq_len:
+            if len(ids) >= need // len(sources) + cfg.seq_len:
                 break
         chunks = len(ids) // cfg.seq_len
         if chunks == 0:
-            raise DataError(f"{paths.split(domain, 'train')}: too little text for one sequence of {cfg.seq_len} tokens")
-        per_domain.append(torch.tensor(ids[: chunks * cfg.seq_len]).view(chunks, cfg.seq_len))
-    pool = torch.cat(per_domain)
+            raise DataError(f"{where}: too little text for one sequence of {cfg.seq_len} tokens")
+        per_source.append(torch.tensor(ids[: chunks * cfg.seq_len]).view(chunks, cfg.seq_len))
+    pool = torch.cat(per_source)
     order = torch.from_numpy(rng.permutation(len(pool)))
     for step in range(steps):
         picks = order[(torch.arange(cfg.batch_size) + step * cfg.batch_size) % len(pool)]

@@ -65,6 +65,7 @@ def test_report_has_every_model_and_figure(world):
     assert sorted(data["per_task"]) == sorted(expected)
     assert list(result.skipped) == ["ablation: absent"]
     assert data["per_task"]["ablation: assembled again"] == data["per_task"][FLEX]  # the same MoE scores the same
+    assert data["extras"][FLEX_RT]["proxy_sets"] == len(profile.closed_domains)  # RT read every owner's proxy set
     for name in expected:
         assert f"| {name} |" in text
     for figure in ("routing", "k_sweep", "opt_out", "quality_vs_cost"):
@@ -252,6 +253,28 @@ def test_prompt_routing_is_skipped_without_its_encoder(world, monkeypatch):
     score_prompt_routing(run)
     assert PROMPT not in run.results and PROMPT not in run.costs
     assert "sentence_transformers" in run.skipped[PROMPT] and "cannot be imported" in run.skipped[PROMPT]
+
+
+def test_router_tuning_without_the_encoder_runs_on_public_text(world, monkeypatch, caplog):
+    """Where the encoder cannot be imported (a GPU worker), router tuning still runs, on public text alone, and
+    says so: no proxy sets, a warning naming why."""
+    from tasks.core.tokenizer import load_tokenizer
+    from tasks.evaluation.families import _rt_proxies
+    from tasks.evaluation.inputs import load_models, load_test_frames, tokenize_tasks
+    from tasks.evaluation.runner import EvalRun, Runner
+    from tasks.evaluation.tasks import build_tasks
+
+    profile, _ = world
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    tokenizer = load_tokenizer(profile)
+    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
+    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
+    device = torch.device("cpu")
+    runner = Runner(profile, device, tokenizer.pad_token_id, None, "fp32")
+    run = EvalRun(profile, device, tokenizer, tasks, requests, layout, load_models(profile, device), runner)
+    with caplog.at_level("WARNING"):
+        assert _rt_proxies(run) == {}
+    assert "public text alone" in caplog.text and "sentence_transformers" in caplog.text
 
 
 def test_missing_inputs_are_named(tmp_profile):

@@ -1,0 +1,79 @@
+"""Router tuning's proxy sets: public documents ranked by cosine to an owner's centroid, with the real MiniLM encoder,
+and packed beside the domains' text for tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.core.errors import DataError
+from tasks.core.tokenizer import load_tokenizer
+from tasks.evaluation.inputs import token_batches
+from tasks.evaluation.proxy import proxy_texts, select_proxies
+from tasks.training.route import encode
+from tests.profiles import paths_under
+from tests.tasks.eval_world import build_world
+
+CODE = [
+    "def add(a, b):\n    return a + b\n",
+    "for i in range(10):\n    print(i * i)\n",
+    "import os\npath = os.path.join(root, name)\n",
+]
+PROSE = [
+    "The village council met on Tuesday to discuss the new bridge over the river.",
+    "She walked along the beach at sunset, listening to the waves.",
+    "The museum reopened after renovations with an exhibit on medieval tapestries.",
+]
+
+
+def test_select_proxies_ranks_by_cosine_to_each_centroid():
+    texts = ["a", "b", "c", "d"]
+    embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]])
+    chosen = select_proxies(texts, embeddings, {"x": np.array([2.0, 0.0]), "y": np.array([0.0, 0.5])}, 2)
+    assert chosen == {"x": ["a", "b"], "y": ["c", "b"]}  # best first; "b" serves both, as a public document may
+    with pytest.raises(ValueError, match="4 texts but 3 embeddings"):
+        select_proxies(texts, embeddings[:3], {"x": np.array([1.0, 0.0])}, 1)
+
+
+def test_the_encoder_picks_the_code_like_public_documents_for_a_code_owner():
+    """A code owner's centroid (the MiniLM mean of its code) ranks the code-like public documents first."""
+    owner_code = ["while x > 0:\n    x -= 1\n", "class Node:\n    def __init__(self):\n        self.next = None\n"]
+    centroid = encode(owner_code, 8, "fp32").mean(axis=0)
+    public = [PROSE[0], CODE[0], PROSE[1], CODE[1], PROSE[2], CODE[2]]
+    chosen = select_proxies(public, encode(public, 8, "fp32"), {"code": centroid}, 3)
+    assert sorted(chosen["code"]) == sorted(CODE)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_profile):
+    profile = tiny_profile.model_copy(
+        update={"paths": tiny_profile.paths.model_copy(update=paths_under(tmp_path_factory.mktemp("proxyworld")))}
+    )
+    build_world(profile)
+    return profile
+
+
+def test_proxy_sets_are_public_documents_per_owner(world):
+    from tasks.core.datasets import read_texts
+
+    public = set(read_texts(world, "public", "train"))
+    proxies = proxy_texts(world, world.closed_domains)
+    assert proxies is not None and sorted(proxies) == sorted(world.closed_domains)
+    for texts in proxies.values():
+        assert len(texts) == min(world.eval.rt_proxy_docs, len(public)) and set(texts) <= public
+    assert proxy_texts(world, world.closed_domains) == proxies  # seeded: the same sets again
+    assert proxy_texts(world, ["no-such-domain"]) is None  # no router centroid: no proxy set
+
+
+def test_token_batches_pack_the_proxy_sets_beside_the_domains(world):
+    tokenizer = load_tokenizer(world)
+    plain = list(token_batches(world, tokenizer, ["public"], 3, 0))
+    assert [b.tolist() for b in plain] == [b.tolist() for b in token_batches(world, tokenizer, ["public"], 3, 0, {})]
+    marker = "zebra " * 200  # a proxy document no public text contains
+    with_proxy = torch.cat(list(token_batches(world, tokenizer, ["public"], 4, 0, {"code": [marker]})))
+    zebra = tokenizer(" zebra", add_special_tokens=False)["input_ids"][-1]
+    rows_with_marker = sum(int((row == zebra).any()) for row in with_proxy)
+    assert 0 < rows_with_marker < len(with_proxy)  # both sources are drawn, interleaved
+    with pytest.raises(DataError, match="code \\(router tuning's proxy documents\\): too little text"):
+        list(token_batches(world, tokenizer, ["public"], 2, 0, {"code": ["x"]}))
