@@ -3,7 +3,10 @@
 Why: the machines that run flexo reach no model or dataset hub, and data owners must not have usage data sent anywhere.
 Every entry point (the `flexo` CLI, DVC stages, Prefect workers, tests, benchmarks) imports `tasks`, whose `__init__`
 calls `apply_offline_environment()` before any MLOps library is imported. Values already set by the user win, except the
-hub-offline flags, which are always forced on (nothing may download weights or data at run time).
+hub-offline flags, which are forced on (nothing may download weights or data at run time). The one way past that is
+an explicit `FLEXO_ALLOW_HUB=1`: the hub flags then become defaults too, so a user with hub access may export
+`HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0` to run lm-eval's standard tasks (which download their data) on a flexo model.
+flexo itself loads everything from local paths either way.
 """
 
 from __future__ import annotations
@@ -38,9 +41,16 @@ DEFAULTS = {
 }
 
 
+HUB_OPT_IN = "FLEXO_ALLOW_HUB"  # "1": the hub flags are defaults a user may override, not forced
+
+
 def apply_offline_environment() -> dict[str, str]:
     """Set the offline and no-telemetry variables; return what is now in force (for logging and tests)."""
-    os.environ.update(FORCED)
+    if os.environ.get(HUB_OPT_IN) == "1":
+        for key, value in FORCED.items():
+            os.environ.setdefault(key, value)
+    else:
+        os.environ.update(FORCED)
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
     return {key: os.environ[key] for key in (*FORCED, *DEFAULTS)}
