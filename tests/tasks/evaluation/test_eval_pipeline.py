@@ -233,45 +233,39 @@ def test_every_model_has_its_cost_and_tasks_their_chance_margin(world):
     assert all(" (yes) |" in row or " (no) |" in row for row in rows)
 
 
-def test_prompt_routing_is_skipped_without_its_encoder(world, monkeypatch):
-    """A worker without sentence-transformers (None in sys.modules makes `import` raise ImportError) records why
-    prompt routing is not evaluated instead of failing the evaluation."""
+def _run_without_the_encoder(profile, monkeypatch):
+    """An EvalRun over the world where sentence-transformers cannot be imported (None in sys.modules makes `import`
+    raise ImportError), as on a GPU worker without the encoder's wheel."""
     from tasks.core.tokenizer import load_tokenizer
-    from tasks.evaluation.families import score_prompt_routing
     from tasks.evaluation.inputs import load_models, load_test_frames, tokenize_tasks
     from tasks.evaluation.runner import EvalRun, Runner
     from tasks.evaluation.tasks import build_tasks
 
-    profile, _ = world
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     tokenizer = load_tokenizer(profile)
     tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
     requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
     device = torch.device("cpu")
     runner = Runner(profile, device, tokenizer.pad_token_id, None, "fp32")
-    run = EvalRun(profile, device, tokenizer, tasks, requests, layout, load_models(profile, device), runner)
+    return EvalRun(profile, device, tokenizer, tasks, requests, layout, load_models(profile, device), runner)
+
+
+def test_prompt_routing_is_skipped_without_its_encoder(world, monkeypatch):
+    """Without its encoder, prompt routing records why it is not evaluated instead of failing the evaluation."""
+    from tasks.evaluation.families import score_prompt_routing
+
+    run = _run_without_the_encoder(world[0], monkeypatch)
     score_prompt_routing(run)
     assert PROMPT not in run.results and PROMPT not in run.costs
     assert "sentence_transformers" in run.skipped[PROMPT] and "cannot be imported" in run.skipped[PROMPT]
 
 
 def test_router_tuning_without_the_encoder_runs_on_public_text(world, monkeypatch, caplog):
-    """Where the encoder cannot be imported (a GPU worker), router tuning still runs, on public text alone, and
-    says so: no proxy sets, a warning naming why."""
-    from tasks.core.tokenizer import load_tokenizer
+    """Without the encoder, router tuning still runs, on public text alone, and says so: no proxy sets, a warning
+    naming why."""
     from tasks.evaluation.families import _rt_proxies
-    from tasks.evaluation.inputs import load_models, load_test_frames, tokenize_tasks
-    from tasks.evaluation.runner import EvalRun, Runner
-    from tasks.evaluation.tasks import build_tasks
 
-    profile, _ = world
-    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
-    tokenizer = load_tokenizer(profile)
-    tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed)
-    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
-    device = torch.device("cpu")
-    runner = Runner(profile, device, tokenizer.pad_token_id, None, "fp32")
-    run = EvalRun(profile, device, tokenizer, tasks, requests, layout, load_models(profile, device), runner)
+    run = _run_without_the_encoder(world[0], monkeypatch)
     with caplog.at_level("WARNING"):
         assert _rt_proxies(run) == {}
     assert "public text alone" in caplog.text and "sentence_transformers" in caplog.text
