@@ -6,19 +6,23 @@ hooks would miss part of the gradient. Running each sampled sequence forward and
 per-sample gradient of the full loss for every trainable tensor; Opacus' `DPOptimizer` then clips each sample to
 `max_grad_norm`, adds Gaussian noise and averages, and its RDP accountant turns (noise multiplier, sample rate, steps)
 into the epsilon the run reports. Batches are drawn by Poisson sampling (see `model.batching`), as the accountant
-assumes.
+assumes. Opacus is imported only by the functions that use it: importing it costs 1.5 s per process (measured with
+`python -c "import torch; import model.dp"`: 2.71 s against 1.21 s for torch alone), and every training imports this
+module for `DPSpec` whether or not it runs DP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
 from torch import nn
+
+if TYPE_CHECKING:
+    from opacus.accountants import RDPAccountant
+    from opacus.optimizers import DPOptimizer
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class DPSpec:
 
 def calibrate_noise(spec: DPSpec, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier whose RDP epsilon after `steps` stays within the target."""
+    from opacus.accountants.utils import get_noise_multiplier
+
     return float(
         get_noise_multiplier(
             target_epsilon=spec.target_epsilon,
@@ -49,6 +55,8 @@ def make_optimizer(
     generator: torch.Generator,
 ) -> DPOptimizer:
     """Wrap the plain optimizer; noise comes from `generator` so a resumed run draws the same noise."""
+    from opacus.optimizers import DPOptimizer
+
     return DPOptimizer(
         optimizer,
         noise_multiplier=noise_multiplier,
@@ -61,6 +69,8 @@ def make_optimizer(
 
 def accountant_from_history(history: list[list[float]]) -> RDPAccountant:
     """Rebuild the accountant of a resumed run from its JSON history [(noise_multiplier, sample_rate, steps)]."""
+    from opacus.accountants import RDPAccountant
+
     accountant = RDPAccountant()
     accountant.history = [(float(n), float(q), int(s)) for n, q, s in history]
     return accountant
