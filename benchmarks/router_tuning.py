@@ -49,6 +49,7 @@ def main() -> None:
     from tasks.evaluation.families import router_tuned
     from tasks.evaluation.inputs import held_out_split_paths, load_models, load_test_frames, tokenize_tasks
     from tasks.evaluation.metrics import bootstrap_indices, domain_table, score_model
+    from tasks.evaluation.results import router_mass_rows
     from tasks.evaluation.runner import EvalRun, Runner
     from tasks.evaluation.sweeps import routing_by_domain
     from tasks.evaluation.tasks import build_tasks
@@ -77,16 +78,14 @@ def main() -> None:
         per_task = score_model(tasks, layout, scores, resamples)
         with runner.autocast():
             routing = routing_by_domain(replace(run, models=replace(run.models, moe=moe)), routed)
-        mass = routing.mass.mean(axis=0)  # (domain, expert), mean over layers
-        router = {}
-        for column, domain in enumerate(domains):
-            own = experts.index(domain) if domain in experts else None
-            others = [mass[column, e] for e in range(len(experts)) if e not in (0, own)]
-            router[domain] = {
-                "own": None if own is None or own == 0 else round(float(mass[column, own]), 4),
-                "public": round(float(mass[column, 0]), 4),
-                "strongest_other": round(float(max(others)), 4) if others else None,
+        router = {
+            domain: {
+                "own": None if row.own is None else round(row.own, 4),
+                "public": round(row.public, 4),
+                "strongest_other": None if row.strongest_other is None else round(row.strongest_other[1], 4),
             }
+            for domain, row in router_mass_rows(routing.mass, domains, experts).items()
+        }
         return {
             "per_task": per_task,
             "bpb": domain_table(tasks, per_task, domains, "bpb"),

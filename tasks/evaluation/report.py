@@ -26,6 +26,7 @@ from tasks.evaluation.results import (
     EvalResult,
     ReportInputs,
     results_payload,
+    router_mass_rows,
     served_flex_row,
     write_json,
 )
@@ -326,7 +327,7 @@ def _router_mass_lines(inputs: ReportInputs) -> list[str]:
     mass = inputs.router_mass_by_domain
     if mass is None:
         return []
-    experts, per_domain = inputs.experts, mass.mean(axis=0)  # (domains, experts)
+    experts = inputs.experts
     lines = [
         f"Router probability on each domain's tokens (mean over layers and tokens; a uniform router gives "
         f"{1 / len(experts):.3f} to each of the {len(experts)} experts):",
@@ -334,12 +335,10 @@ def _router_mass_lines(inputs: ReportInputs) -> list[str]:
         "| domain | its own expert | public FFN | strongest other expert |",
         "|---|---|---|---|",
     ]
-    for column, domain in enumerate(inputs.domains):
-        row = per_domain[column]
-        own = f"{row[experts.index(domain)]:.3f}" if domain in experts and domain != experts[0] else "–"
-        others = [(row[i], e) for i, e in enumerate(experts) if e not in (domain, experts[0])]
-        top, name = max(others) if others else (float("nan"), "–")
-        lines.append(f"| {domain} | {own} | {row[0]:.3f} | {name} {top:.3f} |")
+    for domain, row in router_mass_rows(mass, inputs.domains, experts).items():
+        own = "–" if row.own is None else f"{row.own:.3f}"
+        name, top = row.strongest_other or ("–", float("nan"))
+        lines.append(f"| {domain} | {own} | {row.public:.3f} | {name} {top:.3f} |")
     return lines + [""]
 
 

@@ -38,6 +38,30 @@ def served_flex_row(models: Container[str]) -> str:
     return FLEX_RT if FLEX_RT in models else FLEX
 
 
+@dataclass(frozen=True)
+class MassRow:
+    """One domain's mean router probability (over layers and tokens): on its own expert (None for a domain without
+    one, public included), on the public FFN (expert 0), and the largest on any other expert, with its name."""
+
+    own: float | None
+    public: float
+    strongest_other: tuple[str, float] | None
+
+
+def router_mass_rows(mass: np.ndarray, domains: list[str], experts: list[str]) -> dict[str, MassRow]:
+    """Each domain's `MassRow` from (layers, domains, experts) router probabilities, the public FFN first among
+    `experts`: what the report's routing table and `benchmarks/router_tuning.py` show."""
+    per_domain = mass.mean(axis=0)  # (domains, experts)
+    rows = {}
+    for column, domain in enumerate(domains):
+        row = per_domain[column]
+        own = float(row[experts.index(domain)]) if domain in experts[1:] else None
+        others = [(float(row[i]), e) for i, e in enumerate(experts) if e not in (domain, experts[0])]
+        top = max(others) if others else None
+        rows[domain] = MassRow(own, float(row[0]), None if top is None else (top[1], top[0]))
+    return rows
+
+
 def dense_name(domain: str) -> str:
     return f"dense {domain}"
 

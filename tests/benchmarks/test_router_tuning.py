@@ -7,23 +7,19 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.profiles import paths_under
+from tests.flows.conftest import tmp_params
+from tests.profiles import profile_under
 from tests.tasks.eval_world import build_world
 
 
 @pytest.mark.slow  # a tiny world and three scoring passes in a fresh interpreter (about a minute on 2 cores)
 def test_router_tuning_benchmark_on_a_tiny_world(tmp_path, tiny_profile):
-    profile = tiny_profile.model_copy(update={"paths": tiny_profile.paths.model_copy(update=paths_under(tmp_path))})
+    profile = profile_under(tiny_profile, tmp_path)
     build_world(profile)
-    raw = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))
-    raw["profiles"]["tiny"]["paths"] = paths_under(tmp_path)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    params = tmp_params(tmp_path)  # the same paths, for the script's own process
     out = tmp_path / "rt.json"
     command = [sys.executable, "benchmarks/router_tuning.py", "--profile", "tiny", "--steps", "3", "--kinds", "bpb"]
     env = {**os.environ, "FLEXO_PARAMS": str(params), "OMP_NUM_THREADS": "1"}
