@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.memory import release_freed_memory
+from model.memory import collect_only_new_objects, release_freed_memory
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.device import resolve_run_precision, torch_device
@@ -70,9 +70,10 @@ def evaluate(profile: Profile, progress: bool = True, moe_dir: Path | None = Non
     threads = torch.get_num_threads()
     if profile.runtime.num_threads:
         torch.set_num_threads(profile.runtime.num_threads)
-    release_freed_memory()  # what earlier stages of the same process freed is not counted as this stage's peak
     try:
-        return _evaluate(profile, progress, moe_dir)
+        with collect_only_new_objects():  # each family's collection scans what the stage made, not the whole process
+            release_freed_memory()  # what earlier stages of the same process freed is not counted as this stage's peak
+            return _evaluate(profile, progress, moe_dir)
     finally:
         torch.set_num_threads(threads)
         release_freed_memory()  # the models are gone: `flexo run`'s next stage starts from what is really in use

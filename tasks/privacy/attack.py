@@ -26,7 +26,7 @@ from transformers import Olmo2ForCausalLM, PreTrainedModel
 
 from model.extraction import ExtractionResult, Probe, SamplingSettings, extraction_attack, memorize
 from model.hashing import sha256_file
-from model.memory import release_freed_memory
+from model.memory import collect_only_new_objects, release_freed_memory
 from model.public import load_public_model
 from tasks.core import build
 from tasks.core.artifacts import EXPERT_FILE, WEIGHTS_FILE, RunPaths
@@ -96,7 +96,8 @@ def attack(profile: Profile, domain: str | None = None, progress: bool = True) -
     public = load_public_model(str(paths.public_model_dir)).eval()
     targets = AttackModels(profile, domain, public, public_sha).targets()
     extraction = _Extraction(profile, settings, tokenizer, documents, device)
-    with Progress(transient=True, disable=not progress) as bar:
+    # per target, the collection scans what the attack made, not the whole process
+    with Progress(transient=True, disable=not progress) as bar, collect_only_new_objects():
         calibration = _calibrate(extraction, public, bar)
         rates: dict[str, ModelRate] = {}
         for target in targets:
