@@ -6,7 +6,8 @@ calls `apply_offline_environment()` before any MLOps library is imported. Values
 hub-offline flags, which are forced on (nothing may download weights or data at run time). The one way past that is
 an explicit `FLEXO_ALLOW_HUB=1`: the hub flags then become defaults too, so a user with hub access may export
 `HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0` to run lm-eval's standard tasks (which download their data) on a flexo model.
-flexo itself loads everything from local paths either way.
+flexo itself loads everything from local paths either way. One default is not about the network: the size of
+oneDNN's kernel cache, which must be set before the first matmul, so here too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "TOKENIZERS_PARALLELISM": "false",
     "TRANSFORMERS_VERBOSITY": "error",
+    # oneDNN keeps one compiled kernel per bf16 matmul shape, 1,024 by default; an MoE's experts see a new token count
+    # almost every batch, so in a long process the cache only grows (~0.7 GiB of the demo evaluation's peak,
+    # benchmarks/RESULTS.md). oneDNN reads this at its first matmul, so setting it here, before any, takes effect.
+    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "32",
 }
 
 

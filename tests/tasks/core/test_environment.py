@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tasks.core.environment import FORCED, HUB_OPT_IN, apply_offline_environment
 
 
@@ -40,3 +42,32 @@ def test_only_an_explicit_opt_in_lets_the_user_turn_the_hub_on(monkeypatch) -> N
     assert applied["HF_DATASETS_OFFLINE"] == "0" and applied["HF_HUB_OFFLINE"] == "1"
     monkeypatch.setenv(HUB_OPT_IN, "yes")
     assert apply_offline_environment()["HF_DATASETS_OFFLINE"] == "1"
+
+
+_SHAPES = """
+import tasks  # applies the environment before the first matmul
+import torch
+weight = torch.randn(64, 32)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    for rows in [8, *range(9, 50), 8]:  # 41 other shapes between the two of 8 rows
+        torch.nn.functional.linear(torch.randn(rows, 32), weight)
+"""
+
+
+def _last_kernel_lookup(capacity: str | None) -> str:
+    """oneDNN's verdict (cache_hit / cache_miss) on the last matmul of `_SHAPES`, run in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env["ONEDNN_VERBOSE"] = "profile_create"
+    if capacity is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = capacity
+    out = subprocess.run([sys.executable, "-c", _SHAPES], env=env, capture_output=True, text=True, check=True)
+    lookups = [line for line in out.stdout.splitlines() if ",create:cache_" in line and ",8x32:" in line]
+    if not lookups:
+        pytest.skip("this CPU's bf16 matmuls do not go through oneDNN: its kernel cache is not used")
+    return lookups[-1].split(",create:")[1].split(",")[0]
+
+
+def test_onednn_keeps_a_bounded_kernel_cache_unless_the_user_sets_one() -> None:
+    """The default cache (32 kernels) has evicted the first shape after 41 others; a user's own capacity wins."""
+    assert _last_kernel_lookup(None) == "cache_miss"
+    assert _last_kernel_lookup("1024") == "cache_hit"
