@@ -156,7 +156,8 @@ def collect_only_new_objects() -> Iterator[None]:
     Why: a full collection walks every object of the process, about a million after Prefect, MLflow, transformers and
     pytest are imported (0.5 s per call on 2 cores), and an evaluation collects after each of its ~16 model families.
     What the families free is what they made, so scanning the rest finds nothing. Changes no value anywhere; what was
-    alive on entry and becomes garbage inside is collected after exit."""
+    alive on entry and becomes garbage inside is thawed on exit and freed by the next collection (the evaluation runs
+    one right after)."""
     global _frozen_depth
     if _frozen_depth == 0:
         gc.collect()
