@@ -13,6 +13,7 @@ import ctypes
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -123,10 +124,8 @@ def _no_process_outlives_the_suite():
         pytest.fail("processes started by the tests were still running at the end:\n" + "\n".join(described))
 
 
-@pytest.fixture(autouse=True)
-def _mlflow_uri_does_not_leak():
-    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; without this a test's temporary store would reach every
-    later test's subprocesses as if the user had set it."""
+def _restored_mlflow_uris() -> Iterator[None]:
+    """Put MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI back as they were when this began."""
     before = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
     yield
     for name, value in before.items():
@@ -134,6 +133,21 @@ def _mlflow_uri_does_not_leak():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uri_does_not_leak():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; without this a test's temporary store would reach every
+    later test's subprocesses as if the user had set it."""
+    yield from _restored_mlflow_uris()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_uri_does_not_leak_from_a_module():
+    """The same around each test file: a module-scoped world set up before the per-test guard took its snapshot
+    (tests/tasks/registry/test_revocation_serving.py's served registry) otherwise stayed exported, and a later file's
+    in-process `flexo attack` read that registry as the user's."""
+    yield from _restored_mlflow_uris()
 
 
 @pytest.fixture(scope="session")
