@@ -12,6 +12,8 @@ from typing import Any
 
 from transformers import FlexOlmoConfig, Olmo2Config
 
+from model.experts import BUCKETED
+
 
 @dataclass(frozen=True)
 class ModelSizes:
@@ -81,10 +83,10 @@ def default_top_k(num_experts: int) -> int:
 
 
 # transformers' default `grouped_mm` experts are not autocast-enabled: they cast the input up to the fp32 weights, so
-# under bf16 autocast the experts (most of an MoE's FLOPs) stayed fp32 and the pass got slower. `eager` loops over the
-# active experts with plain linears, which autocast lowers to bf16, and is as fast as grouped_mm in fp32 on CPU
-# (benchmarks/RESULTS.md, "bf16 where the CPU has it").
-EXPERTS_IMPLEMENTATION = "eager"
+# under bf16 autocast the experts (most of an MoE's FLOPs) stayed fp32 and the pass got slower. The eager loop runs the
+# active experts as plain linears, which autocast lowers to bf16; flexo's variant of it pads each expert's rows to a
+# bucket so oneDNN's bf16 kernels are reused across batches (`model.experts`; benchmarks/RESULTS.md).
+EXPERTS_IMPLEMENTATION = BUCKETED
 # a PreTrainedConfig keyword that reaches it through FlexOlmoConfig's **kwargs (it is not one of the config's fields)
 _EXPERTS_KEYWORD: dict[str, Any] = {"experts_implementation": EXPERTS_IMPLEMENTATION}
 
