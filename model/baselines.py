@@ -124,11 +124,12 @@ class EnsembleScorer:
         results: dict[str, BatchScore] = {}
         all_logits, nlls = [], []
         for name, model in self.members:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            logits = model(**batch.model_inputs(), use_cache=False).logits
             results[name] = reduce_logprobs(token_logprobs(logits), batch)
             all_logits.append(logits)
             nlls.append(results[name][2])
-        weights = routing_weights(torch.stack(nlls), self.temperature, self.top_k)
+        # routed on the context NLL, which the requests of a row share: one weight per member and row
+        weights = batch.per_row(routing_weights(torch.stack(nlls), self.temperature, self.top_k))
         combined = btm_logits(all_logits, weights)
         del all_logits
         results[self.btm_name] = reduce_logprobs(token_logprobs(combined), batch)

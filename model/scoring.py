@@ -6,13 +6,14 @@ read off it, so every model (dense, soup, BTM ensemble, MoE) is compared through
 `is_greedy`: greedy decoding reproduces the target iff every target token is the argmax at its position, which one
 teacher-forced forward pass decides (no generation loop).
 
-Everything is batched over requests and vectorised over tokens: no Python loop touches a token.
+Everything is batched over requests and vectorised over tokens: no Python loop touches a token. Requests that share
+a context (the choices of a multiple-choice item) share one row, so the context is run once per item (`Batch`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,12 +37,39 @@ class Request:
 
 @dataclass
 class Batch:
-    """Right-padded token ids with masks over the positions of context and target tokens."""
+    """Right-padded rows of token ids, and where each request's target tokens sit in them.
+
+    A row holds one context followed by the targets of every request in it (`make_packed_batch`): the requests of a
+    multiple-choice item share their context, so it is run through the model once, not once per choice. Each target
+    sees the context and its own earlier tokens, never another target (`attention`), and its positions restart where
+    the context ends (`position_ids`), so a packed request scores as it would alone."""
 
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T) 1 on real tokens
-    context_mask: torch.Tensor  # (B, T) True where the token belongs to the context
-    target_mask: torch.Tensor  # (B, T) True where the token is a scored target token
+    position_ids: torch.Tensor  # (B, T) each target's positions continue its context's
+    attention: torch.Tensor | None  # (B, 1, T, T) True where a query may attend a key; None: plain causal + padding
+    context_mask: torch.Tensor  # (B, T) True where the token belongs to the row's context
+    target_mask: torch.Tensor  # (B, T) True where the token is a scored target token of some request
+    target_rows: torch.Tensor  # (N,) per scored target token: its row
+    target_predictors: torch.Tensor  # (N,) the position whose next-token distribution predicts it
+    target_tokens: torch.Tensor  # (N,) its token id
+    target_requests: torch.Tensor  # (N,) the request (index within the batch) it belongs to
+    request_rows: torch.Tensor  # (R,) each request's row
+
+    @property
+    def n_requests(self) -> int:
+        return int(self.request_rows.shape[0])
+
+    def per_row(self, values: torch.Tensor) -> torch.Tensor:
+        """A per-request quantity (..., R) that is the same for every request of a row (anything read off the shared
+        context) as a per-row one (..., B)."""
+        first = torch.searchsorted(self.request_rows, torch.arange(self.input_ids.shape[0], device=values.device))
+        return values[..., first]
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        """The keywords a causal LM's forward takes for this batch (transformers uses a 4-D mask as given)."""
+        mask = self.attention_mask if self.attention is None else self.attention
+        return {"input_ids": self.input_ids, "attention_mask": mask, "position_ids": self.position_ids}
 
 
 @dataclass
@@ -53,38 +81,103 @@ class Scores:
     context_nll: np.ndarray  # float64, nats, sum over predicted context tokens (for routing baselines)
 
 
-BatchScore = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (loglik (B,), greedy (B,), context_nll (B,))
+BatchScore = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (loglik (R,), greedy (R,), context_nll (R,))
 Scorer = Callable[[Batch], Mapping[str, BatchScore]]
 
 
 def make_batch(requests: Sequence[Request], pad_id: int, device: torch.device | str = "cpu") -> Batch:
-    """Concatenate context+target per request and right-pad to the longest."""
-    lengths = [len(r.context) + len(r.target) for r in requests]
+    """One row per request: context+target, right-padded to the longest."""
+    return make_packed_batch([[request] for request in requests], pad_id, device)
+
+
+def make_packed_batch(rows: Sequence[Sequence[Request]], pad_id: int, device: torch.device | str = "cpu") -> Batch:
+    """One row per group of requests that share a context: the context once, then each request's target. Requests are
+    numbered in row order."""
+    lengths = [_row_length(row) for row in rows]
     width = max(lengths)
-    ids = torch.full((len(requests), width), pad_id, dtype=torch.long)
-    context = torch.zeros((len(requests), width), dtype=torch.bool)
-    target = torch.zeros((len(requests), width), dtype=torch.bool)
-    for row, request in enumerate(requests):
-        n_ctx, n_all = len(request.context), lengths[row]
-        ids[row, :n_all] = torch.tensor(request.context + request.target, dtype=torch.long)
-        context[row, :n_ctx] = True
-        target[row, n_ctx:n_all] = True
-    attention = (context | target).long()
-    return Batch(ids.to(device), attention.to(device), context.to(device), target.to(device))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 context, j+1 the row's j-th target, -1 pad
+    target_rows, predictors, tokens, owners, request_rows = [], [], [], [], []
+    for row_index, row in enumerate(rows):
+        context = row[0].context
+        if any(request.context != context for request in row):
+            raise ValueError("the requests packed into one row must share their context")
+        n_ctx = len(context)
+        ids[row_index, :n_ctx] = torch.tensor(context, dtype=torch.long)
+        positions[row_index, :n_ctx] = torch.arange(n_ctx)
+        segment[row_index, :n_ctx] = 0
+        start = n_ctx
+        for j, request in enumerate(row):
+            n_tgt = len(request.target)
+            span = slice(start, start + n_tgt)
+            ids[row_index, span] = torch.tensor(request.target, dtype=torch.long)
+            positions[row_index, span] = torch.arange(n_ctx, n_ctx + n_tgt)
+            segment[row_index, span] = j + 1
+            # the first target token is predicted from the context's last position, the others from the one before
+            predictors.append(torch.tensor([n_ctx - 1, *range(start, start + n_tgt - 1)], dtype=torch.long))
+            tokens.append(torch.tensor(request.target, dtype=torch.long))
+            target_rows.append(torch.full((n_tgt,), row_index, dtype=torch.long))
+            owners.append(torch.full((n_tgt,), len(request_rows), dtype=torch.long))
+            request_rows.append(row_index)
+            start += n_tgt
+    real = segment >= 0
+    attention = None
+    if any(len(row) > 1 for row in rows):
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        keys, queries = segment[:, None, :], segment[:, :, None]
+        # a key is visible if it is earlier or the same and in the context or the query's own target; padding queries
+        # see the context (their outputs are never read; a row with no visible key would give NaNs)
+        attention = (causal & ((keys == 0) | ((keys == queries) & (keys > 0))))[:, None]
+    return Batch(
+        input_ids=ids.to(device),
+        attention_mask=real.long().to(device),
+        position_ids=positions.to(device),
+        attention=None if attention is None else attention.to(device),
+        context_mask=(segment == 0).to(device),
+        target_mask=(segment > 0).to(device),
+        target_rows=torch.cat(target_rows).to(device),
+        target_predictors=torch.cat(predictors).to(device),
+        target_tokens=torch.cat(tokens).to(device),
+        target_requests=torch.cat(owners).to(device),
+        request_rows=torch.tensor(request_rows, dtype=torch.long).to(device),
+    )
+
+
+def _row_length(row: Sequence[Request]) -> int:
+    return len(row[0].context) + sum(len(request.target) for request in row)
+
+
+def pack_rows(requests: Sequence[Request], max_tokens: int) -> list[list[int]]:
+    """Request indices grouped into rows: requests with the same context share a row while its length stays within
+    `max_tokens` (a request longer than that gets a row of its own). Order: first appearance of each context."""
+    rows: list[list[int]] = []
+    open_row: dict[tuple[int, ...], tuple[int, int]] = {}  # context -> (index in rows, tokens so far)
+    for index, request in enumerate(requests):
+        found = open_row.get(request.context)
+        if found is not None and found[1] + len(request.target) <= max_tokens:
+            rows[found[0]].append(index)
+            open_row[request.context] = (found[0], found[1] + len(request.target))
+            continue
+        rows.append([index])
+        open_row[request.context] = (len(rows) - 1, len(request.context) + len(request.target))
+    return rows
 
 
 def reduce_logprobs(logprobs: torch.Tensor, batch: Batch) -> BatchScore:
-    """(loglik, greedy, context_nll) from next-token log-probabilities (B, T, V) of one batch."""
-    predicted = logprobs[:, :-1]
+    """(loglik, greedy, context_nll) per request from next-token log-probabilities (B, T, V) of one batch."""
+    predicted = logprobs[batch.target_rows, batch.target_predictors]  # (N, V)
+    token_ll = predicted.gather(-1, batch.target_tokens.unsqueeze(-1)).squeeze(-1).double()
+    misses = (predicted.argmax(dim=-1) != batch.target_tokens).long()
+    loglik = torch.zeros(batch.n_requests, dtype=torch.float64, device=logprobs.device)
+    loglik.index_add_(0, batch.target_requests, token_ll)
+    missed = torch.zeros(batch.n_requests, dtype=torch.long, device=logprobs.device)
+    missed.index_add_(0, batch.target_requests, misses)
+    # the context is a prefix of its row: position t predicts token t+1 there as in any causal pass
     following = batch.input_ids[:, 1:]
-    token_ll = predicted.gather(-1, following.unsqueeze(-1)).squeeze(-1).double()
-    target = batch.target_mask[:, 1:]
-    context = batch.context_mask[:, 1:]
-    loglik = (token_ll * target).sum(dim=1)
-    hits = predicted.argmax(dim=-1) == following
-    greedy = (hits | ~target).all(dim=1)
-    context_nll = -(token_ll * context).sum(dim=1)
-    return loglik, greedy, context_nll
+    context_ll = logprobs[:, :-1].gather(-1, following.unsqueeze(-1)).squeeze(-1).double()
+    row_context_nll = -(context_ll * batch.context_mask[:, 1:]).sum(dim=1)
+    return loglik, missed == 0, row_context_nll[batch.request_rows]
 
 
 def token_logprobs(logits: torch.Tensor) -> torch.Tensor:
@@ -96,7 +189,7 @@ def model_scorer(model: torch.nn.Module, name: str) -> Scorer:
     """A scorer for one causal LM (dense or MoE)."""
 
     def score(batch: Batch) -> dict[str, BatchScore]:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        logits = model(**batch.model_inputs(), use_cache=False).logits
         return {name: reduce_logprobs(token_logprobs(logits), batch)}
 
     return score
@@ -115,11 +208,12 @@ def score_requests(
     the scorer reports (an ensemble scorer reports its members and the ensemble from one pass)."""
     if not requests:
         raise ValueError("no requests to score")
-    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i].context) + len(requests[i].target)))
+    widest = max(len(r.context) + len(r.target) for r in requests)  # packing never makes a row wider than this
+    rows = sorted(pack_rows(requests, widest), key=lambda row: -_row_length([requests[i] for i in row]))
     collected: dict[str, list[tuple[list[int], BatchScore]]] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = make_batch([requests[i] for i in chunk], pad_id, device)
+    for batch_rows in _batches_of(rows, batch_size):
+        chunk = [i for row in batch_rows for i in row]
+        batch = make_packed_batch([[requests[i] for i in row] for row in batch_rows], pad_id, device)
         for name, result in scorer(batch).items():
             ll, gr, cn = result
             on_cpu = (ll.detach().cpu(), gr.detach().cpu(), cn.detach().cpu())
@@ -137,6 +231,19 @@ def score_requests(
             context_nll[chunk] = cn.numpy()
         out[name] = Scores(loglik, greedy, context_nll)
     return out
+
+
+def _batches_of(rows: Sequence[list[int]], batch_size: int) -> Iterator[list[list[int]]]:
+    """Consecutive rows, at most `batch_size` requests per batch (a row of more requests goes alone): as many
+    requests as an unpacked batch, in fewer tokens."""
+    batch: list[list[int]] = []
+    for row in rows:
+        if batch and sum(map(len, batch)) + len(row) > batch_size:
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch
 
 
 def bits_per_byte(loglik_nats: np.ndarray | float, n_bytes: np.ndarray | float) -> float:

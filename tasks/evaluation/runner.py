@@ -62,7 +62,8 @@ class Runner:
 
 class RoutingScorer:
     """A MoE scorer that also counts, per layer, how many tokens each expert was selected for (top-k), and sums each
-    expert's router probability over them (`mass`: how much of the layer's output it carries, not just whether)."""
+    expert's router probability over them (`mass`: how much of the layer's output it carries, not just whether).
+    Counted over the tokens the pass runs: a context its requests share (`model.scoring.Batch`) counts once."""
 
     def __init__(self, moe: FlexOlmoForCausalLM, name: str) -> None:
         self.moe, self.name = moe, name
@@ -73,7 +74,7 @@ class RoutingScorer:
 
     def __call__(self, batch: Batch) -> dict[str, BatchScore]:
         with record_routing(self.moe) as record:
-            logits = self.moe(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            logits = self.moe(**batch.model_inputs(), use_cache=False).logits
         valid = batch.attention_mask.reshape(-1).bool().cpu()
         for layer, (selected, probs) in enumerate(zip(record.selected[-1], record.probabilities[-1], strict=True)):
             self.hits[layer] += selected.cpu()[valid].double().sum(dim=0)

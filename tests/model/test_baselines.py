@@ -132,3 +132,19 @@ def test_nearest_centroid_and_set_top_k(public_model):
     assert all(layer.mlp.gate.top_k == 3 for layer in moe.model.layers)
     with pytest.raises(ValueError):
         set_top_k(moe, 4)
+
+
+def test_btm_routes_packed_choices_as_each_request_alone(public_model):
+    """Choices that share a context share a row; BTM's per-example weights come from that context, so each request's
+    ensemble score equals the one it gets in a row of its own."""
+    # weights large enough that attention visibly mixes the values (at init scale it hardly changes a score)
+    members = [("a", _perturbed(public_model, 5, scale=0.5)), ("b", _perturbed(public_model, 6, scale=0.5))]
+    ensemble = EnsembleScorer(members, temperature=0.5, top_k=None)
+    contexts = [row.context for row in _requests()[:2]]
+    requests = [Request(context, target) for context in contexts for target in ((5, 6), (7, 8, 9), (10, 11))]
+    requests.append(Request(tuple(range(2, 22)), (3,)))  # rows may be as wide as the widest request: 3 choices fit
+    packed = score_requests(requests, ensemble, batch_size=6, pad_id=IDS.pad_token_id)
+    for index, request in enumerate(requests):
+        alone = score_requests([request], ensemble, batch_size=1, pad_id=IDS.pad_token_id)
+        for name in ("a", "b", "btm"):
+            assert packed[name].loglik[index] == pytest.approx(alone[name].loglik[0], abs=1e-4), name

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.scoring import Request, bits_per_byte, make_batch, model_scorer, score_requests
+from model.scoring import (
+    Request,
+    bits_per_byte,
+    make_batch,
+    make_packed_batch,
+    model_scorer,
+    pack_rows,
+    score_requests,
+)
 from tests.model.conftest import IDS, SIZES
 
 
@@ -74,3 +82,64 @@ def test_request_needs_tokens():
         Request((), (1,))
     with pytest.raises(ValueError):
         Request((1,), ())
+
+
+def _choices() -> list[Request]:
+    """Multiple-choice-like requests: three items of 2-4 choices each sharing their item's context, interleaved with
+    requests of their own context, in no particular order."""
+    gen = torch.Generator().manual_seed(5)
+
+    def ids(n: int) -> tuple[int, ...]:
+        return tuple(torch.randint(2, SIZES.vocab_size, (n,), generator=gen).tolist())
+
+    items = [
+        (ids(7), [ids(2), ids(5), ids(1)]),
+        (ids(3), [ids(4), ids(4)]),
+        (ids(11), [ids(1), ids(3), ids(2), ids(6)]),
+    ]
+    requests = [Request(context, target) for context, targets in items for target in targets]
+    requests.insert(2, Request(ids(4), ids(3)))
+    requests.insert(6, Request(ids(1), ids(9)))
+    return requests
+
+
+def test_requests_sharing_a_context_share_a_row():
+    requests = _choices()
+    rows = pack_rows(requests, max_tokens=100)
+    assert sorted(i for row in rows for i in row) == list(range(len(requests)))
+    assert len(rows) == 5
+    for row in rows:
+        assert len({requests[i].context for i in row}) == 1
+    tight = pack_rows(requests, max_tokens=14)  # the 11-token context and its targets of 1, 3, 2, 6 tokens
+    assert [
+        len(requests[i].context) + sum(len(requests[j].target) for j in row) <= 14 for row in tight for i in row[:1]
+    ]
+    assert len(tight) > len(rows)
+    with pytest.raises(ValueError, match="share their context"):
+        make_packed_batch([[Request((1, 2), (3,)), Request((1, 4), (3,))]], pad_id=0)
+
+
+def test_packed_masks_let_each_target_see_the_context_and_itself_only():
+    batch = make_packed_batch([[Request((1, 2), (3,)), Request((1, 2), (4, 5))]], pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 2, 3]]
+    assert batch.attention[0, 0].long().tolist() == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],
+        [1, 1, 0, 1, 1],
+    ]
+    assert batch.target_predictors.tolist() == [1, 1, 3] and batch.target_requests.tolist() == [0, 1, 1]
+    assert batch.per_row(torch.tensor([7.0, 7.0])).tolist() == [7.0]
+
+
+def test_packed_scores_match_each_request_alone(public_model):
+    requests = _choices()
+    scores = score_requests(requests, model_scorer(public_model, "m"), batch_size=4, pad_id=IDS.pad_token_id)["m"]
+    for index, request in enumerate(requests):
+        loglik, greedy = _reference(public_model, request)
+        assert scores.loglik[index] == pytest.approx(loglik, abs=1e-4)
+        assert bool(scores.greedy[index]) == greedy
+        alone = score_requests([request], model_scorer(public_model, "m"), batch_size=1, pad_id=0)["m"]
+        assert scores.context_nll[index] == pytest.approx(alone.context_nll[0], abs=1e-4)

@@ -54,12 +54,11 @@ def _plain_ensemble(scorer: EnsembleScorer, batch: Batch) -> dict[str, BatchScor
     results: dict[str, BatchScore] = {}
     all_logits, nlls = [], []
     for name, model in scorer.members:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        logits = logits.float()
+        logits = model(**batch.model_inputs(), use_cache=False).logits.float()
         results[name] = reduce_logprobs(token_logprobs(logits), batch)
         all_logits.append(logits)
         nlls.append(results[name][2])
-    weights = routing_weights(torch.stack(nlls), scorer.temperature, scorer.top_k)
+    weights = batch.per_row(routing_weights(torch.stack(nlls), scorer.temperature, scorer.top_k))
     results[scorer.btm_name] = reduce_logprobs(token_logprobs(_plain_btm_logits(all_logits, weights)), batch)
     return results
 
