@@ -15,6 +15,9 @@ config.json does not record the choice, so a saved MoE still loads in plain tran
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import torch
 from torch import nn
 from transformers.integrations.moe import ExpertsInterface
@@ -23,6 +26,15 @@ BUCKETED = "flexo_bucketed"
 # rows per bucket: large enough that a pass over FLEXMIX sees a handful of shapes per expert, small enough that the
 # padding stays a small share of a batch of a few hundred tokens (measured in benchmarks/RESULTS.md)
 BUCKET_ROWS = 64
+
+
+class StackedExperts(Protocol):
+    """What the loop reads of transformers' FlexOlmoExperts / Qwen2MoeExperts."""
+
+    num_experts: int
+    gate_up_proj: torch.Tensor  # (E, 2 * intermediate, hidden): [gate; up]
+    down_proj: torch.Tensor  # (E, hidden, intermediate)
+    act_fn: Callable[[torch.Tensor], torch.Tensor]
 
 
 def padded_rows(rows: int, bucket: int = BUCKET_ROWS) -> int:
@@ -39,7 +51,7 @@ def pads_rows(hidden_states: torch.Tensor) -> bool:
 
 
 def bucketed_experts_forward(
-    self: nn.Module,
+    self: StackedExperts,
     hidden_states: torch.Tensor,
     top_k_index: torch.Tensor,
     top_k_weights: torch.Tensor,

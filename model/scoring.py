@@ -98,7 +98,11 @@ def make_packed_batch(rows: Sequence[Sequence[Request]], pad_id: int, device: to
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     segment = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 context, j+1 the row's j-th target, -1 pad
-    target_rows, predictors, tokens, owners, request_rows = [], [], [], [], []
+    target_rows: list[torch.Tensor] = []
+    predictors: list[torch.Tensor] = []
+    tokens: list[torch.Tensor] = []
+    owners: list[torch.Tensor] = []
+    request_rows: list[int] = []
     for row_index, row in enumerate(rows):
         context = row[0].context
         if any(request.context != context for request in row):
