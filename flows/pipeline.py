@@ -1,4 +1,4 @@
-"""Flow `pipeline`: data → public → one expert per owner → assemble → ablate → evaluate → attack, with one summary.
+"""Flow `pipeline`: data → public → one expert per owner → assemble → [ablate] → evaluate → attack, with one summary.
 
 Thin wiring: every step is a cached Prefect task (`flows.runner`). Expert subflows run concurrently up to
 `orchestration.max_parallel_experts` (the `gpu` tag limit still serialises trainings); a failed domain never stops the
@@ -38,6 +38,11 @@ from tasks.core.config import Profile
 from tasks.training.ablations import assembled as assembled_ablations
 
 STAGES = ("data", "public", "expert", "assemble", "ablate", "evaluate", "attack")
+# the router ablations (paper Tables 1 and 3) are research diagnostics, not part of what the main job delivers: a run
+# adds them when asked (`flexo run --ablations`, the `pipeline/with-ablations` deployment), and `evaluate` scores
+# whichever ablation MoEs are assembled
+OPT_IN_STAGES = ("ablate",)
+DEFAULT_STAGES = tuple(stage for stage in STAGES if stage not in OPT_IN_STAGES)
 MLFLOW_RUN_TAG = "mlflow-run:"  # the Prefect flow run's tag naming its MLflow parent run
 MLFLOW_LINK_KEY = "flexo-mlflow-run"
 
@@ -192,13 +197,19 @@ def pipeline(
     domains: list[str] | None = None,
     stages: list[str] | None = None,
     fail_on_error: bool = False,
+    ablations: bool = False,
 ) -> dict[str, Any]:
-    """The whole FlexOlmo pipeline for one profile; returns the summary (steps, failures, reused, where to look)."""
+    """The whole FlexOlmo pipeline for one profile; returns the summary (steps, failures, reused, where to look).
+    `stages` defaults to every stage but the opt-in ones; `ablations` adds the `ablate` stage to whichever are chosen
+    (it runs only where `ablation.variants` names some)."""
     p = as_profile(profile)
     owners = domains or p.closed_domains
     ensure_gpu_limit(p.orchestration.gpu_slots)
     started = time.perf_counter()
-    run = _Stages(stages or list(STAGES))
+    chosen = list(stages or DEFAULT_STAGES)
+    if ablations and "ablate" not in chosen:
+        chosen.append("ablate")  # the order the stages run in is fixed (`_run_stages`)
+    run = _Stages(chosen)
     with tracking.pipeline_run(p, f"pipeline/{p.name}", tags=_prefect_tags()) as parent:
         _link_prefect_to_mlflow(p, parent)
         _run_stages(p, run, owners)

@@ -79,12 +79,21 @@ def run_command(
         typer.Option(
             "--stage",
             "-s",
-            help="Only these stages (repeatable): data, public, expert, assemble, ablate, evaluate, attack.",
+            help="Only these stages (repeatable): data, public, expert, assemble, ablate, evaluate, attack. "
+            "Default: all but ablate.",
         ),
     ] = None,
+    ablations: Annotated[
+        bool,
+        typer.Option(
+            "--ablations/--no-ablations",
+            help="Also run the router ablations (paper Tables 1 and 3; about 2 more minutes on demo): the report "
+            "then has their section.",
+        ),
+    ] = False,
 ) -> None:
-    """The main job: the whole pipeline (data → public → experts → assemble → ablate → evaluate → attack) as Prefect
-    flows.
+    """The main job: the whole pipeline (data → public → experts → assemble → evaluate → attack) as Prefect flows;
+    `--ablations` adds the router ablations before the evaluation.
 
     Runs on an ephemeral local Prefect server unless PREFECT_API_URL is set; an unchanged rerun reuses cached steps.
     Exit 1 when any step failed (the summary says which and why); 5 when one was refused because a stored file
@@ -107,7 +116,7 @@ def run_command(
     remove = add_listener(StageDisplay())
     try:
         with prefect_api(p.orchestration.server_startup_timeout_s):
-            summary = pipeline(profile=p, domains=domains or None, stages=stages or None)
+            summary = pipeline(profile=p, domains=domains or None, stages=stages or None, ablations=ablations)
     finally:
         remove()
     _print_summary(summary)

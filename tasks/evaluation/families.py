@@ -360,7 +360,10 @@ def score_router_ablations(run: EvalRun) -> None:
     found = ablations.assembled(profile)
     for variant in profile.ablation.variants:
         if variant not in found:
-            run.skipped[ablations.row_name(variant)] = f"not assembled (run `flexo ablate --variant {variant}`)"
+            run.skipped[ablations.row_name(variant)] = (
+                f"not assembled: the main job leaves the ablations out unless asked (`flexo run --ablations`, or "
+                f"`flexo ablate --variant {variant}` then `flexo eval`)"
+            )
     absent = [d for d in profile.ablation.domains if d not in models.experts]
     if absent or not found:
         if absent:

@@ -1,12 +1,13 @@
 """The `ablate` flow under Prefect's harness: one cached task per (variant, owner) and one merge per variant; an
-unchanged rerun is all cache hits, and the pipeline's `ablate` stage feeds the ablation MoEs' sha256s to `evaluate`."""
+unchanged rerun is all cache hits, and the pipeline's `ablate` stage feeds the ablation MoEs' sha256s to `evaluate`. The
+main job leaves the stage out unless asked (`ablations=True`, `flexo run --ablations`)."""
 
 from __future__ import annotations
 
 import pytest
 
 from flows.ablate import ablate
-from flows.pipeline import pipeline
+from flows.pipeline import DEFAULT_STAGES, STAGES, pipeline
 from tasks.core.artifacts import RunPaths
 from tests.tasks.eval_world import build_world
 
@@ -42,3 +43,9 @@ def test_ablate_trains_each_owner_merges_and_caches(world) -> None:
     summary = pipeline(profile=profile, stages=["ablate"])
     assert {r["status"] for r in summary["steps"]} == {"cached"} and summary["stage_seconds"].keys() == {"ablate"}
     assert summary["stage_peak_rss_gib"].keys() == {"ablate"} and summary["stage_peak_rss_gib"]["ablate"] > 0
+
+    assert set(STAGES) - set(DEFAULT_STAGES) == {"ablate"}
+    asked = pipeline(profile=profile, stages=["assemble"], ablations=True)
+    assert list(asked["stage_seconds"]) == ["assemble", "ablate"]
+    assert {r["status"] for r in asked["steps"] if r["step"].endswith("_ablation")} == {"cached"}
+    assert list(pipeline(profile=profile, stages=["assemble"])["stage_seconds"]) == ["assemble"]
