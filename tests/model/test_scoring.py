@@ -10,6 +10,7 @@ import torch
 
 from model.scoring import (
     Request,
+    Scores,
     bits_per_byte,
     make_batch,
     make_packed_batch,
@@ -41,13 +42,18 @@ def _reference(model, request: Request) -> tuple[float, bool]:
     return total, greedy
 
 
-def test_batched_scores_match_unbatched(public_model):
-    requests = _requests()
-    scores = score_requests(requests, model_scorer(public_model, "m"), batch_size=2, pad_id=IDS.pad_token_id)["m"]
+def _scored_as_alone(model, requests: list[Request], batch_size: int) -> Scores:
+    """Batched scores, checked against each request's one-at-a-time reference."""
+    scores = score_requests(requests, model_scorer(model, "m"), batch_size=batch_size, pad_id=IDS.pad_token_id)["m"]
     for index, request in enumerate(requests):
-        loglik, greedy = _reference(public_model, request)
+        loglik, greedy = _reference(model, request)
         assert scores.loglik[index] == pytest.approx(loglik, abs=1e-4)
         assert bool(scores.greedy[index]) == greedy
+    return scores
+
+
+def test_batched_scores_match_unbatched(public_model):
+    scores = _scored_as_alone(public_model, _requests(), batch_size=2)
     assert (scores.context_nll[[0]] == 0).all()  # a 1-token context predicts nothing
 
 
@@ -136,10 +142,7 @@ def test_packed_masks_let_each_target_see_the_context_and_itself_only():
 
 def test_packed_scores_match_each_request_alone(public_model):
     requests = _choices()
-    scores = score_requests(requests, model_scorer(public_model, "m"), batch_size=4, pad_id=IDS.pad_token_id)["m"]
+    scores = _scored_as_alone(public_model, requests, batch_size=4)
     for index, request in enumerate(requests):
-        loglik, greedy = _reference(public_model, request)
-        assert scores.loglik[index] == pytest.approx(loglik, abs=1e-4)
-        assert bool(scores.greedy[index]) == greedy
         alone = score_requests([request], model_scorer(public_model, "m"), batch_size=1, pad_id=0)["m"]
         assert scores.context_nll[index] == pytest.approx(alone.context_nll[0], abs=1e-4)
