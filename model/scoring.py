@@ -113,14 +113,15 @@ def make_packed_batch(rows: Sequence[Sequence[Request]], pad_id: int, device: to
         segment[row_index, :n_ctx] = 0
         start = n_ctx
         for j, request in enumerate(row):
-            n_tgt = len(request.target)
+            target = torch.tensor(request.target, dtype=torch.long)
+            n_tgt = len(target)
             span = slice(start, start + n_tgt)
-            ids[row_index, span] = torch.tensor(request.target, dtype=torch.long)
+            ids[row_index, span] = target
             positions[row_index, span] = torch.arange(n_ctx, n_ctx + n_tgt)
             segment[row_index, span] = j + 1
             # the first target token is predicted from the context's last position, the others from the one before
             predictors.append(torch.tensor([n_ctx - 1, *range(start, start + n_tgt - 1)], dtype=torch.long))
-            tokens.append(torch.tensor(request.target, dtype=torch.long))
+            tokens.append(target)
             target_rows.append(torch.full((n_tgt,), row_index, dtype=torch.long))
             owners.append(torch.full((n_tgt,), len(request_rows), dtype=torch.long))
             request_rows.append(row_index)
