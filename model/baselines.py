@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 import torch
@@ -215,6 +215,8 @@ def train_moe(
     grad_clip: float,
     train_experts: bool,
     precision: Precision = "fp32",
+    *,
+    checkpoint_activations: bool,
 ) -> list[float]:
     """Train the router rows (and, with `train_experts`, the expert FFNs) on packed token batches (B, T), every position
     a label; everything else frozen.
@@ -222,7 +224,8 @@ def train_moe(
     Router-only is BTX's post-merge step and FlexOlmo's router tuning (all experts active is the caller's choice of
     top_k); experts + router is the unrestricted MoE. Returns the loss per step. Autocast is entered per step: its cast
     cache has no version check, so one context around several steps would keep multiplying by the router's first
-    weights."""
+    weights. `checkpoint_activations`: memory for time (`activation_checkpointing`); losses and weights are the same
+    either way."""
     for parameter in moe.parameters():
         parameter.requires_grad_(False)
     trainable = []
@@ -235,7 +238,7 @@ def train_moe(
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
     losses = []
     moe.train()
-    with activation_checkpointing(moe):
+    with activation_checkpointing(moe) if checkpoint_activations else nullcontext():
         for input_ids in batches:
             with autocast(precision, input_ids.device):
                 logits = moe(input_ids=input_ids, use_cache=False).logits

@@ -227,6 +227,7 @@ def _train(run: EvalRun, moe: FlexOlmoForCausalLM, training: RouterTraining) -> 
         profile.train_expert.optim.grad_clip,
         training.train_experts,
         run.precision,
+        checkpoint_activations=profile.eval.checkpoint_activations,
     )
 
 

@@ -36,9 +36,9 @@ SIZES = ModelSizes(
 )
 
 
-def _plain_checkpointing(_model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
-    """The training loop as it was: every activation kept from the forward pass."""
-    return contextlib.nullcontext()
+def _no_checkpointing_expected(_model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Stands in for `baselines.activation_checkpointing` where `checkpoint_activations=False` must not reach it."""
+    raise AssertionError("activation checkpointing entered although checkpoint_activations is False")
 
 
 def _plain_btm_logits(logits: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -90,12 +90,16 @@ def test_checkpointed_router_training_is_bit_identical(
         layer.mlp.experts.gate_up_proj.data.add_(torch.randn_like(layer.mlp.experts.gate_up_proj) * 0.02)
     checkpointed, plain = copy.deepcopy(start), copy.deepcopy(start)
 
-    losses = train_moe(checkpointed, iter(_batches(3)), 1e-2, 0.1, 1.0, train_experts, precision)
+    losses = train_moe(
+        checkpointed, iter(_batches(3)), 1e-2, 0.1, 1.0, train_experts, precision, checkpoint_activations=True
+    )
     assert not checkpointed.is_activation_checkpointing  # scoring afterwards runs the plain forward
     assert not getattr(checkpointed, "_require_grads_hooks", None)
     with monkeypatch.context() as patch:
-        patch.setattr(baselines, "activation_checkpointing", _plain_checkpointing)
-        reference = train_moe(plain, iter(_batches(3)), 1e-2, 0.1, 1.0, train_experts, precision)
+        patch.setattr(baselines, "activation_checkpointing", _no_checkpointing_expected)
+        reference = train_moe(
+            plain, iter(_batches(3)), 1e-2, 0.1, 1.0, train_experts, precision, checkpoint_activations=False
+        )
 
     assert losses == reference
     trained = checkpointed.state_dict()
@@ -125,7 +129,9 @@ def test_ensemble_scores_equal_the_fp32_copies(precision: Precision) -> None:
 
 @pytest.fixture(scope="module")
 def bf16_world(tmp_path_factory: pytest.TempPathFactory, tiny_profile: Profile) -> Profile:
-    return bf16_world_under(tmp_path_factory.mktemp("evalmemory"), tiny_profile)
+    world = bf16_world_under(tmp_path_factory.mktemp("evalmemory"), tiny_profile)
+    # checkpointed, so the whole-evaluation check compares it with the plain training at every call
+    return world.model_copy(update={"eval": world.eval.model_copy(update={"checkpoint_activations": True})})
 
 
 def _mismatches(got: dict[str, BatchScore], want: dict[str, BatchScore]) -> list[str]:
@@ -145,6 +151,7 @@ class EvaluationCheck:
         self.problems: list[str] = []
         self.ensemble_batches = 0
         self.trainings: list[bool] = []  # train_experts of each checked router training
+        self.checkpointed: list[bool] = []  # checkpoint_activations of each
 
     def scorer(self) -> type[EnsembleScorer]:
         check = self
@@ -169,19 +176,22 @@ class EvaluationCheck:
         grad_clip: float,
         train_experts: bool,
         precision: Precision = "fp32",
+        *,
+        checkpoint_activations: bool,
     ) -> list[float]:
         """`train_moe` as the evaluation calls it, the plain training of a copy of `moe` beside it."""
         steps = list(batches)
         plain = copy.deepcopy(moe)
         settings = (lr, weight_decay, grad_clip, train_experts, precision)
         rng = torch.get_rng_state()
-        losses = train_moe(moe, iter(steps), *settings)
+        losses = train_moe(moe, iter(steps), *settings, checkpoint_activations=checkpoint_activations)
         rng_after = torch.get_rng_state()
         torch.set_rng_state(rng)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(baselines, "activation_checkpointing", _plain_checkpointing)
-            reference = train_moe(plain, iter(steps), *settings)
+            patch.setattr(baselines, "activation_checkpointing", _no_checkpointing_expected)
+            reference = train_moe(plain, iter(steps), *settings, checkpoint_activations=False)
         self.trainings.append(train_experts)
+        self.checkpointed.append(checkpoint_activations)
         name = f"router training {len(self.trainings)} (train_experts={train_experts})"
         trained, want = moe.state_dict(), plain.state_dict()
         if losses != reference:
@@ -207,6 +217,7 @@ def test_the_whole_evaluation_is_unchanged(bf16_world: Profile, monkeypatch: pyt
     assert not check.problems, check.problems
     assert check.ensemble_batches > 0
     assert set(check.trainings) == {False, True}  # router-only (BTX, router tuning) and with experts (unrestricted)
+    assert set(check.checkpointed) == {True}  # eval.checkpoint_activations reached every training
     per_task = json.loads(result.results_json.read_text())["per_task"]
     assert {"BTX", "FlexOlmo (RT, public)", "unrestricted MoE", "BTM (top-2)"} <= set(per_task)
 
