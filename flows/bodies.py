@@ -91,7 +91,7 @@ def embed_domain(profile: Profile, domain: str, data_hash: str, code: str) -> di
 
 
 def train_expert(
-    profile: Profile, domain: str, data_hash: str, public_sha: str, router_sha: str, code: str
+    profile: Profile, domain: str, data_hash: str, public_sha: str, public_row_sha: str, router_sha: str, code: str
 ) -> dict[str, Any]:
     """Coordinated training of one expert against the frozen M_pub (MLflow stage run `train_expert/<domain>`)."""
     return tracked("train_expert", profile, domain)

@@ -1,5 +1,9 @@
 """Flow `public`: train M_pub on public data (with the public-only tokenizer), or adopt an existing model as M_pub
-(`anchor`: no training run), and register `flexo-public`."""
+(`anchor`: no training run), register `flexo-public`, and compute the public router row r_pub.
+
+Why r_pub here: it is public data's, every owner's coordinated training reads it, and computed lazily inside the first
+owner's training it was that run's one-off (embedding the public sample: about 5 s in bf16, 20 s in fp32 on 2 cores),
+hidden in a training step instead of shown and cached as a step of its own."""
 
 from __future__ import annotations
 
@@ -47,5 +51,17 @@ def public(profile: str | Profile | None = None, fail_on_error: bool = True) -> 
                 metrics_of(trained.result),
             )
         )
+    out.append(
+        run_step(
+            "public",
+            "embed_domain",
+            p,
+            "public",
+            public_hash,
+            code_fingerprint("embed_domain"),
+            domain="public",
+            expect=RunPaths(p).router_embedding("public"),
+        )
+    )
     publish("flexo-public", f"public model ({p.name})", out)
     return finish(out, fail_on_error)

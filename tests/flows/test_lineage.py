@@ -111,6 +111,13 @@ def test_the_pipeline_ran_every_stage(lineage) -> None:
         "cached",
         "completed",
     }
+    # r_pub is the public stage's own step, not a one-off inside the first owner's training; the rerun reuses it
+    rows = {
+        run: [r for r in summary["steps"] if (r["step"], r["domain"]) == ("embed_domain", "public")]
+        for run, summary in (("first", lineage.first), ("second", lineage.second))
+    }
+    assert [(r["stage"], r["status"]) for r in rows["first"]] == [("public", "completed")]
+    assert [(r["stage"], r["status"]) for r in rows["second"]] == [("public", "cached")]
 
 
 def test_one_parent_per_pipeline_run_with_the_profile_and_every_run_below_it(lineage) -> None:
