@@ -218,6 +218,8 @@ def pack_members(sc: Science) -> list[tuple[Path, str]]:
         if not router.exists():
             raise SystemExit(f"{router}: missing; `pack` computes the router rows first (MiniLM, here)")
         members.append(named(router))
+    if paths.public_pool_embeddings.exists():  # router tuning ranks its proxy pool with these: no encoder there
+        members.append(named(paths.public_pool_embeddings))
     members += [named(f) for f in sorted(paths.tokenizer_dir.rglob("*")) if f.is_file()]
     from tasks.core.sizing import cards_dir
 

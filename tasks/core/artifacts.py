@@ -86,6 +86,11 @@ class RunPaths:
         """safetensors with `raw` (d_e,) and `projected` (d,) domain embeddings."""
         return self.root / "router" / f"{domain}.safetensors"
 
+    @property
+    def public_pool_embeddings(self) -> Path:
+        """safetensors with the unit sentence embeddings of router tuning's public proxy pool (public text only)."""
+        return self.root / "router" / "public-pool.safetensors"
+
     def expert_dir(self, domain: str) -> Path:
         """Checkpoints under ckpt/, the trained expert as expert.safetensors + expert_card.json."""
         return self.root / "experts" / domain

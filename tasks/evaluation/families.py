@@ -295,12 +295,15 @@ def router_tuned(run: EvalRun, data: str) -> tuple[FlexOlmoForCausalLM, dict[str
 
 
 def _rt_proxies(run: EvalRun) -> dict[str, list[str]]:
-    """The owners' proxy sets; none (public text alone, with a warning) where the encoder or a centroid is missing."""
+    """The owners' proxy sets; none (public text alone, with a warning) where a centroid is missing, or where the
+    public router step stored no pool embeddings and the encoder is missing too (a GPU worker without the wheel)."""
     missing = _encoder_missing()
     owners = [e for e in run.models.experts if e in run.profile.closed_domains]  # the public FFN has no proxy set
-    proxies = None if missing else proxy_texts(run.profile, owners)
+    proxies = proxy_texts(run.profile, owners, can_encode=missing is None)
     if proxies is None:
-        why = missing or "router embeddings (runs/<profile>/router/*.safetensors) are missing"
+        why = "router embeddings (runs/<profile>/router/*.safetensors) are missing"
+        if missing:
+            why += f", or the public pool's embeddings (router/public-pool.safetensors) are and {missing}"
         log.warning("router tuning runs on public text alone, without the owners' proxy sets: %s", why)
     return proxies or {}
 

@@ -10,6 +10,7 @@ document is read here. Every proxy document is public text, so the tuned model i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ from tasks.core.datasets import read_texts
 from tasks.evaluation.inputs import router_rows
 
 PUBLIC = "public"
+log = logging.getLogger(__name__)
 
 
 def select_proxies(
@@ -38,19 +40,36 @@ def select_proxies(
     return chosen
 
 
-def proxy_texts(profile: Profile, domains: Sequence[str]) -> dict[str, list[str]] | None:
+def proxy_texts(profile: Profile, domains: Sequence[str], can_encode: bool = True) -> dict[str, list[str]] | None:
     """Each domain's proxy set: `eval.rt_proxy_docs` of a seeded sample of `eval.rt_proxy_pool` public train
-    documents, ranked against the domain's router centroid. None when a router centroid is missing."""
-    from tasks.training.route import encode, load_encoder, sample_documents
+    documents, ranked against the domain's router centroid (the pool's embeddings as the public router step stored
+    them, else encoded here). None when a router centroid is missing, or when the pool is not stored and
+    `can_encode` is False (no encoder where this runs)."""
+    from tasks.training.route import load_public_pool, sample_documents
 
     cfg = profile.eval
     centroids = router_rows(profile, domains, "raw")
     if centroids is None:
         return None
     pool = sample_documents(read_texts(profile, PUBLIC, "train"), cfg.rt_proxy_pool, profile.seed)
-    try:
-        embeddings = np.asarray(encode(pool, profile.router.embed_batch_size, profile.runtime.precision))
-    finally:  # nothing later in the stage encodes: the cached encoder would ride along to the end
-        load_encoder.cache_clear()
+    embeddings = load_public_pool(profile, pool)
+    if embeddings is None:
+        if not can_encode:
+            return None
+        embeddings = _encoded(profile, pool)
     rows = {d: row.numpy() for d, row in zip(domains, torch.unbind(centroids), strict=True)}
     return select_proxies(pool, embeddings, rows, cfg.rt_proxy_docs)
+
+
+def _encoded(profile: Profile, pool: list[str]) -> np.ndarray:
+    """The pool encoded here, where the public router step stored no embeddings of it (an r_pub from before they were
+    stored, or one computed under another pool size)."""
+    from tasks.training.route import encode, load_encoder
+
+    log.info(
+        "router tuning: encoding %d public documents for the proxy sets (the public router step stored none)", len(pool)
+    )
+    try:
+        return np.asarray(encode(pool, profile.router.embed_batch_size, profile.runtime.precision))
+    finally:  # nothing later in the stage encodes: the cached encoder would ride along to the end
+        load_encoder.cache_clear()

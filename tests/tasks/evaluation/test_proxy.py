@@ -77,3 +77,46 @@ def test_token_batches_pack_the_proxy_sets_beside_the_domains(world):
     assert 0 < rows_with_marker < len(with_proxy)  # both sources are drawn, interleaved
     with pytest.raises(DataError, match="code \\(router tuning's proxy documents\\): too little text"):
         list(token_batches(world, tokenizer, ["public"], 2, 0, {"code": ["x"]}))
+
+
+def test_the_public_router_step_stores_the_pool_and_the_ranking_reads_it(tmp_path_factory, tiny_profile, monkeypatch):
+    """r_pub's step stores the proxy pool's embeddings (its own sample encoded once, as the pool's head); ranking the
+    pool then needs no encoder, and gives the sets that encoding it gives. Another pool size, or no router tuning,
+    is not served from a stale file."""
+    from safetensors.torch import load_file
+
+    from model.router import domain_embedding
+    from tasks.core.artifacts import RunPaths
+    from tasks.core.datasets import read_texts
+    from tasks.training import route
+
+    root = tmp_path_factory.mktemp("poolworld")
+    base = tiny_profile.model_copy(update={"paths": tiny_profile.paths.model_copy(update=paths_under(root))})
+    profile = base.model_copy(update={"eval": base.eval.model_copy(update={"rt_proxy_pool": 40})})
+    build_world(profile)
+    paths = RunPaths(profile)
+    route.embed_domain(profile, "public")
+
+    pool = route.sample_documents(read_texts(profile, "public", "train"), 40, profile.seed)
+    assert len(pool) > profile.router.embed_docs  # the pool reaches beyond r_pub's sample
+    stored = load_file(str(paths.public_pool_embeddings))["embeddings"].numpy()
+    assert stored.shape == (len(pool), 384)
+    np.testing.assert_allclose(stored, route.encode(pool, 8, "fp32"), atol=1e-5)
+    raw = load_file(str(paths.router_embedding("public")))["raw"].numpy()
+    assert np.array_equal(domain_embedding(stored[: profile.router.embed_docs]), raw)  # r_pub's own vectors
+
+    encoded_here = proxy_texts(profile, profile.closed_domains)  # the stored pool
+    assert proxy_texts(profile, profile.closed_domains, can_encode=False) == encoded_here  # a worker with no encoder
+    paths.public_pool_embeddings.rename(root / "kept.safetensors")
+    assert proxy_texts(profile, profile.closed_domains) == encoded_here  # encoded in the evaluation instead
+    assert proxy_texts(profile, profile.closed_domains, can_encode=False) is None  # ... or public text alone
+    (root / "kept.safetensors").rename(paths.public_pool_embeddings)
+    with monkeypatch.context() as patch:
+        patch.setattr(route, "encode", lambda *a, **k: pytest.fail("the stored pool was encoded again"))
+        assert proxy_texts(profile, profile.closed_domains) == encoded_here
+
+    other = profile.model_copy(update={"eval": profile.eval.model_copy(update={"rt_proxy_pool": 36})})
+    assert route.load_public_pool(other, pool[:36]) is None  # another pool: encoded, not read from the file
+    no_tuning = profile.model_copy(update={"eval": profile.eval.model_copy(update={"rt_steps": 0})})
+    route.embed_domain(no_tuning, "public")
+    assert not paths.public_pool_embeddings.exists()
