@@ -303,7 +303,7 @@ def _rt_proxies(run: EvalRun) -> dict[str, list[str]]:
     if proxies is None:
         why = "router embeddings (runs/<profile>/router/*.safetensors) are missing"
         if missing:
-            why += f", or the public pool's embeddings (router/public-pool.safetensors) are and {missing}"
+            why += f", or the public pool's embeddings (router/public-pool.safetensors) are missing and {missing}"
         log.warning("router tuning runs on public text alone, without the owners' proxy sets: %s", why)
     return proxies or {}
 
