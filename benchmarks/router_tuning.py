@@ -77,7 +77,7 @@ def main() -> None:
         scores = runner.run(name, requests, model_scorer(moe, name))[name]
         per_task = score_model(tasks, layout, scores, resamples)
         with runner.autocast():
-            routing = routing_by_domain(replace(run, models=replace(run.models, moe=moe)), routed)
+            routing = routing_by_domain(run, routed, moe)
         router = {
             domain: {
                 "own": None if row.own is None else round(row.own, 4),

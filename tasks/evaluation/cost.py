@@ -9,6 +9,7 @@ the output head. Norms, activations and softmaxes are left out (under 1% at thes
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,15 @@ def decoder_flops(config: Any, context: float) -> float:
     if experts:
         ffn = config.num_experts_per_tok * ffn + 2 * d * experts
     return config.num_hidden_layers * (_attention(config, context) + ffn) + 2 * d * config.vocab_size
+
+
+def compute_vs_experts(config: Any, tokens: int, expert_tokens: int, owners: int, context: float) -> float:
+    """A MoE training's forward FLOPs on `tokens` over those of the owners' coordinated trainings together (`owners` x
+    `expert_tokens`, each in its 2-expert model with both experts active), at `context` attended positions. Why: the
+    paper sizes its unrestricted MoE by this ratio (1x FLOPs with 0.5x data, 2x FLOPs with 1x data)."""
+    coordinated = copy.copy(config)
+    coordinated.num_experts, coordinated.num_experts_per_tok = 2, 2
+    return tokens * decoder_flops(config, context) / (owners * expert_tokens * decoder_flops(coordinated, context))
 
 
 def encoder_flops(config: dict[str, Any], context: float) -> float:

@@ -182,6 +182,7 @@ def _report_inputs(
         routing_overall=(routing.hits / max(routing.tokens, 1)).numpy(),
         routing_by_domain=by_domain.share,
         router_mass_by_domain=by_domain.mass,
+        tuned_router_mass_by_domain=run.tuned_router_mass,
         extras=run.extras,
         skipped=run.skipped,
         seconds={**run.runner.seconds, "total": seconds},

@@ -38,10 +38,10 @@ from model.public import load_moe
 from model.scoring import Scores, model_scorer
 from tasks.core import build
 from tasks.core.artifacts import RunPaths
-from tasks.evaluation.cost import Cost, encoder_flops, ensemble_cost, minilm_config, model_cost
+from tasks.evaluation.cost import Cost, compute_vs_experts, encoder_flops, ensemble_cost, minilm_config, model_cost
 from tasks.evaluation.inputs import router_rows, token_batches
 from tasks.evaluation.mixed import MIXED
-from tasks.evaluation.proxy import proxy_texts
+from tasks.evaluation.proxy import ProxySets, proxy_texts
 from tasks.evaluation.results import (
     BTM,
     BTX,
@@ -56,6 +56,7 @@ from tasks.evaluation.results import (
     dense_name,
 )
 from tasks.evaluation.runner import EvalRun
+from tasks.evaluation.sweeps import routing_by_domain, subset_tasks
 
 log = logging.getLogger(__name__)
 
@@ -276,25 +277,30 @@ def score_flexolmo_rt(run: EvalRun) -> None:
         return
     tuned, run.extras[FLEX_RT] = router_tuned(run, run.profile.eval.rt_data)
     run.score(FLEX_RT, tuned)
+    with run.runner.autocast():  # where the tuned router sends each domain: the report's router-probability table
+        run.tuned_router_mass = routing_by_domain(run, subset_tasks(run), tuned).mass
 
 
 def router_tuned(run: EvalRun, data: str) -> tuple[FlexOlmoForCausalLM, dict[str, float]]:
     """A copy of the serving MoE whose router rows were tuned with every expert active (paper §3.3.3), on public text
     and each owner's proxy set (`data` "proxy", `tasks.evaluation.proxy`) or on public text alone ("public"), then
-    set back to the serving top-k; with its router losses and how many proxy sets it read."""
+    set back to the serving top-k; with its router losses, how many proxy sets it read and each set's in-domain
+    share."""
     profile, cfg = run.profile, run.profile.eval
-    proxies = _rt_proxies(run) if data == "proxy" else {}
+    proxies = _rt_proxies(run) if data == "proxy" else None
+    texts = proxies.texts if proxies else {}
     tuned = copy.deepcopy(run.models.moe)
     set_top_k(tuned, run.num_experts)
     training = RouterTraining(
-        ("public",), cfg.rt_steps, profile.seed + 1, cfg.router_train_lr, cfg.router_train_weight_decay, proxies=proxies
+        ("public",), cfg.rt_steps, profile.seed + 1, cfg.router_train_lr, cfg.router_train_weight_decay, proxies=texts
     )
     losses = _train(run, tuned, training)
     set_top_k(tuned, run.default_k)
-    return tuned, {**_router_losses(losses), "proxy_sets": float(len(proxies))}
+    shares = {f"proxy_in_domain_{d}": share for d, share in proxies.in_domain.items()} if proxies else {}
+    return tuned, {**_router_losses(losses), "proxy_sets": float(len(texts)), **shares}
 
 
-def _rt_proxies(run: EvalRun) -> dict[str, list[str]]:
+def _rt_proxies(run: EvalRun) -> ProxySets | None:
     """The owners' proxy sets; none (public text alone, with a warning) where a centroid is missing, or where the
     public router step stored no pool embeddings and the encoder is missing too (a GPU worker without the wheel)."""
     missing = _encoder_missing()
@@ -305,7 +311,7 @@ def _rt_proxies(run: EvalRun) -> dict[str, list[str]]:
         if missing:
             why += f", or the public pool's embeddings (router/public-pool.safetensors) are missing and {missing}"
         log.warning("router tuning runs on public text alone, without the owners' proxy sets: %s", why)
-    return proxies or {}
+    return proxies
 
 
 def score_unrestricted(run: EvalRun) -> None:
@@ -325,7 +331,20 @@ def score_unrestricted(run: EvalRun) -> None:
         train_experts=True,
     )
     losses = _train_then_score(run, UNRESTRICTED, unrestricted, training)
-    run.extras[UNRESTRICTED] = {"train_loss_first": losses[0], "train_loss_last": losses[-1], "steps": len(losses)}
+    te = profile.train_expert
+    compute = compute_vs_experts(
+        unrestricted.config,
+        len(losses) * te.batch_size * te.seq_len,
+        profile.expert_tokens(),
+        len(profile.closed_domains),
+        (te.seq_len + 1) / 2,  # a packed row's mean attended positions
+    )
+    run.extras[UNRESTRICTED] = {
+        "train_loss_first": losses[0],
+        "train_loss_last": losses[-1],
+        "steps": len(losses),
+        "compute_vs_experts": compute,
+    }
 
 
 def score_no_coordination(run: EvalRun) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,6 +25,15 @@ PUBLIC = "public"
 log = logging.getLogger(__name__)
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _ranked(unit_embeddings: np.ndarray, centroid: np.ndarray, per_domain: int) -> np.ndarray:
+    """Indices of the `per_domain` rows with the highest cosine to `centroid`, best first (ties: pool order)."""
+    return np.argsort(-(unit_embeddings @ _unit(centroid)), kind="stable")[:per_domain]
+
+
 def select_proxies(
     texts: Sequence[str], embeddings: np.ndarray, centroids: Mapping[str, np.ndarray], per_domain: int
 ) -> dict[str, list[str]]:
@@ -31,24 +41,44 @@ def select_proxies(
     may serve several domains, as one public document may resemble several owners' data)."""
     if len(texts) != len(embeddings):
         raise ValueError(f"{len(texts)} texts but {len(embeddings)} embeddings")
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    chosen = {}
-    for domain, centroid in centroids.items():
-        similarity = unit @ (centroid / max(float(np.linalg.norm(centroid)), 1e-12))
-        order = np.argsort(-similarity, kind="stable")[:per_domain]
-        chosen[domain] = [texts[i] for i in order]
-    return chosen
+    unit = _unit(embeddings)
+    return {domain: [texts[i] for i in _ranked(unit, c, per_domain)] for domain, c in centroids.items()}
 
 
-def proxy_texts(profile: Profile, domains: Sequence[str], can_encode: bool = True) -> dict[str, list[str]] | None:
+def in_domain_shares(
+    embeddings: np.ndarray, centroids: Mapping[str, np.ndarray], public_centroid: np.ndarray, per_domain: int
+) -> dict[str, float]:
+    """Per domain, the share of its proxy set (`select_proxies`' choice) whose nearest centroid, public's included,
+    is the domain's own: the owner's centroid calling the document in-domain, where the paper's owner classifier
+    would. Why: a proxy set is only the pool's documents *nearest* the owner; where the pool holds little of the
+    domain they are still nearer the public mix, and router tuning on them has nothing that teaches it to route the
+    domain to its expert."""
+    names = [*centroids, PUBLIC]
+    unit = _unit(embeddings)
+    nearest = np.argmax(unit @ _unit(np.stack([*centroids.values(), public_centroid])).T, axis=1)
+    return {
+        domain: float(np.mean(nearest[_ranked(unit, centroid, per_domain)] == names.index(domain)))
+        for domain, centroid in centroids.items()
+    }
+
+
+@dataclass(frozen=True)
+class ProxySets:
+    """Router tuning's proxy sets (domain -> public documents, best first) and how in-domain each one is."""
+
+    texts: dict[str, list[str]]
+    in_domain: dict[str, float]  # `in_domain_shares`
+
+
+def proxy_texts(profile: Profile, domains: Sequence[str], can_encode: bool = True) -> ProxySets | None:
     """Each domain's proxy set: `eval.rt_proxy_docs` of a seeded sample of `eval.rt_proxy_pool` public train
     documents, ranked against the domain's router centroid (the pool's embeddings as the public router step stored
-    them, else encoded here). None when a router centroid is missing, or when the pool is not stored and
-    `can_encode` is False (no encoder where this runs)."""
+    them, else encoded here), with its in-domain share. None when a router centroid (public's included) is missing,
+    or when the pool is not stored and `can_encode` is False (no encoder where this runs)."""
     from tasks.training.route import load_public_pool, sample_documents
 
     cfg = profile.eval
-    centroids = router_rows(profile, domains, "raw")
+    centroids = router_rows(profile, [PUBLIC, *domains], "raw")
     if centroids is None:
         return None
     pool = sample_documents(read_texts(profile, PUBLIC, "train"), cfg.rt_proxy_pool, profile.seed)
@@ -57,8 +87,12 @@ def proxy_texts(profile: Profile, domains: Sequence[str], can_encode: bool = Tru
         if not can_encode:
             return None
         embeddings = _encoded(profile, pool)
-    rows = {d: row.numpy() for d, row in zip(domains, torch.unbind(centroids), strict=True)}
-    return select_proxies(pool, embeddings, rows, cfg.rt_proxy_docs)
+    public, *owners = (row.numpy() for row in torch.unbind(centroids))
+    rows = dict(zip(domains, owners, strict=True))
+    return ProxySets(
+        select_proxies(pool, embeddings, rows, cfg.rt_proxy_docs),
+        in_domain_shares(embeddings, rows, public, cfg.rt_proxy_docs),
+    )
 
 
 def _encoded(profile: Profile, pool: list[str]) -> np.ndarray:

@@ -24,6 +24,7 @@ from tasks.evaluation.results import (
     SOUP_WEIGHTED,
     UNRESTRICTED,
     EvalResult,
+    MassRow,
     ReportInputs,
     results_payload,
     router_mass_rows,
@@ -323,23 +324,35 @@ def _moe_sections(inputs: ReportInputs) -> list[str]:
 def _router_mass_lines(inputs: ReportInputs) -> list[str]:
     """How much of each domain's routing its own expert carries (mean router probability over layers and tokens),
     against the public FFN, the strongest other expert and a uniform router's 1/n: the top-k share above cannot show a
-    router that spreads its mass evenly, and an MoE whose experts are all chosen then averages them."""
+    router that spreads its mass evenly, and an MoE whose experts are all chosen then averages them. Where router
+    tuning ran, the same for the tuned router beside it: whether RT makes the routing domain-specific."""
     mass = inputs.router_mass_by_domain
     if mass is None:
         return []
-    experts = inputs.experts
+    experts, tuned = inputs.experts, inputs.tuned_router_mass_by_domain
+    header = "| domain | its own expert | public FFN | strongest other expert |"
+    rule = "|---|---|---|---|"
+    if tuned is not None:
+        header += " after RT: its own expert | public FFN | strongest other expert |"
+        rule += "---|---|---|"
     lines = [
         f"Router probability on each domain's tokens (mean over layers and tokens; a uniform router gives "
         f"{1 / len(experts):.3f} to each of the {len(experts)} experts):",
         "",
-        "| domain | its own expert | public FFN | strongest other expert |",
-        "|---|---|---|---|",
+        header,
+        rule,
     ]
-    for domain, row in router_mass_rows(mass, inputs.domains, experts).items():
-        own = "–" if row.own is None else f"{row.own:.3f}"
-        name, top = row.strongest_other or ("–", float("nan"))
-        lines.append(f"| {domain} | {own} | {row.public:.3f} | {name} {top:.3f} |")
+    rows = router_mass_rows(mass, inputs.domains, experts)
+    tuned_rows = router_mass_rows(tuned, inputs.domains, experts) if tuned is not None else {}
+    for domain, row in rows.items():
+        cells = _mass_cells(row) + (_mass_cells(tuned_rows[domain]) if domain in tuned_rows else [])
+        lines.append(f"| {domain} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _mass_cells(row: MassRow) -> list[str]:
+    name, top = row.strongest_other or ("–", float("nan"))
+    return ["–" if row.own is None else f"{row.own:.3f}", f"{row.public:.3f}", f"{name} {top:.3f}"]
 
 
 def _optout_section(inputs: ReportInputs) -> list[str]:

@@ -107,6 +107,7 @@ class ReportInputs:
     costs: dict[str, Cost] = field(default_factory=dict)  # model -> inference FLOPs per token
     context: float = 0.0  # mean attended positions per evaluated token (the attention term of `costs`)
     router_mass_by_domain: np.ndarray | None = None  # (layers, domains, experts): mean router probability
+    tuned_router_mass_by_domain: np.ndarray | None = None  # the same after router tuning, where it ran
 
     @property
     def figure_dir(self) -> Path:
@@ -161,6 +162,7 @@ def results_payload(
         "opt_out": {r: scores(row) for r, row in inputs.optout.items()},
         "routing_by_domain": inputs.routing_by_domain.tolist(),
         "router_mass_by_domain": None if (mass := inputs.router_mass_by_domain) is None else mass.tolist(),
+        "router_mass_by_domain_rt": None if (rt := inputs.tuned_router_mass_by_domain) is None else rt.tolist(),
         "extras": inputs.extras,
         "ablations": inputs.ablation_rows,
         "mixed": jsonable_scores(inputs.mixed),

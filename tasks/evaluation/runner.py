@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import FlexOlmoForCausalLM
 
@@ -102,6 +103,7 @@ class EvalRun:
     routing: RoutingScorer = field(init=False)  # the serving MoE's routing counts, filled by its pass (`FLEX`)
     ablation_rows: dict[str, str] = field(default_factory=dict)  # router ablation row -> its reference row
     costs: dict[str, Cost] = field(default_factory=dict)  # model -> inference FLOPs per token (`cost`)
+    tuned_router_mass: np.ndarray | None = None  # the router-tuned MoE's `DomainRouting.mass`, where RT ran
     default_k: int = field(init=False)  # the serving MoE's top-k as loaded (the k-sweep changes it, then restores it)
     num_experts: int = field(init=False)
     context: float = field(init=False)  # mean attended positions per token of `requests` (the FLOPs of attention)

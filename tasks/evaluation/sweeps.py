@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from transformers import FlexOlmoForCausalLM
 
 from model.baselines import set_top_k
 from model.optout import masked_experts
@@ -42,13 +43,19 @@ class Sweeps:
     opt_out: dict[str, dict[str, TaskScore]]  # removed expert -> change of bpb per domain and average
 
 
-def bpb_subset(run: EvalRun) -> BpbSubset:
+def subset_tasks(run: EvalRun) -> list[Task]:
+    """The bpb tasks cut to their first `eval.sweep_docs` documents (not the mixed-domain documents)."""
     profile = run.profile
-    tasks = [
+    return [
         Task(t.spec, t.items[: profile.eval.sweep_docs], t.eligible)
         for t in run.tasks
-        if t.spec.kind == "bpb" and t.spec.domain in profile.domains  # not the mixed-domain documents
+        if t.spec.kind == "bpb" and t.spec.domain in profile.domains
     ]
+
+
+def bpb_subset(run: EvalRun) -> BpbSubset:
+    profile = run.profile
+    tasks = subset_tasks(run)
     requests, layout = tokenize_tasks(tasks, run.tokenizer, profile.model.max_seq_len)
     return BpbSubset(tasks, requests, layout, bootstrap_indices(tasks, profile.eval.bootstrap, profile.seed + 3))
 
@@ -92,9 +99,10 @@ class DomainRouting:
     mass: np.ndarray
 
 
-def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task]) -> DomainRouting:
-    """Where each domain's tokens (bpb subset) go in the serving MoE: top-k share and router mass per layer."""
-    moe, profile, tokenizer = run.models.moe, run.profile, run.tokenizer
+def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task], moe: FlexOlmoForCausalLM | None = None) -> DomainRouting:
+    """Where each domain's tokens (bpb subset) go in `moe` (default: the serving MoE): top-k share and router mass
+    per layer."""
+    moe, profile, tokenizer = moe or run.models.moe, run.profile, run.tokenizer
     domains = list(profile.domains)
     out = np.zeros((len(moe.model.layers), len(domains), moe.config.num_experts))
     mass = np.zeros_like(out)

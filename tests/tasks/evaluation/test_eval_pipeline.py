@@ -66,6 +66,9 @@ def test_report_has_every_model_and_figure(world):
     assert list(result.skipped) == ["ablation: absent"]
     assert data["per_task"]["ablation: assembled again"] == data["per_task"][FLEX]  # the same MoE scores the same
     assert data["extras"][FLEX_RT]["proxy_sets"] == len(profile.closed_domains)  # RT read every owner's proxy set
+    shares = [data["extras"][FLEX_RT][f"proxy_in_domain_{d}"] for d in profile.closed_domains]
+    assert all(0.0 <= share <= 1.0 for share in shares)  # and says how in-domain each set is
+    assert data["extras"][UNRESTRICTED]["compute_vs_experts"] > 0  # the upper bound's budget against the experts'
     for name in expected:
         assert f"| {name} |" in text
     for figure in ("routing", "k_sweep", "opt_out", "quality_vs_cost"):
@@ -127,12 +130,15 @@ def test_routing_and_k_sweep(world):
     for layer in data["routing_by_domain"]:
         for per_domain in layer:
             assert sum(per_domain) == pytest.approx(k, abs=1e-6)  # each token selects exactly k experts
-    for layer in data["router_mass_by_domain"]:
-        for per_domain in layer:
-            assert sum(per_domain) == pytest.approx(1.0, abs=1e-4)  # a softmax over all experts
-            assert max(per_domain) < 1.0 and min(per_domain) > 0.0
+    for key in ("router_mass_by_domain", "router_mass_by_domain_rt"):  # served, and after router tuning
+        for layer in data[key]:
+            for per_domain in layer:
+                assert sum(per_domain) == pytest.approx(1.0, abs=1e-4)  # a softmax over all experts
+                assert max(per_domain) < 1.0 and min(per_domain) > 0.0
+    assert data["router_mass_by_domain_rt"] != data["router_mass_by_domain"]  # the tuned router's own, not a copy
     report = result.report.read_text()
-    assert "| domain | its own expert | public FFN | strongest other expert |" in report
+    header = "| domain | its own expert | public FFN | strongest other expert | after RT: its own expert |"
+    assert header in report
     assert sorted(int(x) for x in data["k_sweep"]) == list(range(1, len(data["experts"]) + 1))
     assert sorted(data["opt_out"]) == sorted(data["experts"][1:])
 
@@ -267,7 +273,7 @@ def test_router_tuning_without_the_encoder_runs_on_public_text(world, monkeypatc
 
     run = _run_without_the_encoder(world[0], monkeypatch)
     with caplog.at_level("WARNING"):
-        assert _rt_proxies(run) == {}
+        assert _rt_proxies(run) is None
     assert "public text alone" in caplog.text and "sentence_transformers" in caplog.text
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from model.scoring import Request, Scores
 from tasks.core.errors import DataError
-from tasks.evaluation.cost import decoder_flops, ensemble_cost, mean_context, model_cost
+from tasks.evaluation.cost import compute_vs_experts, decoder_flops, ensemble_cost, mean_context, model_cost
 from tasks.evaluation.metrics import switch_scores
 from tasks.evaluation.mixed import MIXED, MIXED_TASK, SEPARATOR, build_mixed, mixed_task
 
@@ -131,3 +131,10 @@ def test_flops_count_the_active_matrices(tiny_profile):
     btm = ensemble_cost(dense, 5, 2, context)
     assert (btm.per_token, btm.routing) == (pytest.approx(2 * expected), pytest.approx(5 * expected))
     assert mean_context([Request((1,), (2, 3)), Request((1,), (2,))]) == pytest.approx((6 + 3) / 5)
+    # an MoE training measured against the owners' 2-expert trainings: their tokens in the 2-of-2 model are 1x
+    two_of_two = expected + layers * (6 * d * ff + 2 * d * 2)
+    assert compute_vs_experts(moe_config(dense, 2, 2), 3 * 100, 100, 3, context) == pytest.approx(1.0)
+    assert compute_vs_experts(moe, 150, 100, 3, context) == pytest.approx(
+        150 * model_cost(moe, context).per_token / (300 * two_of_two)
+    )
+    assert moe.num_experts == 4 and moe.num_experts_per_tok == 2  # measured on a copy

@@ -10,7 +10,7 @@ import torch
 from tasks.core.errors import DataError
 from tasks.core.tokenizer import load_tokenizer
 from tasks.evaluation.inputs import token_batches
-from tasks.evaluation.proxy import proxy_texts, select_proxies
+from tasks.evaluation.proxy import in_domain_shares, proxy_texts, select_proxies
 from tasks.training.route import encode
 from tests.profiles import paths_under
 from tests.tasks.eval_world import build_world
@@ -45,6 +45,17 @@ def test_the_encoder_picks_the_code_like_public_documents_for_a_code_owner():
     assert sorted(chosen["code"]) == sorted(CODE)
 
 
+def test_a_proxy_document_is_in_domain_only_where_no_other_centroid_public_included_is_nearer():
+    embeddings = np.array([[1.0, 0.0], [0.9, 0.45], [0.6, 0.8], [0.0, 1.0]])
+    owner, public = np.array([1.0, 0.1]), np.array([0.2, 1.0])
+    # "x"'s two nearest: rows 0 and 1, both nearer x than public; its four: rows 2 and 3 are nearer public
+    assert in_domain_shares(embeddings, {"x": owner}, public, 2) == {"x": 1.0}
+    assert in_domain_shares(embeddings, {"x": owner}, public, 4) == {"x": 0.5}
+    # a second owner's centroid takes row 1 from x (and row 2 from public): each document counts for its nearest
+    shares = in_domain_shares(embeddings, {"x": owner, "y": np.array([0.9, 0.5])}, public, 2)
+    assert shares == {"x": 0.5, "y": 1.0}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_profile):
     profile = tiny_profile.model_copy(
@@ -59,9 +70,10 @@ def test_proxy_sets_are_public_documents_per_owner(world):
 
     public = set(read_texts(world, "public", "train"))
     proxies = proxy_texts(world, world.closed_domains)
-    assert proxies is not None and sorted(proxies) == sorted(world.closed_domains)
-    for texts in proxies.values():
+    assert proxies is not None and sorted(proxies.texts) == sorted(proxies.in_domain) == sorted(world.closed_domains)
+    for texts in proxies.texts.values():
         assert len(texts) == min(world.eval.rt_proxy_docs, len(public)) and set(texts) <= public
+    assert all(0.0 <= share <= 1.0 for share in proxies.in_domain.values())
     assert proxy_texts(world, world.closed_domains) == proxies  # seeded: the same sets again
     assert proxy_texts(world, ["no-such-domain"]) is None  # no router centroid: no proxy set
 
