@@ -102,7 +102,7 @@ class DomainRouting:
 def routing_by_domain(run: EvalRun, sub_tasks: Sequence[Task], moe: FlexOlmoForCausalLM | None = None) -> DomainRouting:
     """Where each domain's tokens (bpb subset) go in `moe` (default: the serving MoE): top-k share and router mass
     per layer."""
-    moe, profile, tokenizer = moe or run.models.moe, run.profile, run.tokenizer
+    moe, profile, tokenizer = run.models.moe if moe is None else moe, run.profile, run.tokenizer
     domains = list(profile.domains)
     out = np.zeros((len(moe.model.layers), len(domains), moe.config.num_experts))
     mass = np.zeros_like(out)
