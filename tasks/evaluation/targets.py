@@ -21,6 +21,7 @@ from typing import Any
 from tasks.core.artifacts import TRAIN_RESULT_FILE, RunPaths
 from tasks.core.config import TargetsConfig
 from tasks.evaluation.results import BTM, PUBLIC, SOUP_WEIGHTED, UNRESTRICTED, dense_name, served_flex_row
+from tasks.evaluation.target_diagnosis import expert_reach, optout_reach, served_routing
 
 HOLDS, NOISE, FAILS = "holds", "within noise", "fails"
 NOT_MEASURED, NOT_APPLICABLE = "not measured", "not applicable"
@@ -117,6 +118,17 @@ def closed_domains(payload: dict) -> list[str]:
     return [e for e in payload.get("experts", []) if e != PUBLIC_DOMAIN]
 
 
+def why(diagnosis: str) -> str:
+    """The mechanism behind a failed verdict (`target_diagnosis`), as the verdict cell's last clause."""
+    return f"; why: {diagnosis}" if diagnosis else ""
+
+
+def routing_why(payload: dict, served: str) -> str:
+    """How domain-specific the served FlexOlmo's router is: what the ordering and mixed-document targets rest on."""
+    route = served_routing(payload, served)
+    return why(route.describe()) if route else ""
+
+
 def _why_missing(payload: dict, model: str) -> str:
     return payload.get("skipped", {}).get(model) or f"results.json has no {model} row"
 
@@ -210,13 +222,13 @@ def gain_share(
     return scores.delta(g_flex / g_dense, gradient, column), margin
 
 
-def gain_share_target(payload: dict, cfg: TargetsConfig) -> Verdict:
+def gain_share_target(payload: dict, cfg: TargetsConfig, training: dict[str, dict] | None = None) -> Verdict:
     flex = served_flex(payload)
     target = (
         f"on every closed domain, {flex}'s bpb gain over {PUBLIC} is at least {100 * cfg.min_gain_share:g}% of the "
         "dense specialist's"
     )
-    parts, measured, short = [], [], []
+    parts, measured, short, failed = [], [], [], []
     bpb = Scores(payload, "bpb")
     for domain in closed_domains(payload):
         dense = dense_name(domain)
@@ -229,10 +241,12 @@ def gain_share_target(payload: dict, cfg: TargetsConfig) -> Verdict:
         if verdict != HOLDS:
             gains = f"{flex} {bpb.gap(PUBLIC, flex, domain).show()}, dense {bpb.gap(PUBLIC, dense, domain).show()}"
             short.append(f"{domain} {verdict} (gains: {gains})")
+        if verdict == FAILS:
+            failed.append(domain)
     if not parts:
         return Verdict("gain_share", target, "–", NOT_MEASURED, _why_missing(payload, flex))
     verdict = worst(parts)
-    hint = k_sweep_hint(payload) if verdict == FAILS else ""
+    hint = k_sweep_hint(payload) + why(expert_reach(payload, training or {}, flex, failed)) if verdict == FAILS else ""
     return Verdict("gain_share", target, "ratio " + ", ".join(measured), verdict, "; ".join(short) + hint)
 
 
@@ -261,8 +275,18 @@ def forgetting_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     notes += [f"dense {what}: " + ", ".join(names) for what, names in kept_by.items() if names]
     measured = f"{flex} − {PUBLIC}: {kept.show()}; dense worse beyond {k:g} SE: {lost.count(HOLDS)} of {len(lost)}"
     verdict = worst(parts + lost)
-    hint = k_sweep_hint(payload) if parts[0] == FAILS else ""
+    hint = k_sweep_hint(payload) + _public_why(payload, flex) if parts[0] == FAILS else ""
     return Verdict("forgetting", target, measured, verdict, "; ".join(notes) + hint)
+
+
+def _public_why(payload: dict, flex: str) -> str:
+    """What the public domain's tokens still put on the public FFN (M_pub's own) in the served FlexOlmo."""
+    route = served_routing(payload, flex)
+    row = route.mass.get(PUBLIC_DOMAIN) if route else None
+    if row is None:
+        return ""
+    public_ffn = route.experts[0]
+    return why(f"public's tokens put {row[public_ffn]:.3f} on the public FFN in {flex} (uniform {route.uniform:.3f})")
 
 
 # --- 4. opt-out locality ----------------------------------------------------------------------------------------
@@ -275,7 +299,7 @@ def optout_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     optout = payload.get("opt_out", {})
     if not optout:
         return Verdict("opt_out", target, "–", NOT_MEASURED, "results.json has no opt-out deltas")
-    parts, notes, own_ok, moved, cells = [], [], 0, 0, 0
+    parts, notes, own_ok, moved, cells, moves = [], [], 0, 0, 0, []
     for removed, row in optout.items():
         own = row.get(removed)
         if own is None:
@@ -292,10 +316,12 @@ def optout_target(payload: dict, cfg: TargetsConfig) -> Verdict:
             parts.append(FAILS)
             top = max(far, key=lambda d: abs(far[d].value))
             notes.append(f"removing {removed} moved {len(far)} other domain(s), most {top} {far[top].show()}")
+            moves.append((removed, top))
     measured = f"own domain worse beyond {k:g} SE: {own_ok} of {len(optout)}; other domains moved: {moved} of {cells}"
     verdict = worst(parts)
     shown = "; ".join(notes[:3]) + (f"; +{len(notes) - 3} more" if len(notes) > 3 else "")
-    return Verdict("opt_out", target, measured, verdict, shown + (k_sweep_hint(payload) if verdict == FAILS else ""))
+    hint = k_sweep_hint(payload) + why(optout_reach(payload, moves[:3])) if verdict == FAILS else ""
+    return Verdict("opt_out", target, measured, verdict, shown + hint)
 
 
 # --- 5. mixed-domain documents ------------------------------------------------------------------------------------
@@ -324,7 +350,8 @@ def mixed_target(payload: dict, cfg: TargetsConfig) -> Verdict:
             for column in ("before switch", "after switch")
             if scores.has([flex, btm], column)
         ]
-        diagnosis = "gain " + ", ".join(sides) + (k_sweep_hint(payload) if verdict == FAILS else "")
+        hint = k_sweep_hint(payload) + routing_why(payload, flex) if verdict == FAILS else ""
+        diagnosis = "gain " + ", ".join(sides) + hint
     return Verdict("mixed", target, measured, verdict, diagnosis)
 
 
@@ -375,7 +402,7 @@ def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     if not parts:
         return Verdict("ordering", target, "–", NOT_MEASURED, "; ".join(notes))
     verdict = worst(parts)
-    hint = k_sweep_hint(payload) if verdict == FAILS else ""
+    hint = k_sweep_hint(payload) + routing_why(payload, flex) if verdict == FAILS else ""
     return Verdict("ordering", target, "; ".join(measured), verdict, "; ".join(notes) + hint)
 
 
@@ -389,7 +416,7 @@ def evaluate_targets(payload: dict, training: dict[str, dict], anchored: bool, c
     return [
         epochs_target(training, anchored, cfg),
         export_target(training.get(PUBLIC), anchored, cfg),
-        gain_share_target(payload, cfg),
+        gain_share_target(payload, cfg, training),
         forgetting_target(payload, cfg),
         optout_target(payload, cfg),
         mixed_target(payload, cfg),
