@@ -20,6 +20,7 @@ from tasks.evaluation.results import FLEX_RT
 
 MASS_KEY = re.compile(r"val_router_mass_l(\d+)$")
 PROXY_SHARE = "proxy_in_domain_{domain}"
+PUBLIC = "public"  # the public domain (and the public FFN's name among the experts)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,22 @@ def routing(payload: dict, tuned: bool) -> Routing | None:
 def served_routing(payload: dict, served: str) -> Routing | None:
     """The routing of the FlexOlmo row the report serves: the router-tuned one where that row is served."""
     return routing(payload, served == FLEX_RT and payload.get("router_mass_by_domain_rt") is not None)
+
+
+def router_specificity(payload: dict, served: str) -> str:
+    """How domain-specific the served FlexOlmo's router is: what the ordering and mixed-document targets rest on."""
+    route = served_routing(payload, served)
+    return route.describe() if route else ""
+
+
+def public_reach(payload: dict, served: str) -> str:
+    """What the public domain's tokens put on the public FFN (M_pub's own) in the served FlexOlmo."""
+    route = served_routing(payload, served)
+    row = route.mass.get(PUBLIC) if route else None
+    if row is None:
+        return ""
+    public_ffn = row[route.experts[0]]
+    return f"public's tokens put {public_ffn:.3f} on the public FFN in {served} (uniform {route.uniform:.3f})"
 
 
 def coordinated_mass(record: dict | None) -> float | None:

@@ -21,7 +21,7 @@ from typing import Any
 from tasks.core.artifacts import TRAIN_RESULT_FILE, RunPaths
 from tasks.core.config import TargetsConfig
 from tasks.evaluation.results import BTM, PUBLIC, SOUP_WEIGHTED, UNRESTRICTED, dense_name, served_flex_row
-from tasks.evaluation.target_diagnosis import expert_reach, optout_reach, served_routing
+from tasks.evaluation.target_diagnosis import expert_reach, optout_reach, public_reach, router_specificity
 
 HOLDS, NOISE, FAILS = "holds", "within noise", "fails"
 NOT_MEASURED, NOT_APPLICABLE = "not measured", "not applicable"
@@ -121,12 +121,6 @@ def closed_domains(payload: dict) -> list[str]:
 def why(diagnosis: str) -> str:
     """The mechanism behind a failed verdict (`target_diagnosis`), as the verdict cell's last clause."""
     return f"; why: {diagnosis}" if diagnosis else ""
-
-
-def routing_why(payload: dict, served: str) -> str:
-    """How domain-specific the served FlexOlmo's router is: what the ordering and mixed-document targets rest on."""
-    route = served_routing(payload, served)
-    return why(route.describe()) if route else ""
 
 
 def _why_missing(payload: dict, model: str) -> str:
@@ -275,18 +269,8 @@ def forgetting_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     notes += [f"dense {what}: " + ", ".join(names) for what, names in kept_by.items() if names]
     measured = f"{flex} − {PUBLIC}: {kept.show()}; dense worse beyond {k:g} SE: {lost.count(HOLDS)} of {len(lost)}"
     verdict = worst(parts + lost)
-    hint = k_sweep_hint(payload) + _public_why(payload, flex) if parts[0] == FAILS else ""
+    hint = k_sweep_hint(payload) + why(public_reach(payload, flex)) if parts[0] == FAILS else ""
     return Verdict("forgetting", target, measured, verdict, "; ".join(notes) + hint)
-
-
-def _public_why(payload: dict, flex: str) -> str:
-    """What the public domain's tokens still put on the public FFN (M_pub's own) in the served FlexOlmo."""
-    route = served_routing(payload, flex)
-    row = route.mass.get(PUBLIC_DOMAIN) if route else None
-    if row is None:
-        return ""
-    public_ffn = route.experts[0]
-    return why(f"public's tokens put {row[public_ffn]:.3f} on the public FFN in {flex} (uniform {route.uniform:.3f})")
 
 
 # --- 4. opt-out locality ----------------------------------------------------------------------------------------
@@ -350,7 +334,7 @@ def mixed_target(payload: dict, cfg: TargetsConfig) -> Verdict:
             for column in ("before switch", "after switch")
             if scores.has([flex, btm], column)
         ]
-        hint = k_sweep_hint(payload) + routing_why(payload, flex) if verdict == FAILS else ""
+        hint = k_sweep_hint(payload) + why(router_specificity(payload, flex)) if verdict == FAILS else ""
         diagnosis = "gain " + ", ".join(sides) + hint
     return Verdict("mixed", target, measured, verdict, diagnosis)
 
@@ -402,7 +386,7 @@ def ordering_target(payload: dict, cfg: TargetsConfig) -> Verdict:
     if not parts:
         return Verdict("ordering", target, "–", NOT_MEASURED, "; ".join(notes))
     verdict = worst(parts)
-    hint = k_sweep_hint(payload) + routing_why(payload, flex) if verdict == FAILS else ""
+    hint = k_sweep_hint(payload) + why(router_specificity(payload, flex)) if verdict == FAILS else ""
     return Verdict("ordering", target, "; ".join(measured), verdict, "; ".join(notes) + hint)
 
 
