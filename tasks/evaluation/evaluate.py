@@ -10,7 +10,7 @@ MoE (from the registry's `serving` version when a registry exists, else `RunPath
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from model.memory import collect_only_new_objects, release_freed_memory
+from model.scoring import Request
 from tasks.core.artifacts import RunPaths
 from tasks.core.config import Profile
 from tasks.core.device import resolve_run_precision, torch_device
@@ -31,8 +32,8 @@ from tasks.evaluation.inputs import (
     load_test_frames,
     tokenize_tasks,
 )
-from tasks.evaluation.metrics import TaskScore, bootstrap_indices, score_model, switch_scores
-from tasks.evaluation.mixed import MIXED_TASK, build_mixed, with_mixed
+from tasks.evaluation.metrics import Layout, TaskScore, bootstrap_indices, score_model, switch_scores
+from tasks.evaluation.mixed import MIXED_TASK, MixedDoc, build_mixed, with_mixed
 from tasks.evaluation.report import write_report
 from tasks.evaluation.results import EvalResult, ReportInputs
 from tasks.evaluation.runner import EvalRun, Runner, machine_description
@@ -87,15 +88,9 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     started = time.perf_counter()
     device = torch_device(profile)
     tokenizer = load_tokenizer(profile)
-    frames = load_test_frames(profile)
-    tasks = build_tasks(frames, profile.eval, profile.seed, held_out_split_paths(profile))
-    docs = build_mixed(frames, profile.eval, profile.seed)
+    inputs = scoring_inputs(profile, tokenizer)
+    tasks, docs, scored, requests, layout = inputs.tasks, inputs.docs, inputs.scored, inputs.requests, inputs.layout
     write_lm_eval_files(with_mixed(tasks, docs), RunPaths(profile).eval_dir / "tasks")
-    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
-    scored = list(tasks)
-    if docs:  # after every FLEXMIX task: their requests, layout and bootstrap draws stay what they were
-        mixed, requests, layout = append_mixed(requests, layout, docs, tokenizer, profile.model.max_seq_len)
-        scored.append(mixed)
     resamples = bootstrap_indices(scored, profile.eval.bootstrap, profile.seed)
     models = load_models(profile, device, moe_dir)
     bar = Progress(
@@ -114,6 +109,32 @@ def _evaluate(profile: Profile, progress: bool, moe_dir: Path | None) -> EvalRes
     mixed_rows = _mixed_rows(per_model, run, resamples)
     report = _report_inputs(run, tasks, per_model, sweeps, by_domain, time.perf_counter() - started)
     return write_report(replace(report, mixed=mixed_rows, mixed_docs=docs, switch_routing=switch))
+
+
+@dataclass(frozen=True)
+class ScoringInputs:
+    """What every model is scored on: the FLEXMIX tasks, the mixed-domain documents, and the requests of both (the
+    mixed documents' after every task's, as one more scored task)."""
+
+    tasks: list[Task]
+    docs: list[MixedDoc]
+    scored: list[Task]  # tasks, then the mixed-document task where there are documents
+    requests: list[Request]
+    layout: Layout
+
+
+def scoring_inputs(profile: Profile, tokenizer) -> ScoringInputs:
+    """The evaluation's requests, in its order. Why one function: a model scored outside the stage (a benchmark) must
+    see the same batches, or top-k routing can turn a padding shape's last bit into another expert."""
+    frames = load_test_frames(profile)
+    tasks = build_tasks(frames, profile.eval, profile.seed, held_out_split_paths(profile))
+    docs = build_mixed(frames, profile.eval, profile.seed)
+    requests, layout = tokenize_tasks(tasks, tokenizer, profile.model.max_seq_len)
+    scored = list(tasks)
+    if docs:  # after every FLEXMIX task: their requests, layout and bootstrap draws stay what they were
+        mixed, requests, layout = append_mixed(requests, layout, docs, tokenizer, profile.model.max_seq_len)
+        scored.append(mixed)
+    return ScoringInputs(tasks, docs, scored, requests, layout)
 
 
 _ORDERED = ("results", "costs", "extras", "skipped", "ablation_rows")  # EvalRun's dicts whose order is the report's

@@ -65,7 +65,8 @@ def write_split(profile: Profile, domain: str, texts: list[str], split: str = "t
 
 
 def tmp_params(tmp_path: Path) -> Path:
-    """The repository's params.yaml with every path under tmp_path, for commands run in a subprocess (FLEXO_PARAMS)."""
+    """The repository's params.yaml with every path under tmp_path, for commands run in a subprocess (FLEXO_PARAMS).
+    Written in params.yaml's order: the domains' order is the experts' order (sorted keys put `academic` first)."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["defaults"]["paths"].update(
         data_dir=str(tmp_path / "data"),
@@ -76,7 +77,7 @@ def tmp_params(tmp_path: Path) -> Path:
         dvc_remotes_dir=str(tmp_path / "remotes"),
     )
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 

@@ -45,7 +45,7 @@ def test_stale_data_cards_stop_training_commands_but_not_the_data_rebuild(tmp_pa
     tiny.setdefault("paths", {})["reports_dir"] = str(tmp_path / "reports")
     tiny["train_public"]["max_epochs"] = 4
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     cards = tmp_path / "reports" / "data" / "cards"
     cards.mkdir(parents=True)
     (cards / "public.json").write_text(json.dumps({"domain": "public", "tokens": {"train": 4000}}))  # 4.1 passes

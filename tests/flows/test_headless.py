@@ -35,7 +35,7 @@ def params_file(tmp_path):
     )
     raw["domains"] = {d: raw["domains"][d] for d in DOMAINS}
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     profile = load_profile("tiny", path)
     rng = np.random.default_rng(0)
     for domain in DOMAINS:

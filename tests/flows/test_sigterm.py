@@ -24,7 +24,7 @@ def _params_under(tmp_path) -> str:
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     raw["profiles"]["tiny"]["paths"] = paths_under(tmp_path)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return str(path)
 
 

@@ -139,7 +139,7 @@ def world(tiny_profile: Profile, tmp_path_factory: pytest.TempPathFactory) -> It
     params = tmp_params(root)  # the same paths as the profile's (paths_under)
     raw = yaml.safe_load(params.read_text())
     raw["defaults"]["registry"].update(ports)
-    params.write_text(yaml.safe_dump(raw))
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in (*URI_VARS, "PREFECT_API_URL")}
     env.update(FLEXO_PARAMS=str(params), PREFECT_HOME=str(root / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     log = root / "flexo-ui.log"

@@ -41,7 +41,7 @@ def _write_variant(tmp_path: Path, mutate) -> Path:
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     mutate(raw)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 

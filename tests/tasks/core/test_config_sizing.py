@@ -43,7 +43,7 @@ def _with_cards(tmp_path: Path, mutate, tokens: dict[str, int]) -> Path:
     raw["profiles"]["tiny"].setdefault("paths", {})["reports_dir"] = str(tmp_path / "reports")
     mutate(raw)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     if not tokens:
         return path
     cards = cards_dir(load_profile("tiny", path, check_data=False))

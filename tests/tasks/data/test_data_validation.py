@@ -141,7 +141,7 @@ def test_user_domain_from_params_yaml_builds_without_code(tmp_path, monkeypatch)
         "reports_dir": str(tmp_path / "reports"),
     }
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    params.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     profile = load_profile("tiny", params)
     built = build_domain(profile, "mine")
     assert built.ingested == 60 and built.accepted == 60 and built.quarantined == 0

@@ -111,7 +111,7 @@ def _params(tmp_path: Path, domains_override: dict) -> Path:
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     raw["profiles"]["tiny"]["domains"] = domains_override
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
@@ -130,7 +130,7 @@ def test_a_profile_cannot_invent_a_domain_or_set_both_kinds_of_source(tmp_path):
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     raw["domains"]["news"]["sources"] = [{"adapter": "fortunes"}]
     both = tmp_path / "both.yaml"
-    both.write_text(yaml.safe_dump(raw))
+    both.write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(ConfigError, match="domains.news: Value error, set exactly one of `source`"):
         load_profile("tiny", both)
 

@@ -27,6 +27,8 @@ from tasks.evaluation.results import (
 )
 from tasks.evaluation.targets import FAILS, HOLDS, NOISE
 from tasks.training import ablations
+from tests.benchmarks.conftest import load_benchmark
+from tests.flows.conftest import tmp_params
 from tests.profiles import paths_under
 from tests.tasks.eval_world import build_world
 
@@ -402,3 +404,26 @@ def test_router_ablations_are_reported_against_the_same_experts(world):
     data = json.loads(result.results_json.read_text())
     assert data["ablations"] == {ablations.row_name(v): reference for v in ablations.LABELS}
     assert data["per_task"][reference] != data["per_task"][FLEX]  # 3 of 8 experts: a different model
+
+
+def test_the_unrestricted_budget_benchmark_reproduces_the_reports_row(tmp_path, tiny_profile, monkeypatch, capsys):
+    """benchmarks/unrestricted_budget.py at the profile's own steps is the evaluation's unrestricted MoE row: the same
+    training, requests, batches and bootstrap draws (its other budgets are then comparable with the report's rows)."""
+    profile = tiny_profile.model_copy(update={"paths": tiny_profile.paths.model_copy(update=paths_under(tmp_path))})
+    build_world(profile)
+    result = evaluate(profile, progress=False)
+    monkeypatch.setenv("FLEXO_PARAMS", str(tmp_params(tmp_path)))
+    out = tmp_path / "unrestricted.json"
+    steps = str(profile.eval.unrestricted_steps)
+    argv = ["unrestricted_budget.py", "--profile", "tiny", "--steps", steps, "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    load_benchmark("unrestricted_budget").main()
+    payload = json.loads(out.read_text())
+    ours = payload["rows"][f"{UNRESTRICTED}, {steps} steps"]
+    report = json.loads(result.results_json.read_text())
+    for table in ("bpb", "accuracy"):
+        for column, cell in report[table][UNRESTRICTED].items():
+            assert ours[table][column] == cell, (table, column)
+        assert payload["minus"][UNRESTRICTED][table]["value"] == 0.0
+    assert payload["extras"]["steps"] == profile.eval.unrestricted_steps
+    assert f"{UNRESTRICTED}, {steps} steps" in capsys.readouterr().out

@@ -155,7 +155,7 @@ def test_shell_command_scores_a_moe_offline(world, tmp_path):
     raw["profiles"]["tiny"]["paths"] = paths_under(root)
     raw["profiles"]["tiny"].setdefault("runtime", {})["num_threads"] = 1
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     folder = subprocess.run(
         [sys.executable, "-m", "tasks.evaluation.lm_eval_cli", "write-tasks", "--profile", "tiny", "--params", params],
         capture_output=True,

@@ -232,7 +232,7 @@ def test_cli_refuses_an_overfitted_expert_with_exit_code_7(profile, tmp_path, mo
     raw["defaults"]["paths"].update(profile.paths.model_dump())
     raw["profiles"]["tiny"].setdefault("router", {})["top_k"] = 2
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw))
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ, "FLEXO_PARAMS": str(params)}
     done = flexo_in_process(monkeypatch, capsys, env, "attack", "math", "--profile", "tiny", "--no-mlflow")
     assert done.returncode == 7, done.stderr

@@ -150,7 +150,7 @@ def test_an_anchor_section_missing_what_its_source_needs_is_refused(tmp_path: Pa
     raw = yaml.safe_load(DEFAULT_PARAMS.read_text())
     raw["profiles"]["tiny"]["anchor"] = anchor
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(ConfigError, match=message):
         load_profile("tiny", path)
 

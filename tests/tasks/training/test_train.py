@@ -232,7 +232,9 @@ def _params_with(tmp_path: Path, section: str, key: str, value) -> Path:
     defaults[section][key] = value
     path = tmp_path / f"{section}-{key}.yaml"
     path.write_text(
-        yaml.safe_dump({"seed": 1, "domains": resolved["domains"], "defaults": defaults, "profiles": {"tiny": {}}})
+        yaml.safe_dump(
+            {"seed": 1, "domains": resolved["domains"], "defaults": defaults, "profiles": {"tiny": {}}}, sort_keys=False
+        )
     )
     return path
 
