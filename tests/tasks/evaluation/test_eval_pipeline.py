@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from tasks.core.artifacts import RunPaths
 from tasks.core.errors import ConfigError, DataError
@@ -406,13 +407,16 @@ def test_router_ablations_are_reported_against_the_same_experts(world):
     assert data["per_task"][reference] != data["per_task"][FLEX]  # 3 of 8 experts: a different model
 
 
-def test_the_unrestricted_budget_benchmark_reproduces_the_reports_row(tmp_path, tiny_profile, monkeypatch, capsys):
+def test_the_unrestricted_budget_benchmark_reproduces_the_reports_row(world, tmp_path, monkeypatch, capsys):
     """benchmarks/unrestricted_budget.py at the profile's own steps is the evaluation's unrestricted MoE row: the same
     training, requests, batches and bootstrap draws (its other budgets are then comparable with the report's rows)."""
-    profile = tiny_profile.model_copy(update={"paths": tiny_profile.paths.model_copy(update=paths_under(tmp_path))})
-    build_world(profile)
-    result = evaluate(profile, progress=False)
-    monkeypatch.setenv("FLEXO_PARAMS", str(tmp_params(tmp_path)))
+    profile, result = world
+    params = tmp_params(tmp_path)  # the world's paths and its one thread (the ablations do not touch this row)
+    raw = yaml.safe_load(params.read_text())
+    raw["defaults"]["paths"].update(paths_under(profile.path("data_dir").parent))
+    raw["profiles"]["tiny"].setdefault("runtime", {})["num_threads"] = profile.runtime.num_threads
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.setenv("FLEXO_PARAMS", str(params))
     out = tmp_path / "unrestricted.json"
     steps = str(profile.eval.unrestricted_steps)
     argv = ["unrestricted_budget.py", "--profile", "tiny", "--steps", steps, "--out", str(out)]
