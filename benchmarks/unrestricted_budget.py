@@ -57,7 +57,7 @@ def main() -> None:
     profile = load_profile(profile=args.profile)
     reference = read_results(RunPaths(profile).eval_dir / "results.json", profile.name)
     profile = profile.model_copy(update={"eval": profile.eval.model_copy(update={"unrestricted_steps": args.steps})})
-    if profile.runtime.num_threads:  # as the evaluation runs: top-k routing turns a reduction's last bit into an expert
+    if profile.runtime.num_threads:  # the evaluation's thread count (`evaluate` sets it the same way)
         torch.set_num_threads(profile.runtime.num_threads)
     device = torch_device(profile)
     tokenizer = load_tokenizer(profile)

@@ -124,8 +124,9 @@ class ScoringInputs:
 
 
 def scoring_inputs(profile: Profile, tokenizer) -> ScoringInputs:
-    """The evaluation's requests, in its order. Why one function: a model scored outside the stage (a benchmark) must
-    see the same batches, or top-k routing can turn a padding shape's last bit into another expert."""
+    """The evaluation's requests, in its order. Why one function: a model scored outside the stage (a benchmark) gets
+    the evaluation's scores only on the same requests in the same batches, and which batch a request lands in depends
+    on every other request (length-sorted packing, the mixed documents included)."""
     frames = load_test_frames(profile)
     tasks = build_tasks(frames, profile.eval, profile.seed, held_out_split_paths(profile))
     docs = build_mixed(frames, profile.eval, profile.seed)
