@@ -27,7 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-PUBLIC = "public"
 EXAMPLE_CHARS = 120  # the start of each owner's best-ranked proxy document, shown so a reader can judge it
 
 
@@ -43,7 +42,7 @@ def main() -> None:
     from model.router import domain_embedding
     from tasks.core.config import load_profile
     from tasks.core.datasets import read_texts
-    from tasks.evaluation.proxy import in_domain_shares, select_proxies
+    from tasks.evaluation.proxy import PUBLIC, in_domain_shares, nearest_centroid, select_proxies
     from tasks.training.route import encode, router_sample, sample_documents
 
     profile = load_profile(profile=args.profile)
@@ -65,10 +64,7 @@ def main() -> None:
     pool_embeddings = embed(largest)
     encode_seconds = time.perf_counter() - encode_started
     rows = {d: centroids[d] for d in owners}
-    names = [*owners, PUBLIC]
-    unit = pool_embeddings / np.linalg.norm(pool_embeddings, axis=1, keepdims=True)
-    stacked = np.stack([rows[d] for d in owners] + [centroids[PUBLIC]])
-    nearest = np.argmax(unit @ (stacked / np.linalg.norm(stacked, axis=1, keepdims=True)).T, axis=1)
+    names, nearest = nearest_centroid(pool_embeddings, rows, centroids[PUBLIC])
 
     results = []
     for size in pools:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,12 +73,10 @@ def main() -> None:
     seconds = time.perf_counter() - started
     per_task = score_model(scored, layout, run.results[UNRESTRICTED], resamples)
     domains = list(profile.domains)
-    row = {
-        "bpb": domain_table(tasks, per_task, domains, "bpb"),
-        "accuracy": domain_table(tasks, per_task, domains, "acc"),
-    }
+    row = {table: domain_table(tasks, per_task, domains, metric) for table, metric in TABLES.items()}
     label = f"{UNRESTRICTED}, {args.steps} steps"
     measured = {t: {c: {"value": s.value, "se": s.se} for c, s in cols.items()} for t, cols in row.items()}
+    rows = {label: measured} | {m: {t: reference[t][m] for t in TABLES if m in reference.get(t, {})} for m in COMPARED}
     payload = {
         "benchmark": "unrestricted_budget",
         "profile": profile.name,
@@ -88,9 +86,8 @@ def main() -> None:
         "extras": run.extras.get(UNRESTRICTED, {}),
         "seconds": round(seconds, 1),
         "machine": reference.get("machine"),
-        "rows": {label: measured}
-        | {m: {t: reference[t][m] for t in TABLES if m in reference.get(t, {})} for m in COMPARED},
-        "minus": {m: _gaps(measured, reference, m) for m in COMPARED},
+        "rows": rows,
+        "minus": {m: _gaps(rows, label, m) for m in COMPARED},
     }
     text = json.dumps(payload, indent=1)
     print(text)
@@ -100,14 +97,16 @@ def main() -> None:
     print(_table(payload, label))
 
 
-def _gaps(measured: dict, reference: dict, model: str) -> dict:
-    """The new row minus a results.json row, per table's average, with the unpaired SE."""
+def _gaps(rows: dict, label: str, model: str) -> dict:
+    """`label`'s row minus `model`'s, per table's average, as the targets compute a gap (`targets.Scores`): without
+    results.json's paired SEs, the unpaired sqrt(se_a² + se_b²)."""
+    from tasks.evaluation.targets import Scores
+
     out = {}
     for table in TABLES:
-        theirs = reference.get(table, {}).get(model, {}).get("average")
-        ours = measured[table].get("average")
-        if theirs and ours:
-            out[table] = {"value": ours["value"] - theirs["value"], "se": math.hypot(ours["se"], theirs["se"])}
+        cells = {name: row[table] for name, row in rows.items() if "average" in row.get(table, {})}
+        if label in cells and model in cells:
+            out[table] = asdict(Scores({table: cells}, table).gap(label, model, "average"))
     return out
 
 

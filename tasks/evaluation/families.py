@@ -49,6 +49,7 @@ from tasks.evaluation.results import (
     FLEX_RT,
     NO_COORD,
     PROMPT,
+    PROXY_IN_DOMAIN,
     PUBLIC,
     SOUP_UNIFORM,
     SOUP_WEIGHTED,
@@ -296,7 +297,7 @@ def router_tuned(run: EvalRun, data: str) -> tuple[FlexOlmoForCausalLM, dict[str
     )
     losses = _train(run, tuned, training)
     set_top_k(tuned, run.default_k)
-    shares = {f"proxy_in_domain_{d}": share for d, share in proxies.in_domain.items()} if proxies else {}
+    shares = {PROXY_IN_DOMAIN.format(domain=d): share for d, share in proxies.in_domain.items()} if proxies else {}
     return tuned, {**_router_losses(losses), "proxy_sets": float(len(texts)), **shares}
 
 

@@ -53,13 +53,20 @@ def in_domain_shares(
     would. Why: a proxy set is only the pool's documents *nearest* the owner; where the pool holds little of the
     domain they are still nearer the public mix, and router tuning on them has nothing that teaches it to route the
     domain to its expert."""
-    names = [*centroids, PUBLIC]
     unit = _unit(embeddings)
-    nearest = np.argmax(unit @ _unit(np.stack([*centroids.values(), public_centroid])).T, axis=1)
+    names, nearest = nearest_centroid(embeddings, centroids, public_centroid)
     return {
         domain: float(np.mean(nearest[_ranked(unit, centroid, per_domain)] == names.index(domain)))
         for domain, centroid in centroids.items()
     }
+
+
+def nearest_centroid(
+    embeddings: np.ndarray, centroids: Mapping[str, np.ndarray], public_centroid: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """(names: the domains, then public; per embedding, the index in names of its nearest centroid by cosine)."""
+    nearest = np.argmax(_unit(embeddings) @ _unit(np.stack([*centroids.values(), public_centroid])).T, axis=1)
+    return [*centroids, PUBLIC], nearest
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ FLEX = "FlexOlmo (no RT)"
 FLEX_RT = "FlexOlmo (RT, public)"
 UNRESTRICTED = "unrestricted MoE"
 NO_COORD = "ablation: no coordinated training"
+PROXY_IN_DOMAIN = "proxy_in_domain_{domain}"  # router tuning's extras: each proxy set's in-domain share
 
 
 def served_flex_row(models: Container[str]) -> str:

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.evaluation.results import FLEX_RT
+from tasks.evaluation.results import FLEX_RT, PROXY_IN_DOMAIN
 
 MASS_KEY = re.compile(r"val_router_mass_l(\d+)$")
-PROXY_SHARE = "proxy_in_domain_{domain}"
 PUBLIC = "public"  # the public domain (and the public FFN's name among the experts)
 
 
@@ -123,7 +122,7 @@ def expert_reach(payload: dict, training: dict[str, dict], served: str, domains:
     for domain in domains:
         trained = coordinated_mass(training.get(f"expert {domain}"))
         merged = route.own(domain) if route else None
-        share = proxies.get(PROXY_SHARE.format(domain=domain))
+        share = proxies.get(PROXY_IN_DOMAIN.format(domain=domain))
         if trained is None and merged is None:
             continue
         entry = f"{domain} {_num(trained, 2)} → {_num(merged, 3)}"
