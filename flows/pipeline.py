@@ -1,7 +1,7 @@
 """Flow `pipeline`: data → public → one expert per owner → assemble → [ablate] → evaluate → attack, with one summary.
 
 Thin wiring: every step is a cached Prefect task (`flows.runner`). Expert subflows run concurrently up to
-`orchestration.max_parallel_experts` (the `gpu` tag limit still serialises trainings); a failed domain never stops the
+`orchestration.max_parallel_experts` (the `gpu` slots still serialise trainings); a failed domain never stops the
 others, and the summary (Prefect artifact + reports/pipeline_summary.json) says which failed and why, and what it
 reused.
 
@@ -29,7 +29,7 @@ from flows.evaluate import evaluate
 from flows.expert import expert
 from flows.inputs import as_profile, weights_sha
 from flows.outcomes import Outcome, as_rows, finish, notify, outcomes_from, publish, upstream_missing, write_summary
-from flows.placement import ensure_gpu_limit
+from flows.placement import place_gpu_limit
 from flows.public import public
 from model.memory import PeakWindow
 from tasks.core import tracking
@@ -204,7 +204,7 @@ def pipeline(
     (it runs only where `ablation.variants` names some)."""
     p = as_profile(profile)
     owners = domains or p.closed_domains
-    ensure_gpu_limit(p.orchestration.gpu_slots)
+    place_gpu_limit(p.orchestration.gpu_slots)
     started = time.perf_counter()
     chosen = list(stages or DEFAULT_STAGES)
     if ablations and "ablate" not in chosen:

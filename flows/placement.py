@@ -1,17 +1,31 @@
 """Where a step may run: an owner's worker runs only its own domain, and a GPU step holds one of the `gpu` slots.
 
-Why a module of its own: `flexo worker` and `flexo deploy` need these two rules without importing the areas' code
-(torch, the registry) that the step registry pulls in.
+Why a module of its own: `flexo worker` and `flexo deploy` need these rules without importing the areas' code (torch,
+the registry) that the step registry pulls in.
+
+Two kinds of slot. Every GPU step holds one of this process's `orchestration.gpu_slots` (a semaphore), which is all
+that `flexo run` on its own temporary Prefect server needs: that server has no other client. On a server a user
+configured (`PREFECT_API_URL`, where deployments and workers share it), the steps also hold the server's tag-based
+concurrency limit `gpu`, which holds across processes and machines. The temporary server gets no such limit on
+purpose: acquiring a slot writes a lease to its SQLite database, which is usually locked by the events of the step
+before, and Prefect's client then waits 2 s before it asks again (measured: a 1 s step took 3.1-3.5 s with the limit,
+1.01 s without; Prefect issue #18934), about 25 s of every `flexo run`.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tasks.core.errors import ConfigError
 
 OWNER_ENV = "FLEXO_OWNER_DOMAIN"  # set by `flexo worker --owner`: that worker runs only its own domain's flows
 GPU_TAG = "gpu"  # tag-based concurrency limit: one worker never runs two GPU trainings at once
+
+_process_slots: dict[int, threading.BoundedSemaphore] = {}
+_process_slots_lock = threading.Lock()
 
 
 def check_owner(domain: str | None) -> None:
@@ -23,9 +37,50 @@ def check_owner(domain: str | None) -> None:
         )
 
 
+@contextmanager
+def process_gpu_slot(slots: int) -> Iterator[None]:
+    """Hold one of this process's `slots` GPU slots for the duration (steps of parallel expert subflows wait here)."""
+    with _process_slots_lock:
+        semaphore = _process_slots.setdefault(slots, threading.BoundedSemaphore(slots))
+    with semaphore:
+        yield
+
+
+def on_temporary_server() -> bool:
+    """Whether Prefect's client talks to the temporary server a flexo command starts for itself (no API URL set)."""
+    from prefect.settings import get_current_settings
+
+    return not get_current_settings().api.url
+
+
 def ensure_gpu_limit(slots: int) -> None:
     """Create (or update) the tag-based concurrency limit `gpu` on the Prefect server in use."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=GPU_TAG, concurrency_limit=slots)
+
+
+def drop_gpu_limit() -> bool:
+    """Delete the tag-based limit `gpu` from the server in use, if it has one (an older flexo left it in the temporary
+    server's database); returns whether there was one."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_concurrency_limit_by_tag(tag=GPU_TAG)
+        except ObjectNotFound:
+            return False
+    return True
+
+
+def place_gpu_limit(slots: int, temporary: bool | None = None) -> str:
+    """The `gpu` limit a pipeline run needs on the server in use: none on the temporary server (the process's own
+    slots suffice, see the module docstring), the tag limit on a configured one. Returns which: "process" or
+    "server"."""
+    if on_temporary_server() if temporary is None else temporary:
+        drop_gpu_limit()
+        return "process"
+    ensure_gpu_limit(slots)
+    return "server"

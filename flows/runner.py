@@ -2,13 +2,15 @@
 
 Each step becomes a task cached on its inputs (the profile, content hashes of its data and upstream weights, its code
 fingerprint) and its body's source, so an unchanged rerun is a cache hit and a changed data set, weight file or
-source file is not; retried with backoff where it can fail transiently; tagged `gpu` where it trains or runs a model.
+source file is not; retried with backoff where it can fail transiently; tagged `gpu` where it trains or runs a model,
+and then holding one of the process's GPU slots as well (`flows.placement`).
 """
 
 from __future__ import annotations
 
 import inspect
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 from flows.bodies import BODIES
 from flows.mlflow_logging import data_reads
 from flows.outcomes import Outcome, notify
-from flows.placement import GPU_TAG
+from flows.placement import GPU_TAG, process_gpu_slot
 from flows.steps import STEPS
 from tasks.core import tracking
 from tasks.core.config import Profile
@@ -104,7 +106,8 @@ def run_step(
         task_run_name=f"{step}-{domain}" if domain else step, refresh_cache=True if refresh else None
     )
     reads, context = data_reads(step, profile, domain)
-    with tracking.reading(profile, reads, context):  # logged by the step's stage run, if it opens one
+    slot = process_gpu_slot(profile.orchestration.gpu_slots) if task.tags else nullcontext()
+    with slot, tracking.reading(profile, reads, context):  # logged by the step's stage run, if it opens one
         state = task(profile, *args, return_state=True, **kwargs)
     outcome = _outcome(stage, step, domain, state, time.perf_counter() - started)
     notify(stage, step, domain, outcome.status)

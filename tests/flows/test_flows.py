@@ -9,9 +9,9 @@ import pytest
 
 from flows.bodies import BODIES
 from flows.expert import expert
-from flows.outcomes import StepsFailed
+from flows.outcomes import Outcome, StepsFailed
 from flows.pipeline import pipeline
-from flows.placement import GPU_TAG, OWNER_ENV, ensure_gpu_limit
+from flows.placement import GPU_TAG, OWNER_ENV, ensure_gpu_limit, on_temporary_server, place_gpu_limit
 from flows.runner import run_step
 from flows.steps import STEPS, Step
 from tasks.core.artifacts import RunPaths
@@ -124,3 +124,61 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
             time.sleep(0.5)
     tags = sorted((run.state_name, sorted(run.tags)) for run in runs)
     assert tags == [("Cached", []), ("Completed", [GPU_TAG])], tags
+
+
+def _gpu_interval(profile, token: str, hold_s: float) -> dict:
+    """A gpu-tagged step body that says when it ran (perf_counter is one clock for the whole process)."""
+    started = time.perf_counter()
+    time.sleep(hold_s)
+    return {"token": token, "start": started, "end": time.perf_counter()}
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypatch, slots: int) -> None:
+    """Parallel expert subflows are threads calling run_step: with the server's `gpu` limit gone (as on the temporary
+    server), the process's own slots alone keep two GPU steps from overlapping when there is one, and let them
+    overlap when there are two."""
+    import threading
+    import uuid
+
+    monkeypatch.setitem(STEPS, "gpu_interval", Step(_gpu_interval, "core", gpu=True))
+    monkeypatch.setitem(BODIES, "gpu_interval", _gpu_interval)
+    profile = world.model_copy(update={"orchestration": world.orchestration.model_copy(update={"gpu_slots": slots})})
+    assert place_gpu_limit(slots, temporary=True) == "process"
+    tokens = [uuid.uuid4().hex for _ in range(2)]
+    outcomes: dict[str, Outcome] = {}
+    try:
+        threads = [
+            threading.Thread(target=lambda t=t: outcomes.update({t: run_step("test", "gpu_interval", profile, t, 1.0)}))
+            for t in tokens
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        ensure_gpu_limit(1)  # the harness server's limit as the other tests expect it
+    assert [outcomes[t].status for t in tokens] == ["completed", "completed"], outcomes
+    first, second = sorted((outcomes[t].result["start"], outcomes[t].result["end"]) for t in tokens)
+    overlap = first[1] > second[0]
+    assert overlap == (slots == 2), (first, second)
+
+
+def test_the_temporary_server_gets_no_gpu_limit_a_configured_one_does(world) -> None:
+    """On the temporary server a pipeline drops the `gpu` tag limit (an older flexo left one in its database: each
+    acquisition there waits on SQLite, about 2 s per step); on a configured server it sets it to `gpu_slots`."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    assert not on_temporary_server()  # the harness configures its server's URL, as a user's server would be
+    ensure_gpu_limit(1)
+    try:
+        assert place_gpu_limit(1, temporary=True) == "process"
+        with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
+            client.read_concurrency_limit_by_tag(GPU_TAG)
+        assert place_gpu_limit(1, temporary=True) == "process"  # none there: nothing to drop, no error
+        assert place_gpu_limit(3, temporary=False) == "server"
+        with get_client(sync_client=True) as client:
+            assert client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit == 3
+    finally:
+        ensure_gpu_limit(1)
