@@ -4,12 +4,12 @@ Why a module of its own: `flexo worker` and `flexo deploy` need these rules with
 the registry) that the step registry pulls in.
 
 Two kinds of slot. Every GPU step holds one of this process's `orchestration.gpu_slots` (a semaphore), which is all
-that `flexo run` on its own temporary Prefect server needs: that server has no other client. On a server a user
-configured (`PREFECT_API_URL`, where deployments and workers share it), the steps also hold the server's tag-based
-concurrency limit `gpu`, which holds across processes and machines. The temporary server gets no such limit on
-purpose: acquiring a slot writes a lease to its SQLite database, which is usually locked by the events of the step
-before, and Prefect's client then waits 2 s before it asks again (measured: a 1 s step took 3.1-3.5 s with the limit,
-1.01 s without; Prefect issue #18934), about 25 s of every `flexo run`.
+that a run on a Prefect server of its own needs: flexo's temporary server (or Prefect's test harness) has no other
+client. On a server a user configured (`PREFECT_API_URL`, shared by deployments and workers), the steps also hold the
+server's tag-based concurrency limit `gpu`, which holds across processes and machines. A server of the process's own
+gets no such limit on purpose: acquiring a slot writes a lease to its SQLite database, which the events of the step
+before usually still lock, and Prefect's client then waits 2 s before it asks again (measured: a 1 s step took
+3.1-3.5 s with the limit, 1.01 s without; Prefect issue #18934), about 25 s of every `flexo run`.
 """
 
 from __future__ import annotations
@@ -46,11 +46,17 @@ def process_gpu_slot(slots: int) -> Iterator[None]:
         yield
 
 
-def on_temporary_server() -> bool:
-    """Whether Prefect's client talks to the temporary server a flexo command starts for itself (no API URL set)."""
+def on_own_server() -> bool:
+    """Whether Prefect's client talks to a server this process started for itself: flexo's temporary server (no API
+    URL configured), or the one Prefect's test harness started and configured."""
+    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import get_current_settings
 
-    return not get_current_settings().api.url
+    url = get_current_settings().api.url
+    if not url:
+        return True
+    own = SubprocessASGIServer()  # the process's default server, if it started one
+    return own.running and url.rstrip("/") == own.api_url
 
 
 def ensure_gpu_limit(slots: int) -> None:
@@ -75,11 +81,10 @@ def drop_gpu_limit() -> bool:
     return True
 
 
-def place_gpu_limit(slots: int, temporary: bool | None = None) -> str:
-    """The `gpu` limit a pipeline run needs on the server in use: none on the temporary server (the process's own
-    slots suffice, see the module docstring), the tag limit on a configured one. Returns which: "process" or
-    "server"."""
-    if on_temporary_server() if temporary is None else temporary:
+def place_gpu_limit(slots: int, own_server: bool | None = None) -> str:
+    """The `gpu` limit a pipeline run needs on the server in use: none on a server of the process's own (its slots
+    suffice, see the module docstring), the tag limit on a configured one. Returns which: "process" or "server"."""
+    if on_own_server() if own_server is None else own_server:
         drop_gpu_limit()
         return "process"
     ensure_gpu_limit(slots)

@@ -59,9 +59,10 @@ def prefect_task(name: str, profile: Profile, occupy_gpu: bool = True) -> Any:
 
 def _cache_hit(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether Prefect holds a cached result for this call, asked the way the task engine asks (same cache policy,
-    same result store). Why: the engine takes the `gpu` tag's concurrency slot *before* it looks at the cache, and each
-    acquisition on the ephemeral server waits about a second, so a cached rerun spent half its time queueing for a GPU
-    it never used. A cache hit therefore runs untagged; anything uncertain keeps the tag."""
+    same result store). Why: the engine takes the `gpu` tag's concurrency slot *before* it looks at the cache, and on a
+    server with the `gpu` limit (SQLite-backed) an acquisition often waits about 2 s, so a cached rerun spent half its
+    time queueing for a GPU it never used. A cache hit therefore runs untagged and takes no process slot either;
+    anything uncertain keeps the tag."""
     from prefect.results import get_result_store
 
     try:

@@ -338,7 +338,7 @@ class OrchestrationConfig(_Strict):
     max_parallel_experts: int = Field(1, ge=1)
     retries: int = Field(2, ge=0)
     retry_delay_seconds: list[float] = Field(default_factory=lambda: [2.0, 8.0])
-    gpu_slots: int = Field(1, ge=1)  # tag-based concurrency limit `gpu`: trainings one Prefect server runs at once
+    gpu_slots: int = Field(1, ge=1)  # GPU steps at once per process; on a configured server also its `gpu` tag limit
     work_pool_prefix: str = "flexo-"  # an owner's process work pool is <prefix><owner>; the shared one <prefix>shared
     dense_models: bool = True  # the expert flow also trains the dense domain model (evaluation baselines, attack)
     server_startup_timeout_s: int = Field(180, gt=0)  # ephemeral Prefect server start on a busy 2-core machine

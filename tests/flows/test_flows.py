@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,7 +12,7 @@ from flows.bodies import BODIES
 from flows.expert import expert
 from flows.outcomes import Outcome, StepsFailed
 from flows.pipeline import pipeline
-from flows.placement import GPU_TAG, OWNER_ENV, ensure_gpu_limit, on_temporary_server, place_gpu_limit
+from flows.placement import GPU_TAG, OWNER_ENV, drop_gpu_limit, ensure_gpu_limit, on_own_server, place_gpu_limit
 from flows.runner import run_step
 from flows.steps import STEPS, Step
 from tasks.core.artifacts import RunPaths
@@ -95,6 +96,16 @@ def _gpu_probe(profile, token: str, code: str) -> dict:
     return {"token": token}
 
 
+@pytest.fixture
+def server_gpu_limit() -> Iterator[None]:
+    """The tag limit `gpu` = 1 on the harness's server, as on a configured server; dropped afterwards, the state a
+    pipeline leaves a server of its own process in."""
+    ensure_gpu_limit(1)
+    yield
+    drop_gpu_limit()
+
+
+@pytest.mark.usefixtures("server_gpu_limit")
 def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None:
     """Prefect takes a tag's concurrency slot before it looks at the cache; a cached gpu step must run untagged so an
     unchanged rerun does not wait (about a second per step) for a GPU it will not use. A miss keeps the tag."""
@@ -106,7 +117,6 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     monkeypatch.setitem(STEPS, "gpu_probe", Step(_gpu_probe, "core", gpu=True))
     monkeypatch.setitem(BODIES, "gpu_probe", _gpu_probe)
     token = uuid.uuid4().hex  # a fresh cache key: results persist across test sessions
-    ensure_gpu_limit(1)
     first = run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     second = run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     assert (first.status, second.status) == ("completed", "cached") and second.result["token"] == token
@@ -135,8 +145,8 @@ def _gpu_interval(profile, token: str, hold_s: float) -> dict:
 
 @pytest.mark.parametrize("slots", [1, 2])
 def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypatch, slots: int) -> None:
-    """Parallel expert subflows are threads calling run_step: with the server's `gpu` limit gone (as on the temporary
-    server), the process's own slots alone keep two GPU steps from overlapping when there is one, and let them
+    """Parallel expert subflows are threads calling run_step: with the server's `gpu` limit gone (as on a server of
+    the process's own), the process's slots alone keep two GPU steps from overlapping when there is one, and let them
     overlap when there are two."""
     import threading
     import uuid
@@ -144,12 +154,12 @@ def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypat
     monkeypatch.setitem(STEPS, "gpu_interval", Step(_gpu_interval, "core", gpu=True))
     monkeypatch.setitem(BODIES, "gpu_interval", _gpu_interval)
     profile = world.model_copy(update={"orchestration": world.orchestration.model_copy(update={"gpu_slots": slots})})
-    assert place_gpu_limit(slots, temporary=True) == "process"
+    assert place_gpu_limit(slots, own_server=True) == "process"
     tokens = [uuid.uuid4().hex for _ in range(2)]
     outcomes: dict[str, Outcome] = {}
     try:
         threads = [
-            threading.Thread(target=lambda t=t: outcomes.update({t: run_step("test", "gpu_interval", profile, t, 1.0)}))
+            threading.Thread(target=lambda t=t: outcomes.update({t: run_step("test", "gpu_interval", profile, t, 0.5)}))
             for t in tokens
         ]
         for thread in threads:
@@ -157,28 +167,32 @@ def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypat
         for thread in threads:
             thread.join(timeout=120)
     finally:
-        ensure_gpu_limit(1)  # the harness server's limit as the other tests expect it
+        drop_gpu_limit()  # the harness's server as a pipeline leaves it: no tag limit
     assert [outcomes[t].status for t in tokens] == ["completed", "completed"], outcomes
     first, second = sorted((outcomes[t].result["start"], outcomes[t].result["end"]) for t in tokens)
     overlap = first[1] > second[0]
     assert overlap == (slots == 2), (first, second)
 
 
-def test_the_temporary_server_gets_no_gpu_limit_a_configured_one_does(world) -> None:
-    """On the temporary server a pipeline drops the `gpu` tag limit (an older flexo left one in its database: each
-    acquisition there waits on SQLite, about 2 s per step); on a configured server it sets it to `gpu_slots`."""
+def test_a_server_of_the_process_own_gets_no_gpu_limit_a_configured_one_does(world) -> None:
+    """A pipeline on a server its process started (the harness's here, flexo's temporary one in `flexo run`) drops the
+    `gpu` tag limit (an older flexo left one in its database: each acquisition there waits on SQLite, about 2 s per
+    step); on a configured server it sets it to `gpu_slots`."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    assert not on_temporary_server()  # the harness configures its server's URL, as a user's server would be
+    assert on_own_server()  # the harness's server, started by this process
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert not on_own_server()  # a server someone else runs
     ensure_gpu_limit(1)
     try:
-        assert place_gpu_limit(1, temporary=True) == "process"
+        assert place_gpu_limit(1) == "process"
         with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
             client.read_concurrency_limit_by_tag(GPU_TAG)
-        assert place_gpu_limit(1, temporary=True) == "process"  # none there: nothing to drop, no error
-        assert place_gpu_limit(3, temporary=False) == "server"
+        assert place_gpu_limit(1) == "process"  # none there: nothing to drop, no error
+        assert place_gpu_limit(3, own_server=False) == "server"
         with get_client(sync_client=True) as client:
             assert client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit == 3
     finally:
-        ensure_gpu_limit(1)
+        drop_gpu_limit()
