@@ -2,8 +2,8 @@
 
 Each step becomes a task cached on its inputs (the profile, content hashes of its data and upstream weights, its code
 fingerprint) and its body's source, so an unchanged rerun is a cache hit and a changed data set, weight file or
-source file is not; retried with backoff where it can fail transiently; tagged `gpu` where it trains or runs a model,
-and then holding one of the process's GPU slots as well (`flows.placement`).
+source file is not; retried with backoff where it can fail transiently. A step that trains or runs a model holds one of
+the process's GPU slots, and on a configured Prefect server it is also tagged `gpu` (`flows.placement`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from flows.bodies import BODIES
 from flows.mlflow_logging import data_reads
 from flows.outcomes import Outcome, notify
-from flows.placement import GPU_TAG, process_gpu_slot
+from flows.placement import GPU_TAG, on_own_server, process_gpu_slot
 from flows.steps import STEPS
 from tasks.core import tracking
 from tasks.core.config import Profile
@@ -39,7 +39,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 
 def prefect_task(name: str, profile: Profile, occupy_gpu: bool = True) -> Any:
     """The Prefect task for step `name`: cached on inputs + source, retried with backoff where the step can fail
-    transiently, tagged `gpu` where it trains or runs a model (unless `occupy_gpu` is False: see `_cache_hit`)."""
+    transiently, tagged `gpu` where it trains or runs a model unless `occupy_gpu` is False (on a server of the
+    process's own, `flows.placement`; for a cache hit, `_cache_hit`)."""
     from prefect import task
     from prefect.cache_policies import INPUTS, NONE, TASK_SOURCE
 
@@ -100,14 +101,15 @@ def run_step(
     started = time.perf_counter()
     notify(stage, step, domain, "running")
     refresh = refresh or (expect is not None and not Path(expect).exists())
-    task = prefect_task(step, profile)
+    gpu = STEPS[step].gpu
+    task = prefect_task(step, profile, occupy_gpu=gpu and not on_own_server())
     if task.tags and not refresh and _cache_hit(task, (profile, *args), kwargs):
-        task = prefect_task(step, profile, occupy_gpu=False)  # a cache hit occupies no GPU slot
+        task, gpu = prefect_task(step, profile, occupy_gpu=False), False  # a cache hit occupies no GPU slot
     task = task.with_options(
         task_run_name=f"{step}-{domain}" if domain else step, refresh_cache=True if refresh else None
     )
     reads, context = data_reads(step, profile, domain)
-    slot = process_gpu_slot(profile.orchestration.gpu_slots) if task.tags else nullcontext()
+    slot = process_gpu_slot(profile.orchestration.gpu_slots) if gpu else nullcontext()
     with slot, tracking.reading(profile, reads, context):  # logged by the step's stage run, if it opens one
         state = task(profile, *args, return_state=True, **kwargs)
     outcome = _outcome(stage, step, domain, state, time.perf_counter() - started)

@@ -7,15 +7,24 @@ credentials kept in `.dvc/config.local`) from `domains.<d>.remote`.
 Two layouts are supported: in a repository whose dvc.yaml has the `split` foreach stage, `data/<domain>` is that
 stage's output (`dvc commit split@<domain>` records it, the output's `remote:` names the owner); elsewhere (a fresh
 repository, a user's own project) `dvc add data/<domain>` writes `data/<domain>.dvc` with `remote: <owner>`.
+
+DVC runs in this process through its Python API (`dvc.repo.Repo`, one per operation, so each reads the config afresh
+as a CLI call would): a `dvc` command per operation started an interpreter and imported DVC each time, about 0.8 s,
+three per domain. `dvc()` still runs the CLI, for what a user would type.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -24,7 +33,11 @@ from tasks.core.config import Profile
 from tasks.core.datasets import dataset_hash
 from tasks.core.errors import DataError
 
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
 DVC_ENV = {"DVC_NO_ANALYTICS": "1", "DVC_DAEMON": "0"}
+_CWD_LOCK = threading.Lock()  # the working directory is the process's: one DVC operation at a time
 
 
 @dataclass(frozen=True)
@@ -59,14 +72,47 @@ def dvc(repo: Path, *args: str) -> str:
     return proc.stdout
 
 
+@contextlib.contextmanager
+def _inside(repo: Path, operation: str) -> Iterator[None]:
+    """Run DVC's Python API from inside `repo`, as its CLI runs (DVC's internals, the run cache among them, read paths
+    relative to the working directory; `flexo` commands already run from the repository root, so there it does not
+    change), with DVC's INFO messages off as the CLI's `-q` has them; a DVC failure becomes a DataError naming the
+    operation, the repository and DVC's own message."""
+    from dvc.exceptions import DvcException
+
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    try:
+        with _CWD_LOCK, contextlib.chdir(repo):
+            dvc_logger.setLevel(logging.WARNING)
+            yield
+    except DvcException as exc:
+        raise DataError(f"`dvc {operation}` failed in {repo}: {exc}") from exc
+    finally:
+        dvc_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def dvc_repo(repo: Path, operation: str) -> Iterator[Repo]:
+    """DVC's `Repo` on `repo` for one operation (`_inside` it)."""
+    from dvc.repo import Repo
+
+    with _inside(repo, operation), Repo(str(repo)) as opened:
+        yield opened
+
+
 def ensure_dvc(repo: Path) -> None:
     """`dvc init` (analytics off) if the repository has no .dvc yet; a git repository is required."""
+    from dvc.repo import Repo
+
     if (repo / ".dvc").is_dir():
         return
     if not (repo / ".git").exists():
         raise DataError(f"{repo}: not a git repository; run `git init` there first (DVC metadata is versioned by git)")
-    dvc(repo, "init", "-q")
-    dvc(repo, "config", "core.analytics", "false")
+    with _inside(repo, "init"):
+        Repo.init(str(repo)).close()
+    with dvc_repo(repo, "config core.analytics false") as opened, opened.config.edit() as conf:
+        conf["core"]["analytics"] = "false"
 
 
 def remote_url(profile: Profile, domain: str, repo: Path) -> str:
@@ -83,7 +129,8 @@ def remote_url(profile: Profile, domain: str, repo: Path) -> str:
 def ensure_remote(profile: Profile, domain: str, repo: Path) -> tuple[str, str]:
     """Add (or update) the DVC remote named after the domain's owner; returns (name, url)."""
     name, url = profile.domains[domain].owner, remote_url(profile, domain, repo)
-    dvc(repo, "remote", "add", "-f", name, url)
+    with dvc_repo(repo, f"remote add -f {name} {url}") as opened, opened.config.edit() as conf:
+        conf["remote"][name] = {"url": url}  # as `dvc remote add -f` does: a local path is stored relative to .dvc/
     return name, url
 
 
@@ -106,18 +153,20 @@ def version_domain(profile: Profile, domain: str, push: bool = True) -> VersionR
     rel = data_dir.relative_to(repo).as_posix()
     if _stage_tracks(repo, domain):
         target = f"split@{domain}"
-        # record the whole chain, so `dvc repro` sees it up to date (one CLI call: each start costs about a second)
-        dvc(repo, "commit", "-f", "-q", *(f"{stage}@{domain}" for stage in ("ingest", "validate", "split")))
+        # record the whole chain, so `dvc repro` sees it up to date
+        commit(repo, [f"{stage}@{domain}" for stage in ("ingest", "validate", "split")])
         tracked = f"dvc.lock:{target}"
     else:
-        dvc(repo, "add", "-q", rel)
+        with dvc_repo(repo, f"add {rel}") as opened:
+            opened.add(rel)
         dvc_file = repo / f"{rel}.dvc"
         meta = yaml.safe_load(dvc_file.read_text(encoding="utf-8"))
         meta["outs"][0]["remote"] = remote  # this output goes to its owner's remote, whatever the default is
         dvc_file.write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         target, tracked = f"{rel}.dvc", f"{rel}.dvc"
     if push:
-        dvc(repo, "push", "-q", target)
+        with dvc_repo(repo, f"push {target}") as opened:
+            opened.push(targets=[target])
     return VersionResult(domain, profile.domains[domain].owner, remote, url, md5, tracked, push)
 
 
@@ -164,5 +213,12 @@ def record_shared_stages(profile: Profile) -> list[str]:
     if not chosen:
         return []
     ensure_dvc(repo)
-    dvc(repo, "commit", "-f", "-q", *chosen)
+    commit(repo, chosen)
     return chosen
+
+
+def commit(repo: Path, targets: list[str]) -> None:
+    """`dvc commit -f` of each target: record its outputs' current hashes in dvc.lock (or its .dvc file)."""
+    with dvc_repo(repo, "commit -f " + " ".join(targets)) as opened:
+        for target in targets:
+            opened.commit(target, force=True)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from flows import runner
 from flows.bodies import BODIES
 from flows.expert import expert
 from flows.outcomes import Outcome, StepsFailed
 from flows.pipeline import pipeline
-from flows.placement import GPU_TAG, OWNER_ENV, drop_gpu_limit, ensure_gpu_limit, on_own_server, place_gpu_limit
+from flows.placement import GPU_TAG, OWNER_ENV, on_own_server, place_gpu_limit
 from flows.runner import run_step
 from flows.steps import STEPS, Step
 from tasks.core.artifacts import RunPaths
@@ -96,23 +98,48 @@ def _gpu_probe(profile, token: str, code: str) -> dict:
     return {"token": token}
 
 
+def _gpu_limit_gone() -> None:
+    """No tag limit `gpu` on the harness's server (a test that made one leaves it out of the next)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectNotFound):
+        client.delete_concurrency_limit_by_tag(tag=GPU_TAG)
+
+
 @pytest.fixture
-def server_gpu_limit() -> Iterator[None]:
-    """The tag limit `gpu` = 1 on the harness's server, as on a configured server; dropped afterwards, the state a
-    pipeline leaves a server of its own process in."""
-    ensure_gpu_limit(1)
+def configured_server(monkeypatch) -> Iterator[None]:
+    """The harness's server treated as one a user configured (shared with other processes): GPU steps are tagged and
+    the tag limit `gpu` = 1 is there."""
+    monkeypatch.setattr(runner, "on_own_server", lambda: False)
+    assert place_gpu_limit(1, own_server=False) == "server"
     yield
-    drop_gpu_limit()
+    _gpu_limit_gone()
 
 
-@pytest.mark.usefixtures("server_gpu_limit")
-def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None:
-    """Prefect takes a tag's concurrency slot before it looks at the cache; a cached gpu step must run untagged so an
-    unchanged rerun does not wait (about a second per step) for a GPU it will not use. A miss keeps the tag."""
-    import uuid
-
+def _final_task_runs(name: str, count: int) -> list:
+    """The task runs called `name` once the server has recorded `count` of them in a final state (Prefect 3 reports
+    task-run states as events, which the server records asynchronously: CI once read a run still "Running")."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    run_filter = TaskRunFilter(name=TaskRunFilterName(any_=[name]))
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(task_run_filter=run_filter)
+            if (
+                len(runs) == count and all(r.state and r.state.is_final() for r in runs)
+            ) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
+
+
+@pytest.mark.usefixtures("configured_server")
+def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None:
+    """Prefect takes a tag's concurrency slot before it looks at the cache; a cached gpu step must run untagged so an
+    unchanged rerun does not wait (about 2 s per step) for a GPU it will not use. A miss keeps the tag."""
+    import uuid
 
     monkeypatch.setitem(STEPS, "gpu_probe", Step(_gpu_probe, "core", gpu=True))
     monkeypatch.setitem(BODIES, "gpu_probe", _gpu_probe)
@@ -120,24 +147,13 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     first = run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     second = run_step("test", "gpu_probe", world, token, "code-v1", domain=token[:8])
     assert (first.status, second.status) == ("completed", "cached") and second.result["token"] == token
-    # Prefect 3 reports task-run states to the server as events, which it records asynchronously: wait until both
-    # runs have reached a final state there (CI once read the second run while the server still said "Running").
-    run_filter = TaskRunFilter(name=TaskRunFilterName(any_=[f"gpu_probe-{token[:8]}"]))
-    deadline = time.monotonic() + 60
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = client.read_task_runs(task_run_filter=run_filter)
-            if (
-                len(runs) == 2 and all(run.state and run.state.is_final() for run in runs)
-            ) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+    runs = _final_task_runs(f"gpu_probe-{token[:8]}", 2)
     tags = sorted((run.state_name, sorted(run.tags)) for run in runs)
     assert tags == [("Cached", []), ("Completed", [GPU_TAG])], tags
 
 
 def _gpu_interval(profile, token: str, hold_s: float) -> dict:
-    """A gpu-tagged step body that says when it ran (perf_counter is one clock for the whole process)."""
+    """A GPU step's body that says when it ran (perf_counter is one clock for the whole process)."""
     started = time.perf_counter()
     time.sleep(hold_s)
     return {"token": token, "start": started, "end": time.perf_counter()}
@@ -145,39 +161,37 @@ def _gpu_interval(profile, token: str, hold_s: float) -> dict:
 
 @pytest.mark.parametrize("slots", [1, 2])
 def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypatch, slots: int) -> None:
-    """Parallel expert subflows are threads calling run_step: with the server's `gpu` limit gone (as on a server of
-    the process's own), the process's slots alone keep two GPU steps from overlapping when there is one, and let them
-    overlap when there are two."""
+    """Parallel expert subflows are threads calling run_step. On a server of the process's own (the harness's here,
+    flexo's temporary one in `flexo run`) GPU steps go untagged, so no server limit applies: the process's slots alone
+    keep two GPU steps from overlapping when there is one, and let them overlap when there are two."""
     import threading
     import uuid
 
     monkeypatch.setitem(STEPS, "gpu_interval", Step(_gpu_interval, "core", gpu=True))
     monkeypatch.setitem(BODIES, "gpu_interval", _gpu_interval)
     profile = world.model_copy(update={"orchestration": world.orchestration.model_copy(update={"gpu_slots": slots})})
-    assert place_gpu_limit(slots, own_server=True) == "process"
     tokens = [uuid.uuid4().hex for _ in range(2)]
     outcomes: dict[str, Outcome] = {}
-    try:
-        threads = [
-            threading.Thread(target=lambda t=t: outcomes.update({t: run_step("test", "gpu_interval", profile, t, 0.5)}))
-            for t in tokens
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-    finally:
-        drop_gpu_limit()  # the harness's server as a pipeline leaves it: no tag limit
+    threads = [
+        threading.Thread(
+            target=lambda t=t: outcomes.update({t: run_step("test", "gpu_interval", profile, t, 0.5, domain=t[:8])})
+        )
+        for t in tokens
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
     assert [outcomes[t].status for t in tokens] == ["completed", "completed"], outcomes
     first, second = sorted((outcomes[t].result["start"], outcomes[t].result["end"]) for t in tokens)
     overlap = first[1] > second[0]
     assert overlap == (slots == 2), (first, second)
+    assert [run.tags for run in _final_task_runs(f"gpu_interval-{tokens[0][:8]}", 1)] == [[]]
 
 
-def test_a_server_of_the_process_own_gets_no_gpu_limit_a_configured_one_does(world) -> None:
-    """A pipeline on a server its process started (the harness's here, flexo's temporary one in `flexo run`) drops the
-    `gpu` tag limit (an older flexo left one in its database: each acquisition there waits on SQLite, about 2 s per
-    step); on a configured server it sets it to `gpu_slots`."""
+def test_only_a_configured_server_gets_the_gpu_limit(world) -> None:
+    """A pipeline on a server its process started sets no `gpu` tag limit (its steps go untagged: a tag's slot
+    request waits on the server's SQLite, about 2 s per step); on a configured server it sets it to `gpu_slots`."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -185,14 +199,13 @@ def test_a_server_of_the_process_own_gets_no_gpu_limit_a_configured_one_does(wor
     assert on_own_server()  # the harness's server, started by this process
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert not on_own_server()  # a server someone else runs
-    ensure_gpu_limit(1)
+    _gpu_limit_gone()
     try:
         assert place_gpu_limit(1) == "process"
         with get_client(sync_client=True) as client, pytest.raises(ObjectNotFound):
             client.read_concurrency_limit_by_tag(GPU_TAG)
-        assert place_gpu_limit(1) == "process"  # none there: nothing to drop, no error
         assert place_gpu_limit(3, own_server=False) == "server"
         with get_client(sync_client=True) as client:
             assert client.read_concurrency_limit_by_tag(GPU_TAG).concurrency_limit == 3
     finally:
-        drop_gpu_limit()
+        _gpu_limit_gone()
