@@ -7,10 +7,11 @@ Two kinds of slot. Every GPU step holds one of this process's `orchestration.gpu
 that a run on a Prefect server of its own needs: flexo's temporary server (or Prefect's test harness) has no other
 client. On a server a user configured (`PREFECT_API_URL`, shared by deployments and workers), the step is also tagged
 `gpu` and holds a slot of the server's tag-based concurrency limit `gpu`, which holds across processes and machines.
-On a server of its own a step is not tagged: the engine's slot request for a tag writes to the server's SQLite
-database even where the tag has no limit, the events of the step before usually hold its lock, and Prefect's client
-then waits 2 s before it asks again (Prefect issue #18934). In a `flexo run` with the tag, 10 of its 17 GPU steps
-waited 1.7-2.4 s between Pending and Running (21.1 s in all), its 151 untagged steps 0.74 s in all.
+On a server of its own a step is not tagged: there a tagged step's slot request often waited 2 s, with the `gpu`
+limit and without one. With the limit the server answered 503 (its SQLite database locked, as it often is while it
+records the events of the step before) and Prefect's client asked again 2 s later (Prefect issue #18934); in a
+`flexo run` with the tag and no limit, 10 of its 17 GPU steps still waited 1.7-2.4 s between Pending and Running
+(21.1 s in all), its 151 untagged steps 0.74 s in all (`benchmarks/task_start_waits.py`).
 """
 
 from __future__ import annotations

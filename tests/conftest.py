@@ -160,3 +160,15 @@ def tiny_profile() -> Profile:
 def tmp_profile(tiny_profile: Profile, tmp_path) -> Profile:
     """The tiny profile with every path under tmp_path (nothing touches the repository's data/, runs/ or mlflow/)."""
     return profile_under(tiny_profile, tmp_path)
+
+
+HARNESS_STARTUP_S = 180  # the shared 2-core build machine can take long to start the server
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Prefect's test harness (a temporary SQLite-backed server), once per session (per xdist worker)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=HARNESS_STARTUP_S):
+        yield

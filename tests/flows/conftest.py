@@ -1,4 +1,4 @@
-"""Prefect's test harness (a temporary SQLite-backed server) once per session, and a tiny world in tmp_path."""
+"""A tiny world in tmp_path for the flows' tests (Prefect's test harness is `prefect_harness` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,7 @@ import yaml
 
 from tasks.core.config import REPO_ROOT, Profile
 
-HARNESS_STARTUP_S = 180  # the shared 2-core build machine can take long to start the server
 RICH_WIDTH = 1000  # the console width of an in-process command (the subprocesses get COLUMNS=1000)
-
-
-@pytest.fixture(scope="session")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=HARNESS_STARTUP_S):
-        yield
 
 
 @pytest.fixture
