@@ -10,7 +10,7 @@ repository, a user's own project) `dvc add data/<domain>` writes `data/<domain>.
 
 DVC runs in this process through its Python API (`dvc.repo.Repo`, one per operation, so each reads the config afresh
 as a CLI call would): a `dvc` command per operation started an interpreter and imported DVC each time, about 0.8 s,
-three per domain. `dvc()` still runs the CLI, for what a user would type.
+three per domain.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +34,6 @@ from tasks.core.errors import DataError
 if TYPE_CHECKING:
     from dvc.repo import Repo
 
-DVC_ENV = {"DVC_NO_ANALYTICS": "1", "DVC_DAEMON": "0"}
 _CWD_LOCK = threading.Lock()  # the working directory is the process's: one DVC operation at a time
 
 
@@ -54,22 +51,6 @@ class VersionResult:
 def repo_root(profile: Profile) -> Path:
     """The git+DVC repository that holds the data directory (its parent)."""
     return profile.path("data_dir").parent
-
-
-def dvc(repo: Path, *args: str) -> str:
-    """Run the DVC CLI of this environment in `repo`; a failure is a DataError with DVC's own message."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **DVC_ENV},
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
-        raise DataError(f"`dvc {' '.join(args)}` failed in {repo} (exit {proc.returncode}): {tail}")
-    return proc.stdout
 
 
 @contextlib.contextmanager

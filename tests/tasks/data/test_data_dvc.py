@@ -3,7 +3,9 @@ touches only its owner's remote, and the recorded md5 is the hash later steps lo
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -11,8 +13,19 @@ import yaml
 
 from tasks.core.datasets import dataset_hash
 from tasks.core.errors import DataError
-from tasks.data.versioning import dvc, version_domain
+from tasks.data.versioning import version_domain
 from tests.tasks.data_world import folder_domain, with_domains
+
+
+def dvc(repo, *args: str) -> str:
+    """DVC's own command line in `repo`, as a user would run it: the independent check of what the API recorded. A
+    failure is a DataError with DVC's last lines, as flexo reports DVC's failures."""
+    quiet = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_DAEMON": "0"}  # no analytics or updater daemon left behind
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=quiet, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-4:])
+        raise DataError(f"`dvc {' '.join(args)}` failed in {repo} (exit {done.returncode}): {tail}")
+    return done.stdout
 
 
 def _files(folder):
