@@ -30,7 +30,7 @@ PREPARE_PROCESSES = 2  # domains prepared at once: two cores, and the memory of 
 def _prepare(p: Profile, chosen: list[str]) -> dict[str, Outcome]:
     """Every domain ingested, validated and fingerprinted before any is split: a split decontaminates against all.
 
-    Several domains are prepared PREPARE_PROCESSES at a time, each in a spawned process of its own (one per core;
+    Several domains are prepared PREPARE_PROCESSES at a time, each in a worker process of its own (one per core;
     `tasks.data.workers`), largest first: the largest (public) then runs beside the small ones in turn, never beside
     another large one, which keeps the memory peak that of one large domain and one small. Each domain is still its
     own cached Prefect task run with its own outcome; one that fails does not stop the others."""

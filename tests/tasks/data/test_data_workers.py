@@ -1,11 +1,12 @@
-"""Domain work in spawned processes (tasks.data.workers): the result, the progress and the errors come back, a process
-that dies is an error naming the domain, and a domain prepared in a process writes the same files as one prepared
-here."""
+"""Domain work in worker processes (tasks.data.workers): the result, the progress and the errors come back, a process
+that dies is an error naming the domain, a worker starts with the domain code already imported and the fork server
+ends with the build, and a domain prepared in a process writes the same files as one prepared here."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from tasks.core.errors import DataError
 from tasks.data.ingest import staging_dir
 from tasks.data.pipeline import prepare_domain
-from tasks.data.workers import domain_processes, in_process, processes_active
+from tasks.data.workers import PRELOAD, domain_processes, in_process, processes_active, stop_fork_server
 from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 
 
@@ -55,6 +56,32 @@ def test_each_call_gets_a_fresh_worker_that_ends_with_it():
         second = in_process("b", _pid_and_progress, 1, progress=None)
     assert first != second
     assert not psutil.pid_exists(first) and not psutil.pid_exists(second)
+
+
+def _preloaded(progress=None) -> list[str]:
+    return [name for name in PRELOAD if name in sys.modules]
+
+
+def _fork_servers() -> list:
+    import psutil
+
+    return [c for c in psutil.Process().children() if "multiprocessing.forkserver" in " ".join(c.cmdline())]
+
+
+def test_a_worker_starts_with_the_domain_code_imported_and_the_server_ends_with_the_build():
+    """The imports a domain needs (Great Expectations among them: seconds per process) are the fork server's, made
+    once; no torch reaches it (a fork of a process with torch's threads is unsafe); the server does not outlive
+    `domain_processes()`."""
+    stop_fork_server()  # a server left by another test's call outside the context
+    with domain_processes():
+        assert in_process("a", _preloaded) == list(PRELOAD)
+        assert in_process("b", _imported, "torch") is False
+        assert len(_fork_servers()) == 1
+    assert _fork_servers() == []
+
+
+def _imported(name: str, progress=None) -> bool:
+    return name in sys.modules
 
 
 def test_processes_are_active_only_inside_the_context():
