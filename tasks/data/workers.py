@@ -74,8 +74,11 @@ def in_process(label: str, fn: Callable[..., Any], *args: Any, progress: Callabl
     """`fn(*args, progress=...)` in a fresh worker process, forked from the fork server, that ends with the call: its
     result, or its exception raised here; `progress` gets the counts the worker reports. A worker that ends without a
     result is a DataError naming `label`."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, i.e. by the first call
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: a spawned worker, imports and all
+        context = multiprocessing.get_context("spawn")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, i.e. by the first call
     queue = context.Queue()
     pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start, initargs=(queue,))
     try:
