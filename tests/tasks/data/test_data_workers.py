@@ -63,9 +63,17 @@ def _preloaded(progress=None) -> list[str]:
 
 
 def _fork_servers() -> list:
+    """This process's running fork servers (a worker that just ended may still be an unreaped zombie child)."""
     import psutil
 
-    return [c for c in psutil.Process().children() if "multiprocessing.forkserver" in " ".join(c.cmdline())]
+    servers = []
+    for child in psutil.Process().children():
+        try:
+            if "multiprocessing.forkserver" in " ".join(child.cmdline()):
+                servers.append(child)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return servers
 
 
 def test_a_worker_starts_with_the_domain_code_imported_and_the_server_ends_with_the_build():
