@@ -1,0 +1,86 @@
+"""The evaluation FLOP benchmark counts what each part multiplies, measures every part of the real stage, and leaves
+the stage as it found it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tasks.core.artifacts import RunPaths
+from tasks.core.config import Profile
+from tasks.evaluation import evaluate as stage
+from tasks.evaluation import families, sweeps
+from tests.benchmarks.conftest import load_benchmark
+from tests.profiles import paths_under
+from tests.tasks.eval_world import build_world
+
+eval_flops = load_benchmark("eval_flops")
+
+
+def test_a_part_counts_two_flops_per_multiply_add_of_every_call_and_keeps_its_name() -> None:
+    meter = eval_flops.Meter()
+
+    def project(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, w).relu() @ w  # (4x8)(8x16) then (4x16)(16x8)
+
+    measured = meter.wrap("projection", project)
+    x, w = torch.randn(4, 8), torch.randn(16, 8)
+    assert torch.equal(measured(x, w), project(x, w))
+    measured(x, w)
+    part = meter.parts["projection"]
+    assert part.flops == 2 * (2 * 4 * 8 * 16 * 2) and part.seconds > 0
+    assert measured.__name__ == "project"  # `families.schedule` orders the families by name
+
+
+def test_a_part_that_raises_keeps_its_seconds_and_flops() -> None:
+    meter = eval_flops.Meter()
+
+    def fails(x: torch.Tensor) -> None:
+        x @ x
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        meter.wrap("fails", fails)(torch.randn(3, 3))
+    assert meter.parts["fails"].flops == 2 * 3 * 3 * 3 and meter.parts["fails"].seconds > 0
+
+
+def test_the_rest_and_the_whole_stage_rows_add_up() -> None:
+    parts = [eval_flops.Part("a", 2.0, 8 * 10**9), eval_flops.Part("b", 1.0, 0)]
+    by_name = {row["name"]: row for row in eval_flops.rows(parts, 5.0, peak_flops=8e9)}
+    assert by_name["a"]["mfu"] == pytest.approx(0.5) and by_name["b"]["mfu"] == 0.0
+    assert by_name[eval_flops.REST]["seconds"] == pytest.approx(2.0) and by_name[eval_flops.REST]["flops"] == 0
+    assert by_name["whole stage"]["flops"] == 8 * 10**9 and by_name["whole stage"]["mfu"] == pytest.approx(0.2)
+
+
+@pytest.fixture
+def cheap_world(tmp_path, tiny_profile: Profile) -> Profile:
+    """The tiny evaluation world on three domains, the baselines that train switched off (their families still run,
+    and are skipped)."""
+    profile = tiny_profile.model_copy(
+        update={
+            "domains": {d: tiny_profile.domains[d] for d in ("public", "news", "creative")},
+            "paths": tiny_profile.paths.model_copy(update=paths_under(tmp_path)),
+            "eval": tiny_profile.eval.model_copy(
+                update={"btx_router_steps": 0, "rt_steps": 0, "unrestricted_steps": 0, "mixed_docs": 0}
+            ),
+        }
+    )
+    build_world(profile)
+    return profile
+
+
+def test_every_part_of_the_stage_is_measured_and_the_stage_is_put_back(cheap_world: Profile) -> None:
+    result = eval_flops.measure(cheap_world)
+    names = [row["name"] for row in result["parts"]]
+    scheduled = [step.family.__name__ for step in families.schedule(families.FAMILIES)]
+    assert names == [*scheduled, *eval_flops.STAGE_PARTS, eval_flops.REST, "whole stage"]
+    flops = {row["name"]: row["flops"] for row in result["parts"]}
+    assert flops["score_dense_and_btm"] > 0 and flops["score_flexolmo"] > 0 and flops["run_sweeps"] > 0
+    assert flops["score_btx"] == 0  # skipped: btx_router_steps is 0
+    assert flops["whole stage"] == sum(flops[name] for name in names[:-2])
+    assert 0 < result["peak_flops"]["peak_flops"] and result["precision"] == "fp32"
+    assert stage.FAMILIES is families.FAMILIES and stage.run_sweeps is sweeps.run_sweeps
+    written = json.loads((RunPaths(cheap_world).eval_dir / "results.json").read_text())
+    assert written["profile"] == cheap_world.name  # the stage ran as `flexo eval` runs it
