@@ -84,3 +84,12 @@ def test_every_part_of_the_stage_is_measured_and_the_stage_is_put_back(cheap_wor
     assert stage.FAMILIES is families.FAMILIES and stage.run_sweeps is sweeps.run_sweeps
     written = json.loads((RunPaths(cheap_world).eval_dir / "results.json").read_text())
     assert written["profile"] == cheap_world.name  # the stage ran as `flexo eval` runs it
+
+
+def test_the_uncounted_stage_rate_comes_from_the_pipeline_summary(tmp_path) -> None:
+    result = {"parts": [{"flops": 6 * 10**9}], "peak_flops": {"peak_flops": 4e9}}
+    summary = tmp_path / "pipeline_summary.json"
+    summary.write_text(json.dumps({"stage_seconds": {"evaluate": 3.0}}))
+    assert eval_flops.uncounted_stage(summary, result) == {"seconds": 3.0, "gflop_per_s": 2.0, "mfu": 0.5}
+    summary.write_text(json.dumps({"stage_seconds": {"data": 3.0}}))  # a run without the evaluation
+    assert eval_flops.uncounted_stage(summary, result) is None
