@@ -109,8 +109,9 @@ def rows(parts: list[Part], total_seconds: float, peak_flops: float) -> list[dic
     return out
 
 
-def measure(profile: Any) -> dict[str, Any]:
-    """The machine's matmul peak in the run's precision, then the stage run once with every part measured."""
+def measure(profile: Any, peak: dict[str, float] | None = None) -> dict[str, Any]:
+    """The machine's matmul peak in the run's precision (unless given: `peak_matmul_flops`'s dict), then the stage
+    run once with every part measured."""
     import torch
 
     from tasks.core.device import resolve_run_precision, torch_device
@@ -119,7 +120,7 @@ def measure(profile: Any) -> dict[str, Any]:
     precision = resolve_run_precision(profile, device)
     if profile.runtime.num_threads:
         torch.set_num_threads(profile.runtime.num_threads)
-    peak = peak_matmul_flops(str(device), "bf16" if precision == "bf16" else "fp32")
+    peak = peak or peak_matmul_flops(str(device), "bf16" if precision == "bf16" else "fp32")
     meter = Meter()
     with measured_stage(meter) as stage:
         start = time.perf_counter()
