@@ -9,6 +9,7 @@ import torch
 
 from model.baselines import (
     EnsembleScorer,
+    btm_logits,
     btx_merge,
     dense_as_expert,
     nearest_centroid,
@@ -155,3 +156,14 @@ def test_btm_routes_packed_choices_as_each_request_alone(public_model):
         alone = score_requests([request], ensemble, batch_size=1, pad_id=IDS.pad_token_id)
         for name in ("a", "b", "btm"):
             assert packed[name].loglik[index] == pytest.approx(alone[name].loglik[0], abs=1e-4), name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_btm_row_by_row_equals_the_whole_batch_sum(dtype) -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = [(torch.randn(4, 6, 40, generator=gen) * 3).to(dtype) for _ in range(3)]
+    weights = routing_weights(torch.rand(3, 4, generator=gen) * 5, temperature=1.0)  # float64, as BTM routes
+    whole = torch.zeros(4, 6, 40)
+    for member, w in zip(logits, weights, strict=True):
+        whole += member.to(torch.float32, copy=True).mul_(w.to(torch.float32)[:, None, None])
+    assert torch.equal(btm_logits(logits, weights), whole)

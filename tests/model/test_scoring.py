@@ -16,7 +16,9 @@ from model.scoring import (
     make_packed_batch,
     model_scorer,
     pack_rows,
+    reduce_logprobs,
     score_requests,
+    token_logprobs,
 )
 from tests.model.conftest import IDS, SIZES
 
@@ -146,3 +148,28 @@ def test_packed_scores_match_each_request_alone(public_model):
     for index, request in enumerate(requests):
         alone = score_requests([request], model_scorer(public_model, "m"), batch_size=1, pad_id=0)["m"]
         assert scores.context_nll[index] == pytest.approx(alone.context_nll[0], abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_log_softmax_row_by_row_equals_the_whole_batch(dtype) -> None:
+    logits = (torch.randn(3, 7, 50, generator=torch.Generator().manual_seed(0)) * 4).to(dtype)
+    assert torch.equal(token_logprobs(logits), torch.nn.functional.log_softmax(logits.float(), dim=-1))
+    assert torch.equal(token_logprobs(logits[0]), torch.nn.functional.log_softmax(logits[0].float(), dim=-1))
+
+
+def test_scores_read_in_place_equal_those_of_the_copied_rows() -> None:
+    """Target log-probabilities read where they sit and the argmax over every position give what copying the
+    predicting positions' rows out gave, ties included (the first maximum wins either way)."""
+    batch = make_packed_batch([[r] for r in _requests()], pad_id=0)
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(*batch.input_ids.shape, SIZES.vocab_size, generator=gen).to(torch.bfloat16)  # bf16: ties
+    logprobs = token_logprobs(logits)
+    logprobs[batch.target_rows[0], batch.target_predictors[0], :2] = 0.0  # a tie at the top: index 0 is the argmax
+    loglik, greedy, context_nll = reduce_logprobs(logprobs, batch)
+    predicted = logprobs[batch.target_rows, batch.target_predictors]  # the copy the scores were read from before
+    token_ll = predicted.gather(-1, batch.target_tokens.unsqueeze(-1)).squeeze(-1).double()
+    misses = (predicted.argmax(dim=-1) != batch.target_tokens).long()
+    want_ll = torch.zeros(batch.n_requests, dtype=torch.float64).index_add_(0, batch.target_requests, token_ll)
+    want_missed = torch.zeros(batch.n_requests, dtype=torch.long).index_add_(0, batch.target_requests, misses)
+    assert torch.equal(loglik, want_ll) and torch.equal(greedy, want_missed == 0)
+    assert context_nll.shape == (batch.n_requests,)
