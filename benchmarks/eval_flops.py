@@ -5,8 +5,10 @@ Whether a part of it is slow because it multiplies many matrices or because of t
 (log-softmax over the vocabulary, expert dispatch, optimizer steps, building soups and MoEs) decides what could make
 it faster, and how far: a part already near the peak gets faster only with less work.
 
-How: `tasks.evaluation.evaluate.evaluate` runs on a finished run's world exactly as `flexo eval` runs it (it rewrites
-that run's report and results.json, with the same numbers). Each part (every family of
+How: `tasks.evaluation.evaluate.evaluate` runs on a finished run's world as `flexo eval` runs it; the run's report
+and results are put back afterwards (`outputs_kept`): under the counter the router trainings (BTX, router tuning, the
+unrestricted MoE) came out different in their last digits (BTX's last router loss 6.315870 against 6.315846
+uncounted on the same world), while every scoring pass gave the same numbers. Each part (every family of
 `tasks.evaluation.families.FAMILIES`, the k-sweep and opt-out passes, the routing tables) is timed and runs inside
 its own `torch.utils.flop_counter.FlopCounterMode`, which counts 2 FLOPs per multiply-add of every matrix product the
 part runs: forward and backward, the zero rows the CPU's bucketed experts pad with (work the machine does). The
@@ -27,7 +29,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,6 +102,29 @@ def measured_stage(meter: Meter) -> Iterator[Any]:
             setattr(stage, name, value)
 
 
+@contextmanager
+def outputs_kept(profile: Any) -> Iterator[None]:
+    """The evaluation's outputs (runs/<profile>/eval/, the report and its figures) as they were before the block."""
+    from tasks.core.artifacts import RunPaths
+
+    paths = RunPaths(profile)
+    outputs = [paths.eval_dir, paths.eval_report, paths.eval_report.with_suffix("")]
+    with tempfile.TemporaryDirectory() as keep:
+        kept = {path: Path(keep) / str(index) for index, path in enumerate(outputs) if path.exists()}
+        for path, copy in kept.items():
+            (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy)
+        try:
+            yield
+        finally:
+            for path in outputs:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+            for path, copy in kept.items():
+                shutil.move(copy, path)
+
+
 def rows(parts: list[Part], total_seconds: float, peak_flops: float) -> list[dict[str, Any]]:
     """One row per part in the order they ran, then the rest of the stage, then the whole stage."""
     rest = Part(REST, max(total_seconds - sum(p.seconds for p in parts), 0.0), 0)
@@ -122,7 +149,7 @@ def measure(profile: Any, peak: dict[str, float] | None = None) -> dict[str, Any
         torch.set_num_threads(profile.runtime.num_threads)
     peak = peak or peak_matmul_flops(str(device), "bf16" if precision == "bf16" else "fp32")
     meter = Meter()
-    with measured_stage(meter) as stage:
+    with outputs_kept(profile), measured_stage(meter) as stage:
         start = time.perf_counter()
         stage.evaluate(profile, progress=False)
         total = time.perf_counter() - start

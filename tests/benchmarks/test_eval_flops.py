@@ -71,7 +71,14 @@ def cheap_world(tmp_path, tiny_profile: Profile) -> Profile:
     return profile
 
 
-def test_every_part_of_the_stage_is_measured_and_the_stage_is_put_back(cheap_world: Profile) -> None:
+def test_every_part_of_the_stage_is_measured_and_the_stage_and_the_run_s_report_are_put_back(
+    cheap_world: Profile,
+) -> None:
+    paths = RunPaths(cheap_world)
+    paths.eval_dir.mkdir(parents=True)
+    (paths.eval_dir / "results.json").write_text('{"from": "the run"}')
+    paths.eval_report.parent.mkdir(parents=True, exist_ok=True)
+    paths.eval_report.write_text("the run's report")
     result = eval_flops.measure(cheap_world, peak={"peak_flops": 1e9})  # fixed: the parts are checked, not the machine
     names = [row["name"] for row in result["parts"]]
     scheduled = [step.family.__name__ for step in families.schedule(families.FAMILIES)]
@@ -84,8 +91,9 @@ def test_every_part_of_the_stage_is_measured_and_the_stage_is_put_back(cheap_wor
         flops["score_dense_and_btm"] / result["parts"][0]["seconds"] / 1e9
     )
     assert stage.FAMILIES is families.FAMILIES and stage.run_sweeps is sweeps.run_sweeps
-    written = json.loads((RunPaths(cheap_world).eval_dir / "results.json").read_text())
-    assert written["profile"] == cheap_world.name  # the stage ran as `flexo eval` runs it
+    assert json.loads((paths.eval_dir / "results.json").read_text()) == {"from": "the run"}
+    assert sorted(p.name for p in paths.eval_dir.iterdir()) == ["results.json"]  # the stage's own files are gone
+    assert paths.eval_report.read_text() == "the run's report" and not paths.eval_report.with_suffix("").exists()
 
 
 def test_the_uncounted_stage_rate_comes_from_the_pipeline_summary(tmp_path) -> None:

@@ -157,6 +157,12 @@ def test_log_softmax_row_by_row_equals_the_whole_batch(dtype) -> None:
     assert torch.equal(token_logprobs(logits[0]), torch.nn.functional.log_softmax(logits[0].float(), dim=-1))
 
 
+def test_log_softmax_under_autograd_keeps_its_graph() -> None:
+    logits = torch.randn(2, 5, 30, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    token_logprobs(logits)[0, -1, 3].backward()
+    assert logits.grad is not None and logits.grad[0, -1].abs().sum() > 0 and not logits.grad[1].any()
+
+
 def test_scores_read_in_place_equal_those_of_the_copied_rows() -> None:
     """Target log-probabilities read where they sit and the argmax over every position give what copying the
     predicting positions' rows out gave, ties included (the first maximum wins either way)."""
