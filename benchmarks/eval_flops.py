@@ -15,9 +15,10 @@ part runs: forward and backward, the zero rows the CPU's bucketed experts pad wi
 attention of `scaled_dot_product_attention` on a CPU is not counted (under 2% of a token's FLOPs at demo sizes).
 The rest of the stage (inputs, loading the models, bootstrap, report) is its wall time outside the parts. MFU: a
 part's FLOPs over its seconds, over the machine's matmul peak in the run's precision (`train_throughput`'s
-`peak_matmul_flops`, measured in this process right before the stage). The counter itself costs time (a few
-percent on a large matmul, more on many small ones), so the parts' MFU is a lower bound: with `--summary` (the run's
-`reports/pipeline_summary.json`) the whole stage's MFU is also given over its seconds in that run, uncounted.
+`peak_matmul_flops`, measured in this process right before the stage). The counter itself costs time (10% on
+one demo MoE forward pass here, more where ops are many and small), so the parts' MFU is a lower bound: with
+`--summary` (the run's `reports/pipeline_summary.json`) the whole stage's MFU is also given over its seconds in that
+run, uncounted.
 
 Usage:  FLEXO_PARAMS=<params.yaml of a finished run> .venv/bin/python benchmarks/eval_flops.py [--profile demo]
         [--summary reports/pipeline_summary.json] [--no-record]
@@ -42,10 +43,8 @@ from typing import Any
 # this folder first: an installed package named `benchmarks` would shadow these scripts
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import REPO_ROOT, write_result  # noqa: E402
+from pipeline import write_result  # noqa: E402  (it puts the repository on sys.path too)
 from train_throughput import peak_matmul_flops  # noqa: E402
-
-sys.path.insert(0, str(REPO_ROOT))
 
 # the names `tasks.evaluation.evaluate` calls its parts by, besides every family of FAMILIES
 STAGE_PARTS = ("run_sweeps", "routing_by_domain", "routing_at_switch")
