@@ -27,7 +27,7 @@ from model.hosts import DenseModel, MoEModel, moe_config, new_moe
 from model.losses import packed_lm_losses
 from model.merge import set_layer_experts
 from model.precision import Precision, autocast
-from model.scoring import Batch, BatchScore, by_rows, reduce_logprobs, token_logprobs
+from model.scoring import Batch, BatchScore, batch_chunks, reduce_logprobs, token_logprobs
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)  # a soup has its members' class
 
@@ -92,17 +92,12 @@ def routing_weights(context_nll: torch.Tensor, temperature: float, top_k: int | 
 
 def btm_logits(logits: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """Logit ensembling: z = sum_i w_i z_i per example (weights (models, B); logits each (B, T, V)). Each product is
-    formed in one fp32 buffer per member (its fp32 copy, scaled in place), not in two; on a CPU one batch row at a
-    time (`model.scoring.by_rows`: the same sums, 3.5x faster there)."""
+    formed in one fp32 buffer per member (its fp32 copy, scaled in place), not in two, over
+    `model.scoring.batch_chunks` (on a CPU one batch row at a time: the same sums, 3.5x faster there)."""
     combined = torch.zeros_like(logits[0], dtype=torch.float32)
-    w32 = weights.to(torch.float32)
-    if combined.device.type != "cpu":
-        for model_logits, w in zip(logits, w32, strict=True):
-            combined += model_logits.to(torch.float32, copy=True).mul_(w[:, None, None])
-        return combined
-    for index, (row, *member_rows) in enumerate(by_rows(combined, *logits)):
-        for member_row, w in zip(member_rows, w32[:, index], strict=True):
-            row += member_row.to(torch.float32, copy=True).mul_(w)
+    for chunk, chunk_weights, *members in batch_chunks(combined, weights.to(torch.float32).T, *logits):
+        for member, w in zip(members, chunk_weights.T, strict=True):
+            chunk += member.to(torch.float32, copy=True).mul_(w[:, None, None])
     return combined
 
 
