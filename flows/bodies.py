@@ -169,7 +169,7 @@ def follow_revocations(profile: Profile) -> dict[str, Any]:
 
 def active_experts(profile: Profile) -> dict[str, Any]:
     """The registry's active, non-revoked expert versions: {domain: {version, sha256}} (a registry read: retried)."""
-    refs = STEPS["active_experts"].target(profile)
+    refs = STEPS["active_experts"].function(profile)
     return {ref.domain: {"version": str(ref.version), "sha256": ref.sha256} for ref in refs}
 
 

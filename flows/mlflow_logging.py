@@ -13,7 +13,6 @@ from typing import Any
 
 from flows.inputs import data_hash
 from flows.steps import call
-from model.checkpoint import CheckpointError
 from tasks.core.config import Profile
 
 
@@ -67,6 +66,7 @@ def _numbers(metrics: Mapping[str, Any] | None) -> dict[str, float]:
 def _train(step: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     """A training step, fresh when its checkpoint belongs to another run (the cache missed because an input changed)."""
     import mlflow
+    from model.checkpoint import CheckpointError  # here, not at the top: a data-only command never imports torch
 
     try:
         return call(step, *args, **kwargs)

@@ -1,14 +1,19 @@
 """The step registry: the area function each pipeline step runs, the area whose code its result depends on, and how
 Prefect runs it.
 
-Why by function reference: a renamed or moved area function is an ImportError the moment this module is imported (a
-test imports it), never a stage that silently stops running. Why the fingerprint is computed from packages: a step's
-result depends on its whole area and on everything that area builds on, so its cache key hashes those packages as they
-are on disk; a hand-written file list goes stale the first time a function moves to a new module.
+Why by name ("tasks.<area>.<module>:<function>"), imported when the step first runs: a command imports only the areas
+its steps use (`flexo data` imports neither torch nor transformers: `import flows.data` went from 6.9 to 1.8 s on a
+busy 2-core machine), and a renamed or moved area function is still an ImportError, in the test that resolves every
+step (tests/flows/test_steps.py) and in the step that runs it, never a stage that silently stops running.
+
+Why the fingerprint is computed from packages: a step's result depends on its whole area and on everything that area
+builds on, so its cache key hashes those packages as they are on disk; a hand-written file list goes stale the first
+time a function moves to a new module.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,17 +22,6 @@ from typing import Any
 
 from tasks.core.config import REPO_ROOT
 from tasks.core.hashing import jsonable, tree_sha256
-from tasks.data.cards import write_card
-from tasks.data.pipeline import check_disjoint, finish_domain, prepare_domain, train_tokenizer, version_domain
-from tasks.data.versioning import record_shared_stages
-from tasks.evaluation.evaluate import check_benchmark_data, evaluate
-from tasks.privacy.attack import attack_and_record
-from tasks.registry.governance import assemble_and_register, follow_revocations, revoke
-from tasks.registry.registry import register_expert, register_public, resolve_active_experts
-from tasks.registry.verify import verify_assembly
-from tasks.training.ablations import assemble_variant, train_variant
-from tasks.training.route import embed_domain
-from tasks.training.train import train_dense, train_expert, train_public
 
 # The packages each area builds on (imports point one way: core <- data <- training <- registry <- evaluation, privacy).
 BELOW: dict[str, tuple[str, ...]] = {
@@ -45,37 +39,48 @@ SHARED_CODE = ("tasks/__init__.py", "model")  # under every area: the runtime en
 class Step:
     """One pipeline step: its area function and how Prefect runs it."""
 
-    target: Callable[..., Any]
+    target: str | Callable[..., Any]  # "module:function" (imported by `function`), or the function itself
     area: str  # the `tasks/<area>` package the target lives in (a key of BELOW)
     gpu: bool = False  # trains or runs a model: holds a `gpu` slot
     retry: bool = False  # can fail transiently (a registry, a remote): retried with backoff
     cache: bool = True  # False: always runs (a registry read, a revocation, a dvc commit)
 
+    @property
+    def function(self) -> Callable[..., Any]:
+        return self.target if callable(self.target) else _imported(self.target)
+
+
+def _imported(target: str) -> Callable[..., Any]:
+    """Looked up on every call (a dict read once imported), so a module attribute patched meanwhile is what runs."""
+    module, _, name = target.partition(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return function
+
 
 STEPS: dict[str, Step] = {
-    "prepare_domain": Step(prepare_domain, "data"),
-    "split_domain": Step(finish_domain, "data"),
-    "check_disjoint": Step(check_disjoint, "data"),
-    "check_benchmark": Step(check_benchmark_data, "evaluation"),
-    "train_tokenizer": Step(train_tokenizer, "data"),
-    "version_domain": Step(version_domain, "data", retry=True),
-    "write_card": Step(write_card, "data"),
-    "record_shared_stages": Step(record_shared_stages, "data", cache=False),
-    "train_public": Step(train_public, "training", gpu=True),
-    "register_public": Step(register_public, "registry", retry=True),
-    "embed_domain": Step(embed_domain, "training"),
-    "train_expert": Step(train_expert, "training", gpu=True),
-    "train_dense": Step(train_dense, "training", gpu=True),
-    "register_expert": Step(register_expert, "registry", retry=True),
-    "verify_assembly": Step(verify_assembly, "registry", retry=True, cache=False),
-    "assemble": Step(assemble_and_register, "registry", retry=True),
-    "train_ablation": Step(train_variant, "training", gpu=True),
-    "assemble_ablation": Step(assemble_variant, "training"),
-    "evaluate": Step(evaluate, "evaluation", gpu=True),
-    "attack": Step(attack_and_record, "privacy", gpu=True),
-    "revoke": Step(revoke, "registry", retry=True, cache=False),
-    "follow_revocations": Step(follow_revocations, "registry", retry=True, cache=False),
-    "active_experts": Step(resolve_active_experts, "registry", retry=True, cache=False),
+    "prepare_domain": Step("tasks.data.pipeline:prepare_domain", "data"),
+    "split_domain": Step("tasks.data.pipeline:finish_domain", "data"),
+    "check_disjoint": Step("tasks.data.pipeline:check_disjoint", "data"),
+    "check_benchmark": Step("tasks.evaluation.evaluate:check_benchmark_data", "evaluation"),
+    "train_tokenizer": Step("tasks.data.pipeline:train_tokenizer", "data"),
+    "version_domain": Step("tasks.data.pipeline:version_domain", "data", retry=True),
+    "write_card": Step("tasks.data.cards:write_card", "data"),
+    "record_shared_stages": Step("tasks.data.versioning:record_shared_stages", "data", cache=False),
+    "train_public": Step("tasks.training.train:train_public", "training", gpu=True),
+    "register_public": Step("tasks.registry.registry:register_public", "registry", retry=True),
+    "embed_domain": Step("tasks.training.route:embed_domain", "training"),
+    "train_expert": Step("tasks.training.train:train_expert", "training", gpu=True),
+    "train_dense": Step("tasks.training.train:train_dense", "training", gpu=True),
+    "register_expert": Step("tasks.registry.registry:register_expert", "registry", retry=True),
+    "verify_assembly": Step("tasks.registry.verify:verify_assembly", "registry", retry=True, cache=False),
+    "assemble": Step("tasks.registry.governance:assemble_and_register", "registry", retry=True),
+    "train_ablation": Step("tasks.training.ablations:train_variant", "training", gpu=True),
+    "assemble_ablation": Step("tasks.training.ablations:assemble_variant", "training"),
+    "evaluate": Step("tasks.evaluation.evaluate:evaluate", "evaluation", gpu=True),
+    "attack": Step("tasks.privacy.attack:attack_and_record", "privacy", gpu=True),
+    "revoke": Step("tasks.registry.governance:revoke", "registry", retry=True, cache=False),
+    "follow_revocations": Step("tasks.registry.governance:follow_revocations", "registry", retry=True, cache=False),
+    "active_experts": Step("tasks.registry.registry:resolve_active_experts", "registry", retry=True, cache=False),
 }
 
 
@@ -94,7 +99,7 @@ def call(step: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Run the step's area function; its JSON-able result with its own wall time (`compute_seconds`: the work,
     without the orchestration around it)."""
     started = time.perf_counter()
-    out = jsonable(STEPS[step].target(*args, **kwargs))
+    out = jsonable(STEPS[step].function(*args, **kwargs))
     out = out if isinstance(out, dict) else {"value": out}
     out["compute_seconds"] = round(time.perf_counter() - started, 3)
     return out

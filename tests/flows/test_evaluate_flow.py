@@ -18,7 +18,7 @@ from tasks.core.config import Profile
 from tasks.core.hashing import jsonable
 from tests.flows.conftest import area_module, edit
 
-EvalResult = typing.get_type_hints(STEPS["evaluate"].target)["return"]  # what the evaluation step returns
+EvalResult = typing.get_type_hints(STEPS["evaluate"].function)["return"]  # what the evaluation step returns
 
 METRICS = {  # as the evaluation names them: "<table>/<model>/<column>" (MLflow-safe model names)
     "bpb/M_pub/public": 1.91,
@@ -64,7 +64,7 @@ def test_evaluate_publishes_its_table_and_misses_the_cache_after_an_edit(world, 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    edited = area_module(code_tree, STEPS["evaluate"].target)
+    edited = area_module(code_tree, STEPS["evaluate"].function)
     scored: list[str] = []
 
     def stand_in(profile: Profile) -> typing.Any:

@@ -1,30 +1,47 @@
-"""The step registry: every step runs a function of its own area, resolved when `flows.steps` is imported, and its
+"""The step registry: every step runs a function of its own area, imported by name when the step first runs, and its
 cache key's code fingerprint covers its whole area package, every package below it and `model/`."""
 
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 from flows.bodies import BODIES
 from flows.steps import BELOW, STEPS, code_fingerprint
+from tasks.core.config import REPO_ROOT
 from tests.flows.conftest import area_module, edit
 
 
 def test_every_step_target_resolves_to_a_function_of_its_area() -> None:
     for name, step in STEPS.items():
-        target = step.target
-        assert callable(target), name
+        assert isinstance(step.target, str), name  # by name: imported when the step first runs
+        module, _, function_name = step.target.partition(":")
         assert step.area in BELOW, (name, step.area)
-        assert target.__module__.startswith(f"tasks.{step.area}."), (name, target.__module__, step.area)
-        # importable under its own name: a renamed function fails here (and when flows.steps is imported)
-        assert getattr(importlib.import_module(target.__module__), target.__name__) is target, name
+        assert module.startswith(f"tasks.{step.area}."), (name, module, step.area)
+        # importable under its own name: a renamed or moved function fails here (and when its step runs)
+        function = step.function
+        assert callable(function) and function.__name__ == function_name, name
+        assert getattr(importlib.import_module(module), function_name) is function, name
     assert BODIES.keys() == STEPS.keys()
+
+
+def test_the_registry_imports_no_area_until_a_step_runs() -> None:
+    """`flexo data` must not pay for the model areas' imports: in a fresh interpreter, importing the step registry and
+    the data flow loads no training, registry, evaluation or privacy code, and neither torch nor transformers."""
+    code = (
+        "import sys, flows.steps, flows.data; "
+        "print(sorted(m for m in sys.modules if m in ('torch', 'transformers') or m.split('.')[:2] in "
+        "(['tasks', 'training'], ['tasks', 'registry'], ['tasks', 'evaluation'], ['tasks', 'privacy'])))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def _entry(step: str) -> Path:
     """The module a step's area function lives in, relative to the code root."""
-    return Path(*STEPS[step].target.__module__.split(".")).with_suffix(".py")
+    return Path(*STEPS[step].function.__module__.split(".")).with_suffix(".py")
 
 
 def test_the_code_fingerprint_covers_the_area_and_the_packages_below_it(code_tree: Path) -> None:
@@ -41,7 +58,7 @@ def test_the_code_fingerprint_covers_the_area_and_the_packages_below_it(code_tre
     assert before["evaluate"] == code_fingerprint("evaluate")  # names relative to the root: a copy keys the same
 
     before = prints()
-    edit(area_module(code_tree, STEPS["evaluate"].target))  # e.g. the metrics or the report: not the entry module
+    edit(area_module(code_tree, STEPS["evaluate"].function))  # e.g. the metrics or the report: not the entry module
     assert changed(before) == {"evaluate"}
 
     before = prints()
