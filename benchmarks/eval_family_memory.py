@@ -4,10 +4,11 @@ and only `--family` runs, inside a `model.memory.PeakWindow`.
 
 Why beside `eval_memory.py`: the whole stage at full demo size takes about 10 minutes and more memory than a shared
 machine may spare; one family shows how its peak depends on its size (training steps, requests) in 2-4 minutes.
-`--no-step-trim` runs the training without `trim_heap` between steps (the code before it), for comparison.
+`--step-trim on|off` overrides the profile's `eval.trim_heap_each_step` (`trim_heap` between training steps), for
+comparison.
 
 Usage:  FLEXO_PARAMS=<params.yaml of a finished run> .venv/bin/python benchmarks/eval_family_memory.py
-        --family score_unrestricted [--no-step-trim] [--profile demo]
+        --family score_unrestricted [--step-trim on|off] [--profile demo]
 Prints one JSON line (the requests are the FLEXMIX tasks', without the mixed-domain documents). Set
 ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment to bound oneDNN's primitive cache.
 """
@@ -29,7 +30,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--family", required=True, help="a function name of tasks.evaluation.families.FAMILIES")
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--no-step-trim", action="store_true", help="no heap trim between training steps")
+    parser.add_argument(
+        "--step-trim", choices=("on", "off"), help="heap trim between training steps (default: profile)"
+    )
     args = parser.parse_args()
 
     from model.memory import PeakWindow, current_rss_gib, release_freed_memory
@@ -42,9 +45,10 @@ def main() -> None:
     from tasks.evaluation.tasks import build_tasks
 
     family = {f.__name__: f for f in families.FAMILIES}[args.family]
-    if args.no_step_trim:
-        families._heap_trimmed = lambda batches: batches
     profile = load_profile(profile=args.profile)
+    if args.step_trim:
+        trim = args.step_trim == "on"
+        profile = profile.model_copy(update={"eval": profile.eval.model_copy(update={"trim_heap_each_step": trim})})
     device = torch_device(profile)
     tokenizer = load_tokenizer(profile)
     tasks = build_tasks(load_test_frames(profile), profile.eval, profile.seed, held_out_split_paths(profile))
@@ -65,7 +69,7 @@ def main() -> None:
             {
                 "family": args.family,
                 "profile": profile.name,
-                "step_trim": not args.no_step_trim,
+                "step_trim": profile.eval.trim_heap_each_step,
                 "onednn_primitive_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "default"),
                 "requests": len(requests),
                 "rss_before_gib": round(before, 3),

@@ -284,6 +284,10 @@ class EvalConfig(_Strict):
     # those three trainings recompute each layer's activations in the backward pass instead of keeping them: less
     # memory (demo router tuning 3.29 -> 2.00 GiB), one more forward per step (demo fp32: 149.6 -> 126.7 s without)
     checkpoint_activations: bool = True
+    # ... and hand the heap pages each of their steps freed back before the next (`model.memory.trim_heap`): memory
+    # for time, the pages are faulted in again (demo bf16: 0.26 s of a 2.0 s unrestricted step; stage peak 2.73 GiB
+    # with it, 2.91 without, in a fresh process; benchmarks/RESULTS.md)
+    trim_heap_each_step: bool = False
     sweep_docs: int = Field(16, gt=0)  # bpb docs per domain for the k-sweep and opt-out curves
     # mixed-domain documents (`tasks.evaluation.mixed`): test-split paragraphs of several domains in one document
     mixed_docs: int = Field(24, ge=0)  # 0 = not built

@@ -221,9 +221,10 @@ def _train(run: EvalRun, moe: FlexOlmoForCausalLM, training: RouterTraining) -> 
     """Train `moe` in place as `training` says; returns the losses."""
     profile = run.profile
     batches = token_batches(profile, run.tokenizer, training.domains, training.steps, training.seed, training.proxies)
+    on_device = (b.to(run.device) for b in batches)
     return train_moe(
         moe,
-        _heap_trimmed(b.to(run.device) for b in batches),
+        _heap_trimmed(on_device) if profile.eval.trim_heap_each_step else on_device,
         training.lr,
         training.weight_decay,
         profile.train_expert.optim.grad_clip,
@@ -241,9 +242,9 @@ def _train_then_score(run: EvalRun, name: str, moe: FlexOlmoForCausalLM, trainin
 
 
 def _heap_trimmed(batches: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """`batches`, handing the heap pages the previous training step freed back before each step (`trim_heap`): at
-    full demo size the unrestricted MoE's 25 steps alone took a process from 0.79 to 4.43 GiB resident, 3.87 with this
-    (benchmarks/RESULTS.md, 2026-12-05); the same losses and weights."""
+    """`batches`, handing the heap pages the previous training step freed back before each step (`trim_heap`, where
+    `eval.trim_heap_each_step`): at full demo size the unrestricted MoE's 25 steps alone once took a process from 0.79
+    to 4.43 GiB resident, 3.87 with this (benchmarks/RESULTS.md, 2026-12-05); the same losses and weights."""
     for batch in batches:
         trim_heap()
         yield batch

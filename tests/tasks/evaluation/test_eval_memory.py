@@ -152,6 +152,7 @@ class EvaluationCheck:
         self.ensemble_batches = 0
         self.trainings: list[bool] = []  # train_experts of each checked router training
         self.checkpointed: list[bool] = []  # checkpoint_activations of each
+        self.steps = 0  # their training steps, all together
 
     def scorer(self) -> type[EnsembleScorer]:
         check = self
@@ -181,6 +182,7 @@ class EvaluationCheck:
     ) -> list[float]:
         """`train_moe` as the evaluation calls it, the plain training of a copy of `moe` beside it."""
         steps = list(batches)
+        self.steps += len(steps)
         plain = copy.deepcopy(moe)
         settings = (lr, weight_decay, grad_clip, train_experts, precision)
         rng = torch.get_rng_state()
@@ -209,12 +211,18 @@ class EvaluationCheck:
 def test_the_whole_evaluation_is_unchanged(bf16_world: Profile, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every number of results.json (every model, task, SE, sweep, opt-out, routing share, training loss) equals the
     one the plain definitions give, under bf16 autocast: at every ensemble batch and router training of a whole
-    evaluation, the plain definition on the same inputs gives bit-identical scores, losses, weights and RNG state."""
+    evaluation, the plain definition on the same inputs gives bit-identical scores, losses, weights and RNG state.
+    With `eval.trim_heap_each_step` (off by default, so every other evaluation test runs without it): the heap is
+    trimmed before each training step."""
     check = EvaluationCheck()
     monkeypatch.setattr(families, "EnsembleScorer", check.scorer())
     monkeypatch.setattr(families, "train_moe", check.train_moe)
-    result = evaluate(bf16_world, progress=False)
+    trims: list[None] = []
+    monkeypatch.setattr(families, "trim_heap", lambda: trims.append(trim_heap()))
+    trimmed = bf16_world.model_copy(update={"eval": bf16_world.eval.model_copy(update={"trim_heap_each_step": True})})
+    result = evaluate(trimmed, progress=False)
     assert not check.problems, check.problems
+    assert len(trims) == check.steps > 0
     assert check.ensemble_batches > 0
     assert set(check.trainings) == {False, True}  # router-only (BTX, router tuning) and with experts (unrestricted)
     assert set(check.checkpointed) == {True}  # eval.checkpoint_activations reached every training
