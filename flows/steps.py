@@ -2,8 +2,8 @@
 Prefect runs it.
 
 Why by name ("tasks.<area>.<module>:<function>"), imported when the step first runs: a command imports only the areas
-its steps use (`flexo data` imports neither torch nor transformers: `import flows.data` went from 6.9 to 1.8 s on a
-busy 2-core machine), and a renamed or moved area function is still an ImportError, in the test that resolves every
+its steps use (`flexo data` imports neither torch nor transformers: `import flows.data` went from 4.9-6.2 to 1.4 s on an
+idle 2-core EPYC), and a renamed or moved area function is still an ImportError, in the test that resolves every
 step (tests/flows/test_steps.py) and in the step that runs it, never a stage that silently stops running.
 
 Why the fingerprint is computed from packages: a step's result depends on its whole area and on everything that area
