@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -80,7 +81,7 @@ class _Classes:
 BMP = 0x10000  # the Basic Multilingual Plane: almost every character of real text
 
 
-def _classify(code_points: range | np.ndarray) -> _Classes:
+def _classify(code_points: Iterable[int]) -> _Classes:
     chars = [chr(c) for c in code_points]
     letters = np.fromiter((ch.isalpha() or ch.isspace() for ch in chars), dtype=bool, count=len(chars))
     unprintable = np.fromiter(
