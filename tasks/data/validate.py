@@ -60,12 +60,14 @@ class ValidationResult:
 def _letter_ratio(text: str) -> float:
     """Letters and whitespace per character (str.isalpha / str.isspace), looked up per code point in a table, so a
     300 MB domain costs seconds, not minutes."""
-    return float(_char_classes(_code_points(text)).letters.sum()) / max(len(text), 1)
+    points = _code_points(text)
+    return float(_char_classes(points).letters[points].sum()) / max(len(text), 1)
 
 
 def _printable_ratio(text: str) -> float:
     """1 - control/surrogate/private-use/unassigned characters (newline, tab and CR allowed) per character."""
-    return 1.0 - float(_char_classes(_code_points(text)).unprintable.sum()) / max(len(text), 1)
+    points = _code_points(text)
+    return 1.0 - float(_char_classes(points).unprintable[points].sum()) / max(len(text), 1)
 
 
 def _code_points(text: str) -> np.ndarray:
@@ -106,14 +108,15 @@ def _char_table() -> tuple[_Classes, np.ndarray]:
 
 
 def _char_classes(code_points: np.ndarray) -> _Classes:
-    """The classes of each of these code points, from the table (completed first where they reach past the BMP)."""
+    """The table of every code point's classes, completed first where these code points reach past the BMP (the
+    caller indexes only the class it needs)."""
     table, known = _char_table()
     if code_points.size and int(code_points.max()) >= BMP:
         new = np.unique(code_points[~known[code_points]])
         if new.size:
             found = _classify(new.tolist())
             table.letters[new], table.unprintable[new], known[new] = found.letters, found.unprintable, True
-    return _Classes(table.letters[code_points], table.unprintable[code_points])
+    return table
 
 
 PYTHON_SOURCES = ("stdlib_code", "python_wheels")  # adapters whose documents are Python that must parse
