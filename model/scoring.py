@@ -78,8 +78,13 @@ class Scores:
 
     loglik: np.ndarray  # float64, nats, sum over target tokens
     greedy: np.ndarray  # bool, every target token is the argmax
-    context_nll: np.ndarray  # float64, nats, sum over predicted context tokens (for routing baselines)
+    context_nll: np.ndarray  # float64, nats, sum over predicted context tokens (routing baselines); NaN: not computed
 
+
+CPU_CHUNK_POSITIONS = 256  # positions per chunk of the work over the vocabulary on a CPU (`batch_chunks`)
+# model types whose causal-LM forward is exactly the LM head over the decoder's last hidden state (no logit scaling or
+# soft-capping), so the head may run on chosen positions alone (`target_logits`; tests/model/test_scoring.py)
+PLAIN_HEAD_MODEL_TYPES = frozenset({"olmo2", "flex_olmo", "llama"})
 
 BatchScore = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (loglik (R,), greedy (R,), context_nll (R,))
 Scorer = Callable[[Batch], Mapping[str, BatchScore]]
@@ -175,18 +180,37 @@ def reduce_logprobs(logprobs: torch.Tensor, batch: Batch) -> BatchScore:
     Each target token's log-probability is read where it sits and the argmax is taken in place, over every position:
     8.5-9.3 ms on a CPU for a (16, 150, 8192) batch, where copying the predicting positions' rows out first (N x V)
     took 1.1 ms when 7% of the positions predict a target and 18-25 ms from half of them on (benchmarks/RESULTS.md)."""
-    token_ll = logprobs[batch.target_rows, batch.target_predictors, batch.target_tokens].double()
+    token_ll = logprobs[batch.target_rows, batch.target_predictors, batch.target_tokens]
     best = logprobs.argmax(dim=-1)[batch.target_rows, batch.target_predictors]
-    misses = (best != batch.target_tokens).long()
-    loglik = torch.zeros(batch.n_requests, dtype=torch.float64, device=logprobs.device)
-    loglik.index_add_(0, batch.target_requests, token_ll)
-    missed = torch.zeros(batch.n_requests, dtype=torch.long, device=logprobs.device)
-    missed.index_add_(0, batch.target_requests, misses)
+    loglik, greedy = _per_request(token_ll, best, batch)
     # the context is a prefix of its row: position t predicts token t+1 there as in any causal pass
     following = batch.input_ids[:, 1:]
     context_ll = logprobs[:, :-1].gather(-1, following.unsqueeze(-1)).squeeze(-1).double()
     row_context_nll = -(context_ll * batch.context_mask[:, 1:]).sum(dim=1)
-    return loglik, missed == 0, row_context_nll[batch.request_rows]
+    return loglik, greedy, row_context_nll[batch.request_rows]
+
+
+def reduce_target_logits(logits: torch.Tensor, batch: Batch) -> BatchScore:
+    """(loglik, greedy, NaN context NLL) per request from the logits at the positions that predict a target token
+    (N, V), in `batch.target_*` order: the log-softmax, the target's log-probability and the argmax per
+    `batch_chunks` of them (on a CPU a few hundred positions at a time, which stay in the cache)."""
+    token_ll, best = [], []
+    for chunk, tokens in batch_chunks(logits, batch.target_tokens):
+        logprobs = token_logprobs(chunk)
+        token_ll.append(logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
+        best.append(logprobs.argmax(dim=-1))
+    loglik, greedy = _per_request(torch.cat(token_ll), torch.cat(best), batch)
+    return loglik, greedy, torch.full_like(loglik, math.nan)
+
+
+def _per_request(token_ll: torch.Tensor, best: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each target token's log-probability (N,) and its position's argmax (N,) summed into each request's loglik and
+    greedy flag (R,)."""
+    loglik = torch.zeros(batch.n_requests, dtype=torch.float64, device=token_ll.device)
+    loglik.index_add_(0, batch.target_requests, token_ll.double())
+    missed = torch.zeros(batch.n_requests, dtype=torch.long, device=token_ll.device)
+    missed.index_add_(0, batch.target_requests, (best != batch.target_tokens).long())
+    return loglik, missed == 0
 
 
 def token_logprobs(logits: torch.Tensor) -> torch.Tensor:
@@ -202,20 +226,39 @@ def token_logprobs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def batch_chunks(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
-    """The tensors' batch rows side by side, in chunks: one row at a time on a CPU, the whole batch elsewhere. Why rows
-    on a CPU: an elementwise op over a whole batch of logits (B x T x V, tens of MB) streams it through memory once
-    per op, while one row (T x V) stays in the cache from its fp32 copy to its last op; an accelerator wants one
-    kernel per op instead. Chunked or not, the ops are the same, so are their results."""
-    size = 1 if tensors[0].device.type == "cpu" else max(tensors[0].shape[0], 1)
+    """The tensors' leading rows side by side, in chunks: on a CPU as many rows as hold `CPU_CHUNK_POSITIONS`
+    positions (one batch row of logits (T, V), or a few hundred predicting positions' (V,) rows), the whole batch
+    elsewhere. Why chunks on a CPU: an elementwise op over a whole batch of logits (B x T x V, tens of MB) streams it
+    through memory once per op, while a chunk stays in the cache from its fp32 copy to its last op; an accelerator wants
+    one kernel per op instead. Chunked or not, the ops on each row are the same, so are their results."""
+    first = tensors[0]
+    if first.device.type != "cpu":
+        size = max(first.shape[0], 1)
+    else:
+        positions_per_row = math.prod(first.shape[1:-1])  # 1 for (N, V) rows
+        size = max(1, CPU_CHUNK_POSITIONS // max(positions_per_row, 1))
     return zip(*(t.split(size) for t in tensors), strict=True)
 
 
+def target_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The causal LM's next-token logits at the positions that predict a target token (N, V), in `batch.target_*`
+    order. Why not the forward's (B, T, V): the LM head (hidden x vocabulary, a third of a demo dense model's forward
+    FLOPs) and everything over the vocabulary after it are then computed only where a score reads them. Where the
+    model type's forward is not known to be the plain head over the decoder's output (`PLAIN_HEAD_MODEL_TYPES`), the
+    rows are picked out of the forward's logits."""
+    if getattr(model.config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
+        logits = model(**batch.model_inputs(), use_cache=False).logits
+        return logits[batch.target_rows, batch.target_predictors]
+    hidden = model.get_decoder()(**batch.model_inputs(), use_cache=False).last_hidden_state
+    return model.get_output_embeddings()(hidden[batch.target_rows, batch.target_predictors])
+
+
 def model_scorer(model: torch.nn.Module, name: str) -> Scorer:
-    """A scorer for one causal LM (dense or MoE)."""
+    """A scorer for one causal LM (dense or MoE), from its logits where a target is predicted (`target_logits`). Its
+    context NLL is NaN: only the combining baselines' members' is read (routing), and `EnsembleScorer` computes it."""
 
     def score(batch: Batch) -> dict[str, BatchScore]:
-        logits = model(**batch.model_inputs(), use_cache=False).logits
-        return {name: reduce_logprobs(token_logprobs(logits), batch)}
+        return {name: reduce_target_logits(target_logits(model, batch), batch)}
 
     return score
 

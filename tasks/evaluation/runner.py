@@ -25,9 +25,9 @@ from model.scoring import (
     Request,
     Scores,
     model_scorer,
-    reduce_logprobs,
+    reduce_target_logits,
     score_requests,
-    token_logprobs,
+    target_logits,
 )
 from tasks.core.config import Profile
 from tasks.evaluation.cost import Cost, mean_context, model_cost
@@ -75,13 +75,13 @@ class RoutingScorer:
 
     def __call__(self, batch: Batch) -> dict[str, BatchScore]:
         with record_routing(self.moe) as record:
-            logits = self.moe(**batch.model_inputs(), use_cache=False).logits
+            logits = target_logits(self.moe, batch)
         valid = batch.attention_mask.reshape(-1).bool().cpu()
         for layer, (selected, probs) in enumerate(zip(record.selected[-1], record.probabilities[-1], strict=True)):
             self.hits[layer] += selected.cpu()[valid].double().sum(dim=0)
             self.mass[layer] += probs.cpu()[valid].double().sum(dim=0)
         self.tokens += int(valid.sum())
-        return {self.name: reduce_logprobs(token_logprobs(logits), batch)}
+        return {self.name: reduce_target_logits(logits, batch)}
 
 
 @dataclass

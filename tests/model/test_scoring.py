@@ -9,15 +9,21 @@ import pytest
 import torch
 
 from model.scoring import (
+    PLAIN_HEAD_MODEL_TYPES,
+    Batch,
     Request,
+    Scorer,
     Scores,
+    batch_chunks,
     bits_per_byte,
     make_batch,
     make_packed_batch,
     model_scorer,
     pack_rows,
     reduce_logprobs,
+    reduce_target_logits,
     score_requests,
+    target_logits,
     token_logprobs,
 )
 from tests.model.conftest import IDS, SIZES
@@ -44,9 +50,15 @@ def _reference(model, request: Request) -> tuple[float, bool]:
     return total, greedy
 
 
-def _scored_as_alone(model, requests: list[Request], batch_size: int) -> Scores:
+def whole_logits_scorer(model) -> Scorer:
+    """A scorer from the whole logits (B, T, V), as the ensemble's members are scored: with the context NLL."""
+    return lambda batch: {"m": reduce_logprobs(token_logprobs(model(**batch.model_inputs()).logits), batch)}
+
+
+def _scored_as_alone(model, requests: list[Request], batch_size: int, scorer: Scorer | None = None) -> Scores:
     """Batched scores, checked against each request's one-at-a-time reference."""
-    scores = score_requests(requests, model_scorer(model, "m"), batch_size=batch_size, pad_id=IDS.pad_token_id)["m"]
+    scorer = scorer or model_scorer(model, "m")
+    scores = score_requests(requests, scorer, batch_size=batch_size, pad_id=IDS.pad_token_id)["m"]
     for index, request in enumerate(requests):
         loglik, greedy = _reference(model, request)
         assert scores.loglik[index] == pytest.approx(loglik, abs=1e-4)
@@ -55,8 +67,10 @@ def _scored_as_alone(model, requests: list[Request], batch_size: int) -> Scores:
 
 
 def test_batched_scores_match_unbatched(public_model):
-    scores = _scored_as_alone(public_model, _requests(), batch_size=2)
+    assert np.isnan(_scored_as_alone(public_model, _requests(), batch_size=2).context_nll).all()  # not computed
+    scores = _scored_as_alone(public_model, _requests(), batch_size=2, scorer=whole_logits_scorer(public_model))
     assert (scores.context_nll[[0]] == 0).all()  # a 1-token context predicts nothing
+    assert (scores.context_nll[1:] > 0).all()
 
 
 def test_greedy_flag_is_exact(public_model):
@@ -144,9 +158,11 @@ def test_packed_masks_let_each_target_see_the_context_and_itself_only():
 
 def test_packed_scores_match_each_request_alone(public_model):
     requests = _choices()
-    scores = _scored_as_alone(public_model, requests, batch_size=4)
+    _scored_as_alone(public_model, requests, batch_size=4)
+    whole = whole_logits_scorer(public_model)
+    scores = _scored_as_alone(public_model, requests, batch_size=4, scorer=whole)
     for index, request in enumerate(requests):
-        alone = score_requests([request], model_scorer(public_model, "m"), batch_size=1, pad_id=0)["m"]
+        alone = score_requests([request], whole, batch_size=1, pad_id=0)["m"]
         assert scores.context_nll[index] == pytest.approx(alone.context_nll[0], abs=1e-4)
 
 
@@ -179,3 +195,86 @@ def test_scores_read_in_place_equal_those_of_the_copied_rows() -> None:
     want_missed = torch.zeros(batch.n_requests, dtype=torch.long).index_add_(0, batch.target_requests, misses)
     assert torch.equal(loglik, want_ll) and torch.equal(greedy, want_missed == 0)
     assert context_nll.shape == (batch.n_requests,)
+
+
+def _packed(requests: list[Request]) -> Batch:
+    rows = pack_rows(requests, max_tokens=32)
+    return make_packed_batch([[requests[i] for i in row] for row in rows], IDS.pad_token_id)
+
+
+def _upcycled(public_model):
+    """A 3-expert MoE (`flex_olmo`) whose experts differ, so routing matters."""
+    from model.baselines import upcycle
+    from tests.model.conftest import random_row
+
+    moe = upcycle(public_model, 3, torch.stack([random_row(s) for s in (1, 2, 3)]), top_k=2)
+    with torch.no_grad():
+        for name, parameter in moe.named_parameters():
+            if "experts" in name:
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(4)))
+    return moe.eval()
+
+
+def _llama(public_model):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=SIZES.vocab_size,
+        hidden_size=SIZES.hidden_size,
+        intermediate_size=SIZES.intermediate_size,
+        num_hidden_layers=SIZES.num_layers,
+        num_attention_heads=SIZES.num_heads,
+        max_position_embeddings=SIZES.max_seq_len,
+        pad_token_id=IDS.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def _gpt2(public_model):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=SIZES.vocab_size, n_embd=SIZES.hidden_size, n_layer=1, n_head=SIZES.num_heads)
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.mark.parametrize(
+    ("build", "model_type"),
+    [(lambda m: m, "olmo2"), (_upcycled, "flex_olmo"), (_llama, "llama"), (_gpt2, "gpt2")],
+)
+def test_target_logits_are_the_forwards_at_the_predicting_positions(public_model, build, model_type) -> None:
+    """The head run over the predicting positions alone gives the forward's logits there, for every model type the
+    shortcut is allowed for; any other type (GPT-2 here) has them picked out of the whole forward."""
+    model = build(public_model)
+    assert model.config.model_type == model_type
+    assert (model_type in PLAIN_HEAD_MODEL_TYPES) == (model_type != "gpt2")
+    for batch in (make_batch(_requests(), IDS.pad_token_id), _packed(_choices())):
+        if model_type == "gpt2" and batch.attention is not None:
+            continue  # GPT-2 takes no 4-D mask
+        with torch.no_grad():
+            whole = model(**batch.model_inputs(), use_cache=False).logits
+            picked = target_logits(model, batch)
+        assert picked.shape == (len(batch.target_tokens), SIZES.vocab_size)
+        torch.testing.assert_close(picked, whole[batch.target_rows, batch.target_predictors], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scores_from_the_predicting_rows_equal_those_from_the_whole_logits(dtype) -> None:
+    """`reduce_target_logits` on the predicting positions' rows gives exactly what `reduce_logprobs` reads off the
+    whole batch's log-probabilities, ties at the top included; its context NLL is NaN (not computed)."""
+    batch = _packed(_requests() + _choices())
+    gen = torch.Generator().manual_seed(1)
+    logits = (torch.randn(*batch.input_ids.shape, SIZES.vocab_size, generator=gen) * 3).to(dtype)
+    logits[batch.target_rows[0], batch.target_predictors[0], :2] = logits.max()  # a tie at the top
+    want_ll, want_greedy, _ = reduce_logprobs(token_logprobs(logits), batch)
+    loglik, greedy, context_nll = reduce_target_logits(logits[batch.target_rows, batch.target_predictors], batch)
+    assert torch.equal(loglik, want_ll) and torch.equal(greedy, want_greedy)
+    assert torch.isnan(context_nll).all() and context_nll.shape == (batch.n_requests,)
+
+
+def test_cpu_chunks_hold_a_few_hundred_positions() -> None:
+    rows = torch.zeros(1000, 8)
+    assert [len(c) for c, _ in batch_chunks(rows, torch.zeros(1000))] == [256, 256, 256, 232]
+    assert [len(c) for (c,) in batch_chunks(torch.zeros(5, 100, 8))] == [2, 2, 1]
+    assert [len(c) for (c,) in batch_chunks(torch.zeros(3, 300, 8))] == [1, 1, 1]
