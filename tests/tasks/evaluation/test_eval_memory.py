@@ -25,15 +25,7 @@ from model.hosts import MoEModel
 from model.memory import current_rss_gib, release_freed_memory, trim_heap
 from model.precision import Precision, autocast
 from model.public import build_public_model
-from model.scoring import (
-    Batch,
-    BatchScore,
-    Request,
-    make_packed_batch,
-    pack_rows,
-    reduce_logprobs,
-    token_logprobs,
-)
+from model.scoring import Batch, BatchScore, Request, make_batch, reduce_logprobs, token_logprobs
 from tasks.core.config import Profile
 from tasks.evaluation import families
 from tasks.evaluation.evaluate import evaluate
@@ -126,15 +118,13 @@ def test_ensemble_scores_equal_the_fp32_copies(precision: Precision) -> None:
         )
         for n in (3, 9, 14)
     ]
-    requests += [Request(requests[1].context, (7, 8)), Request(requests[1].context, (9,))]  # choices share a row
-    rows = pack_rows(requests, max_tokens=32)
-    assert len(rows) == 3
-    batch = make_packed_batch([[requests[i] for i in row] for row in rows], 0)
+    batch = make_batch(requests, 0)
     with torch.no_grad(), autocast(precision, "cpu"):
         got = EnsembleScorer(members, 1.0, 2, "btm")(batch)
         want = PlainEnsembleScorer(members, 1.0, 2, "btm")(batch)
     assert list(got) == list(want) == ["m0", "m1", "m2", "btm"]
-    assert _mismatches(got, want, "btm") == []
+    for name in want:
+        assert all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True)), name
 
 
 @pytest.fixture(scope="module")
@@ -144,19 +134,11 @@ def bf16_world(tmp_path_factory: pytest.TempPathFactory, tiny_profile: Profile) 
     return world.model_copy(update={"eval": world.eval.model_copy(update={"checkpoint_activations": True})})
 
 
-def _mismatches(got: dict[str, BatchScore], want: dict[str, BatchScore], btm_name: str) -> list[str]:
-    """The names whose scores differ in any element (or that only one side has). The ensemble's own context NLL is
-    not computed (NaN: nothing routes on it), so only its loglik and greedy flags are compared."""
+def _mismatches(got: dict[str, BatchScore], want: dict[str, BatchScore]) -> list[str]:
+    """The names whose scores differ in any element (or that only one side has)."""
     if list(got) != list(want):
         return [f"names {list(got)} != {list(want)}"]
-    if not torch.isnan(got[btm_name][2]).all():
-        return [f"{btm_name}: context NLL computed"]
-    fields = {name: 2 if name == btm_name else 3 for name in want}
-    return [
-        name
-        for name, n in fields.items()
-        if not all(torch.equal(a, b) for a, b in zip(got[name][:n], want[name][:n], strict=True))
-    ]
+    return [name for name in want if not all(torch.equal(a, b) for a, b in zip(got[name], want[name], strict=True))]
 
 
 class EvaluationCheck:
@@ -181,7 +163,7 @@ class EvaluationCheck:
                 want = _plain_ensemble(self, batch)
                 check.ensemble_batches += 1
                 where = f"ensemble batch {check.ensemble_batches}"
-                check.problems += [f"{where}: {name}" for name in _mismatches(got, want, self.btm_name)]
+                check.problems += [f"{where}: {name}" for name in _mismatches(got, want)]
                 return got
 
         return CheckedEnsembleScorer
