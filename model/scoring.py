@@ -15,10 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -249,8 +253,9 @@ def target_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     if getattr(model.config, "model_type", None) not in PLAIN_HEAD_MODEL_TYPES:
         logits = model(**batch.model_inputs(), use_cache=False).logits
         return logits[batch.target_rows, batch.target_predictors]
-    hidden = model.get_decoder()(**batch.model_inputs(), use_cache=False).last_hidden_state
-    return model.get_output_embeddings()(hidden[batch.target_rows, batch.target_predictors])
+    causal_lm = cast("PreTrainedModel", model)  # a transformers causal LM: its model type is one of those
+    hidden = causal_lm.get_decoder()(**batch.model_inputs(), use_cache=False).last_hidden_state
+    return causal_lm.get_output_embeddings()(hidden[batch.target_rows, batch.target_predictors])
 
 
 def model_scorer(model: torch.nn.Module, name: str) -> Scorer:
