@@ -87,8 +87,9 @@ class Scores:
 
 CPU_CHUNK_POSITIONS = 256  # positions per chunk of the work over the vocabulary on a CPU (`batch_chunks`)
 # model types whose causal-LM forward is exactly the LM head over the decoder's last hidden state (no logit scaling or
-# soft-capping), so the head may run on chosen positions alone (`target_logits`; tests/model/test_scoring.py)
-PLAIN_HEAD_MODEL_TYPES = frozenset({"olmo2", "flex_olmo", "llama"})
+# soft-capping), so the head may run on chosen positions alone (`target_logits`; tests/model/test_scoring.py): every
+# type flexo builds (OLMo-2, FlexOlmo) or hosts a pretrained anchor in (`model.hosts`: Llama, Mistral, Qwen2, Qwen2-MoE)
+PLAIN_HEAD_MODEL_TYPES = frozenset({"olmo2", "flex_olmo", "llama", "mistral", "qwen2", "qwen2_moe"})
 
 BatchScore = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (loglik (R,), greedy (R,), context_nll (R,))
 Scorer = Callable[[Batch], Mapping[str, BatchScore]]

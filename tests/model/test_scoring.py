@@ -202,33 +202,19 @@ def _packed(requests: list[Request]) -> Batch:
     return make_packed_batch([[requests[i] for i in row] for row in rows], IDS.pad_token_id)
 
 
-def _upcycled(public_model):
-    """A 3-expert MoE (`flex_olmo`) whose experts differ, so routing matters."""
+def _upcycled(dense):
+    """A 3-expert MoE of `dense`'s family (FlexOlmo for OLMo-2, Qwen2-MoE for a hosted anchor) whose experts differ,
+    so routing matters."""
     from model.baselines import upcycle
     from tests.model.conftest import random_row
 
-    moe = upcycle(public_model, 3, torch.stack([random_row(s) for s in (1, 2, 3)]), top_k=2)
+    rows = torch.stack([random_row(s) for s in (1, 2, 3)])[:, : dense.config.hidden_size]
+    moe = upcycle(dense, 3, rows, top_k=2)
     with torch.no_grad():
         for name, parameter in moe.named_parameters():
             if "experts" in name:
                 parameter.add_(0.3 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(4)))
     return moe.eval()
-
-
-def _llama(public_model):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=SIZES.vocab_size,
-        hidden_size=SIZES.hidden_size,
-        intermediate_size=SIZES.intermediate_size,
-        num_hidden_layers=SIZES.num_layers,
-        num_attention_heads=SIZES.num_heads,
-        max_position_embeddings=SIZES.max_seq_len,
-        pad_token_id=IDS.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).eval()
 
 
 def _gpt2(public_model):
@@ -239,16 +225,34 @@ def _gpt2(public_model):
     return GPT2LMHeadModel(config).eval()
 
 
-@pytest.mark.parametrize(
-    ("build", "model_type"),
-    [(lambda m: m, "olmo2"), (_upcycled, "flex_olmo"), (_llama, "llama"), (_gpt2, "gpt2")],
-)
-def test_target_logits_are_the_forwards_at_the_predicting_positions(public_model, build, model_type) -> None:
+def _anchor(family: str, moe: bool = False):
+    """A tiny anchor of a hosted family (tests/model/test_hosts.py), or its MoE."""
+    from tests.model.test_hosts import FAMILIES
+
+    torch.manual_seed(0)
+    dense = FAMILIES[family]().eval()
+    return _upcycled(dense) if moe else dense
+
+
+BUILDS = {
+    "olmo2": lambda public: public,
+    "flex_olmo": _upcycled,
+    "llama": lambda _: _anchor("llama"),
+    "mistral": lambda _: _anchor("mistral"),
+    "qwen2": lambda _: _anchor("qwen2"),
+    "qwen2_moe": lambda _: _anchor("llama", moe=True),
+    "gpt2": _gpt2,
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(BUILDS))
+def test_target_logits_are_the_forwards_at_the_predicting_positions(public_model, model_type: str) -> None:
     """The head run over the predicting positions alone gives the forward's logits there, for every model type the
     shortcut is allowed for; any other type (GPT-2 here) has them picked out of the whole forward."""
-    model = build(public_model)
+    model = BUILDS[model_type](public_model)
     assert model.config.model_type == model_type
     assert (model_type in PLAIN_HEAD_MODEL_TYPES) == (model_type != "gpt2")
+    assert PLAIN_HEAD_MODEL_TYPES <= set(BUILDS)  # every type the shortcut is allowed for is checked here
     for batch in (make_batch(_requests(), IDS.pad_token_id), _packed(_choices())):
         if model_type == "gpt2" and batch.attention is not None:
             continue  # GPT-2 takes no 4-D mask
