@@ -50,7 +50,7 @@ def _reference(model, request: Request) -> tuple[float, bool]:
     return total, greedy
 
 
-def whole_logits_scorer(model) -> Scorer:
+def _whole_logits_scorer(model) -> Scorer:
     """A scorer from the whole logits (B, T, V), as the ensemble's members are scored: with the context NLL."""
     return lambda batch: {"m": reduce_logprobs(token_logprobs(model(**batch.model_inputs()).logits), batch)}
 
@@ -68,7 +68,7 @@ def _scored_as_alone(model, requests: list[Request], batch_size: int, scorer: Sc
 
 def test_batched_scores_match_unbatched(public_model):
     assert np.isnan(_scored_as_alone(public_model, _requests(), batch_size=2).context_nll).all()  # not computed
-    scores = _scored_as_alone(public_model, _requests(), batch_size=2, scorer=whole_logits_scorer(public_model))
+    scores = _scored_as_alone(public_model, _requests(), batch_size=2, scorer=_whole_logits_scorer(public_model))
     assert (scores.context_nll[[0]] == 0).all()  # a 1-token context predicts nothing
     assert (scores.context_nll[1:] > 0).all()
 
@@ -159,7 +159,7 @@ def test_packed_masks_let_each_target_see_the_context_and_itself_only():
 def test_packed_scores_match_each_request_alone(public_model):
     requests = _choices()
     _scored_as_alone(public_model, requests, batch_size=4)
-    whole = whole_logits_scorer(public_model)
+    whole = _whole_logits_scorer(public_model)
     scores = _scored_as_alone(public_model, requests, batch_size=4, scorer=whole)
     for index, request in enumerate(requests):
         alone = score_requests([request], whole, batch_size=1, pad_id=0)["m"]
@@ -208,8 +208,7 @@ def _upcycled(dense):
     from model.baselines import upcycle
     from tests.model.conftest import random_row
 
-    rows = torch.stack([random_row(s) for s in (1, 2, 3)])[:, : dense.config.hidden_size]
-    moe = upcycle(dense, 3, rows, top_k=2)
+    moe = upcycle(dense, 3, torch.stack([random_row(s) for s in (1, 2, 3)]), top_k=2)
     with torch.no_grad():
         for name, parameter in moe.named_parameters():
             if "experts" in name:
