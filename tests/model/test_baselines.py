@@ -167,3 +167,21 @@ def test_btm_row_by_row_equals_the_whole_batch_sum(dtype) -> None:
     for member, w in zip(logits, weights, strict=True):
         whole += member.to(torch.float32, copy=True).mul_(w.to(torch.float32)[:, None, None])
     assert torch.equal(btm_logits(logits, weights), whole)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_btm_top_k_reads_only_the_selected_members_and_sums_the_same(dtype) -> None:
+    """Top-2 of 4 members: the mix equals the sum over every member (zero weights included) bit for bit, and a member
+    no row selects is never read (NaN logits there would otherwise poison every row: 0 x NaN is NaN)."""
+    gen = torch.Generator().manual_seed(6)
+    logits = [(torch.randn(4, 6, 40, generator=gen) * 3).to(dtype) for _ in range(4)]
+    nll = torch.rand(4, 4, generator=gen) * 5
+    nll[3] += 100.0  # member 3: the worst context NLL on every row, never in a top 2
+    weights = routing_weights(nll, temperature=1.0, top_k=2)
+    assert (weights[3] == 0).all() and ((weights > 0).sum(dim=0) == 2).all()
+    every_member = torch.zeros(4, 6, 40)
+    for member, w in zip(logits, weights, strict=True):
+        every_member += member.to(torch.float32, copy=True).mul_(w.to(torch.float32)[:, None, None])
+    assert torch.equal(btm_logits(logits, weights), every_member)
+    logits[3] = torch.full_like(logits[3], float("nan"))
+    assert torch.equal(btm_logits(logits, weights), every_member)
