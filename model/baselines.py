@@ -95,9 +95,9 @@ def btm_logits(logits: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.T
     formed in one fp32 buffer per member (its fp32 copy, scaled in place), not in two, over
     `model.scoring.batch_chunks` (on a CPU a cache-sized chunk of rows at a time: the same sums, 3.5x faster there).
 
-    A member whose weight is zero on every row of a chunk is not read there: with BTM's top-k routing most members are
-    (top-2 of 8: up to three quarters of the work, bit for bit the same sums, since adding w * z = ±0 leaves a sum as it is),
-    and an unselected member has no influence at all, as in the paper's opt-out."""
+    A member whose weight is zero on every row of a chunk is not read there. With BTM's top-k routing most members
+    are (top-2 of 8: up to three quarters of the work); the sums are the same bit for bit, since adding w * z = ±0
+    leaves a sum as it is; and an unselected member has no influence at all, as in the paper's opt-out."""
     combined = torch.zeros_like(logits[0], dtype=torch.float32)
     for chunk, chunk_weights, *members in batch_chunks(combined, weights.to(torch.float32).T, *logits):
         for member, w in zip(members, chunk_weights.T, strict=True):
