@@ -124,6 +124,23 @@ def _no_process_outlives_the_suite():
         pytest.fail("processes started by the tests were still running at the end:\n" + "\n".join(described))
 
 
+# variables the tests change between data builds that no domain worker reads: pytest's name of the running test, and
+# the MLflow store a test points at (nothing under tasks/data uses MLflow: tests/tasks/data/test_data_workers.py)
+FORK_SERVER_IGNORES = frozenset({"PYTEST_CURRENT_TEST", *_MLFLOW_URI_VARS, "MLFLOW_EXPERIMENT_ID"})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_fork_server_across_data_builds():
+    """The suite's data builds (about 25 in the default suite) fork their domain workers from one server per test
+    process while the environment stays the same, instead of a server per build importing Great Expectations (3-4 s
+    each on 2 cores): `tasks.data.workers.reused_fork_server`. A build's workers still start from a fresh fork and
+    end with their domain; `flexo` commands the tests start run as commands do, a server per build."""
+    from tasks.data.workers import reused_fork_server
+
+    with reused_fork_server(ignoring=FORK_SERVER_IGNORES):
+        yield
+
+
 def _restored_mlflow_uris() -> Iterator[None]:
     """Put MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI back as they were when this began."""
     before = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}

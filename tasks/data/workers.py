@@ -12,15 +12,18 @@ which has torch, Prefect and their threads loaded) that imports the domain code 
 thread); every worker is forked from it with those imports in place, shared copy-on-write, and still ends with its
 domain. Memory: the server holds 0.28 GiB; a fresh worker's own share of it is 8 MiB, where a spawned one had its own
 copy of every import. The server ends with `domain_processes()`, so nothing it holds outlives the data stage, and the
-next build's server starts from this process's environment as it is then.
+next build's server starts from this process's environment as it is then. A process that runs many builds (the test
+suite: 25 servers a run, 3-4 s of imports each) may keep one server across them with `reused_fork_server()`.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import os
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -37,26 +40,58 @@ POLL_S = 0.5  # how often the parent passes reported progress on while it waits
 
 _ACTIVE: ContextVar[bool] = ContextVar("flexo_domain_processes", default=False)
 _queue: Any = None  # the worker's progress queue (set in the worker process by `_start`)
+_reusers = 0  # how many `reused_fork_server()` contexts are active
+_reuse_ignoring: frozenset[str] = frozenset()  # environment variables a reused server may differ in
+_server_started_from: tuple[dict[str, str], str, list[str]] | None = None  # `_environment()` when the server started
 
 
 @contextmanager
 def domain_processes() -> Iterator[None]:
     """While active (in this context and the threads started with a copy of it), `prepare_domain` runs each domain in
     a worker process of its own."""
+    if _server_started_from is not None and _server_started_from != _environment():
+        stop_fork_server()  # kept from an earlier build, but its workers would see that build's environment
     token = _ACTIVE.set(True)
     try:
         yield
     finally:
         _ACTIVE.reset(token)
-        stop_fork_server()
+        if not _reusers:
+            stop_fork_server()
+
+
+@contextmanager
+def reused_fork_server(ignoring: Collection[str] = ()) -> Iterator[None]:
+    """While active, `domain_processes()` leaves the fork server running for the next build, which uses it while this
+    process's environment variables (but those in `ignoring`: ones the domain code never reads), working directory and
+    sys.path are those the server started from (its workers inherit them) and starts a fresh one otherwise; the
+    outermost context ends it."""
+    global _reusers, _reuse_ignoring
+    _reusers += 1
+    outer_ignoring, _reuse_ignoring = _reuse_ignoring, _reuse_ignoring | frozenset(ignoring)
+    try:
+        yield
+    finally:
+        _reusers -= 1
+        _reuse_ignoring = outer_ignoring
+        if not _reusers:
+            stop_fork_server()
 
 
 def stop_fork_server() -> None:
     """End the fork server and its preloaded imports (started by the first `in_process`, otherwise kept until this
     process exits). The standard library has no public call for it; without `_stop` the server just lives on."""
+    global _server_started_from
     stop = getattr(multiprocessing.forkserver._forkserver, "_stop", None)  # type: ignore[attr-defined]
     if stop is not None:
         stop()
+    _server_started_from = None
+
+
+def _environment() -> tuple[dict[str, str], str, list[str]]:
+    """What a fork server's workers inherit from the moment it started: environment, working directory, sys.path."""
+    variables = {name: value for name, value in os.environ.items() if name not in _reuse_ignoring}
+    return variables, os.getcwd(), list(sys.path)
 
 
 def end_all_workers() -> None:
@@ -74,11 +109,14 @@ def in_process(label: str, fn: Callable[..., Any], *args: Any, progress: Callabl
     """`fn(*args, progress=...)` in a fresh worker process, forked from the fork server, that ends with the call: its
     result, or its exception raised here; `progress` gets the counts the worker reports. A worker that ends without a
     result is a DataError naming `label`."""
+    global _server_started_from
     if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: a spawned worker, imports and all
         context = multiprocessing.get_context("spawn")
     else:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(PRELOAD))  # read when the server starts, i.e. by the first call
+        if _server_started_from is None:
+            _server_started_from = _environment()
     queue = context.Queue()
     pool = ProcessPoolExecutor(1, mp_context=context, initializer=_start, initargs=(queue,))
     try:

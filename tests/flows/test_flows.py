@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -152,9 +154,16 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     assert tags == [("Cached", []), ("Completed", [GPU_TAG])], tags
 
 
+_BOTH_INSIDE: list[threading.Barrier] = []  # set by the two-slot case: each step waits there for the other
+
+
 def _gpu_interval(profile, token: str, hold_s: float) -> dict:
-    """A GPU step's body that says when it ran (perf_counter is one clock for the whole process)."""
+    """A GPU step's body that says when it ran (perf_counter is one clock for the whole process). With a barrier set,
+    it first waits until the other step is inside too, which only two slots allow (with one, the wait times out and
+    the step fails): on a busy machine the second thread's step may otherwise start after the first one's hold."""
     started = time.perf_counter()
+    for barrier in _BOTH_INSIDE:
+        barrier.wait()
     time.sleep(hold_s)
     return {"token": token, "start": started, "end": time.perf_counter()}
 
@@ -164,11 +173,11 @@ def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypat
     """Parallel expert subflows are threads calling run_step. On a server of the process's own (the harness's here,
     flexo's temporary one in `flexo run`) GPU steps go untagged, so no server limit applies: the process's slots alone
     keep two GPU steps from overlapping when there is one, and let them overlap when there are two."""
-    import threading
     import uuid
 
     monkeypatch.setitem(STEPS, "gpu_interval", Step(_gpu_interval, "core", gpu=True))
     monkeypatch.setitem(BODIES, "gpu_interval", _gpu_interval)
+    monkeypatch.setattr(sys.modules[__name__], "_BOTH_INSIDE", [threading.Barrier(2, timeout=60)] if slots == 2 else [])
     profile = world.model_copy(update={"orchestration": world.orchestration.model_copy(update={"gpu_slots": slots})})
     tokens = [uuid.uuid4().hex for _ in range(2)]
     outcomes: dict[str, Outcome] = {}

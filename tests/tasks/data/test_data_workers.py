@@ -14,7 +14,15 @@ import pytest
 from tasks.core.errors import DataError
 from tasks.data.ingest import staging_dir
 from tasks.data.pipeline import prepare_domain
-from tasks.data.workers import PRELOAD, domain_processes, in_process, processes_active, stop_fork_server
+from tasks.data import workers
+from tasks.data.workers import (
+    PRELOAD,
+    domain_processes,
+    in_process,
+    processes_active,
+    reused_fork_server,
+    stop_fork_server,
+)
 from tests.tasks.data_world import folder_domain, with_domains, write_txt_folder
 
 
@@ -76,10 +84,11 @@ def _fork_servers() -> list:
     return servers
 
 
-def test_a_worker_starts_with_the_domain_code_imported_and_the_server_ends_with_the_build():
+def test_a_worker_starts_with_the_domain_code_imported_and_the_server_ends_with_the_build(monkeypatch):
     """The imports a domain needs (Great Expectations among them: seconds per process) are the fork server's, made
     once; no torch reaches it (a fork of a process with torch's threads is unsafe); the server does not outlive
     `domain_processes()`."""
+    monkeypatch.setattr(workers, "_reusers", 0)  # as a command runs (the suite keeps one server: tests/conftest.py)
     stop_fork_server()  # a server left by another test's call outside the context
     with domain_processes():
         assert in_process("a", _preloaded) == list(PRELOAD)
@@ -90,6 +99,35 @@ def test_a_worker_starts_with_the_domain_code_imported_and_the_server_ends_with_
 
 def _imported(name: str, progress=None) -> bool:
     return name in sys.modules
+
+
+def _server_pid_and_variable(name: str, progress=None) -> tuple[int, str | None]:
+    return os.getppid(), os.environ.get(name)
+
+
+def test_a_reused_server_serves_builds_of_the_same_environment_and_a_changed_one_gets_a_fresh_server(monkeypatch):
+    """Two builds in one environment (but for a variable the context ignores) fork their workers from one server; a
+    build after another variable changed gets a new server, whose workers see the change; the outermost
+    `reused_fork_server()` ends the server."""
+    variable, unread = "FLEXO_TEST_FORK_SERVER", "FLEXO_TEST_UNREAD"
+    monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(workers, "_reusers", 0)  # this test's context is the outermost (the suite has one too)
+    monkeypatch.setattr(workers, "_reuse_ignoring", frozenset())
+    stop_fork_server()
+    with reused_fork_server(ignoring={unread}):
+        with reused_fork_server():
+            with domain_processes():
+                first, seen = in_process("a", _server_pid_and_variable, variable)
+            assert seen is None and [s.pid for s in _fork_servers()] == [first]
+        monkeypatch.setenv(unread, "a variable the server may differ in")
+        with domain_processes():  # an inner context's end leaves the server to the outer one
+            assert in_process("b", _server_pid_and_variable, variable) == (first, None)
+        monkeypatch.setenv(variable, "changed")
+        with domain_processes():
+            second, seen = in_process("c", _server_pid_and_variable, variable)
+        assert second != first and seen == "changed"
+        assert [s.pid for s in _fork_servers()] == [second]
+    assert _fork_servers() == []
 
 
 def test_processes_are_active_only_inside_the_context():
@@ -111,3 +149,18 @@ def test_a_domain_prepared_in_a_process_writes_the_same_files(tmp_profile, tmp_p
     assert there == here
     assert {f.name: f.read_bytes() for f in sorted(stage.iterdir())} == files
     assert {"signatures.npz", "signatures.json", "ngram_docs.npy", "accepted.parquet"} <= files.keys()
+
+
+def test_the_domain_code_reads_none_of_the_variables_the_suite_lets_its_fork_server_differ_in():
+    """tests/conftest.py keeps one fork server across builds whose environments differ in `FORK_SERVER_IGNORES`; that
+    is sound only while no domain code reads them."""
+    from tasks.core.config import REPO_ROOT
+    from tests.conftest import FORK_SERVER_IGNORES
+
+    readers = [
+        (path.name, name)
+        for path in sorted((REPO_ROOT / "tasks" / "data").rglob("*.py"))
+        for name in [*FORK_SERVER_IGNORES, "mlflow"]
+        if name.lower() in path.read_text(encoding="utf-8").lower()
+    ]
+    assert readers == []
