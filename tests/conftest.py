@@ -131,10 +131,10 @@ FORK_SERVER_IGNORES = frozenset({"PYTEST_CURRENT_TEST", *_MLFLOW_URI_VARS, "MLFL
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_fork_server_across_data_builds():
-    """The suite's data builds (about 25 in the default suite) fork their domain workers from one server per test
-    process while the environment stays the same, instead of a server per build importing Great Expectations (3-4 s
-    each on 2 cores): `tasks.data.workers.reused_fork_server`. A build's workers still start from a fresh fork and
-    end with their domain; `flexo` commands the tests start run as commands do, a server per build."""
+    """The suite's in-process data builds fork their domain workers from one server per test process while the
+    environment stays the same, instead of a server per build importing Great Expectations (3-4 s each on 2 cores):
+    `tasks.data.workers.reused_fork_server`. A build's workers still start from a fresh fork and end with their
+    domain; `flexo` commands the tests start run as commands do, a server per build."""
     from tasks.data.workers import reused_fork_server
 
     with reused_fork_server(ignoring=FORK_SERVER_IGNORES):

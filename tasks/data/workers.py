@@ -13,7 +13,7 @@ thread); every worker is forked from it with those imports in place, shared copy
 domain. Memory: the server holds 0.28 GiB; a fresh worker's own share of it is 8 MiB, where a spawned one had its own
 copy of every import. The server ends with `domain_processes()`, so nothing it holds outlives the data stage, and the
 next build's server starts from this process's environment as it is then. A process that runs many builds (the test
-suite: 25 servers a run, 3-4 s of imports each) may keep one server across them with `reused_fork_server()`.
+suite, where every server's imports cost 3-4 s) may keep one server across them with `reused_fork_server()`.
 """
 
 from __future__ import annotations
