@@ -154,7 +154,7 @@ def test_a_cache_hit_does_not_queue_for_the_gpu_slot(world, monkeypatch) -> None
     assert tags == [("Cached", []), ("Completed", [GPU_TAG])], tags
 
 
-_BOTH_INSIDE: list[threading.Barrier] = []  # set by the two-slot case: each step waits there for the other
+_BOTH_INSIDE: threading.Barrier | None = None  # set by the two-slot case: each step waits there for the other
 
 
 def _gpu_interval(profile, token: str, hold_s: float) -> dict:
@@ -162,8 +162,8 @@ def _gpu_interval(profile, token: str, hold_s: float) -> dict:
     it first waits until the other step is inside too, which only two slots allow (with one, the wait times out and
     the step fails): on a busy machine the second thread's step may otherwise start after the first one's hold."""
     started = time.perf_counter()
-    for barrier in _BOTH_INSIDE:
-        barrier.wait()
+    if _BOTH_INSIDE is not None:
+        _BOTH_INSIDE.wait()
     time.sleep(hold_s)
     return {"token": token, "start": started, "end": time.perf_counter()}
 
@@ -177,7 +177,7 @@ def test_gpu_steps_of_parallel_subflows_share_the_process_slots(world, monkeypat
 
     monkeypatch.setitem(STEPS, "gpu_interval", Step(_gpu_interval, "core", gpu=True))
     monkeypatch.setitem(BODIES, "gpu_interval", _gpu_interval)
-    monkeypatch.setattr(sys.modules[__name__], "_BOTH_INSIDE", [threading.Barrier(2, timeout=60)] if slots == 2 else [])
+    monkeypatch.setattr(sys.modules[__name__], "_BOTH_INSIDE", threading.Barrier(2, timeout=60) if slots == 2 else None)
     profile = world.model_copy(update={"orchestration": world.orchestration.model_copy(update={"gpu_slots": slots})})
     tokens = [uuid.uuid4().hex for _ in range(2)]
     outcomes: dict[str, Outcome] = {}
