@@ -11,6 +11,7 @@ import yaml
 from flows import work_pools
 from tasks.core.config import REPO_ROOT
 from tasks.core.errors import ConfigError
+from tests.flows.entrypoints import load_entrypoint
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +21,10 @@ def deployments() -> list[dict]:
 
 def test_every_deployment_loads_validates_and_lands_on_a_created_pool(deployments, tiny_profile) -> None:
     from prefect.client.schemas.schedules import CronSchedule
-    from prefect.flows import load_flow_from_entrypoint
-
     pools = {spec.name for spec in work_pools.pools(tiny_profile)}
     seen = set()
     for dep in deployments:
-        flow = load_flow_from_entrypoint(str(REPO_ROOT / dep["entrypoint"]))
+        flow = load_entrypoint(dep["entrypoint"])
         key = f"{flow.name}/{dep['name']}"
         assert key not in seen, f"duplicate deployment {key}"
         seen.add(key)
@@ -50,9 +49,7 @@ def test_weekly_retraining_runs_on_the_owners_own_pool(deployments, tiny_profile
 
 def test_bad_parameters_are_refused(deployments) -> None:
     from prefect.exceptions import ParameterTypeError
-    from prefect.flows import load_flow_from_entrypoint
-
-    expert = load_flow_from_entrypoint(str(REPO_ROOT / "flows/expert.py:expert"))
+    expert = load_entrypoint("flows/expert.py:expert")
     with pytest.raises(ParameterTypeError):
         expert.validate_parameters({"profile": "demo"})  # no domain
     with pytest.raises(ParameterTypeError):

@@ -24,6 +24,7 @@ from flows.events import (
 )
 from flows.outcomes import Outcome
 from tasks.core.config import REPO_ROOT
+from tests.flows.entrypoints import load_entrypoint
 
 
 def _versioned(domain: str, md5: str, status: str = "completed") -> Outcome:
@@ -93,9 +94,7 @@ def test_the_event_names_the_domain_and_carries_both_md5s(tmp_profile) -> None:
 
 
 def test_each_owner_deployment_retrains_on_its_own_data_only(triggers, tiny_profile) -> None:
-    from prefect.flows import load_flow_from_entrypoint
-
-    expert = load_flow_from_entrypoint(str(REPO_ROOT / "flows/expert.py:expert"))
+    expert = load_entrypoint("flows/expert.py:expert")
     for domain in tiny_profile.closed_domains:
         (spec,) = triggers[f"expert/weekly-{domain}"]
         automation = _server_trigger(spec)
