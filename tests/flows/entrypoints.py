@@ -1,5 +1,5 @@
-"""A prefect.yaml entrypoint loaded inside the test process, as a deployment's flow run loads it, without the side effects
-Prefect's loader keeps.
+"""A prefect.yaml entrypoint loaded inside the test process, as a deployment's flow run loads it, without the side
+effects Prefect's loader keeps.
 
 `load_flow_from_entrypoint` runs the file as a script: it puts flows/ first on `sys.path` and never takes it off. In a
 fresh flow-run process `import flows` removes it again (flows/__init__.py), but the test process imported the package
