@@ -21,6 +21,7 @@ def deployments() -> list[dict]:
 
 def test_every_deployment_loads_validates_and_lands_on_a_created_pool(deployments, tiny_profile) -> None:
     from prefect.client.schemas.schedules import CronSchedule
+
     pools = {spec.name for spec in work_pools.pools(tiny_profile)}
     seen = set()
     for dep in deployments:
@@ -49,6 +50,7 @@ def test_weekly_retraining_runs_on_the_owners_own_pool(deployments, tiny_profile
 
 def test_bad_parameters_are_refused(deployments) -> None:
     from prefect.exceptions import ParameterTypeError
+
     expert = load_entrypoint("flows/expert.py:expert")
     with pytest.raises(ParameterTypeError):
         expert.validate_parameters({"profile": "demo"})  # no domain
