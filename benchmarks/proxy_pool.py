@@ -54,7 +54,7 @@ def main() -> None:
     started = time.perf_counter()
 
     def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(encode(texts, profile))
+        return np.asarray(encode(texts, profile.router.embed_batch_size, profile.runtime.precision))
 
     centroids = {d: domain_embedding(embed(router_sample(profile, d))) for d in [PUBLIC, *owners]}
     centroid_seconds = time.perf_counter() - started

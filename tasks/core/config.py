@@ -240,9 +240,6 @@ class TrainExpertConfig(_Strict):
 class RouterConfig(_Strict):
     embed_docs: int = Field(1000, gt=0)  # |S_i| in the paper
     embed_batch_size: int = Field(64, gt=0)
-    # word pieces of each document the sentence encoder reads (the rest is cut): all-MiniLM-L6-v2 reads 256 by default
-    # and has 512 positions; its cost grows with it (64 instead of 256: 5x faster on 1,200-character documents)
-    encoder_max_tokens: int = Field(256, gt=0, le=512)
     projection_seed: int = 20250707  # the shared, public orthogonal map d_e -> d
     top_k: int | None = None  # experts per token in the merged MoE; None = about half of n+1
 

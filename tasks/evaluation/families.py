@@ -172,7 +172,7 @@ def _prompt_routing(
     profile, tasks = run.profile, run.tasks
     contexts = [item.context for task in tasks for item in task.items]
     try:
-        embeddings = encode(contexts, profile)
+        embeddings = encode(contexts, profile.router.embed_batch_size, profile.runtime.precision)
     finally:  # nothing later in the stage encodes: the cached encoder (85 MB of weights) would ride along to the end
         load_encoder.cache_clear()
     picks = nearest_centroid(torch.from_numpy(np.asarray(embeddings)), centroids).numpy()

@@ -164,7 +164,7 @@ class PromptRoutingEngine:
 
         profile = self.members.scoring.profile
         distinct = list(dict.fromkeys(contexts))
-        embeddings = encode(distinct, profile)
+        embeddings = encode(distinct, profile.router.embed_batch_size, profile.runtime.precision)
         chosen = nearest_centroid(torch.from_numpy(np.asarray(embeddings)), self.centroids).tolist()
         by_context = dict(zip(distinct, chosen, strict=True))
         return [int(by_context[c]) for c in contexts]

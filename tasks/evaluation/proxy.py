@@ -111,6 +111,6 @@ def _encoded(profile: Profile, pool: list[str]) -> np.ndarray:
         "router tuning: encoding %d public documents for the proxy sets (the public router step stored none)", len(pool)
     )
     try:
-        return np.asarray(encode(pool, profile))
+        return np.asarray(encode(pool, profile.router.embed_batch_size, profile.runtime.precision))
     finally:  # nothing later in the stage encodes: the cached encoder would ride along to the end
         load_encoder.cache_clear()

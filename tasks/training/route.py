@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from model.precision import autocast, resolve_precision
+from model.precision import Setting, autocast, resolve_precision
 from model.router import domain_embedding, project
 from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
@@ -50,18 +50,12 @@ def sample_documents(texts: list[str], count: int, seed: int) -> list[str]:
     return [texts[i] for i in order]
 
 
-def encode(texts: list[str], profile: Profile) -> np.ndarray:
-    """Unit-norm all-MiniLM-L6-v2 embeddings (fp32 numpy) of each text's first `router.encoder_max_tokens` word pieces,
-    in batches of `router.embed_batch_size`, `runtime.precision` resolved for the encoder's device. Every router row,
-    proxy pool and routing decision of a profile reads the same settings, so they stay comparable. bf16 autocast runs
-    2.5x faster on a CPU with native bf16 and moves a domain's mean embedding by cosine 0.99998 (benchmarks/RESULTS.md,
-    "bf16 where the CPU has it")."""
-    encoder = load_encoder()
-    encoder.max_seq_length = profile.router.encoder_max_tokens  # read by each encode call (the encoder is shared)
-    with autocast(resolve_precision(profile.runtime.precision, ENCODER_DEVICE), ENCODER_DEVICE):
-        return encoder.encode(
-            texts, batch_size=profile.router.embed_batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
+def encode(texts: list[str], batch_size: int, precision: Setting) -> np.ndarray:
+    """Unit-norm all-MiniLM-L6-v2 embeddings (fp32 numpy), `precision` (`runtime.precision`) resolved for the encoder's
+    device. bf16 autocast runs 2.5x faster on a CPU with native bf16 and moves a domain's mean embedding by cosine
+    0.99998 (benchmarks/RESULTS.md, "bf16 where the CPU has it")."""
+    with autocast(resolve_precision(precision, ENCODER_DEVICE), ENCODER_DEVICE):
+        return load_encoder().encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
 
 
 def router_sample(profile: Profile, domain: str) -> list[str]:
@@ -86,7 +80,7 @@ def embed_domain(profile: Profile, domain: str) -> Path:
     paths = RunPaths(profile)
     texts = _train_texts(profile, domain)
     sample = sample_documents(texts, profile.router.embed_docs, profile.seed)
-    vectors = encode(sample, profile)
+    vectors = encode(sample, profile.router.embed_batch_size, profile.runtime.precision)
     raw = domain_embedding(vectors)
     projected = project(raw, profile.model.hidden_size, profile.router.projection_seed)
     out = paths.router_embedding(domain)
@@ -94,7 +88,6 @@ def embed_domain(profile: Profile, domain: str) -> Path:
     metadata = {
         "domain": domain,
         "encoder": ENCODER_NAME,
-        "encoder_max_tokens": str(profile.router.encoder_max_tokens),
         "documents": str(len(sample)),
         "projection_seed": str(profile.router.projection_seed),
         "hidden_size": str(profile.model.hidden_size),
@@ -123,29 +116,20 @@ def embed_public_pool(profile: Profile, texts: list[str], sample: list[str], sam
     rest = pool[shared:]
     parts = [sample_vectors[:shared]]
     if rest:
-        parts.append(encode(rest, profile))
+        parts.append(encode(rest, profile.router.embed_batch_size, profile.runtime.precision))
     embeddings = np.concatenate(parts).astype(np.float32)
-    metadata = {
-        "encoder": ENCODER_NAME,
-        "encoder_max_tokens": str(profile.router.encoder_max_tokens),
-        "documents": str(len(pool)),
-        "texts_sha256": json_sha256(pool),
-    }
+    metadata = {"encoder": ENCODER_NAME, "documents": str(len(pool)), "texts_sha256": json_sha256(pool)}
     save_file({"embeddings": torch.from_numpy(embeddings).contiguous()}, str(path), metadata=metadata)
 
 
 def load_public_pool(profile: Profile, pool: list[str]) -> np.ndarray | None:
-    """The stored embeddings of exactly these pool documents, in order, encoded as this profile encodes; None when none
-    are stored or they belong to other documents (other data, seed or pool size) or another encoder input length: the
-    caller encodes them itself."""
+    """The stored embeddings of exactly these pool documents, in order; None when none are stored or they belong to
+    other documents (other data, seed or pool size): the caller encodes them itself."""
     path = RunPaths(profile).public_pool_embeddings
     if not path.exists():
         return None
     with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("texts_sha256") != json_sha256(pool):
-            return None
-        if metadata.get("encoder_max_tokens") != str(profile.router.encoder_max_tokens):
+        if (handle.metadata() or {}).get("texts_sha256") != json_sha256(pool):
             return None
         return handle.get_tensor("embeddings").numpy()
 

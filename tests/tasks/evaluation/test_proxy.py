@@ -36,12 +36,12 @@ def test_select_proxies_ranks_by_cosine_to_each_centroid():
         select_proxies(texts, embeddings[:3], {"x": np.array([1.0, 0.0])}, 1)
 
 
-def test_the_encoder_picks_the_code_like_public_documents_for_a_code_owner(tiny_profile):
+def test_the_encoder_picks_the_code_like_public_documents_for_a_code_owner():
     """A code owner's centroid (the MiniLM mean of its code) ranks the code-like public documents first."""
     owner_code = ["while x > 0:\n    x -= 1\n", "class Node:\n    def __init__(self):\n        self.next = None\n"]
-    centroid = encode(owner_code, tiny_profile).mean(axis=0)
+    centroid = encode(owner_code, 8, "fp32").mean(axis=0)
     public = [PROSE[0], CODE[0], PROSE[1], CODE[1], PROSE[2], CODE[2]]
-    chosen = select_proxies(public, encode(public, tiny_profile), {"code": centroid}, 3)
+    chosen = select_proxies(public, encode(public, 8, "fp32"), {"code": centroid}, 3)
     assert sorted(chosen["code"]) == sorted(CODE)
 
 
@@ -113,7 +113,7 @@ def test_the_public_router_step_stores_the_pool_and_the_ranking_reads_it(tmp_pat
     assert len(pool) > profile.router.embed_docs  # the pool reaches beyond r_pub's sample
     stored = load_file(str(paths.public_pool_embeddings))["embeddings"].numpy()
     assert stored.shape == (len(pool), 384)
-    np.testing.assert_allclose(stored, route.encode(pool, profile), atol=1e-5)
+    np.testing.assert_allclose(stored, route.encode(pool, 8, "fp32"), atol=1e-5)
     raw = load_file(str(paths.router_embedding("public")))["raw"].numpy()
     assert np.array_equal(domain_embedding(stored[: profile.router.embed_docs]), raw)  # r_pub's own vectors
 
@@ -129,8 +129,6 @@ def test_the_public_router_step_stores_the_pool_and_the_ranking_reads_it(tmp_pat
 
     other = profile.model_copy(update={"eval": profile.eval.model_copy(update={"rt_proxy_pool": 36})})
     assert route.load_public_pool(other, pool[:36]) is None  # another pool: encoded, not read from the file
-    shorter = profile.model_copy(update={"router": profile.router.model_copy(update={"encoder_max_tokens": 32})})
-    assert route.load_public_pool(shorter, pool) is None  # the same pool read shorter: encoded again
     no_tuning = profile.model_copy(update={"eval": profile.eval.model_copy(update={"rt_steps": 0})})
     route.embed_domain(no_tuning, "public")
     assert not paths.public_pool_embeddings.exists()
