@@ -64,8 +64,9 @@ def domain_processes() -> Iterator[None]:
 def reused_fork_server(ignoring: Collection[str] = ()) -> Iterator[None]:
     """While active, `domain_processes()` leaves the fork server running for the next build, which uses it while this
     process's environment variables (but those in `ignoring`: ones the domain code never reads), working directory and
-    sys.path are those the server started from (its workers inherit them) and starts a fresh one otherwise; the
-    outermost context ends it."""
+    sys.path are those the server started from and starts a fresh one otherwise; the outermost context ends it. Its
+    workers inherit the server's environment; sys.path and the working directory they get from this process at each
+    fork, but the server's preloaded domain code was found under the ones it started with."""
     global _reusers, _reuse_ignoring
     _reusers += 1
     outer_ignoring, _reuse_ignoring = _reuse_ignoring, _reuse_ignoring | frozenset(ignoring)
@@ -89,7 +90,8 @@ def stop_fork_server() -> None:
 
 
 def _environment() -> tuple[dict[str, str], str, list[str]]:
-    """What a fork server's workers inherit from the moment it started: environment, working directory, sys.path."""
+    """What a fork server depends on from the moment it started: the environment its workers inherit, and the working
+    directory and sys.path its preloaded imports were found under."""
     variables = {name: value for name, value in os.environ.items() if name not in _reuse_ignoring}
     return variables, os.getcwd(), list(sys.path)
 
