@@ -157,10 +157,12 @@ def test_the_domain_code_reads_none_of_the_variables_the_suite_lets_its_fork_ser
     from tasks.core.config import REPO_ROOT
     from tests.conftest import FORK_SERVER_IGNORES
 
+    folder = REPO_ROOT / "tasks" / "data"
+    sources = {str(path.relative_to(folder)): path.read_text(encoding="utf-8").lower() for path in folder.rglob("*.py")}
     readers = [
-        (path.name, name)
-        for path in sorted((REPO_ROOT / "tasks" / "data").rglob("*.py"))
-        for name in [*FORK_SERVER_IGNORES, "mlflow"]
-        if name.lower() in path.read_text(encoding="utf-8").lower()
+        (name, variable)
+        for name, text in sorted(sources.items())
+        for variable in [*FORK_SERVER_IGNORES, "mlflow"]
+        if variable.lower() in text
     ]
     assert readers == []
