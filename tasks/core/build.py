@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tasks.core.config import Profile, TrainExpertConfig, TrainPublicConfig
-from tasks.core.device import resolve_run_precision
+from tasks.core.device import resolve_compile, resolve_run_precision
 from tasks.core.errors import DataError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def train_spec(
         device=device,
         precision=resolve_run_precision(profile, device),
         dp=dp,
-        compile=profile.runtime.compile,
+        compile=resolve_compile(profile, device, dp=dp is not None),
     )
 
 

@@ -352,8 +352,9 @@ class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "auto"] = "auto"  # auto: bf16 autocast where the device has it natively
     num_threads: int | None = None  # None = torch's default
-    # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training)
-    compile: bool = False
+    # torch.compile the training step (forward + loss): fewer kernel launches on a GPU (model.training). `auto`: on a
+    # CUDA device only (tasks.core.device.resolve_compile); on a CPU its compile outlasts what it saves on demo runs
+    compile: Literal["auto"] | bool = "auto"
 
 
 class Profile(_Strict):

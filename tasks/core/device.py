@@ -1,4 +1,5 @@
-"""The one place that turns `runtime.device` and `runtime.precision` into the device and precision a stage runs on.
+"""The one place that turns `runtime.device`, `runtime.precision` and `runtime.compile` into the device, precision and
+compile switch a stage runs with.
 
 Why one: training, evaluation, the attack and the router encoder each picked a device for themselves, and they
 disagreed (training refused a missing CUDA, evaluation and the attack silently fell back to the CPU). Every stage now
@@ -37,3 +38,14 @@ def torch_device(profile: Profile) -> torch.device:
 def resolve_run_precision(profile: Profile, device: str | torch.device | None = None) -> Precision:
     """`runtime.precision` resolved for `device` (default: the profile's device): `auto` is bf16 where it is native."""
     return resolve_precision(profile.runtime.precision, device if device is not None else resolve_device(profile))
+
+
+def resolve_compile(profile: Profile, device: str, dp: bool = False) -> bool:
+    """`runtime.compile` for a training on `device`: `auto` compiles the step on CUDA, where the eager step is bound by
+    the host launching kernels (benchmarks/RESULTS.md, the H200 runs), and not on a CPU, where inductor's compile (about
+    50 s) outlasts what it saves on a demo run. Under DP-SGD `auto` stays eager: Opacus' per-sample hooks do not go
+    through torch.compile (an explicit `true` with DP is refused by `model.training`)."""
+    wanted = profile.runtime.compile
+    if wanted == "auto":
+        return torch.device(device).type == "cuda" and not dp
+    return wanted

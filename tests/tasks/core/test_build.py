@@ -9,6 +9,7 @@ from model.dp import DPSpec
 from model.extraction import SamplingSettings
 from model.schedule import warmup_steps_for
 from tasks.core import build
+from tasks.core.device import resolve_compile
 from tasks.core.errors import DataError
 
 
@@ -73,3 +74,27 @@ def test_an_attack_window_longer_than_the_model_is_refused_by_name(tiny_profile)
     profile = _with(tiny_profile, "attack", window_tokens=tiny_profile.model.max_seq_len + 1)
     with pytest.raises(DataError, match=r"attack.window_tokens .* exceeds model.max_seq_len"):
         build.sampling_settings(profile)
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "dp", "compiled"),
+    [
+        ("auto", "cpu", False, False),  # inductor's compile outlasts a CPU demo run
+        ("auto", "cuda", False, True),  # the eager step is bound by the host launching kernels
+        ("auto", "cuda:1", False, True),
+        ("auto", "cuda", True, False),  # Opacus' per-sample hooks stay eager
+        (True, "cpu", False, True),
+        (False, "cuda", False, False),
+    ],
+)
+def test_compile_auto_is_cuda_without_dp_and_an_explicit_setting_wins(
+    tiny_profile, setting, device: str, dp: bool, compiled: bool
+) -> None:
+    profile = _with(tiny_profile, "runtime", compile=setting)
+    assert resolve_compile(profile, device, dp=dp) is compiled
+
+
+def test_the_default_compiles_no_cpu_training(tiny_profile) -> None:
+    assert tiny_profile.runtime.compile == "auto"
+    section = tiny_profile.train_expert
+    assert build.train_spec(tiny_profile, section, 10, "cpu").compile is False

@@ -51,6 +51,13 @@ def test_hidden_not_divisible_by_heads_names_the_key(tmp_path: Path) -> None:
         load_profile("tiny", path)
 
 
+def test_compile_takes_auto_or_a_boolean_and_names_the_key_otherwise(tmp_path: Path) -> None:
+    assert load_profile("demo").runtime.compile == "auto"
+    path = _write_variant(tmp_path, lambda raw: raw["profiles"]["tiny"]["runtime"].update(compile="cuda"))
+    with pytest.raises(ConfigError, match=r"runtime\.compile"):
+        load_profile("tiny", path)
+
+
 def test_unknown_key_is_refused(tmp_path: Path) -> None:
     path = _write_variant(tmp_path, lambda raw: raw["profiles"]["tiny"]["train_public"].update(learning_rate=1))
     with pytest.raises(ConfigError, match=r"train_public\.learning_rate"):
