@@ -3,7 +3,8 @@
 Why one generic loop: the three runs differ only in which parameters train and in the loss; the loop takes a model, a
 loss function and packed token data, and owns everything a long run needs to be trusted: AdamW (decay only on matrices
 that are not embeddings), warmup + cosine LR, gradient clipping, periodic validation, best/last checkpoints, exact
-resume (same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP and DP-SGD.
+resume (same batches, same optimizer state, same RNG streams), bf16 autocast (CUDA and CPU), DDP and DP-SGD, and no
+host sync inside a step (a step's metrics are read after the next one is queued).
 
 The caller decides what trains by setting `requires_grad`: frozen tensors get no gradient and no optimizer state.
 """
@@ -90,6 +91,43 @@ class _Privacy:
     accountant: Any  # opacus' RDPAccountant
 
 
+@dataclass(frozen=True)
+class _StepMetrics:
+    """One optimizer step's reported scalars, read on the host only when `read` is called.
+
+    Why not `float()` them in the step: on a GPU every read is a host sync that waits for the step's last kernel, so
+    the host could not queue the next step while the device works. The values are packed into one float64 vector and,
+    from a CUDA device, copied without blocking with an event recorded after the copy; `read` waits for that event only,
+    not for whatever was queued after it. On a CPU the ops have already run and `read` costs nothing."""
+
+    keys: tuple[str, ...]
+    values: torch.Tensor  # (len(keys),) float64, on the host
+    ready: torch.cuda.Event | None
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], packed: torch.Tensor) -> _StepMetrics:
+        if packed.device.type != "cuda":
+            return cls(keys, packed, None)
+        on_host = packed.to("cpu", non_blocking=True)  # into pinned memory: the copy is queued, not waited for
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(keys, on_host, ready)
+
+    def read(self) -> dict[str, float]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return dict(zip(self.keys, self.values.tolist(), strict=True))
+
+
+@dataclass(frozen=True)
+class _Unread:
+    """A finished step whose metrics have not been read yet (see `_Run.step`)."""
+
+    step: int
+    lr: float
+    metrics: _StepMetrics
+
+
 @dataclass
 class _Progress:
     """Where the run stands: what a checkpoint records besides tensors, and what resuming restores."""
@@ -128,6 +166,7 @@ class _Run:
         self.last_dir, self.best_dir = out / "last", out / "best"
         self.tokens_per_step = spec.batch_size * spec.seq_len
         self.progress = _Progress()
+        self.unread: _Unread | None = None
         model.to(spec.device)
         model.train()
         self.named = ordered_trainable(model, spec.weight_decay)
@@ -233,7 +272,7 @@ class _Run:
             self.callback(StepEvent("eval", step, self.spec.total_steps, tokens, self.lr(step - 1), metrics, 0.0))
         return metrics
 
-    def _dp_step(self, privacy: _Privacy) -> dict[str, float]:
+    def _dp_step(self, privacy: _Privacy) -> _StepMetrics:
         """One DP-SGD step on a Poisson-sampled batch: per-sample gradients, clipped and noised by the optimizer."""
         spec, loss_fn = self.spec, self.loss_fn
         indices = self.train_data.poisson_indices(self.progress.step, privacy.sample_rate, spec.seed)
@@ -247,10 +286,12 @@ class _Run:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         privacy.accountant.step(noise_multiplier=privacy.noise_multiplier, sample_rate=privacy.sample_rate)
-        return {"loss": total / max(1, len(indices)), "batch_sequences": float(len(indices))}
+        values = [total / max(1, len(indices)), float(len(indices))]
+        return _StepMetrics.of(("loss", "batch_sequences"), torch.tensor(values, dtype=torch.float64))
 
-    def _sgd_step(self) -> dict[str, float]:
-        """One step on this process's share of the global batch; metrics averaged over the processes."""
+    def _sgd_step(self) -> _StepMetrics:
+        """One step on this process's share of the global batch; metrics averaged over the processes, left on the
+        device (no host sync in the step)."""
         spec = self.spec
         indices = self.train_data.batch_indices(self.progress.step, spec.batch_size, spec.seed, self.rank, self.world)
         batch = self.train_data.rows(indices).to(spec.device, non_blocking=True)
@@ -260,44 +301,69 @@ class _Run:
         parts["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, spec.grad_clip)
         self.optimizer.step()
-        parts_out = {k: float(v.detach()) for k, v in parts.items()}
-        parts_out["grad_norm"] = float(grad_norm)
+        packed = torch.stack([*(v.detach().float() for v in parts.values()), grad_norm.float()]).double()
         if self.world > 1:
-            packed = torch.tensor([parts_out[k] for k in sorted(parts_out)], dtype=torch.float64)
             dist.all_reduce(packed)
-            parts_out = {k: float(v) / self.world for k, v in zip(sorted(parts_out), packed, strict=True)}
-        return parts_out
+            packed /= self.world
+        return _StepMetrics.of((*parts, "grad_norm"), packed)
 
     def step(self) -> None:
-        """One optimizer step, then the callback, and validation and the last checkpoint when they are due."""
+        """One optimizer step; then the previous step's metrics are read and reported (the callback), so on a GPU the
+        host queues a step while the device still runs the one before. A step that validates, checkpoints or ends the
+        run has its own metrics read and reported at once, before the validation and the checkpoint."""
         spec, progress = self.spec, self.progress
         tick = time.perf_counter()
         lr = self.lr(progress.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        parts_out = self._dp_step(self.privacy) if self.privacy is not None else self._sgd_step()
+        metrics = self._dp_step(self.privacy) if self.privacy is not None else self._sgd_step()
         progress.step += 1
         progress.steps_this_session += 1
-        progress.train_seconds += time.perf_counter() - tick
-        progress.train_metrics = {**parts_out, "lr": lr}
         step = progress.step
-        if not math.isfinite(progress.train_metrics["loss"]):
+        earlier, self.unread = self.unread, _Unread(step, lr, metrics)
+        if earlier is not None:
+            self._report(earlier, tick)
+        else:
+            progress.train_seconds += time.perf_counter() - tick
+        evaluates = step % spec.eval_every == 0 and step < spec.total_steps
+        checkpoints = step % spec.checkpoint_every == 0 and step < spec.total_steps
+        if evaluates or checkpoints or step == spec.total_steps:
+            self.settle()
+        if evaluates:
+            self.evaluate()
+        if checkpoints:
+            self.save(self.last_dir, with_optimizer=True)
+            self.barrier()
+
+    def settle(self) -> None:
+        """Read and report the last step's metrics if they are still unread."""
+        unread, self.unread = self.unread, None
+        if unread is not None:
+            self._report(unread, time.perf_counter())
+
+    def _report(self, unread: _Unread, tick: float) -> None:
+        """Wait for a step's metrics (counted as training time from `tick`), refuse a non-finite loss, tell the
+        callback."""
+        progress, spec = self.progress, self.spec
+        values = unread.metrics.read()
+        progress.train_seconds += time.perf_counter() - tick
+        progress.train_metrics = {**values, "lr": unread.lr}
+        if not math.isfinite(values["loss"]):
             raise FloatingPointError(
-                f"training loss is {progress.train_metrics['loss']} at step {step}; lower the learning rate"
+                f"training loss is {values['loss']} at step {unread.step}; lower the learning rate"
             )
         if self.callback is not None:
             tokens_per_s = progress.steps_this_session * self.tokens_per_step / max(progress.train_seconds, 1e-9)
-            tokens = step * self.tokens_per_step
-            self.callback(StepEvent("step", step, spec.total_steps, tokens, lr, progress.train_metrics, tokens_per_s))
-        if step % spec.eval_every == 0 and step < spec.total_steps:
-            self.evaluate()
-        if step % spec.checkpoint_every == 0 and step < spec.total_steps:
-            self.save(self.last_dir, with_optimizer=True)
-            self.barrier()
+            tokens = unread.step * self.tokens_per_step
+            event = StepEvent(
+                "step", unread.step, spec.total_steps, tokens, unread.lr, progress.train_metrics, tokens_per_s
+            )
+            self.callback(event)
 
     def finish(self, memory: PeakWindow) -> TrainResult:
         """Validate at the end (unless the checkpoint was already the end), write the last checkpoint, report."""
         spec, progress = self.spec, self.progress
+        self.settle()
         val_metrics = self.evaluate() if (progress.resumed_from != spec.total_steps) else {}
         if not val_metrics and progress.history:
             val_metrics = {k[4:]: v for k, v in progress.history[-1].items() if k.startswith("val_")}

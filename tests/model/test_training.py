@@ -142,6 +142,54 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
         train(fresh_model(), dense_loss(1e-4), data, val, other, tmp_path / "run")
 
 
+def test_a_step_is_reported_after_the_next_is_queued_unless_it_validates_checkpoints_or_ends(tmp_path: Path) -> None:
+    """No host sync in the step: step t's metrics are read once step t+1 has run (on a GPU: been queued), except where
+    step t validates, checkpoints or ends the run; every step is still reported once, in order, with its own loss."""
+    losses: list[float] = []
+    loss_fn = dense_loss(1e-4)
+
+    def recording(model, input_ids):
+        parts = loss_fn(model, input_ids)
+        if torch.is_grad_enabled():  # a training step (validation runs under no_grad)
+            losses.append(float(parts["loss"].detach()))
+        return parts
+
+    seen: list[tuple[str, int, int]] = []
+    reported: dict[int, float] = {}
+
+    def watch(event) -> None:
+        seen.append((event.kind, event.step, len(losses)))
+        if event.kind == "step":
+            reported[event.step] = event.metrics["loss"]
+
+    spec = make_spec()  # 8 steps, validation every 4, checkpoints every 3
+    result = train(fresh_model(), recording, make_data(0), make_data(1, 400), spec, tmp_path, callback=watch)
+    steps_run_when_reported = {step: run for kind, step, run in seen if kind == "step"}
+    assert steps_run_when_reported == {1: 2, 2: 3, 3: 3, 4: 4, 5: 6, 6: 6, 7: 8, 8: 8}
+    assert [(kind, step) for kind, step, _ in seen if kind == "eval" or step in (4, 8)] == [
+        ("step", 4),
+        ("eval", 4),
+        ("step", 8),
+        ("eval", 8),
+    ]
+    assert reported == dict(enumerate(losses, start=1))
+    assert result.train_metrics["loss"] == losses[-1]
+
+
+def test_a_non_finite_loss_names_its_step_though_the_next_step_ran(tmp_path: Path) -> None:
+    loss_fn = dense_loss(1e-4)
+    calls = itertools.count(1)
+
+    def nan_at_step_2(model, input_ids):
+        parts = loss_fn(model, input_ids)
+        if torch.is_grad_enabled() and next(calls) == 2:
+            parts = {**parts, "loss": parts["loss"] * float("nan")}
+        return parts
+
+    with pytest.raises(FloatingPointError, match="at step 2; lower the learning rate"):
+        train(fresh_model(), nan_at_step_2, make_data(0), None, make_spec(), tmp_path)
+
+
 def test_the_best_validation_step_is_exported_when_validation_rose(tmp_path: Path) -> None:
     """Overfitting one batch (lr 3e-2, validation on other text): validation rises after its best, so the model handed
     back holds the best checkpoint's weights, not the last step's, and the result says which step and why; the last
