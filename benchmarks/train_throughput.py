@@ -136,29 +136,41 @@ def bench_spec(
 
 
 def time_steps(model: Any, loss: Any, data: Any, spec: TrainSpec, warmup: int) -> tuple[float, float]:
-    """(wall, process-CPU) seconds of the steps after `warmup`; CPU time is robust to a shared machine."""
+    """(wall, process-CPU) seconds of the steps after `warmup`; CPU time is robust to a shared machine.
+
+    The window opens when the first measured step fetches its batch and closes when the last step is reported. Why not
+    between step events: the loop reports a step only after the next one is queued (no host sync in a step), so an
+    event does not mark the end of its own step."""
+    import itertools
     import tempfile
 
     import torch
 
     from model.training import train
 
-    stamps: list[float] = []
-    cpu_stamps: list[float] = []
+    def stamp() -> tuple[float, float]:
+        if spec.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter(), time.process_time()
+
+    fetches = itertools.count(1)
+    opened: list[tuple[float, float]] = []
+    closed: list[tuple[float, float]] = []
+
+    class Stamped(type(data)):
+        def rows(self, indices: Any) -> Any:
+            if next(fetches) == warmup + 1:
+                opened.append(stamp())
+            return super().rows(indices)
 
     def on_step(event: Any) -> None:
-        if event.kind == "step":
-            if spec.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
-            cpu_stamps.append(time.process_time())
+        if event.kind == "step" and event.step == spec.total_steps:
+            closed.append(stamp())
 
     with tempfile.TemporaryDirectory() as scratch:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        train(model, loss, data, None, spec, scratch, resume=False, callback=on_step)
-    wall = stamps[-1] - stamps[warmup - 1] if warmup else stamps[-1] - start
-    cpu = cpu_stamps[-1] - cpu_stamps[warmup - 1] if warmup else cpu_stamps[-1] - cpu_start
-    return wall, cpu
+        train(model, loss, Stamped(data.tokens, data.seq_len), None, spec, scratch, resume=False, callback=on_step)
+    (wall_start, cpu_start), (wall_end, cpu_end) = opened[0], closed[0]
+    return wall_end - wall_start, cpu_end - cpu_start
 
 
 def run_one(

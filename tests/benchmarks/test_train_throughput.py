@@ -38,3 +38,34 @@ def test_child_env_keeps_the_environment_and_puts_the_repository_first() -> None
     env = throughput.child_env({"HOME": "/h", "PYTHONPATH": "/wheels:/other"}, ["", "/wheels", "/lib"])
     assert env["HOME"] == "/h"
     assert env["PYTHONPATH"].split(":") == [str(throughput.ROOT), "/wheels", "/other", "/lib"]
+
+
+def test_the_timed_window_holds_exactly_the_measured_steps(monkeypatch) -> None:
+    """The loop reports a step only after the next one ran, so the window cannot be read off step events: it opens at
+    the first measured step's batch and closes at the last step's report. A clock that counts training steps reads
+    exactly the measured steps."""
+    import numpy as np
+    import torch
+
+    from model.batching import PackedDataset
+    from tasks.core.build import model_sizes
+    from tasks.core.config import load_profile
+
+    profile = load_profile("tiny")
+    sizes = model_sizes(profile)
+    model, loss = throughput.build_model(profile, sizes, "dense")
+    section = profile.train_public
+    warmup, steps = 2, 3
+    spec = throughput.bench_spec(section, warmup + steps, 2, "cpu", "fp32", False)
+    tokens = np.random.default_rng(0).integers(2, sizes.vocab_size, 12 * section.seq_len)
+    ran = [0]
+
+    def counted(model, input_ids):
+        parts = loss(model, input_ids)
+        ran[0] += torch.is_grad_enabled()
+        return parts
+
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: float(ran[0]))
+    monkeypatch.setattr(throughput.time, "process_time", lambda: float(10 * ran[0]))
+    wall, cpu = throughput.time_steps(model, counted, PackedDataset(tokens, section.seq_len), spec, warmup)
+    assert (wall, cpu) == (steps, 10 * steps)
