@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from model.baselines import random_router_rows
 from model.precision import autocast
+from model.reproducible_safetensors import save_file
 from model.router import hidden_state_embedding
 from tasks.core.artifacts import EXPERT_FILE, RunPaths
 from tasks.core.config import Profile

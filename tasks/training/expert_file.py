@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from model.hashing import sha256_file
+from model.reproducible_safetensors import save_file
 from tasks.core.errors import IntegrityError
 
 REQUIRED_METADATA = ("domain", "public_sha256")

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from model.precision import Setting, autocast, resolve_precision
+from model.reproducible_safetensors import save_file
 from model.router import domain_embedding, project
 from tasks.core.artifacts import WEIGHTS_FILE, RunPaths
 from tasks.core.config import Profile
