@@ -294,7 +294,10 @@ class _Run:
         device (no host sync in the step)."""
         spec = self.spec
         indices = self.train_data.batch_indices(self.progress.step, spec.batch_size, spec.seed, self.rank, self.world)
-        batch = self.train_data.rows(indices).to(spec.device, non_blocking=True)
+        rows = self.train_data.rows(indices)
+        if spec.device.startswith("cuda"):  # from pageable memory the copy may first wait for the device's queue
+            rows = rows.pin_memory()
+        batch = rows.to(spec.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(spec):
             parts = self.step_loss(batch)
