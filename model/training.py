@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -276,7 +277,7 @@ class _Run:
         """One DP-SGD step on a Poisson-sampled batch: per-sample gradients, clipped and noised by the optimizer."""
         spec, loss_fn = self.spec, self.loss_fn
         indices = self.train_data.poisson_indices(self.progress.step, privacy.sample_rate, spec.seed)
-        batch = self.train_data.rows(indices).to(spec.device)
+        batch = self._batch(indices)
 
         def loss_of(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
             with _autocast(spec):
@@ -289,15 +290,20 @@ class _Run:
         values = [total / max(1, len(indices)), float(len(indices))]
         return _StepMetrics.of(("loss", "batch_sequences"), torch.tensor(values, dtype=torch.float64))
 
+    def _batch(self, indices: np.ndarray) -> torch.Tensor:
+        """The training rows at `indices` on the run's device; to CUDA from pinned memory, because a copy from pageable
+        memory may first wait for the device's queue."""
+        rows = self.train_data.rows(indices)
+        if self.spec.device.startswith("cuda"):
+            rows = rows.pin_memory()
+        return rows.to(self.spec.device, non_blocking=True)
+
     def _sgd_step(self) -> _StepMetrics:
         """One step on this process's share of the global batch; metrics averaged over the processes, left on the
         device (no host sync in the step)."""
         spec = self.spec
         indices = self.train_data.batch_indices(self.progress.step, spec.batch_size, spec.seed, self.rank, self.world)
-        rows = self.train_data.rows(indices)
-        if spec.device.startswith("cuda"):  # from pageable memory the copy may first wait for the device's queue
-            rows = rows.pin_memory()
-        batch = rows.to(spec.device, non_blocking=True)
+        batch = self._batch(indices)
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(spec):
             parts = self.step_loss(batch)
