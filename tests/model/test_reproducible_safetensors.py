@@ -57,7 +57,7 @@ def test_sorting_only_reorders_the_header(tmp_path: Path) -> None:
     sort_metadata(path)
     after = path.read_bytes()
     length = int.from_bytes(after[:8], "little")
-    assert len(after) == len(before) and after[: 8 + length][:8] == before[:8]
+    assert len(after) == len(before) and after[:8] == before[:8]
     assert after[8 + length :] == before[8 + length :]
     header = after[8 : 8 + length].decode("utf-8")
     positions = [header.index(f'"{key}":') for key in sorted(METADATA)]
